@@ -1,0 +1,83 @@
+"""The native calling convention shared by the code generators and the runtime.
+
+Every kernel and every graph has ONE native entry point `int32 entry(uint8_t *args)`: `args`
+points to a packed argument block, the entry returns 0 on success (non-zero status codes are
+reserved for debug-mode checks). A Python call therefore costs a single foreign call.
+
+Argument block layout, little-endian, parameters in declaration order, each in 8-byte slots:
+- scalar: one slot; the value sits at the start of the slot in its native width
+  (bool: one byte 0/1; f16: IEEE binary16 bits), the rest of the slot is padding;
+- ndarray: 1 + ndim slots: the data pointer, then `ndim` int64 extents (C-contiguous, so
+  strides follow from the extents and the dtype).
+
+The runtime never recomputes this from kernel types at run time: the layout is written into the
+.kiln manifest (`ParamLayout.to_json`) and read back from there.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from kiln.types import NdArrayType, ScalarType, parse_type_name
+
+SLOT = 8
+
+#: struct format characters for scalar values inside their slot
+SCALAR_FORMAT: dict[str, str] = {
+    "bool": "?7x", "i8": "b7x", "i16": "h6x", "i32": "i4x", "i64": "q",
+    "u8": "B7x", "u16": "H6x", "u32": "I4x", "u64": "Q",
+    "f16": "e6x", "f32": "f4x", "f64": "d",
+}
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Where one parameter lives in an argument block."""
+
+    name: str
+    kind: str          # "scalar" or "ndarray"
+    dtype: str         # scalar type name, e.g. "f32"
+    ndim: int          # 0 for scalars
+    offset: int        # byte offset of the first slot
+
+    @property
+    def size(self) -> int:
+        return SLOT * (1 + self.ndim) if self.kind == "ndarray" else SLOT
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "kind": self.kind, "dtype": self.dtype, "ndim": self.ndim,
+                "offset": self.offset}
+
+
+def layout_params(params: list[tuple[str, ScalarType | NdArrayType]]) -> list[ParamLayout]:
+    """Lay out (name, type) pairs; ndarray types must be concrete."""
+    out: list[ParamLayout] = []
+    offset = 0
+    for name, t in params:
+        if isinstance(t, NdArrayType):
+            assert t.dtype is not None and t.ndim is not None, "layout needs concrete array types"
+            p = ParamLayout(name, "ndarray", t.dtype.name, t.ndim, offset)
+        else:
+            p = ParamLayout(name, "scalar", t.name, 0, offset)
+        out.append(p)
+        offset += p.size
+    return out
+
+
+def block_size(layout: list[ParamLayout]) -> int:
+    return sum(p.size for p in layout)
+
+
+def block_struct(layout: list[ParamLayout]) -> struct.Struct:
+    """A struct.Struct that packs a whole argument block in one call, values in the order:
+    for a scalar its value; for an ndarray its data pointer then its extents."""
+    fmt = "<"
+    for p in layout:
+        fmt += "Q" + "q" * p.ndim if p.kind == "ndarray" else SCALAR_FORMAT[p.dtype]
+    return struct.Struct(fmt)
+
+
+def param_type(p: ParamLayout) -> ScalarType | NdArrayType:
+    dt = parse_type_name(p.dtype)
+    return NdArrayType(dt, p.ndim) if p.kind == "ndarray" else dt

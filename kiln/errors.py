@@ -1,0 +1,55 @@
+"""kiln's exception types. Every layer raises these; the public API re-exports them."""
+
+from __future__ import annotations
+
+
+class KilnError(Exception):
+    """Base class of every error kiln raises on purpose."""
+
+
+class KernelError(KilnError):
+    """A kernel or func cannot be compiled: unsupported construct, type error, undefined name...
+
+    The message names the user's file, line and column and quotes the source line with a caret.
+    """
+
+    def __init__(self, message: str, *, filename: str = "<unknown>", lineno: int = 0, col: int = 0,
+                 source_line: str = "", end_col: int | None = None) -> None:
+        self.msg = message
+        self.filename = filename
+        self.lineno = lineno
+        self.col = col
+        self.source_line = source_line
+        self.end_col = end_col
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        head = f"{self.filename}:{self.lineno}:{self.col + 1}: {self.msg}"
+        if not self.source_line:
+            return head
+        line = self.source_line.rstrip("\n")
+        stripped = line.lstrip()
+        indent = len(line) - len(stripped)
+        width = max(1, (self.end_col if self.end_col and self.end_col > self.col else self.col + 1) - self.col)
+        caret = " " * (self.col - indent) + "^" * width
+        return f"{head}\n    {stripped}\n    {caret}"
+
+
+class KernelTypeError(KernelError):
+    """A type mismatch inside a kernel (a subclass so callers can tell it apart)."""
+
+
+class ArgumentError(KilnError, TypeError):
+    """A kernel or graph was called with a missing, unknown or wrongly typed argument."""
+
+
+class ArgumentValueError(KilnError, ValueError):
+    """An argument has the right type but a wrong value: shape, contiguity, writability, range."""
+
+
+class ArtifactError(KilnError):
+    """A .kiln file (or an object blob inside it) is damaged, unsupported or cannot run here."""
+
+
+class TargetError(KilnError):
+    """A requested compile target does not exist or cannot be built on this machine."""

@@ -1,0 +1,183 @@
+"""kiln's data types: scalar dtypes, ndarray types, and the promotion rules.
+
+This module is shared by every layer (front end, code generator, graph, runtime), so it
+imports nothing but numpy and must stay small.
+
+Promotion (documented in docs/language.md):
+- kinds are ordered bool < unsigned/signed int < float;
+- a float beats any int (i32 + f32 -> f32, Taichi-style, not numpy's f64);
+- two floats, or two ints of the same signedness: the wider wins;
+- signed with unsigned: a signed type wide enough for both, capped at 64 bits (u64 + i64 -> i64);
+- Python literals are *weak* (NumPy 2 / NEP 50): they take the other operand's type when it is
+  of the same or a higher kind (x_f32 * 0.5 -> f32, x_i8 + 1 -> i8); an int operand with a float
+  literal gives f32 (Taichi's default_fp), or f64 when the int is 64 bits wide (loop indices).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Kind = Literal["b", "i", "u", "f"]
+
+
+@dataclass(frozen=True)
+class ScalarType:
+    """A scalar dtype. Instances are the public `kl.f32` etc.; calling one inside a kernel casts."""
+
+    name: str
+    kind: Kind
+    bits: int
+
+    @property
+    def itemsize(self) -> int:
+        return max(1, self.bits // 8)
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(_NP_NAMES[self.name])
+
+    @property
+    def is_float(self) -> bool:
+        return self.kind == "f"
+
+    @property
+    def is_int(self) -> bool:
+        return self.kind in ("i", "u")
+
+    @property
+    def is_signed(self) -> bool:
+        return self.kind in ("i", "f")
+
+    @property
+    def is_bool(self) -> bool:
+        return self.kind == "b"
+
+    def __call__(self, value: object) -> object:
+        # Outside a kernel, kl.f32(1.5) behaves like np.float32(1.5); inside, the front end
+        # turns the call into a cast and never runs this.
+        return self.np_dtype.type(value)
+
+    def __repr__(self) -> str:
+        return f"kl.{self.name}"
+
+
+bool_ = ScalarType("bool", "b", 1)
+i8 = ScalarType("i8", "i", 8)
+i16 = ScalarType("i16", "i", 16)
+i32 = ScalarType("i32", "i", 32)
+i64 = ScalarType("i64", "i", 64)
+u8 = ScalarType("u8", "u", 8)
+u16 = ScalarType("u16", "u", 16)
+u32 = ScalarType("u32", "u", 32)
+u64 = ScalarType("u64", "u", 64)
+f16 = ScalarType("f16", "f", 16)
+f32 = ScalarType("f32", "f", 32)
+f64 = ScalarType("f64", "f", 64)
+
+SCALAR_TYPES: tuple[ScalarType, ...] = (bool_, i8, i16, i32, i64, u8, u16, u32, u64, f16, f32, f64)
+SCALARS_BY_NAME: dict[str, ScalarType] = {t.name: t for t in SCALAR_TYPES}
+
+_NP_NAMES = {
+    "bool": "bool", "i8": "int8", "i16": "int16", "i32": "int32", "i64": "int64",
+    "u8": "uint8", "u16": "uint16", "u32": "uint32", "u64": "uint64",
+    "f16": "float16", "f32": "float32", "f64": "float64",
+}
+_BY_NP = {np.dtype(v): SCALARS_BY_NAME[k] for k, v in _NP_NAMES.items()}
+
+#: Type of loop indices, shapes and integer literals with no other context.
+INDEX = i64
+#: Type of a float literal with no typed operand beside it (Taichi's default_fp).
+DEFAULT_FLOAT = f32
+#: Type of an int literal with no typed operand beside it.
+DEFAULT_INT = i64
+
+MAX_NDIM = 8
+
+
+def from_numpy(dtype: np.dtype) -> ScalarType | None:
+    """The kiln scalar type of a numpy dtype, or None when kiln has no such type."""
+    return _BY_NP.get(np.dtype(dtype))
+
+
+@dataclass(frozen=True)
+class NdArrayType:
+    """A C-contiguous n-dimensional array of one scalar dtype (`kl.ndarray(kl.f32, ndim=2)`).
+
+    `dtype` or `ndim` may be None in an annotation, meaning "any": the kernel is then specialised
+    per call (or per graph Arg) once the concrete type is known.
+    """
+
+    dtype: ScalarType | None
+    ndim: int | None
+
+    @property
+    def is_concrete(self) -> bool:
+        return self.dtype is not None and self.ndim is not None
+
+    def __repr__(self) -> str:
+        return f"kl.ndarray({self.dtype!r}, ndim={self.ndim})"
+
+
+def ndarray(dtype: ScalarType | None = None, ndim: int | None = None) -> NdArrayType:
+    if dtype is not None and not isinstance(dtype, ScalarType):
+        raise TypeError(f"kl.ndarray: dtype must be a kiln scalar type such as kl.f32, got {dtype!r}")
+    if ndim is not None and (not isinstance(ndim, int) or not 1 <= ndim <= MAX_NDIM):
+        raise ValueError(f"kl.ndarray: ndim must be an int in 1..{MAX_NDIM}, got {ndim!r}")
+    return NdArrayType(dtype, ndim)
+
+
+KilnType = ScalarType | NdArrayType
+
+_KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2}
+
+
+def promote(a: ScalarType, b: ScalarType) -> ScalarType:
+    """Result type of a binary arithmetic op between two typed operands."""
+    if a == b:
+        return a
+    ra, rb = _KIND_RANK[a.kind], _KIND_RANK[b.kind]
+    if ra != rb:
+        hi = a if ra > rb else b
+        # bool promotes to the other operand's type; ints go to the float type.
+        return hi
+    if a.kind == "b":
+        return bool_
+    if a.kind == "f":
+        return a if a.bits >= b.bits else b
+    if a.kind == b.kind:
+        return a if a.bits >= b.bits else b
+    signed, unsigned = (a, b) if a.kind == "i" else (b, a)
+    bits = max(signed.bits, min(64, unsigned.bits * 2))
+    return SCALARS_BY_NAME[f"i{bits}"]
+
+
+def literal_type(value: bool | int | float) -> ScalarType:
+    """Type of a Python literal standing alone."""
+    if isinstance(value, bool):
+        return bool_
+    if isinstance(value, int):
+        return DEFAULT_INT
+    return DEFAULT_FLOAT
+
+
+def promote_with_literal(typed: ScalarType, value: bool | int | float) -> ScalarType:
+    """Result type of `typed op literal`: the literal is weak and adapts (NEP 50 style)."""
+    lit = literal_type(value)
+    if _KIND_RANK[lit.kind] <= _KIND_RANK[typed.kind]:
+        return typed
+    if lit.kind == "f":
+        # int (or bool) with a float literal: the default float, or f64 for 64-bit ints so that
+        # `i * 0.5` on large indices keeps its precision.
+        return f64 if typed.bits == 64 else DEFAULT_FLOAT
+    return lit  # bool with an int literal
+
+
+def parse_type_name(name: str) -> ScalarType:
+    """`'f32'` -> kl.f32; used by the artifact manifest and the CLI."""
+    try:
+        return SCALARS_BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown scalar type {name!r}; expected one of {sorted(SCALARS_BY_NAME)}") from None
