@@ -1,0 +1,156 @@
+"""The .kiln container: a fixed header, a JSON manifest and binary blobs, each checksummed.
+
+Layout (all integers little-endian; docs/format.md is the public contract):
+
+    offset  size  field
+    0       8     magic  b"KILN\\x00\\r\\n\\x1a"   (catches text-mode and truncation damage early)
+    8       2     format major version
+    10      2     format minor version
+    12      4     flags (0; reserved, e.g. for signed files)
+    16      8     manifest offset   (always 64 in version 1)
+    24      8     manifest length
+    32      32    SHA-256 of the manifest bytes
+    64      ...   manifest (UTF-8 JSON), then blobs, each starting on a 16-byte boundary
+
+Each blob's offset, size and SHA-256 are listed in the manifest's "blobs" table. Reading never
+executes anything from the file, never unpickles and never writes to disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+
+from kiln.errors import ArtifactError
+
+MAGIC = b"KILN\x00\r\n\x1a"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+HEADER = struct.Struct("<8sHHIQQ32s")
+HEADER_SIZE = 64
+BLOB_ALIGN = 16
+#: a manifest larger than this is refused before parsing (a hostile file could claim gigabytes)
+MAX_MANIFEST_BYTES = 64 << 20
+
+
+def _align(n: int) -> int:
+    return (n + BLOB_ALIGN - 1) // BLOB_ALIGN * BLOB_ALIGN
+
+
+def sha256_hex(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pack(manifest: dict[str, object], blobs: dict[str, bytes]) -> bytes:
+    """Serialize a manifest (without its "blobs" table, which is filled here) and the blobs."""
+    names = sorted(blobs)
+    # The blob table's offsets depend on the manifest's length, which depends on the offsets'
+    # digits: lay out with a fixed-width placeholder pass, then once more for real.
+    table: list[dict[str, object]] = []
+    body = b""
+    for _ in range(3):
+        manifest = dict(manifest, blobs=table)
+        body = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        offset = _align(HEADER_SIZE + len(body))
+        new_table = []
+        for name in names:
+            data = blobs[name]
+            new_table.append({"name": name, "offset": offset, "size": len(data), "sha256": sha256_hex(data)})
+            offset = _align(offset + len(data))
+        if new_table == table:
+            break
+        table = new_table
+    else:  # pragma: no cover - converges in two passes
+        raise AssertionError("blob table did not converge")
+    header = HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, 0, HEADER_SIZE, len(body),
+                         hashlib.sha256(body).digest())
+    out = bytearray(header.ljust(HEADER_SIZE, b"\x00"))
+    out += body
+    for entry in table:
+        out += b"\x00" * (int(entry["offset"]) - len(out))  # type: ignore[call-overload]
+        out += blobs[str(entry["name"])]
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class Container:
+    """A parsed, checksum-verified .kiln file: the manifest and zero-copy views of the blobs."""
+
+    format_version: tuple[int, int]
+    manifest: dict[str, object]
+    blobs: dict[str, memoryview]
+    size: int
+
+
+def unpack(data: bytes, *, source: str = "<bytes>") -> Container:
+    """Parse and verify a .kiln file. Every failure is an ArtifactError naming `source`."""
+
+    def fail(what: str) -> ArtifactError:
+        return ArtifactError(f"{source}: {what}")
+
+    if len(data) < HEADER_SIZE:
+        if not data.startswith(MAGIC[: len(data)]) or len(data) == 0:
+            raise fail("not a kiln file (bad magic)" if data else "file is empty")
+        raise fail(f"truncated file: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header")
+    magic, major, minor, flags, m_off, m_len, m_sha = HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise fail("not a kiln file (bad magic)")
+    if major > FORMAT_MAJOR:
+        raise fail(f"format version {major}.{minor} is newer than this kiln supports "
+                   f"({FORMAT_MAJOR}.{FORMAT_MINOR}); upgrade kiln to load it")
+    if major < 1:
+        raise fail(f"invalid format version {major}.{minor}")
+    if flags != 0:
+        raise fail(f"unsupported header flags 0x{flags:x}")
+    if m_off != HEADER_SIZE or m_len > MAX_MANIFEST_BYTES:
+        raise fail(f"bad manifest location (offset {m_off}, length {m_len})")
+    if m_off + m_len > len(data):
+        raise fail(f"truncated file: manifest needs bytes up to {m_off + m_len}, file has {len(data)}")
+    view = memoryview(data)
+    body = view[m_off: m_off + m_len]
+    if hashlib.sha256(body).digest() != m_sha:
+        raise fail("manifest checksum mismatch (the file is damaged)")
+    try:
+        manifest = json.loads(bytes(body).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise fail(f"manifest is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise fail("manifest: expected a JSON object at the top level")
+    table = manifest.get("blobs")
+    if not isinstance(table, list):
+        raise fail("manifest: field 'blobs' missing or not a list")
+    blobs: dict[str, memoryview] = {}
+    for i, entry in enumerate(table):
+        where = f"manifest: blobs[{i}]"
+        if not isinstance(entry, dict):
+            raise fail(f"{where}: expected an object")
+        name, off, size, digest = (entry.get(k) for k in ("name", "offset", "size", "sha256"))
+        if not isinstance(name, str) or not name:
+            raise fail(f"{where}.name: expected a non-empty string")
+        for key, val in (("offset", off), ("size", size)):
+            if not isinstance(val, int) or isinstance(val, bool) or val < 0:
+                raise fail(f"{where}.{key}: expected a non-negative integer, got {val!r}")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise fail(f"{where}.sha256: expected 64 hex digits")
+        assert isinstance(off, int) and isinstance(size, int)
+        if off < m_off + m_len or off + size > len(data):
+            raise fail(f"truncated or corrupt file: blob {name!r} spans bytes {off}..{off + size}, "
+                       f"file has {len(data)}")
+        blob = view[off: off + size]
+        if sha256_hex(blob) != digest:
+            raise fail(f"checksum mismatch in blob {name!r} (the file is damaged)")
+        if name in blobs:
+            raise fail(f"{where}.name: duplicate blob {name!r}")
+        blobs[name] = blob
+    return Container((major, minor), manifest, blobs, len(data))
+
+
+def read_file(path: str) -> Container:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from None
+    return unpack(data, source=str(path))

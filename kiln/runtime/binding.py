@@ -1,0 +1,183 @@
+"""Argument binding: check every argument of a run, then pack the native argument block.
+
+Everything that does not depend on the call (names, dtypes, ranges, the struct format) is
+computed once in `ArgBinder.__init__`; `pack` does only per-call work. All checks happen before
+any native code runs, so a failing call leaves every array untouched. Arrays are never copied:
+the block holds their data pointers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from kiln.abi import ParamLayout, block_struct
+from kiln.artifact.manifest import ParamInfo, ShapeDim
+from kiln.errors import ArgumentError, ArgumentValueError
+
+_ARRAY, _BOOL, _INT, _FLOAT = 0, 1, 2, 3
+
+
+def _probe_data_offset() -> int:
+    """Offset of the data pointer inside a CPython ndarray object, or 0 if it can't be trusted.
+
+    Reading it straight from the object is 3x faster than `a.ctypes.data`; it is verified on
+    several live arrays before use, and `ndarray.ctypes.data` is the fallback.
+    """
+    try:
+        probes = [np.empty(n, np.float32) for n in (1, 7, 1000)] + [np.arange(6.0).reshape(2, 3)[1]]
+        off = 2 * ctypes.sizeof(ctypes.c_void_p)   # PyObject_HEAD on a default CPython build
+        for a in probes:
+            if ctypes.c_void_p.from_address(id(a) + off).value != a.ctypes.data:
+                return 0
+        return off
+    except Exception:  # pragma: no cover - exotic interpreters
+        return 0
+
+
+_DATA_OFFSET = _probe_data_offset()
+_from_address = ctypes.c_void_p.from_address
+
+
+def data_pointer(a: np.ndarray) -> int:
+    if _DATA_OFFSET:
+        return _from_address(id(a) + _DATA_OFFSET).value or 0
+    return int(a.ctypes.data)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    name: str
+    kind: int
+    dtype: np.dtype | None
+    type_name: str
+    ndim: int
+    needs_write: bool
+    shape: tuple[ShapeDim, ...] | None
+    lo: int | float = 0
+    hi: int | float = 0
+
+
+class ArgBinder:
+    """Checks a mapping of named arguments against parameters and packs the argument block."""
+
+    def __init__(self, params: tuple[ParamInfo, ...], owner: str) -> None:
+        self.owner = owner
+        self.names = tuple(p.layout.name for p in params)
+        self.name_set = frozenset(self.names)
+        self.struct = block_struct([p.layout for p in params])
+        self.plans = tuple(self._plan(p) for p in params)
+        self.has_symbols = any(isinstance(d, str) for p in params if p.shape for d in p.shape)
+
+    @staticmethod
+    def _plan(p: ParamInfo) -> _Plan:
+        lay: ParamLayout = p.layout
+        if lay.kind == "ndarray":
+            return _Plan(lay.name, _ARRAY, _np_dtype(lay.dtype), lay.dtype, lay.ndim,
+                         p.access in ("write", "readwrite"), p.shape)
+        dt = _np_dtype(lay.dtype)
+        if lay.dtype == "bool":
+            return _Plan(lay.name, _BOOL, dt, lay.dtype, 0, False, None)
+        if dt.kind in "iu":
+            info = np.iinfo(dt)
+            return _Plan(lay.name, _INT, dt, lay.dtype, 0, False, None, int(info.min), int(info.max))
+        finfo = np.finfo(dt)
+        return _Plan(lay.name, _FLOAT, dt, lay.dtype, 0, False, None, -float(finfo.max), float(finfo.max))
+
+    # ------------------------------------------------------------------------------ per call
+    def pack(self, args: Mapping[str, object]) -> bytes:
+        if not isinstance(args, Mapping):
+            raise ArgumentError(f"{self.owner}: run() takes a dict of named arguments, got {type(args).__name__}")
+        if len(args) != len(self.names) or not self.name_set.issuperset(args):
+            self._check_names(args)
+        values: list[object] = []
+        symbols: dict[str, int] = {}
+        for plan in self.plans:
+            a = args[plan.name]
+            if plan.kind == _ARRAY:
+                if not isinstance(a, np.ndarray):
+                    raise self._array_type_error(plan, a)
+                if a.dtype != plan.dtype:
+                    raise ArgumentError(f"{self.owner}: argument {plan.name!r}: expected dtype {plan.type_name} "
+                                        f"({plan.dtype}), got {a.dtype} (kiln never converts arrays)")
+                if a.ndim != plan.ndim:
+                    raise ArgumentError(f"{self.owner}: argument {plan.name!r}: expected a {plan.ndim}-D array, "
+                                        f"got {a.ndim}-D with shape {a.shape}")
+                flags = a.flags
+                if not flags.c_contiguous:
+                    raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: array is not C-contiguous "
+                                             "(pass np.ascontiguousarray(x); kiln never copies arrays)")
+                if plan.needs_write and not flags.writeable:
+                    raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: array is read-only but the "
+                                             "compiled code writes to it")
+                shape = a.shape
+                if plan.shape is not None:
+                    self._check_shape(plan, shape, symbols)
+                values.append(data_pointer(a))
+                values.extend(shape)
+            else:
+                values.append(self._scalar(plan, a))
+        return self.struct.pack(*values)
+
+    def _check_names(self, args: Mapping[str, object]) -> None:
+        missing = [n for n in self.names if n not in args]
+        if missing:
+            raise ArgumentError(f"{self.owner}: missing argument{'s' if len(missing) > 1 else ''} "
+                                f"{', '.join(map(repr, missing))}; expected {', '.join(self.names) or 'none'}")
+        unknown = [str(n) for n in args if n not in self.name_set]
+        raise ArgumentError(f"{self.owner}: unknown argument{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))}; expected {', '.join(self.names) or 'none'}")
+
+    def _array_type_error(self, plan: _Plan, a: object) -> ArgumentError:
+        hint = ""
+        if hasattr(a, "__cuda_array_interface__") or hasattr(a, "__dlpack__"):
+            hint = " (device arrays need a graph compiled for the cuda target)"
+        return ArgumentError(f"{self.owner}: argument {plan.name!r}: expected a numpy.ndarray of {plan.type_name} "
+                             f"with ndim={plan.ndim}, got {type(a).__name__}{hint}")
+
+    def _check_shape(self, plan: _Plan, shape: tuple[int, ...], symbols: dict[str, int]) -> None:
+        assert plan.shape is not None
+        for k, (want, got) in enumerate(zip(plan.shape, shape)):
+            if want is None:
+                continue
+            if isinstance(want, int):
+                if got != want:
+                    raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: dimension {k} must be "
+                                             f"{want}, got shape {shape}")
+            else:
+                bound = symbols.setdefault(want, got)
+                if bound != got:
+                    raise ArgumentValueError(
+                        f"{self.owner}: argument {plan.name!r}: dimension {k} is {got} but shape symbol "
+                        f"{want!r} is {bound} from an earlier argument (shapes declared {plan.shape})")
+
+    def _scalar(self, plan: _Plan, v: object) -> object:
+        where = f"{self.owner}: argument {plan.name!r}"
+        if plan.kind == _BOOL:
+            if isinstance(v, (bool, np.bool_)):
+                return bool(v)
+            raise ArgumentError(f"{where}: expected a bool, got {type(v).__name__}")
+        if isinstance(v, np.ndarray) and v.ndim == 0:
+            v = v[()]
+        if plan.kind == _INT:
+            if not isinstance(v, (int, np.integer)) or isinstance(v, np.bool_):
+                raise ArgumentError(f"{where}: expected an integer for {plan.type_name}, got {type(v).__name__}")
+            iv = int(v)
+            if not plan.lo <= iv <= plan.hi:
+                raise ArgumentValueError(f"{where}: {iv} is out of range for {plan.type_name} "
+                                         f"({plan.lo}..{plan.hi})")
+            return iv
+        if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, (bool, np.bool_)):
+            raise ArgumentError(f"{where}: expected a number for {plan.type_name}, got {type(v).__name__}")
+        fv = float(v)
+        if not plan.lo <= fv <= plan.hi and fv == fv and abs(fv) != float("inf"):
+            raise ArgumentValueError(f"{where}: {fv!r} is out of range for {plan.type_name}")
+        return fv
+
+
+def _np_dtype(name: str) -> np.dtype:
+    from kiln.types import SCALARS_BY_NAME
+    return SCALARS_BY_NAME[name].np_dtype

@@ -1,0 +1,207 @@
+"""Loaded, runnable code: CompiledModule, CompiledGraph, CompiledKernel, and `load`.
+
+This is the runtime layer. It imports numpy, the artifact reader and the native loader only:
+never the front end (kiln.lang), the code generators (kiln.codegen) or llvmlite (except inside
+the MCJIT fallback loader on platforms kiln's own ELF loader does not cover).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kiln.artifact.container import Container, unpack
+from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, ShapeDim, TargetInfo
+from kiln.errors import ArtifactError, KilnError
+from kiln.runtime import threads
+from kiln.runtime.binding import ArgBinder
+
+
+class KernelRuntimeError(KilnError, RuntimeError):
+    """Native code reported a failure (a non-zero status from an entry point)."""
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """What a graph or kernel argument must be: printed by `CompiledGraph.args`."""
+
+    name: str
+    kind: str                          # "scalar" | "ndarray"
+    dtype: str
+    ndim: int
+    shape: tuple[ShapeDim, ...] | None
+    access: str
+
+    def __repr__(self) -> str:
+        if self.kind == "scalar":
+            return f"{self.name}: {self.dtype}"
+        shape = "" if self.shape is None else ", shape=(" + ", ".join(
+            "?" if d is None else str(d) for d in self.shape) + ("," if self.ndim == 1 else "") + ")"
+        return f"{self.name}: ndarray({self.dtype}, ndim={self.ndim}{shape}) [{self.access}]"
+
+
+def _specs(params: tuple[ParamInfo, ...]) -> list[ArgSpec]:
+    return [ArgSpec(p.layout.name, p.layout.kind, p.layout.dtype, p.layout.ndim, p.shape, p.access)
+            for p in params]
+
+
+class _Runnable:
+    """Shared by graphs and kernels: one argument check, one foreign call."""
+
+    def __init__(self, module: CompiledModule, owner: str, params: tuple[ParamInfo, ...], address: int) -> None:
+        from kiln.runtime.native import make_entry
+        self._module = module          # keeps the native code mapped while this object lives
+        self._owner = owner
+        self._binder = ArgBinder(params, owner)
+        self._entry = make_entry(address)
+        self.args: list[ArgSpec] = _specs(params)
+
+    def run(self, args: Mapping[str, Any]) -> None:
+        """Check all arguments, then run the native code once. Arrays are updated in place."""
+        status = self._entry(self._binder.pack(args))
+        if status:
+            raise KernelRuntimeError(f"{self._owner}: native code returned status {status}")
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the .kiln file this object came from (the whole module it belongs to)."""
+        self._module.save(path)
+
+
+class CompiledGraph(_Runnable):
+    """A compiled graph: `run({"name": value, ...})` runs its whole dispatch list natively."""
+
+    def __init__(self, module: CompiledModule, info: GraphInfo, address: int) -> None:
+        super().__init__(module, f"graph {info.name!r}", info.params, address)
+        self.name = info.name
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"<CompiledGraph {self.name!r} args={self.args} dispatches={len(self.info.dispatches)}>"
+
+
+class CompiledKernel(_Runnable):
+    """A standalone compiled kernel: call it positionally or with `run({...})`."""
+
+    def __init__(self, module: CompiledModule, info: KernelInfo, address: int, name: str) -> None:
+        super().__init__(module, f"kernel {name!r}", info.params, address)
+        self.name = name
+        self.info = info
+        self._names = tuple(p.layout.name for p in info.params)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(self._names):
+            from kiln.errors import ArgumentError
+            raise ArgumentError(f"{self._owner}: takes {len(self._names)} arguments, got {len(args)}")
+        named = dict(zip(self._names, args))
+        for k, v in kwargs.items():
+            if k in named:
+                from kiln.errors import ArgumentError
+                raise ArgumentError(f"{self._owner}: argument {k!r} given twice")
+            named[k] = v
+        self.run(named)
+
+    def __repr__(self) -> str:
+        return f"<CompiledKernel {self.name!r} args={self.args}>"
+
+
+class CompiledModule:
+    """Everything one .kiln file holds, linked into this process."""
+
+    def __init__(self, data: bytes, container: Container, manifest: Manifest, target: TargetInfo,
+                 native: Any) -> None:
+        self._data = data
+        self._native = native
+        self.manifest = manifest
+        self.target = target
+        self.graphs: dict[str, CompiledGraph] = {
+            name: CompiledGraph(self, g, native.address(g.entries[target.name]))
+            for name, g in manifest.graphs.items()}
+        self.kernels: dict[str, CompiledKernel] = {
+            name: CompiledKernel(self, manifest.kernels[kname],
+                                 native.address(manifest.kernels[kname].entries[target.name]), name)
+            for name, kname in manifest.exported_kernels.items()}
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(self._data)
+        os.replace(tmp, path)   # a reader never sees a half-written file
+
+    def to_bytes(self) -> bytes:
+        return self._data
+
+    def __repr__(self) -> str:
+        return (f"<CompiledModule target={self.target.name}:{self.target.cpu} graphs={sorted(self.graphs)} "
+                f"kernels={sorted(self.kernels)}>")
+
+
+def _pick_cpu_target(manifest: Manifest, source: str) -> TargetInfo:
+    from kiln.runtime.hostcpu import host_arch, missing_features
+    cpus = [t for t in manifest.targets if t.kind == "cpu"]
+    if not cpus:
+        kinds = ", ".join(sorted({t.kind for t in manifest.targets}))
+        raise ArtifactError(f"{source}: the file has no CPU code (targets: {kinds})")
+    arch = host_arch()
+    same_arch = [t for t in cpus if t.arch == arch]
+    if not same_arch:
+        raise ArtifactError(f"{source}: compiled for {', '.join(t.arch for t in cpus)}, this machine is {arch}")
+    problems = []
+    for t in same_arch:
+        missing = missing_features(t.features)
+        if not missing:
+            return t
+        problems.append(f"{t.name} ({t.cpu}) needs CPU features this machine lacks: {', '.join(missing)}")
+    raise ArtifactError(f"{source}: cannot run here: {'; '.join(problems)}. Recompile with a portable "
+                        "target, e.g. compile(target='x86-64-v2')")
+
+
+def load_bytes(data: bytes, source: str = "<bytes>") -> CompiledModule:
+    """Verify, link and wrap a .kiln file held in memory."""
+    container = unpack(data, source=source)
+    return _link(data, container, source)
+
+
+def _link(data: bytes, container: Container, source: str) -> CompiledModule:
+    from kiln.runtime.native import load_object
+    try:
+        manifest = Manifest.from_json(container.manifest, set(container.blobs))
+    except ArtifactError as e:
+        raise ArtifactError(f"{source}: {e}") from None
+    target = _pick_cpu_target(manifest, source)
+    if len(target.blobs) != 1:
+        raise ArtifactError(f"{source}: CPU target {target.name!r} must have exactly one object blob")
+    for what, entries in [(f"graph {g.name!r}", g.entries) for g in manifest.graphs.values()] + [
+            (f"kernel {k.name!r}", k.entries) for k in manifest.kernels.values()]:
+        if target.name not in entries:
+            raise ArtifactError(f"{source}: {what} has no entry point for target {target.name!r}")
+    try:
+        native = load_object(bytes(container.blobs[target.blobs[0]]))
+    except ArtifactError as e:
+        raise ArtifactError(f"{source}: {e}") from None
+    threads.attach(native)
+    try:
+        return CompiledModule(data, container, manifest, target, native)
+    except ArtifactError as e:  # an entry symbol missing from the object
+        raise ArtifactError(f"{source}: {e}") from None
+
+
+def load_module(path: str | os.PathLike[str]) -> CompiledModule:
+    """Load every graph and kernel of a .kiln file."""
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ArtifactError(f"cannot read {source}: {e.strerror or e}") from None
+    return load_bytes(data, source)
+
+
+def load(path: str | os.PathLike[str]) -> CompiledGraph:
+    """Load a .kiln file holding one graph and return that graph."""
+    module = load_module(path)
+    if len(module.graphs) != 1:
+        raise ArtifactError(f"{os.fspath(path)}: holds {len(module.graphs)} graphs "
+                            f"({', '.join(sorted(module.graphs)) or 'none'}); use kiln.load_module() and pick one")
+    return next(iter(module.graphs.values()))

@@ -1,0 +1,98 @@
+"""Argument checks of the runtime binder, without compiling anything."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from kiln.abi import ParamLayout, layout_params
+from kiln.artifact.manifest import ParamInfo
+from kiln.errors import ArgumentError, ArgumentValueError
+from kiln.runtime.binding import ArgBinder, data_pointer
+from kiln.types import NdArrayType, f32, f64, i32, u8
+from kiln.types import bool_ as kbool
+
+
+def _binder(shape_x=("n",), shape_y=("n",)) -> ArgBinder:
+    lay = layout_params([("a", f32), ("x", NdArrayType(f32, 1)), ("y", NdArrayType(f32, 1)), ("k", u8),
+                         ("flag", kbool), ("n2", i32), ("img", NdArrayType(f64, 2))])
+    access = {"x": "read", "y": "write", "img": "readwrite"}
+    shapes = {"x": shape_x, "y": shape_y, "img": (None, 3)}
+    return ArgBinder(tuple(ParamInfo(p, access.get(p.name, "read"), shapes.get(p.name)) for p in lay), "graph 'g'")
+
+
+def _args(**over):
+    base = {"a": 2.0, "x": np.ones(5, np.float32), "y": np.zeros(5, np.float32), "k": 7, "flag": True, "n2": -4,
+            "img": np.zeros((2, 3))}
+    base.update(over)
+    return base
+
+
+def test_pack_layout() -> None:
+    args = _args()
+    block = _binder().pack(args)
+    vals = struct.unpack("<f4xQqQqB7x?7xi4xQqq", block)
+    assert vals[0] == 2.0
+    assert vals[1] == data_pointer(args["x"]) == args["x"].ctypes.data
+    assert vals[2] == 5 and vals[4] == 5
+    assert vals[5:8] == (7, True, -4)
+    assert vals[9:] == (2, 3)
+
+
+def test_data_pointer_of_views() -> None:
+    a = np.arange(100, dtype=np.float32)
+    for v in (a, a[10:], a[::1][3:50], a.reshape(10, 10)[4]):
+        assert data_pointer(v) == v.ctypes.data
+
+
+@pytest.mark.parametrize("over,exc,msg", [
+    ({"x": np.ones(5, np.float64)}, ArgumentError, "argument 'x': expected dtype f32 .*got float64"),
+    ({"x": np.ones((5, 1), np.float32)}, ArgumentError, "argument 'x': expected a 1-D array, got 2-D"),
+    ({"x": [1.0, 2.0]}, ArgumentError, "argument 'x': expected a numpy.ndarray of f32 with ndim=1, got list"),
+    ({"x": np.ones(10, np.float32)[::2]}, ArgumentValueError, "argument 'x': array is not C-contiguous"),
+    ({"y": np.ones(6, np.float32)}, ArgumentValueError, "argument 'y': dimension 0 is 6 but shape symbol 'n' is 5"),
+    ({"img": np.zeros((2, 4))}, ArgumentValueError, "argument 'img': dimension 1 must be 3"),
+    ({"k": 256}, ArgumentValueError, "argument 'k': 256 is out of range for u8"),
+    ({"k": -1}, ArgumentValueError, "argument 'k': -1 is out of range for u8"),
+    ({"k": 1.5}, ArgumentError, "argument 'k': expected an integer for u8, got float"),
+    ({"n2": 2**31}, ArgumentValueError, "argument .n2.: 2147483648 is out of range for i32"),
+    ({"a": "2"}, ArgumentError, "argument 'a': expected a number for f32, got str"),
+    ({"a": 1e300}, ArgumentValueError, "argument 'a': 1e\\+300 is out of range for f32"),
+    ({"flag": 1}, ArgumentError, "argument 'flag': expected a bool, got int"),
+])
+def test_bad_arguments(over, exc, msg) -> None:
+    with pytest.raises(exc, match="graph 'g': " + msg):
+        _binder().pack(_args(**over))
+
+
+def test_readonly_written_array_refused_but_readonly_input_ok() -> None:
+    y = np.zeros(5, np.float32)
+    y.flags.writeable = False
+    with pytest.raises(ArgumentValueError, match="argument 'y': array is read-only but the compiled code writes"):
+        _binder().pack(_args(y=y))
+    x = np.ones(5, np.float32)
+    x.flags.writeable = False
+    _binder().pack(_args(x=x))   # x is only read
+
+
+def test_missing_and_unknown_names() -> None:
+    args = _args()
+    del args["a"], args["k"]
+    with pytest.raises(ArgumentError, match="missing arguments 'a', 'k'"):
+        _binder().pack(args)
+    with pytest.raises(ArgumentError, match="unknown argument 'zz'"):
+        _binder().pack(_args(zz=1))
+    with pytest.raises(ArgumentError, match="takes a dict"):
+        _binder().pack([1, 2])  # type: ignore[arg-type]
+
+
+def test_numpy_scalars_accepted() -> None:
+    _binder().pack(_args(a=np.float32(1.5), k=np.uint8(3), flag=np.bool_(False), n2=np.int64(5)))
+    _binder().pack(_args(a=3))  # ints are fine for float params
+
+
+def test_param_layout_json() -> None:
+    p = ParamLayout("x", "ndarray", "f32", 2, 8)
+    assert p.size == 24 and p.to_json()["offset"] == 8
