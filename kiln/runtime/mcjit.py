@@ -1,0 +1,135 @@
+"""Fallback object loader through LLVM's MCJIT (llvmlite), for platforms kiln's own ELF loader
+does not cover (macOS, Windows, non-x86-64 machines).
+
+llvmlite is imported lazily, inside `load_mcjit_object`, so a runtime-only install never needs it
+unless this fallback is actually used. The returned object has the same interface as
+`kiln.runtime.elf.LoadedObject`: `address(name)`, `symbols`, `close()`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from kiln.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["MCJITObject", "load_mcjit_object"]
+
+_lock = threading.Lock()
+_initialized = False
+
+
+def _llvm() -> Any:
+    try:
+        import llvmlite.binding as llvm
+    except ImportError as e:   # pragma: no cover - depends on the install
+        raise ArtifactError("the MCJIT object loader needs llvmlite (pip install llvmlite)") from e
+    return llvm
+
+
+def _host_target_machine(llvm: Any) -> Any:
+    """A fresh host target machine: each MCJIT engine takes ownership of the one it is given."""
+    global _initialized
+    if not _initialized:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        _initialized = True
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                        features=llvm.get_host_cpu_features().flatten())
+
+
+class MCJITObject:
+    """An object file loaded by MCJIT; keeps its execution engine alive."""
+
+    loader = "mcjit"
+
+    def __init__(self, engine: Any, names: list[str]) -> None:
+        self._engine = engine
+        self._names = names
+        self._symbols: dict[str, int] | None = None
+
+    @property
+    def symbols(self) -> dict[str, int]:
+        """Exported symbol -> address (names known from the ELF symbol table; on other object
+        formats only the names looked up through `address` so far)."""
+        if self._symbols is None:
+            out: dict[str, int] = {}
+            for name in self._names:
+                addr = self._lookup(name)
+                if addr:
+                    out[name] = addr
+            self._symbols = out
+        return self._symbols
+
+    def _lookup(self, name: str) -> int:
+        if self._engine is None:
+            return 0
+        with _lock:
+            addr = self._engine.get_global_value_address(name)
+            if not addr:
+                addr = self._engine.get_function_address(name)
+        return int(addr or 0)
+
+    def address(self, symbol: str) -> int:
+        if self._symbols is not None and symbol in self._symbols:
+            return self._symbols[symbol]
+        addr = self._lookup(symbol)
+        if not addr:
+            raise ArtifactError(f"symbol {symbol!r} is not defined by the loaded object")
+        return addr
+
+    def close(self) -> None:
+        # The engine owns the code: dropping it frees the memory (never call into it afterwards).
+        self._engine = None
+        self._symbols = {}
+
+    @property
+    def closed(self) -> bool:
+        return self._engine is None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_mcjit_object(blob: bytes) -> MCJITObject:
+    """Load a relocatable object (ELF, Mach-O or COFF, for the host) through llvmlite's MCJIT.
+
+    For ELF blobs the same structural checks and external-symbol allow-list as the native loader
+    apply first (any ELF machine is accepted since MCJIT does the relocating).
+    """
+    blob = bytes(blob)
+    names: list[str] = []
+    externals: list[str] = []
+    if blob[:4] == b"\x7fELF":
+        from kiln.runtime.elf import MACHINE_NAMES, SHN_ABS, inspect_elf_object
+        info = inspect_elf_object(blob, machines=frozenset(MACHINE_NAMES))
+        loaded = set(info.loaded)
+        names = [n for n, s in info.exports.items() if s.shndx in loaded or s.shndx == SHN_ABS]
+        externals = info.externals
+    llvm = _llvm()
+    if externals:
+        # make the allowed helpers visible to MCJIT's resolver even when their library
+        # (libgcc_s for the half-float helpers) is not loaded into the process yet
+        from kiln.runtime.elf import resolve_external
+        for name in externals:
+            addr = resolve_external(name)
+            if addr:
+                llvm.add_symbol(name, addr)
+    with _lock:
+        tm = _host_target_machine(llvm)
+        try:
+            module = llvm.parse_assembly("")
+            module.triple = tm.triple
+            engine = llvm.create_mcjit_compiler(module, tm)
+            engine.add_object_file(llvm.ObjectFileRef.from_data(blob))
+            engine.finalize_object()
+        except Exception as e:   # llvmlite raises RuntimeError for malformed objects
+            raise ArtifactError(f"MCJIT could not load the object: {e}") from e
+    return MCJITObject(engine, names)
