@@ -9,6 +9,7 @@ the block holds their data pointers.
 from __future__ import annotations
 
 import ctypes
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ def _probe_data_offset() -> int:
             if ctypes.c_void_p.from_address(id(a) + off).value != a.ctypes.data:
                 return 0
         return off
-    except Exception:  # pragma: no cover - exotic interpreters
+    except (OSError, ValueError, TypeError, AttributeError):  # pragma: no cover - exotic interpreters
         return 0
 
 
@@ -173,7 +174,7 @@ class ArgBinder:
         if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, (bool, np.bool_)):
             raise ArgumentError(f"{where}: expected a number for {plan.type_name}, got {type(v).__name__}")
         fv = float(v)
-        if not plan.lo <= fv <= plan.hi and fv == fv and abs(fv) != float("inf"):
+        if not plan.lo <= fv <= plan.hi and math.isfinite(fv):
             raise ArgumentValueError(f"{where}: {fv!r} is out of range for {plan.type_name}")
         return fv
 

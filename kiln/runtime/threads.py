@@ -17,7 +17,7 @@ _GOMP_NAMES = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
 _GLOBALS = ("kiln_rt_gomp_parallel", "kiln_rt_omp_get_thread_num", "kiln_rt_omp_get_num_threads")
 
 _gomp_addresses: tuple[int, int, int] | None | bool = False   # False: not looked up yet
-_attached: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_attached: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _default_threads() -> int:

@@ -1,0 +1,81 @@
+"""kiln: bake compute graphs ahead of time.
+
+    GraphBuilder --compile()--> CompiledGraph <--save()/load()--> file.kiln --> run({...})
+
+This is the whole public API. Importing kiln is cheap: the front end, the code generator and
+llvmlite are imported only when something is compiled, so a process that only loads and runs
+.kiln files never imports them (tests/test_boundaries.py proves it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from kiln.errors import (
+    ArgumentError,
+    ArgumentValueError,
+    ArtifactError,
+    KernelError,
+    KernelTypeError,
+    KilnError,
+    TargetError,
+)
+from kiln.types import (
+    bool_,
+    f16,
+    f32,
+    f64,
+    i8,
+    i16,
+    i32,
+    i64,
+    ndarray,
+    u8,
+    u16,
+    u32,
+    u64,
+)
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; imported on first attribute access (PEP 562).
+_LAZY: dict[str, str] = {
+    # kernel language (front end)
+    "kernel": "kiln.lang", "func": "kiln.lang", "Kernel": "kiln.lang", "Func": "kiln.lang",
+    # graphs and modules
+    "Arg": "kiln.graph.builder", "GraphBuilder": "kiln.graph.builder", "Sequential": "kiln.graph.builder",
+    "Module": "kiln.graph.module",
+    # runtime
+    "load": "kiln.runtime.compiled", "load_module": "kiln.runtime.compiled", "load_bytes": "kiln.runtime.compiled",
+    "CompiledGraph": "kiln.runtime.compiled", "CompiledKernel": "kiln.runtime.compiled",
+    "CompiledModule": "kiln.runtime.compiled", "KernelRuntimeError": "kiln.runtime.compiled",
+    "set_num_threads": "kiln.runtime.threads", "get_num_threads": "kiln.runtime.threads",
+}
+_BUILTINS = (
+    "abs", "min", "max", "sqrt", "rsqrt", "exp", "log", "sin", "cos", "tan", "asin", "acos", "atan", "atan2",
+    "tanh", "floor", "ceil", "round", "pow", "isnan", "isinf", "select", "cast", "static", "ndrange",
+    "atomic_add", "atomic_sub", "atomic_min", "atomic_max", "atomic_and", "atomic_or", "atomic_xor",
+)
+_LAZY.update({name: "kiln.lang.builtins_py" for name in _BUILTINS})
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'kiln' has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "ArgumentError", "ArgumentValueError", "ArtifactError", "KernelError", "KernelTypeError", "KilnError",
+    "TargetError", "bool_", "f16", "f32", "f64", "i8", "i16", "i32", "i64", "ndarray", "u8", "u16", "u32",
+    "u64",
+]
+__all__ += list(_LAZY)

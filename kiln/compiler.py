@@ -1,0 +1,204 @@
+"""The compiler driver: recorded graphs and kernels in, a .kiln file's bytes out.
+
+`compile_module` reads as the list of stages every compilation goes through; each stage is a
+plain function from one representation to the next, tested on its own. The result is always the
+serialized file, and the runtime links it from those bytes, so a graph run right after
+`compile()` executes exactly what a later `kiln.load()` of the saved file executes.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from kiln import passes
+from kiln.abi import layout_params
+from kiln.artifact import container
+from kiln.artifact.manifest import (
+    Binding,
+    DispatchInfo,
+    GraphInfo,
+    KernelInfo,
+    Manifest,
+    ParamInfo,
+    TargetInfo,
+)
+from kiln.ir.analysis import array_access
+from kiln.ir.graph import ArgBinding, ConstBinding, Dispatch, GraphIR
+from kiln.ir.nodes import KernelIR
+from kiln.ir.verify import verify
+from kiln.types import NdArrayType, ScalarType
+
+if TYPE_CHECKING:
+    from kiln.graph.module import Module
+    from kiln.runtime.compiled import CompiledKernel
+
+KILN_VERSION = "0.1.0"
+
+ParamTypes = tuple[ScalarType | NdArrayType, ...]
+
+
+def lower_kernel(kernel: Any, param_types: ParamTypes) -> KernelIR:
+    """Front end and IR passes for one kernel specialisation."""
+    kir = kernel.specialize(param_types)    # Python ast -> typed IR (kiln.lang)
+    kir = passes.lower_aug_stores(kir)      # `x[i] += v`: atomic inside parallel loops, plain elsewhere
+    kir = passes.fold_constants(kir)        # fold literal arithmetic with kiln's own semantics
+    verify(kir, lowered=True)               # cheap structural check before code generation
+    return kir
+
+
+def compile_module(module: Module) -> bytes:
+    """Compile every graph and kernel of `module` for its CPU target; return the file's bytes."""
+    from kiln.codegen import build_object
+    from kiln.codegen.target import named_target
+
+    target = named_target(module.target)
+
+    # 1. Specialise each distinct (kernel, parameter types) once, whatever uses it.
+    lowered: dict[tuple[int, ParamTypes], KernelIR] = {}
+
+    def kernel_ir(kernel: Any, types: ParamTypes) -> KernelIR:
+        key = (id(kernel), types)
+        if key not in lowered:
+            lowered[key] = lower_kernel(kernel, types)
+        return lowered[key]
+
+    # 2. Graph IR: every dispatch bound to graph params or baked-in constants.
+    graphs: list[GraphIR] = []
+    graph_params: dict[str, list[ParamInfo]] = {}
+    for gname, builder in module.graphs.items():
+        args = builder.args()
+        dispatches = []
+        for d in builder.dispatches:
+            kir = kernel_ir(d.kernel, d.param_types)
+            bindings = tuple(ArgBinding(a.name) if hasattr(a, "name") else ConstBinding(_const(a, t), t)  # type: ignore[arg-type]
+                             for a, t in zip(d.args, d.param_types))
+            dispatches.append(Dispatch(kir.kernel.name, bindings))
+        graphs.append(GraphIR(gname, tuple((a.name, a.type) for a in args), tuple(dispatches)))
+        graph_params[gname] = _graph_param_infos(args, graphs[-1], lowered)
+    exported = {name: kernel_ir(k, types).kernel.name for name, (k, types) in module.kernels.items()}
+
+    # 3. Native code: one object for all kernels and graph entry points.
+    kernels = _unique_kernels(list(lowered.values()))
+    obj = build_object(kernels, graphs, target)
+
+    # 4. Manifest + container.
+    tinfo = TargetInfo("cpu", "cpu", target.arch, target.triple, target.cpu, target.features, ("cpu.o",))
+    manifest = Manifest(
+        format_version=(container.FORMAT_MAJOR, container.FORMAT_MINOR),
+        kiln_version=KILN_VERSION,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        targets=(tinfo,),
+        kernels={k.kernel.name: _kernel_info(k, {"cpu": obj.kernel_symbols[k.kernel.name]}) for k in kernels},
+        graphs={g.name: GraphInfo(g.name, tuple(graph_params[g.name]), tuple(
+            DispatchInfo(d.kernel, tuple(Binding("arg", arg=b.name) if isinstance(b, ArgBinding)
+                                         else Binding("const", value=b.value, dtype=b.type.name)
+                                         for b in d.bindings)) for d in g.dispatches),
+                                  {"cpu": obj.graph_symbols[g.name]}) for g in graphs},
+        exported_kernels=exported,
+    )
+    return container.pack(manifest.to_json(), {"cpu.o": obj.blob})
+
+
+def _const(value: Any, t: ScalarType) -> bool | int | float:
+    if t.is_bool:
+        return bool(value)
+    if t.is_int:
+        return int(value)
+    return float(value)
+
+
+def _unique_kernels(kirs: Sequence[KernelIR]) -> list[KernelIR]:
+    seen: dict[str, KernelIR] = {}
+    for k in kirs:
+        prev = seen.setdefault(k.kernel.name, k)
+        if prev is not k and prev != k:
+            raise AssertionError(f"two different kernels lowered to the same IR name {k.kernel.name!r}")
+    return list(seen.values())
+
+
+def _kernel_info(kir: KernelIR, entries: dict[str, str]) -> KernelInfo:
+    access = array_access(kir)
+    layout = layout_params([(p.name, p.type) for p in kir.kernel.params])
+    params = tuple(ParamInfo(lay, access.get(lay.name, "none")) for lay in layout)
+    return KernelInfo(kir.kernel.name, kir.display_name or kir.kernel.name, params, entries)
+
+
+def _graph_param_infos(args: list[Any], g: GraphIR, lowered: dict[Any, KernelIR]) -> list[ParamInfo]:
+    by_ir = {k.kernel.name: k for k in lowered.values()}
+    modes: dict[str, set[str]] = {a.name: set() for a in args}
+    for d in g.dispatches:
+        kir = by_ir[d.kernel]
+        access = array_access(kir)
+        for p, b in zip(kir.kernel.params, d.bindings):
+            if isinstance(b, ArgBinding) and p.name in access:
+                modes[b.name].update({"readwrite": ("read", "write")}.get(access[p.name], (access[p.name],)))
+    layout = layout_params([(a.name, a.type) for a in args])
+    out = []
+    for a, lay in zip(args, layout):
+        m = modes[a.name] - {"none"}
+        acc = "readwrite" if m == {"read", "write"} else next(iter(m)) if m else "none"
+        out.append(ParamInfo(lay, acc if lay.kind == "ndarray" else "read", a.shape))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Direct kernel calls: `saxpy(2.0, x, y)` compiles once per argument types, then reuses the code
+# ---------------------------------------------------------------------------------------------
+
+def call_kernel(kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    from kiln.errors import ArgumentError
+    from kiln.graph.module import Module
+
+    names = kernel.param_names
+    if len(args) > len(names):
+        raise ArgumentError(f"kernel {kernel.name!r} takes {len(names)} arguments, got {len(args)}")
+    bound = dict(zip(names, args))
+    for k, v in kwargs.items():
+        if k not in names:
+            raise ArgumentError(f"kernel {kernel.name!r} has no parameter {k!r}; parameters: {', '.join(names)}")
+        if k in bound:
+            raise ArgumentError(f"kernel {kernel.name!r}: argument {k!r} given twice")
+        bound[k] = v
+    missing = [n for n in names if n not in bound]
+    if missing:
+        raise ArgumentError(f"kernel {kernel.name!r}: missing argument{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(map(repr, missing))}")
+    types = tuple(_type_of(kernel, n, ann, bound[n]) for n, ann in zip(names, kernel.annotations))
+    # The cache lives on the kernel object, so it dies with it.
+    cache: dict[ParamTypes, CompiledKernel] = kernel.__dict__.setdefault("_kiln_call_cache", {})
+    compiled = cache.get(types)
+    if compiled is None:
+        module = Module(target="host")
+        module.add_kernel(kernel, *types, name="k")
+        compiled = module.compile().kernels["k"]
+        compiled._owner = f"kernel {kernel.name!r}"
+        compiled._binder.owner = compiled._owner
+        cache[types] = compiled
+    compiled.run(bound)
+
+
+def _type_of(kernel: Any, name: str, ann: ScalarType | NdArrayType, value: Any) -> ScalarType | NdArrayType:
+    """The concrete parameter type for a direct call; arrays must match the annotation exactly
+    (no conversion), detailed value checks happen in the runtime binder."""
+    import numpy as np
+
+    from kiln.errors import ArgumentError
+    from kiln.types import from_numpy
+
+    if isinstance(ann, ScalarType):
+        return ann
+    where = f"kernel {kernel.name!r}: argument {name!r}"
+    if not isinstance(value, np.ndarray):
+        raise ArgumentError(f"{where}: expected a numpy.ndarray ({ann!r}), got {type(value).__name__}")
+    dt = from_numpy(value.dtype)
+    if dt is None:
+        raise ArgumentError(f"{where}: dtype {value.dtype} is not supported by kiln")
+    if ann.dtype is not None and ann.dtype != dt:
+        raise ArgumentError(f"{where}: expected dtype {ann.dtype.name}, got {value.dtype} (kiln never converts arrays)")
+    if ann.ndim is not None and ann.ndim != value.ndim:
+        raise ArgumentError(f"{where}: expected a {ann.ndim}-D array, got {value.ndim}-D with shape {value.shape}")
+    if not 1 <= value.ndim <= 8:
+        raise ArgumentError(f"{where}: arrays of {value.ndim} dimensions are not supported (1..8)")
+    return NdArrayType(dt, value.ndim)

@@ -1,0 +1,1 @@
+"""Graph layer: symbolic args, graph builder, modules."""

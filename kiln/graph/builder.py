@@ -1,0 +1,159 @@
+"""Recording graphs: symbolic `Arg`s, `GraphBuilder`, named sequential sub-sequences.
+
+Nothing is compiled while recording; `GraphBuilder.compile()` hands the recorded dispatches to
+kiln.compiler. Type errors (an Arg of the wrong dtype for a kernel parameter, a constant out of
+range) are raised at `dispatch` time, pointing at the user's call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kiln.errors import ArgumentError, ArgumentValueError
+from kiln.types import NdArrayType, ScalarType
+
+if TYPE_CHECKING:
+    from kiln.runtime.compiled import CompiledGraph
+
+ShapeDim = int | str | None
+
+
+class Arg:
+    """A named, typed, symbolic graph argument.
+
+    `shape` (ndarrays only) constrains the extents checked at run time: an int is a fixed size, a
+    string a symbol shared by every argument that names it (x and y both of length "n"), None any.
+    """
+
+    def __init__(self, name: str, type: ScalarType | NdArrayType, shape: tuple[ShapeDim, ...] | None = None) -> None:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"kl.Arg: name must be an identifier, got {name!r}")
+        if isinstance(type, NdArrayType):
+            if not type.is_concrete:
+                raise ValueError(f"kl.Arg {name!r}: graph arrays need a dtype and ndim, got {type!r}")
+            if shape is not None:
+                shape = tuple(shape)
+                if len(shape) != type.ndim:
+                    raise ValueError(f"kl.Arg {name!r}: shape {shape} has {len(shape)} dimensions, "
+                                     f"the array has ndim={type.ndim}")
+                for d in shape:
+                    ok = d is None or (isinstance(d, str) and d.isidentifier()) or (
+                        isinstance(d, int) and not isinstance(d, bool) and d >= 0)
+                    if not ok:
+                        raise ValueError(f"kl.Arg {name!r}: shape entries must be ints >= 0, symbol names or "
+                                         f"None, got {d!r}")
+        elif isinstance(type, ScalarType):
+            if shape is not None:
+                raise ValueError(f"kl.Arg {name!r}: a scalar argument has no shape")
+        else:
+            raise TypeError(f"kl.Arg {name!r}: type must be a kiln scalar type or kl.ndarray(...), got {type!r}")
+        self.name = name
+        self.type = type
+        self.shape = shape
+
+    def __repr__(self) -> str:
+        extra = f", shape={self.shape}" if self.shape is not None else ""
+        return f"kl.Arg({self.name!r}, {self.type!r}{extra})"
+
+
+@dataclass(frozen=True)
+class RecordedDispatch:
+    kernel: Any                              # kiln.lang.Kernel
+    args: tuple[Arg | bool | int | float, ...]
+    param_types: tuple[ScalarType | NdArrayType, ...]
+
+
+class Sequential:
+    """An ordered list of dispatches, recorded separately and appended to a graph as a unit."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.dispatches: list[RecordedDispatch] = []
+
+    def dispatch(self, kernel: Any, *args: Arg | bool | float) -> None:
+        """Record `kernel(*args)`; args are symbolic `Arg`s or Python scalar constants."""
+        self.dispatches.append(_record(kernel, args))
+
+    def append(self, seq: Sequential) -> None:
+        if not isinstance(seq, Sequential):
+            raise TypeError(f"append() takes a sequence made by create_sequential(), got {type(seq).__name__}")
+        if seq is self:
+            raise ValueError("cannot append a sequence to itself")
+        self.dispatches.extend(seq.dispatches)
+
+
+class GraphBuilder(Sequential):
+    """Records kernel dispatches over symbolic Args; `compile()` bakes them into native code."""
+
+    def create_sequential(self, name: str = "") -> Sequential:
+        return Sequential(name)
+
+    def args(self) -> list[Arg]:
+        """The graph's arguments in order of first use."""
+        seen: dict[str, Arg] = {}
+        for d in self.dispatches:
+            for a in d.args:
+                if isinstance(a, Arg):
+                    prev = seen.setdefault(a.name, a)
+                    if prev is not a and (prev.type != a.type or prev.shape != a.shape):
+                        raise ArgumentError(f"two different graph arguments are both named {a.name!r}: "
+                                            f"{prev!r} and {a!r}")
+        return list(seen.values())
+
+    def compile(self, target: str = "host", name: str = "main") -> CompiledGraph:
+        """Compile for the host CPU (or a portable baseline such as "x86-64-v2")."""
+        from kiln.graph.module import Module
+        module = Module(target=target)
+        module.add_graph(name, self)
+        return module.compile().graphs[name]
+
+
+def _record(kernel: Any, args: tuple[Any, ...]) -> RecordedDispatch:
+    from kiln.lang import Kernel
+    if not isinstance(kernel, Kernel):
+        raise TypeError(f"dispatch() expects a @kl.kernel, got {kernel!r}")
+    annotations = kernel.annotations
+    if len(args) != len(annotations):
+        raise ArgumentError(f"dispatch of kernel {kernel.name!r}: it takes {len(annotations)} arguments "
+                            f"({', '.join(kernel.param_names)}), got {len(args)}")
+    types: list[ScalarType | NdArrayType] = []
+    for pname, ann, a in zip(kernel.param_names, annotations, args):
+        where = f"dispatch of kernel {kernel.name!r}, parameter {pname!r}"
+        if isinstance(a, Arg):
+            types.append(_match(where, ann, a))
+        elif isinstance(ann, ScalarType):
+            _check_const(where, ann, a)
+            types.append(ann)
+        else:
+            raise ArgumentError(f"{where}: an ndarray parameter needs a kl.Arg, got {type(a).__name__} "
+                                "(arrays are never baked into a graph)")
+    return RecordedDispatch(kernel, tuple(args), tuple(types))
+
+
+def _match(where: str, ann: ScalarType | NdArrayType, a: Arg) -> ScalarType | NdArrayType:
+    t = a.type
+    if isinstance(ann, ScalarType):
+        if t != ann:
+            raise ArgumentError(f"{where}: expects {ann!r}, got {a!r}")
+        return ann
+    if not isinstance(t, NdArrayType):
+        raise ArgumentError(f"{where}: expects {ann!r}, got scalar {a!r}")
+    if (ann.dtype is not None and ann.dtype != t.dtype) or (ann.ndim is not None and ann.ndim != t.ndim):
+        raise ArgumentError(f"{where}: expects {ann!r}, got {a!r}")
+    return t
+
+
+def _check_const(where: str, t: ScalarType, v: Any) -> None:
+    if t.is_bool:
+        ok = isinstance(v, (bool, np.bool_))
+    elif t.is_int:
+        ok = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+        if ok and not np.iinfo(t.np_dtype).min <= int(v) <= np.iinfo(t.np_dtype).max:
+            raise ArgumentValueError(f"{where}: constant {v} is out of range for {t!r}")
+    else:
+        ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+    if not ok:
+        raise ArgumentError(f"{where}: expects {t!r}, got constant {v!r} of type {type(v).__name__}")

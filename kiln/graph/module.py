@@ -1,0 +1,78 @@
+"""`kl.Module`: several graphs and standalone kernels compiled into one .kiln file."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from kiln.errors import ArgumentError
+from kiln.graph.builder import GraphBuilder
+from kiln.types import NdArrayType, ScalarType
+
+if TYPE_CHECKING:
+    from kiln.runtime.compiled import CompiledModule
+
+
+class Module:
+    """A set of named graphs and kernels that compile and save together.
+
+    `target` is "host" (this machine's exact CPU) or a portable baseline ("x86-64",
+    "x86-64-v2", "x86-64-v3", "x86-64-v4") so that one file serves a fleet.
+    """
+
+    def __init__(self, target: str = "host") -> None:
+        self.target = target
+        self.graphs: dict[str, GraphBuilder] = {}
+        self.kernels: dict[str, tuple[Any, tuple[ScalarType | NdArrayType, ...]]] = {}
+        self._compiled: CompiledModule | None = None
+
+    def add_graph(self, name: str, graph: GraphBuilder) -> None:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"graph name must be an identifier, got {name!r}")
+        if not isinstance(graph, GraphBuilder):
+            raise TypeError(f"add_graph expects a kl.GraphBuilder, got {type(graph).__name__}")
+        if name in self.graphs:
+            raise ValueError(f"the module already has a graph named {name!r}")
+        if not graph.dispatches:
+            raise ValueError(f"graph {name!r} has no dispatches")
+        graph.args()  # raises now on conflicting Arg definitions
+        self.graphs[name] = graph
+        self._compiled = None
+
+    def add_kernel(self, kernel: Any, *param_types: ScalarType | NdArrayType, name: str | None = None) -> None:
+        """Add a kernel callable on its own after loading. Generic parameters (kl.ndarray() without
+        dtype or ndim) need concrete `param_types`, one per kernel parameter."""
+        from kiln.lang import Kernel
+        if not isinstance(kernel, Kernel):
+            raise TypeError(f"add_kernel expects a @kl.kernel, got {kernel!r}")
+        name = name or kernel.name
+        if not name.isidentifier():
+            raise ValueError(f"kernel name must be an identifier, got {name!r}")
+        if name in self.kernels:
+            raise ValueError(f"the module already has a kernel named {name!r}")
+        types = tuple(param_types) if param_types else tuple(kernel.annotations)
+        if len(types) != len(kernel.annotations):
+            raise ArgumentError(f"add_kernel {name!r}: expected {len(kernel.annotations)} parameter types, "
+                                f"got {len(types)}")
+        for pname, ann, t in zip(kernel.param_names, kernel.annotations, types):
+            if isinstance(t, NdArrayType) and not t.is_concrete:
+                raise ArgumentError(f"add_kernel {name!r}: parameter {pname!r} is generic ({t!r}); pass concrete "
+                                    "types: m.add_kernel(k, kl.ndarray(kl.f32, ndim=1), ...)")
+            if isinstance(ann, ScalarType) and t != ann:
+                raise ArgumentError(f"add_kernel {name!r}: parameter {pname!r} is {ann!r}, got {t!r}")
+            if isinstance(ann, NdArrayType) and (not isinstance(t, NdArrayType) or (
+                    ann.dtype not in (None, t.dtype)) or ann.ndim not in (None, t.ndim)):
+                raise ArgumentError(f"add_kernel {name!r}: parameter {pname!r} is {ann!r}, got {t!r}")
+        self.kernels[name] = (kernel, types)
+        self._compiled = None
+
+    def compile(self) -> CompiledModule:
+        """Compile everything to native code and link it into this process."""
+        if self._compiled is None:
+            from kiln.compiler import compile_module
+            from kiln.runtime.compiled import load_bytes
+            self._compiled = load_bytes(compile_module(self), source="<compiled module>")
+        return self._compiled
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        self.compile().save(path)

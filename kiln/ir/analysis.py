@@ -1,0 +1,76 @@
+"""Read-only analyses over kernel IR used outside the compiler proper (graph layer, manifest)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+from kiln.ir.nodes import (
+    ArrayRef,
+    AtomicRMW,
+    AugStore,
+    Call,
+    FunctionIR,
+    KernelIR,
+    Load,
+    Shape,
+    Store,
+)
+
+
+def walk(node: object) -> Iterator[object]:
+    """Every IR node under `node` (pre-order), following dataclass fields and tuples."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, tuple):
+            stack.extend(reversed(n))
+            continue
+        yield n
+        if dataclasses.is_dataclass(n) and not isinstance(n, type):
+            for f in dataclasses.fields(n):
+                if f.name in ("type", "loc"):
+                    continue
+                v = getattr(n, f.name)
+                if isinstance(v, tuple):
+                    stack.extend(reversed(v))
+                elif dataclasses.is_dataclass(v):
+                    stack.append(v)
+
+
+def array_access(kir: KernelIR) -> dict[str, str]:
+    """How the kernel uses each ndarray parameter: "none", "read", "write" or "readwrite"."""
+    funcs = {f.name: f for f in kir.funcs}
+    memo: dict[str, dict[str, set[str]]] = {}
+
+    def of(fn: FunctionIR) -> dict[str, set[str]]:
+        if fn.name in memo:
+            return memo[fn.name]
+        acc: dict[str, set[str]] = {p.name: set() for p in fn.params}
+        memo[fn.name] = acc
+        for n in walk(fn.body):
+            if isinstance(n, (Store, AugStore)):
+                acc[n.array.name].add("write")
+                if isinstance(n, AugStore):
+                    acc[n.array.name].add("read")
+            elif isinstance(n, AtomicRMW):
+                acc[n.array.name].update(("read", "write"))
+            elif isinstance(n, (Load, Shape)):
+                if isinstance(n, Load):
+                    acc[n.array.name].add("read")
+            elif isinstance(n, Call) and n.func in funcs:
+                callee = funcs[n.func]
+                inner = of(callee)
+                for p, a in zip(callee.params, n.args):
+                    if isinstance(a, ArrayRef):
+                        acc[a.name].update(inner.get(p.name, set()))
+        return acc
+
+    result = of(kir.kernel)
+    out = {}
+    for p in kir.kernel.params:
+        if p.name in result and not hasattr(p.type, "bits"):
+            modes = result[p.name]
+            out[p.name] = ("readwrite" if modes == {"read", "write"} else
+                           "write" if "write" in modes else "read" if "read" in modes else "none")
+    return out

@@ -1,0 +1,1 @@
+"""Runtime: load .kiln files and run them (numpy + the native loader only)."""
