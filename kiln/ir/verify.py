@@ -1,0 +1,250 @@
+"""Checks the invariants of the typed IR (see the kiln.ir.nodes docstring).
+
+`verify(kir)` raises IRVerifyError (an AssertionError) naming the function, the node and its
+source location. The compiler runs it after the passes; tests run it on every KernelIR.
+"""
+
+from __future__ import annotations
+
+from kiln.ir import nodes as ir
+from kiln.ir.builtins import BUILTINS
+from kiln.types import INDEX, NdArrayType, ScalarType, bool_, f16, f32
+
+_ARITH = (ir.BinaryOp.ADD, ir.BinaryOp.SUB, ir.BinaryOp.MUL, ir.BinaryOp.FLOORDIV, ir.BinaryOp.MOD,
+          ir.BinaryOp.POW)
+_BITWISE = (ir.BinaryOp.BITAND, ir.BinaryOp.BITOR, ir.BinaryOp.BITXOR)
+_INT_ATOMICS = (ir.AtomicOp.AND, ir.AtomicOp.OR, ir.AtomicOp.XOR)
+
+
+class IRVerifyError(AssertionError):
+    """The IR breaks one of its invariants (a bug in the front end or in a pass)."""
+
+
+def verify(kir: ir.KernelIR, *, lowered: bool = False) -> None:
+    """Check `kir`; with `lowered=True`, also check that no AugStore is left."""
+    funcs: dict[str, ir.FunctionIR] = {}
+    for f in kir.funcs:
+        if f.is_kernel:
+            raise IRVerifyError(f"{f.name}: a callee is marked as a kernel")
+        if f.name in funcs or f.name == kir.kernel.name:
+            raise IRVerifyError(f"duplicate function name {f.name!r}")
+        _Verifier(f, funcs, lowered).run()
+        funcs[f.name] = f
+    if not kir.kernel.is_kernel:
+        raise IRVerifyError(f"{kir.kernel.name}: KernelIR.kernel is not marked as a kernel")
+    _Verifier(kir.kernel, funcs, lowered).run()
+
+
+class _Verifier:
+    def __init__(self, fn: ir.FunctionIR, funcs: dict[str, ir.FunctionIR], lowered: bool) -> None:
+        self.fn = fn
+        self.funcs = funcs
+        self.lowered = lowered
+        self.params = {p.name: p for p in fn.params}
+        self.locals: dict[str, ScalarType] = {}
+
+    def fail(self, msg: str, node: object = None) -> IRVerifyError:
+        loc = getattr(node, "loc", None)
+        where = f" at {loc.filename}:{loc.line}:{loc.col + 1}" if isinstance(loc, ir.Loc) else ""
+        kind = f" ({type(node).__name__})" if node is not None else ""
+        return IRVerifyError(f"{self.fn.name}: {msg}{kind}{where}")
+
+    def check(self, cond: bool, msg: str, node: object = None) -> None:
+        if not cond:
+            raise self.fail(msg, node)
+
+    def run(self) -> None:
+        fn = self.fn
+        self.check(len(self.params) == len(fn.params), "duplicate parameter names")
+        for p in fn.params:
+            if isinstance(p.type, NdArrayType):
+                self.check(p.type.is_concrete, f"array parameter {p.name!r} has a generic type")
+            else:
+                self.check(isinstance(p.type, ScalarType), f"parameter {p.name!r} has no scalar type")
+        for name, t in fn.locals:
+            self.check(name not in self.locals, f"local {name!r} declared twice")
+            self.check(name not in self.params, f"local {name!r} shadows a parameter")
+            self.check(isinstance(t, ScalarType), f"local {name!r} has no scalar type")
+            self.locals[name] = t
+        if fn.is_kernel:
+            self.check(fn.ret is None, "a kernel has a return type")
+        self.block(fn.body, loops=(), top=True)
+
+    # -- statements ------------------------------------------------------------------------
+    def block(self, body: tuple[ir.Stmt, ...], loops: tuple[str, ...], top: bool = False) -> None:
+        for s in body:
+            self.stmt(s, loops, top)
+
+    def stmt(self, s: ir.Stmt, loops: tuple[str, ...], top: bool) -> None:
+        if isinstance(s, ir.Assign):
+            self.check(s.name in self.locals, f"assignment to undeclared local {s.name!r}", s)
+            self.expr(s.value)
+            self.check(s.value.type == self.locals[s.name], f"value of type {s.value.type} assigned to "
+                       f"{s.name!r} of type {self.locals[s.name]}", s)
+        elif isinstance(s, ir.Store | ir.AugStore):
+            if isinstance(s, ir.AugStore):
+                self.check(not self.lowered, "AugStore left after lower_aug_stores", s)
+            dtype = self.access(s.array, s.indices, s)
+            self.expr(s.value)
+            self.check(s.value.type == dtype, f"stored value has type {s.value.type}, array dtype is {dtype}", s)
+            if isinstance(s, ir.AugStore) and s.op in _INT_ATOMICS:
+                self.check(not dtype.is_float, "bitwise AugStore on a float array", s)
+        elif isinstance(s, ir.ExprStmt):
+            self.expr(s.value)
+        elif isinstance(s, ir.If):
+            self.cond(s.cond)
+            self.block(s.then_body, loops)
+            self.block(s.else_body, loops)
+        elif isinstance(s, ir.While):
+            self.cond(s.cond)
+            self.block(s.body, loops + ("serial",))
+        elif isinstance(s, ir.For):
+            t = self.locals.get(s.var)
+            self.check(t is not None, f"loop variable {s.var!r} is not a declared local", s)
+            assert t is not None
+            self.check(t.is_int, f"loop variable {s.var!r} is not an int", s)
+            for e in (s.start, s.stop, s.step):
+                self.expr(e)
+                self.check(e.type == t, f"loop bound of type {e.type} for a loop variable of type {t}", s)
+            self.block(s.body, loops + ("serial",))
+        elif isinstance(s, ir.Break | ir.Continue):
+            self.check(bool(loops) and loops[-1] == "serial",
+                       f"{type(s).__name__} outside a serial loop", s)
+        elif isinstance(s, ir.Return):
+            if self.fn.is_kernel or self.fn.ret is None:
+                self.check(s.value is None, "return with a value in a kernel or void func", s)
+            else:
+                self.check(s.value is not None, "return without a value in a func with a return type", s)
+                assert s.value is not None
+                self.expr(s.value)
+                self.check(s.value.type == self.fn.ret, f"returned {s.value.type}, declared {self.fn.ret}", s)
+            self.check("parallel" not in loops, "return inside a parallel loop", s)
+        elif isinstance(s, ir.ParallelFor):
+            self.check(self.fn.is_kernel, "ParallelFor in a func", s)
+            self.check(top and not loops, "ParallelFor not at the kernel's top level", s)
+            self.check(len(s.dims) >= 1, "ParallelFor without dimensions", s)
+            for d in s.dims:
+                self.check(self.locals.get(d.var) == INDEX, f"parallel loop variable {d.var!r} is not an "
+                           f"{INDEX.name} local", s)
+                for e in (d.start, d.stop, d.step):
+                    self.expr(e)
+                    self.check(e.type == INDEX, f"parallel loop bound of type {e.type}", s)
+            self.block(s.body, ("parallel",))
+        else:
+            raise self.fail("unknown statement", s)
+
+    # -- expressions -----------------------------------------------------------------------
+    def cond(self, e: ir.Expr) -> None:
+        self.expr(e)
+        self.check(e.type == bool_, f"condition of type {e.type}, expected bool", e)
+
+    def access(self, arr: ir.ArrayRef, indices: tuple[ir.Expr, ...], node: object) -> ScalarType:
+        p = self.params.get(arr.name)
+        self.check(p is not None and p.type == arr.type, f"{arr.name!r} is not an array parameter of "
+                   f"this type", node)
+        self.check(arr.type.is_concrete, "generic array type", node)
+        self.check(len(indices) == arr.type.ndim, f"{len(indices)} index(es) for a {arr.type.ndim}-d array", node)
+        for i in indices:
+            self.expr(i)
+            self.check(i.type.is_int, f"index of type {i.type}", i)
+        assert arr.type.dtype is not None
+        return arr.type.dtype
+
+    def expr(self, e: ir.Expr) -> None:
+        self.check(isinstance(e, ir.Expr), f"expected an expression, got {type(e).__name__}", e)
+        self.check(isinstance(e.type, ScalarType), "expression without a scalar type", e)
+        t = e.type
+        if isinstance(e, ir.Const):
+            self.check(isinstance(e.value, bool | int | float), "constant of a non-numeric value", e)
+            if t.is_int:
+                self.check(isinstance(e.value, int) and not isinstance(e.value, bool), "int constant "
+                           "holding a non-int", e)
+        elif isinstance(e, ir.Var):
+            p = self.params.get(e.name)
+            if p is not None:
+                self.check(p.type == t, f"read of parameter {e.name!r} with type {t}", e)
+            else:
+                self.check(self.locals.get(e.name) == t, f"read of undeclared local {e.name!r} or "
+                           f"with the wrong type {t}", e)
+        elif isinstance(e, ir.Shape):
+            p = self.params.get(e.array.name)
+            self.check(p is not None and p.type == e.array.type, f"{e.array.name!r} is not an array param", e)
+            self.check(0 <= e.dim < (e.array.type.ndim or 0) and t == INDEX, "bad shape access", e)
+        elif isinstance(e, ir.Load):
+            self.check(self.access(e.array, e.indices, e) == t, "load type differs from the array dtype", e)
+        elif isinstance(e, ir.Unary):
+            self.expr(e.operand)
+            if e.op == ir.UnaryOp.NOT:
+                self.check(t == bool_ and e.operand.type == bool_, "'not' on a non-bool", e)
+            else:
+                self.check(e.operand.type == t, "unary operand type differs from the result", e)
+                self.check(t != f16, "arithmetic on f16 (must be done in f32)", e)
+                if e.op == ir.UnaryOp.INVERT:
+                    self.check(not t.is_float, "'~' on a float", e)
+        elif isinstance(e, ir.Binary):
+            self.expr(e.lhs)
+            self.expr(e.rhs)
+            self.check(t != f16, "arithmetic on f16 (must be done in f32)", e)
+            self.check(e.lhs.type == t, f"left operand of type {e.lhs.type} for a {t} result", e)
+            if e.op in (ir.BinaryOp.SHL, ir.BinaryOp.SHR):
+                self.check(t.is_int and e.rhs.type.is_int, "shift on non-ints", e)
+            else:
+                self.check(e.rhs.type == t, f"right operand of type {e.rhs.type} for a {t} result", e)
+            if e.op == ir.BinaryOp.DIV:
+                self.check(t.is_float, "true division with a non-float result", e)
+            if e.op in _BITWISE:
+                self.check(not t.is_float, "bitwise operator on floats", e)
+        elif isinstance(e, ir.Compare):
+            self.expr(e.lhs)
+            self.expr(e.rhs)
+            self.check(t == bool_, "comparison result is not bool", e)
+            self.check(e.lhs.type == e.rhs.type, "comparison operands of different types", e)
+        elif isinstance(e, ir.Logical):
+            self.expr(e.lhs)
+            self.expr(e.rhs)
+            self.check(t == bool_ and e.lhs.type == bool_ and e.rhs.type == bool_, "and/or on non-bools", e)
+        elif isinstance(e, ir.Select):
+            self.cond(e.cond)
+            self.expr(e.if_true)
+            self.expr(e.if_false)
+            self.check(e.if_true.type == t and e.if_false.type == t, "select branches of another type", e)
+        elif isinstance(e, ir.Cast):
+            self.expr(e.value)
+        elif isinstance(e, ir.BuiltinCall):
+            b = BUILTINS.get(e.name)
+            self.check(b is not None, f"unknown builtin {e.name!r}", e)
+            assert b is not None
+            self.check(len(e.args) == b.arity, f"{e.name}() with {len(e.args)} argument(s)", e)
+            for a in e.args:
+                self.expr(a)
+            if b.arg_cast == "result":
+                self.check(all(a.type == t for a in e.args), f"{e.name}() argument types differ from the "
+                           f"result type {t}", e)
+            elif b.arg_cast == "float":
+                self.check(all(a.type.is_float for a in e.args), f"{e.name}() needs float arguments", e)
+            rule = b.type_rule(tuple(a.type for a in e.args))
+            self.check(rule == t or (rule == f16 and t == f32),
+                       f"{e.name}() result type {t} does not follow its type rule", e)
+        elif isinstance(e, ir.AtomicRMW):
+            dtype = self.access(e.array, e.indices, e)
+            self.expr(e.value)
+            self.check(t == dtype and e.value.type == dtype, "atomic type differs from the array dtype", e)
+            if e.op in _INT_ATOMICS:
+                self.check(not dtype.is_float, f"atomic {e.op.value} on a float array", e)
+        elif isinstance(e, ir.Call):
+            callee = self.funcs.get(e.func)
+            self.check(callee is not None, f"call of unknown (or not yet defined) func {e.func!r}", e)
+            assert callee is not None
+            self.check(t == (callee.ret or bool_), "call type differs from the callee's return type", e)
+            self.check(len(e.args) == len(callee.params), "wrong number of call arguments", e)
+            for a, p in zip(e.args, callee.params):
+                if isinstance(a, ir.ArrayRef):
+                    q = self.params.get(a.name)
+                    self.check(q is not None and q.type == a.type == p.type, f"array argument {a.name!r} "
+                               f"does not match parameter {p.name!r}", e)
+                else:
+                    self.expr(a)
+                    self.check(a.type == p.type, f"argument of type {a.type} for parameter {p.name!r} of "
+                               f"type {p.type}", e)
+        else:
+            raise self.fail("unknown expression", e)

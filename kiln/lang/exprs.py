@@ -1,0 +1,489 @@
+"""Expression lowering: Python AST expressions -> typed IR expressions (or compile-time values)."""
+
+from __future__ import annotations
+
+import ast
+import builtins as py_builtins
+import dataclasses
+import operator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kiln.ir import nodes as ir
+from kiln.ir.builtins import BUILTINS, as_float
+from kiln.lang.builtins_py import PY_ALIASES, BuiltinStub
+from kiln.lang.transformer import ASTTransformer, LocalVar, LoopCtx, NameResolver, Scope
+from kiln.lang.values import (
+    LangError,
+    Lit,
+    Scalar,
+    ShapeOf,
+    Static,
+    TupleVal,
+    Value,
+    VoidCall,
+    arith_type,
+    cast_to,
+    common_type,
+    describe,
+    from_python,
+    index_expr,
+    lit_const,
+    materialize,
+    scalar_type_of,
+    truthy,
+    type_error,
+)
+from kiln.types import (
+    DEFAULT_FLOAT,
+    DEFAULT_INT,
+    INDEX,
+    NdArrayType,
+    ScalarType,
+    bool_,
+    from_numpy,
+    literal_type,
+)
+
+if TYPE_CHECKING:
+    from kiln.lang.kernel import CompileContext
+
+_BINOPS: dict[type, ir.BinaryOp] = {
+    ast.Add: ir.BinaryOp.ADD, ast.Sub: ir.BinaryOp.SUB, ast.Mult: ir.BinaryOp.MUL,
+    ast.Div: ir.BinaryOp.DIV, ast.FloorDiv: ir.BinaryOp.FLOORDIV, ast.Mod: ir.BinaryOp.MOD,
+    ast.Pow: ir.BinaryOp.POW, ast.BitAnd: ir.BinaryOp.BITAND, ast.BitOr: ir.BinaryOp.BITOR,
+    ast.BitXor: ir.BinaryOp.BITXOR, ast.LShift: ir.BinaryOp.SHL, ast.RShift: ir.BinaryOp.SHR,
+}
+_PYOPS = {
+    ir.BinaryOp.ADD: operator.add, ir.BinaryOp.SUB: operator.sub, ir.BinaryOp.MUL: operator.mul,
+    ir.BinaryOp.DIV: operator.truediv, ir.BinaryOp.FLOORDIV: operator.floordiv,
+    ir.BinaryOp.MOD: operator.mod, ir.BinaryOp.POW: operator.pow, ir.BinaryOp.BITAND: operator.and_,
+    ir.BinaryOp.BITOR: operator.or_, ir.BinaryOp.BITXOR: operator.xor,
+    ir.BinaryOp.SHL: operator.lshift, ir.BinaryOp.SHR: operator.rshift,
+}
+_CMPOPS: dict[type, ir.CompareOp] = {
+    ast.Eq: ir.CompareOp.EQ, ast.NotEq: ir.CompareOp.NE, ast.Lt: ir.CompareOp.LT,
+    ast.LtE: ir.CompareOp.LE, ast.Gt: ir.CompareOp.GT, ast.GtE: ir.CompareOp.GE,
+}
+_PYCMP = {
+    ir.CompareOp.EQ: operator.eq, ir.CompareOp.NE: operator.ne, ir.CompareOp.LT: operator.lt,
+    ir.CompareOp.LE: operator.le, ir.CompareOp.GT: operator.gt, ir.CompareOp.GE: operator.ge,
+}
+_BITWISE = (ir.BinaryOp.BITAND, ir.BinaryOp.BITOR, ir.BinaryOp.BITXOR)
+_PY_CASTS: dict[int, ScalarType] = {id(int): DEFAULT_INT, id(float): DEFAULT_FLOAT, id(bool): bool_}
+_PY_MATH_BUILTINS = {id(py_builtins.abs): "abs", id(py_builtins.min): "min", id(py_builtins.max): "max"}
+
+
+def as_scalar_type(obj: object) -> ScalarType | None:
+    """A cast target: kl.f32, Python int/float/bool, numpy scalar classes such as np.float32."""
+    if isinstance(obj, ScalarType):
+        return obj
+    if id(obj) in _PY_CASTS:
+        return _PY_CASTS[id(obj)]
+    if isinstance(obj, type) and issubclass(obj, np.generic):
+        try:
+            return from_numpy(np.dtype(obj))
+        except TypeError:
+            return None
+    return None
+
+
+def _obj_name(obj: object) -> str:
+    return str(getattr(obj, "__name__", type(obj).__name__))
+
+
+class ExprMixin(ASTTransformer):
+    scope: Scope
+    resolver: NameResolver
+    ctx: CompileContext
+    is_kernel: bool
+    region: int | None
+    region_lines: dict[int, int]
+    loops: list[LoopCtx]
+
+    # -- helpers ---------------------------------------------------------------------------
+    def scalar(self, node: ast.expr) -> Scalar:
+        v = self.visit(node)
+        if isinstance(v, ir.Expr | Lit):
+            return v
+        if isinstance(v, ir.ArrayRef):
+            raise type_error(f"array '{v.name}' cannot be used as a scalar value here", node)
+        if isinstance(v, VoidCall):
+            raise LangError(f"func '{v.name}' returns no value", node)
+        raise LangError(f"{describe(v)} cannot be used as a value here", node)
+
+    def expr(self, node: ast.expr) -> ir.Expr:
+        return materialize(self.scalar(node), self.loc(node))
+
+    # -- leaves ----------------------------------------------------------------------------
+    def visit_Constant(self, node: ast.Constant) -> Value:
+        if isinstance(node.value, bool | int | float):
+            return Lit(node.value)
+        if node.value is None:
+            raise LangError("None is not supported in kernels")
+        if isinstance(node.value, str):
+            raise LangError("string constants are not supported in kernels")
+        raise LangError(f"constant {node.value!r} is not supported in kernels")
+
+    def visit_Name(self, node: ast.Name) -> Value:
+        name = node.id
+        for consts in reversed(self.scope.consts):
+            if name in consts:
+                return consts[name]
+        if name in self.scope.locals:
+            lv = self.scope.locals[name]
+            self.check_region(name, lv)
+            return ir.Var(lv.type, self.loc(node), lv.ir_name)
+        if name in self.scope.params:
+            p = self.scope.params[name]
+            if isinstance(p, ir.ArrayRef):
+                return ir.ArrayRef(p.name, p.type, self.loc(node))
+            return dataclasses.replace(p, loc=self.loc(node))  # type: ignore[type-var]
+        return self._at(self.resolver.resolve(name), node)
+
+    def _at(self, v: Value, node: ast.AST) -> Value:
+        """Give a captured numpy constant the location of its use."""
+        return dataclasses.replace(v, loc=self.loc(node)) if isinstance(v, ir.Const) else v
+
+    def check_region(self, name: str, lv: LocalVar) -> None:
+        if lv.region is not None and lv.region != self.region:
+            raise LangError(f"'{name}' is private to the parallel loop at line "
+                            f"{self.region_lines[lv.region]} and cannot be used outside it")
+
+    def visit_Tuple(self, node: ast.Tuple) -> Value:
+        return TupleVal(tuple(self.visit(e) for e in node.elts))
+
+    def visit_Attribute(self, node: ast.Attribute) -> Value:
+        base = self.visit(node.value)
+        attr = node.attr
+        if isinstance(base, ir.ArrayRef):
+            if attr == "shape":
+                return ShapeOf(base)
+            if attr == "ndim":
+                return Lit(base.type.ndim)  # type: ignore[arg-type]
+            if attr == "dtype":
+                return Static(base.type.dtype)
+            raise LangError(f"arrays have no attribute '{attr}' in kernels (use .shape, .ndim, .dtype)")
+        if isinstance(base, Static):
+            try:
+                obj = getattr(base.obj, attr)
+            except AttributeError:
+                raise LangError(f"{_obj_name(base.obj)!r} has no attribute '{attr}'") from None
+            return self._at(from_python(obj), node)
+        raise LangError(f"{describe(base)} has no attribute '{attr}'")
+
+    def visit_Subscript(self, node: ast.Subscript) -> Value:
+        base = self.visit(node.value)
+        loc = self.loc(node)
+        if isinstance(base, ShapeOf):
+            idx = self.visit(node.slice)
+            ndim = base.array.type.ndim or 0
+            if not isinstance(idx, Lit) or isinstance(idx.value, bool) or not isinstance(idx.value, int):
+                raise LangError("x.shape must be indexed with a constant integer")
+            dim = idx.value + ndim if idx.value < 0 else idx.value
+            if not 0 <= dim < ndim:
+                raise LangError(f"shape index {idx.value} is out of range for array "
+                                f"'{base.array.name}' with {ndim} dimension(s)")
+            return ir.Shape(INDEX, loc, base.array, dim)
+        if isinstance(base, ir.ArrayRef):
+            indices = self.array_indices(base, node.slice)
+            return ir.Load(base.type.dtype, loc, base, indices)  # type: ignore[arg-type]
+        if isinstance(base, TupleVal):
+            idx = self.visit(node.slice)
+            if isinstance(idx, Lit) and isinstance(idx.value, int) and -len(base.items) <= idx.value < len(
+                    base.items):
+                return base.items[idx.value]
+            raise LangError("a tuple must be indexed with an in-range constant integer")
+        raise type_error(f"{describe(base)} cannot be indexed")
+
+    def array_indices(self, arr: ir.ArrayRef, sl: ast.expr) -> tuple[ir.Expr, ...]:
+        if isinstance(sl, ast.Slice) or (isinstance(sl, ast.Tuple) and any(
+                isinstance(e, ast.Slice) for e in sl.elts)):
+            raise LangError("slicing is not supported in kernels; index one element at a time")
+        elts = sl.elts if isinstance(sl, ast.Tuple) else [sl]
+        ndim = arr.type.ndim
+        if len(elts) != ndim:
+            raise type_error(f"array '{arr.name}' has {ndim} dimension(s) but is indexed with "
+                             f"{len(elts)} index(es)")
+        out = []
+        for e in elts:
+            v = self.visit(e)
+            if isinstance(v, TupleVal | ShapeOf | Static | ir.ArrayRef):
+                raise type_error(f"array index must be an integer, got {describe(v)}", e)
+            out.append(index_expr(v, self.loc(e), "array index"))
+        return tuple(out)
+
+    # -- operators -------------------------------------------------------------------------
+    def visit_BinOp(self, node: ast.BinOp) -> Value:
+        op = _BINOPS.get(type(node.op))
+        if op is None:
+            raise LangError("the '@' operator is not supported in kernels")
+        return self.binary(op, self.scalar(node.left), self.scalar(node.right), self.loc(node))
+
+    def binary(self, op: ir.BinaryOp, a: Scalar, b: Scalar, loc: ir.Loc) -> Scalar:
+        if isinstance(a, Lit) and isinstance(b, Lit):
+            try:
+                r = _PYOPS[op](a.value, b.value)
+                if isinstance(r, bool | int | float):
+                    return Lit(r)
+            except (ArithmeticError, TypeError, ValueError):
+                pass
+        if op in (ir.BinaryOp.SHL, ir.BinaryOp.SHR):
+            lhs = materialize(a, loc)
+            rt = scalar_type_of(b)
+            if not lhs.type.is_int or not rt.is_int:
+                raise type_error(f"operator '{op.value}' needs integer operands, got "
+                                 f"{lhs.type.name} and {rt.name}")
+            rhs = lit_const(b.value, lhs.type, loc) if isinstance(b, Lit) else b
+            return ir.Binary(lhs.type, loc, op, lhs, rhs)
+        t = common_type([a, b])
+        if op in _BITWISE:
+            if t.is_float:
+                raise type_error(f"bitwise operator '{op.value}' needs int or bool operands, got "
+                                 f"{scalar_type_of(a).name} and {scalar_type_of(b).name}")
+        else:
+            t = arith_type(t)
+            if op == ir.BinaryOp.DIV:
+                t = arith_type(as_float(t))
+            elif t.is_bool:
+                t = DEFAULT_INT
+        return ir.Binary(t, loc, op, cast_to(a, t, loc), cast_to(b, t, loc))
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Value:
+        v = self.scalar(node.operand)
+        loc = self.loc(node)
+        if isinstance(node.op, ast.Not):
+            if isinstance(v, Lit):
+                return Lit(not v.value)
+            return ir.Unary(bool_, loc, ir.UnaryOp.NOT, truthy(v, loc))
+        if isinstance(v, Lit):
+            if isinstance(node.op, ast.USub):
+                return Lit(-v.value)
+            if isinstance(node.op, ast.UAdd):
+                return Lit(+v.value)
+            if isinstance(v.value, float):
+                raise type_error("operator '~' needs an int or bool operand, got a float")
+            return Lit(~int(v.value))
+        if isinstance(node.op, ast.Invert):
+            if v.type.is_float:
+                raise type_error(f"operator '~' needs an int or bool operand, got {v.type.name}")
+            return ir.Unary(v.type, loc, ir.UnaryOp.INVERT, v)
+        t = arith_type(v.type)
+        if t.is_bool:
+            t = DEFAULT_INT
+        v = cast_to(v, t, loc)
+        if isinstance(node.op, ast.UAdd):
+            return v
+        return ir.Unary(t, loc, ir.UnaryOp.NEG, v)
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> Value:
+        op = ir.LogicalOp.AND if isinstance(node.op, ast.And) else ir.LogicalOp.OR
+        raw = [self.scalar(v) for v in node.values]
+        if all(isinstance(v, Lit) for v in raw):
+            bools = [bool(v.value) for v in raw]  # type: ignore[union-attr]
+            return Lit(all(bools) if op == ir.LogicalOp.AND else any(bools))
+        vals = [truthy(v, self.loc(n)) for v, n in zip(raw, node.values)]
+        acc = vals[0]
+        for v in vals[1:]:
+            acc = ir.Logical(bool_, self.loc(node), op, acc, v)
+        return acc
+
+    def compare(self, op: ir.CompareOp, a: Scalar, b: Scalar, loc: ir.Loc) -> Scalar:
+        if isinstance(a, Lit) and isinstance(b, Lit):
+            return Lit(_PYCMP[op](a.value, b.value))
+        t = arith_type(common_type([a, b]))
+        return ir.Compare(bool_, loc, op, cast_to(a, t, loc), cast_to(b, t, loc))
+
+    def visit_Compare(self, node: ast.Compare) -> Value:
+        loc = self.loc(node)
+        left = self.scalar(node.left)
+        result: Scalar | None = None
+        for op_node, right_node in zip(node.ops, node.comparators):
+            op = _CMPOPS.get(type(op_node))
+            if op is None:
+                raise LangError(f"comparison '{type(op_node).__name__}' (is/in) is not supported in kernels")
+            right = self.scalar(right_node)
+            c = self.compare(op, left, right, loc)
+            if result is None:
+                result = c
+            elif isinstance(result, Lit) and isinstance(c, Lit):
+                result = Lit(bool(result.value) and bool(c.value))
+            else:
+                result = ir.Logical(bool_, loc, ir.LogicalOp.AND, truthy(result, loc), truthy(c, loc))
+            left = right
+        assert result is not None
+        return result
+
+    def select(self, cond: Scalar, a: Scalar, b: Scalar, loc: ir.Loc) -> ir.Expr:
+        c = truthy(cond, loc)
+        t = arith_type(common_type([a, b]))
+        return ir.Select(t, loc, c, cast_to(a, t, loc), cast_to(b, t, loc))
+
+    def visit_IfExp(self, node: ast.IfExp) -> Value:
+        return self.select(self.scalar(node.test), self.scalar(node.body), self.scalar(node.orelse),
+                           self.loc(node))
+
+    # -- calls -----------------------------------------------------------------------------
+    def visit_Call(self, node: ast.Call) -> Value:
+        fv = self.visit(node.func)
+        if node.keywords:
+            raise LangError("keyword arguments are not supported in calls inside kernels")
+        if any(isinstance(a, ast.Starred) for a in node.args):
+            raise LangError("*args in calls is not supported in kernels")
+        if not isinstance(fv, Static):
+            raise type_error(f"{describe(fv)} is not callable")
+        obj = fv.obj
+        from kiln.lang.kernel import Func, Kernel
+        if isinstance(obj, BuiltinStub):
+            return self.stub_call(obj, node)
+        if id(obj) in PY_ALIASES:
+            return self.builtin_call(PY_ALIASES[id(obj)], node)
+        if id(obj) in _PY_MATH_BUILTINS:
+            name = _PY_MATH_BUILTINS[id(obj)]
+            if name in ("min", "max") and len(node.args) > 2:
+                acc = self.builtin_call_values(name, [self.scalar(node.args[0]), self.scalar(node.args[1])], node)
+                for a in node.args[2:]:
+                    acc = self.builtin_call_values(name, [acc, self.scalar(a)], node)
+                return acc
+            return self.builtin_call(name, node)
+        if obj is range:
+            raise LangError("range() can only be used as the iterable of a for loop")
+        target = as_scalar_type(obj)
+        if target is not None:
+            if len(node.args) != 1:
+                raise LangError(f"{_obj_name(obj)}() takes exactly 1 argument in kernels")
+            return self.cast(self.scalar(node.args[0]), target, self.loc(node))
+        if isinstance(obj, Func):
+            return self.func_call(obj, node)
+        if isinstance(obj, Kernel):
+            raise LangError(f"cannot call kernel '{obj.name}' from a kernel or func; make it a @kl.func")
+        raise LangError(f"cannot call '{_obj_name(obj)}' inside a kernel")
+
+    def cast(self, v: Scalar, t: ScalarType, loc: ir.Loc) -> Value:
+        if isinstance(v, Lit) and t.is_int and isinstance(v.value, float):
+            return ir.Cast(t, loc, lit_const(v.value, literal_type(v.value), loc))
+        if isinstance(v, ir.Expr) and v.type == t:
+            return v
+        if isinstance(v, Lit):
+            return lit_const(v.value, t, loc)
+        return ir.Cast(t, loc, v)
+
+    def _arity(self, name: str, n: int, node: ast.Call) -> None:
+        if len(node.args) != n:
+            raise type_error(f"{name}() takes {n} argument{'s' if n != 1 else ''} but "
+                             f"{len(node.args)} were given")
+
+    def stub_call(self, stub: BuiltinStub, node: ast.Call) -> Value:
+        loc = self.loc(node)
+        if stub.kind == "math":
+            return self.builtin_call(stub.name, node)
+        if stub.kind == "select":
+            self._arity("select", 3, node)
+            c, a, b = (self.scalar(x) for x in node.args)
+            return self.select(c, a, b, loc)
+        if stub.kind == "cast":
+            self._arity("cast", 2, node)
+            tv = self.visit(node.args[1])
+            t = as_scalar_type(tv.obj) if isinstance(tv, Static) else None
+            if t is None:
+                raise type_error("kl.cast() needs a kiln scalar type such as kl.f32 as its second argument")
+            return self.cast(self.scalar(node.args[0]), t, loc)
+        if stub.kind == "atomic":
+            self._arity(stub.name, 2, node)
+            op = ir.AtomicOp(stub.name.removeprefix("atomic_"))
+            sub = node.args[0]
+            arr = self.visit(sub.value) if isinstance(sub, ast.Subscript) else None
+            if not isinstance(arr, ir.ArrayRef):
+                raise LangError(f"the first argument of {stub.name}() must be an array element such as x[i]",
+                                node.args[0])
+            indices = self.array_indices(arr, sub.slice)  # type: ignore[union-attr]
+            return self.atomic(op, arr, indices, self.scalar(node.args[1]), loc, stub.name)
+        if stub.kind == "static":
+            self._arity("static", 1, node)
+            return self.static_value(node.args[0])
+        raise LangError(f"kl.{stub.name}() can only be used as the iterable of a for loop")
+
+    def atomic(self, op: ir.AtomicOp, arr: ir.ArrayRef, indices: tuple[ir.Expr, ...], value: Scalar,
+               loc: ir.Loc, what: str) -> ir.AtomicRMW:
+        dtype = arr.type.dtype
+        assert dtype is not None
+        if op in (ir.AtomicOp.AND, ir.AtomicOp.OR, ir.AtomicOp.XOR) and dtype.is_float:
+            raise type_error(f"{what} needs an integer or bool array, '{arr.name}' has dtype {dtype.name}")
+        return ir.AtomicRMW(dtype, loc, op, arr, indices, cast_to(value, dtype, loc))
+
+    def static_value(self, node: ast.expr) -> Value:
+        """`kl.static(x)`: x must be known at compile time (range(...) of constants allowed)."""
+        if isinstance(node, ast.Call):
+            fv = self.visit(node.func)
+            if isinstance(fv, Static) and fv.obj is range:
+                args = [self.visit(a) for a in node.args]
+                if not all(isinstance(a, Lit) and isinstance(a.value, int) for a in args):
+                    raise LangError("kl.static(range(...)) needs compile-time integer bounds")
+                return Static(range(*[a.value for a in args]))  # type: ignore[union-attr]
+        v = self.visit(node)
+        if isinstance(v, ir.Const):
+            return Lit(v.value)
+        if isinstance(v, ir.Expr | ir.ArrayRef | ShapeOf):
+            raise LangError("kl.static() needs a value known at compile time (constants, globals, "
+                            "static loop variables)")
+        return v
+
+    def builtin_call(self, name: str, node: ast.Call) -> ir.Expr:
+        b = BUILTINS[name]
+        self._arity(name, b.arity, node)
+        return self.builtin_call_values(name, [self.scalar(a) for a in node.args], node)
+
+    def builtin_call_values(self, name: str, args: list[Scalar], node: ast.AST) -> ir.Expr:
+        b = BUILTINS[name]
+        loc = self.loc(node)
+        typed = [a.type for a in args if not isinstance(a, Lit)]
+        ctx_t = common_type([a for a in args if not isinstance(a, Lit)]) if typed else None
+        types: list[ScalarType] = []
+        for a in args:
+            if isinstance(a, Lit):
+                types.append(common_type([ir.Const(ctx_t, loc, 0), a]) if ctx_t else literal_type(a.value))
+            else:
+                types.append(a.type)
+        res = b.type_rule(tuple(types))
+        res = arith_type(res)
+        if b.arg_cast == "result":
+            cargs = [cast_to(a, res, loc) for a in args]
+        elif b.arg_cast == "float":
+            cargs = [cast_to(a, arith_type(as_float(t)), loc) for a, t in zip(args, types)]
+        else:
+            cargs = [cast_to(a, t, loc) for a, t in zip(args, types)]
+        return ir.BuiltinCall(res, loc, name, tuple(cargs))
+
+    def func_call(self, func: Any, node: ast.Call) -> ir.Expr | VoidCall:
+        loc = self.loc(node)
+        if len(node.args) != len(func.param_names):
+            raise type_error(f"func '{func.name}' takes {len(func.param_names)} argument(s) but "
+                             f"{len(node.args)} were given")
+        args: list[ir.Expr | ir.ArrayRef] = []
+        types: list[ScalarType | NdArrayType] = []
+        for pname, ann, a in zip(func.param_names, func.annotations, node.args):
+            v = self.visit(a)
+            if isinstance(ann, NdArrayType):
+                if not isinstance(v, ir.ArrayRef):
+                    raise type_error(f"argument '{pname}' of func '{func.name}' must be an array, got "
+                                     f"{describe(v)}", a)
+                at = v.type
+                if (ann.dtype is not None and ann.dtype != at.dtype) or (ann.ndim is not None and
+                                                                         ann.ndim != at.ndim):
+                    raise type_error(f"argument '{pname}' of func '{func.name}' expects {ann!r}, got {at!r}", a)
+                args.append(v)
+                types.append(at)
+                continue
+            if not isinstance(v, ir.Expr | Lit):
+                raise type_error(f"argument '{pname}' of func '{func.name}' expects {ann.name}, got "
+                                 f"{describe(v)}", a)
+            vt = scalar_type_of(v)
+            if vt.is_float and not ann.is_float:
+                raise type_error(f"argument '{pname}' of func '{func.name}' expects {ann.name}, got "
+                                 f"{vt.name} (use an explicit cast)", a)
+            args.append(cast_to(v, ann, self.loc(a)))
+            types.append(ann)
+        fir = self.ctx.specialize_func(func, tuple(types))
+        call = ir.Call(fir.ret or bool_, loc, fir.name, tuple(args))
+        return call if fir.ret is not None else VoidCall(call, func.name)

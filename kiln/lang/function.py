@@ -1,0 +1,77 @@
+"""Compiles one Python function (a kernel or a func specialisation) to a FunctionIR."""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import TYPE_CHECKING
+
+from kiln.errors import KernelError
+from kiln.ir import nodes as ir
+from kiln.lang.stmts import StmtMixin, always_returns
+from kiln.lang.transformer import LoopCtx, NameResolver, Scope, SourceInfo
+from kiln.lang.values import LangError, Value
+from kiln.types import NdArrayType, ScalarType
+
+if TYPE_CHECKING:
+    from kiln.lang.kernel import CompileContext, _Compilable
+
+
+def mangle(qualname: str, types: tuple[ScalarType | NdArrayType, ...]) -> str:
+    """`clamp` with (f32, f32, f32) -> `clamp__f32_f32_f32`; arrays are `f32a2` (dtype + ndim)."""
+    base = re.sub(r"[^0-9A-Za-z_]", "_", qualname.replace(".<locals>.", "."))
+    parts = [f"{t.dtype.name}a{t.ndim}" if isinstance(t, NdArrayType) else t.name for t in types]  # type: ignore[union-attr]
+    return base + "__" + "_".join(parts) if parts else base + "__"
+
+
+class FunctionCompiler(StmtMixin):
+    def __init__(self, obj: _Compilable, ctx: CompileContext, types: tuple[ScalarType | NdArrayType, ...],
+                 is_kernel: bool) -> None:
+        self.obj = obj
+        self.src: SourceInfo = obj._source_info()
+        self.ctx = ctx
+        self.types = types
+        self.is_kernel = is_kernel
+        self.resolver = NameResolver(obj.py_func)
+        self.scope = Scope()
+        self.region: int | None = None
+        self.region_lines: dict[int, int] = {}
+        self.loops: list[LoopCtx] = []
+        self.nesting = 0
+        self.func_name = obj.name
+        self.ret = None if is_kernel else obj.return_type
+        self.local_decls: dict[str, ScalarType] = {}
+
+    def compile(self, name: str) -> ir.FunctionIR:
+        try:
+            return self._compile(name)
+        except LangError as e:
+            raise self.to_kernel_error(e) from None
+        except RecursionError:
+            raise KernelError("expression or call chain nested too deeply",
+                              filename=self.src.filename, lineno=self.src.first_line) from None
+
+    def _compile(self, name: str) -> ir.FunctionIR:
+        fdef = self.obj._fdef()
+        params: list[ir.Param] = []
+        prologue: list[ir.Stmt] = []
+        assigned = {n.id for n in ast.walk(fdef) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        for arg, t in zip(fdef.args.posonlyargs + fdef.args.args, self.types):
+            loc = self.loc(arg)
+            params.append(ir.Param(arg.arg, t, loc))
+            value: Value
+            if isinstance(t, NdArrayType):
+                value = ir.ArrayRef(arg.arg, t, loc)
+            else:
+                value = ir.Var(t, loc, arg.arg)
+                if arg.arg in assigned:  # a scalar param assigned in the body: a local copy
+                    lv = self.declare(arg.arg, t, loc.line, ir_name=f"{arg.arg}.copy")
+                    prologue.append(ir.Assign(loc, lv.ir_name, value))
+            self.scope.params[arg.arg] = value
+        body = prologue + self.stmts(fdef.body)
+        if self.ret is not None and not always_returns(body):
+            raise LangError(f"func '{self.func_name}' must end with a return statement (some path "
+                            f"returns no {self.ret.name} value)", fdef)
+        return ir.FunctionIR(name=name, params=tuple(params), ret=self.ret,
+                             locals=tuple(self.local_decls.items()), body=tuple(body),
+                             loc=self.loc(fdef), is_kernel=self.is_kernel)

@@ -1,0 +1,6 @@
+"""IR-to-IR passes run by the compiler between the front end and the code generator."""
+
+from kiln.passes.fold_constants import fold_constants, fold_function
+from kiln.passes.lower_aug_stores import lower_aug_stores
+
+__all__ = ["fold_constants", "fold_function", "lower_aug_stores"]
