@@ -17,8 +17,8 @@ The runtime never recomputes this from kernel types at run time: the layout is w
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
+from kiln._record import Record
 from kiln.types import NdArrayType, ScalarType, parse_type_name
 
 SLOT = 8
@@ -31,15 +31,15 @@ SCALAR_FORMAT: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class ParamLayout:
+class ParamLayout(Record):
     """Where one parameter lives in an argument block."""
 
+    __slots__ = ('name', 'kind', 'dtype', 'ndim', 'offset')
     name: str
-    kind: str          # "scalar" or "ndarray"
-    dtype: str         # scalar type name, e.g. "f32"
-    ndim: int          # 0 for scalars
-    offset: int        # byte offset of the first slot
+    kind: str  # "scalar" or "ndarray"
+    dtype: str  # scalar type name, e.g. "f32"
+    ndim: int  # 0 for scalars
+    offset: int  # byte offset of the first slot
 
     @property
     def size(self) -> int:

@@ -15,7 +15,6 @@ Promotion (documented in docs/language.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -23,13 +22,34 @@ import numpy as np
 Kind = Literal["b", "i", "u", "f"]
 
 
-@dataclass(frozen=True)
 class ScalarType:
-    """A scalar dtype. Instances are the public `kl.f32` etc.; calling one inside a kernel casts."""
+    """A scalar dtype. Instances are the public `kl.f32` etc.; calling one inside a kernel casts.
 
+    A plain immutable class rather than a dataclass: the runtime imports this module in every
+    process, and generating dataclass methods costs start-up time.
+    """
+
+    __slots__ = ("bits", "kind", "name")
     name: str
     kind: Kind
     bits: int
+
+    def __init__(self, name: str, kind: Kind, bits: int) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "bits", bits)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is ScalarType and other.name == self.name  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(("ScalarType", self.name))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (ScalarType, (self.name, self.kind, self.bits))
 
     @property
     def itemsize(self) -> int:
@@ -102,7 +122,6 @@ def from_numpy(dtype: np.dtype) -> ScalarType | None:
     return _BY_NP.get(np.dtype(dtype))
 
 
-@dataclass(frozen=True)
 class NdArrayType:
     """A C-contiguous n-dimensional array of one scalar dtype (`kl.ndarray(kl.f32, ndim=2)`).
 
@@ -110,8 +129,23 @@ class NdArrayType:
     per call (or per graph Arg) once the concrete type is known.
     """
 
+    __slots__ = ("dtype", "ndim")
     dtype: ScalarType | None
     ndim: int | None
+
+    def __init__(self, dtype: ScalarType | None, ndim: int | None) -> None:
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "ndim", ndim)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return (type(other) is NdArrayType and other.dtype == self.dtype  # type: ignore[attr-defined]
+                and other.ndim == self.ndim)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(("NdArrayType", self.dtype, self.ndim))
 
     @property
     def is_concrete(self) -> bool:
@@ -154,7 +188,7 @@ def promote(a: ScalarType, b: ScalarType) -> ScalarType:
     return SCALARS_BY_NAME[f"i{bits}"]
 
 
-def literal_type(value: bool | int | float) -> ScalarType:
+def literal_type(value: bool | float) -> ScalarType:
     """Type of a Python literal standing alone."""
     if isinstance(value, bool):
         return bool_
@@ -163,7 +197,7 @@ def literal_type(value: bool | int | float) -> ScalarType:
     return DEFAULT_FLOAT
 
 
-def promote_with_literal(typed: ScalarType, value: bool | int | float) -> ScalarType:
+def promote_with_literal(typed: ScalarType, value: bool | float) -> ScalarType:
     """Result type of `typed op literal`: the literal is weak and adapts (NEP 50 style)."""
     lit = literal_type(value)
     if _KIND_RANK[lit.kind] <= _KIND_RANK[typed.kind]:

@@ -18,11 +18,10 @@ executes anything from the file, never unpickles and never writes to disk.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
-from dataclasses import dataclass
 
+from kiln._record import Record
 from kiln.errors import ArtifactError
 
 MAGIC = b"KILN\x00\r\n\x1a"
@@ -39,8 +38,17 @@ def _align(n: int) -> int:
     return (n + BLOB_ALIGN - 1) // BLOB_ALIGN * BLOB_ALIGN
 
 
+try:  # the built-in implementation imports in microseconds; hashlib loads OpenSSL first
+    from _sha256 import sha256 as _sha256_new  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - Python >= 3.12 renamed it
+    try:
+        from _sha2 import sha256 as _sha256_new  # type: ignore[import-not-found,no-redef]
+    except ImportError:
+        from hashlib import sha256 as _sha256_new  # type: ignore[assignment,no-redef]
+
+
 def sha256_hex(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return _sha256_new(data).hexdigest()
 
 
 def pack(manifest: dict[str, object], blobs: dict[str, bytes]) -> bytes:
@@ -65,7 +73,7 @@ def pack(manifest: dict[str, object], blobs: dict[str, bytes]) -> bytes:
     else:  # pragma: no cover - converges in two passes
         raise AssertionError("blob table did not converge")
     header = HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, 0, HEADER_SIZE, len(body),
-                         hashlib.sha256(body).digest())
+                         _sha256_new(body).digest())
     out = bytearray(header.ljust(HEADER_SIZE, b"\x00"))
     out += body
     for entry in table:
@@ -74,10 +82,10 @@ def pack(manifest: dict[str, object], blobs: dict[str, bytes]) -> bytes:
     return bytes(out)
 
 
-@dataclass(frozen=True)
-class Container:
+class Container(Record):
     """A parsed, checksum-verified .kiln file: the manifest and zero-copy views of the blobs."""
 
+    __slots__ = ('format_version', 'manifest', 'blobs', 'size')
     format_version: tuple[int, int]
     manifest: dict[str, object]
     blobs: dict[str, memoryview]
@@ -110,7 +118,7 @@ def unpack(data: bytes, *, source: str = "<bytes>") -> Container:
         raise fail(f"truncated file: manifest needs bytes up to {m_off + m_len}, file has {len(data)}")
     view = memoryview(data)
     body = view[m_off: m_off + m_len]
-    if hashlib.sha256(body).digest() != m_sha:
+    if _sha256_new(body).digest() != m_sha:
         raise fail("manifest checksum mismatch (the file is damaged)")
     try:
         manifest = json.loads(bytes(body).decode("utf-8"))

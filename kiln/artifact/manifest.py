@@ -7,9 +7,9 @@ resolved, and the first problem raises ArtifactError with the JSON path of the b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
+from kiln._record import Record
 from kiln.abi import SLOT, ParamLayout
 from kiln.errors import ArtifactError
 from kiln.types import MAX_NDIM, SCALARS_BY_NAME
@@ -18,63 +18,65 @@ ShapeDim = int | str | None
 ACCESS_MODES = ("none", "read", "write", "readwrite")
 
 
-@dataclass(frozen=True)
-class TargetInfo:
-    name: str          # "cpu" or "cuda"
-    kind: str          # "cpu" | "cuda"
-    arch: str          # "x86_64", "aarch64", "nvptx64"
+class TargetInfo(Record):
+    __slots__ = ('name', 'kind', 'arch', 'triple', 'cpu', 'features', 'blobs')
+    name: str  # "cpu" or "cuda"
+    kind: str  # "cpu" | "cuda"
+    arch: str  # "x86_64", "aarch64", "nvptx64"
     triple: str
-    cpu: str           # LLVM cpu name ("znver3", "x86-64-v2", "sm_90")
-    features: str      # LLVM feature string the code was built with
+    cpu: str  # LLVM cpu name ("znver3", "x86-64-v2", "sm_90")
+    features: str  # LLVM feature string the code was built with
     blobs: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class ParamInfo:
+class ParamInfo(Record):
+    __slots__ = ('layout', 'access', 'shape')
+    _defaults: ClassVar[dict[str, Any]] = {'shape': None}
     layout: ParamLayout
-    access: str                               # how the code uses an ndarray (ACCESS_MODES)
-    shape: tuple[ShapeDim, ...] | None = None # graph params only: declared shape constraints
+    access: str  # how the code uses an ndarray (ACCESS_MODES)
+    shape: tuple[ShapeDim, ...] | None  # graph params only: declared shape constraints
 
 
-@dataclass(frozen=True)
-class KernelInfo:
-    name: str                 # unique IR name
-    display_name: str         # the user's function name
+class KernelInfo(Record):
+    __slots__ = ('name', 'display_name', 'params', 'entries')
+    name: str  # unique IR name
+    display_name: str  # the user's function name
     params: tuple[ParamInfo, ...]
-    entries: dict[str, str]   # target name -> native symbol
+    entries: dict[str, str]  # target name -> native symbol
 
 
-@dataclass(frozen=True)
-class Binding:
-    kind: str                             # "arg" | "const"
-    arg: str = ""
-    value: bool | int | float = 0
-    dtype: str = ""
+class Binding(Record):
+    __slots__ = ('kind', 'arg', 'value', 'dtype')
+    _defaults: ClassVar[dict[str, Any]] = {'arg': "", 'value': 0, 'dtype': ""}
+    kind: str  # "arg" | "const"
+    arg: str
+    value: bool | int | float
+    dtype: str
 
 
-@dataclass(frozen=True)
-class DispatchInfo:
+class DispatchInfo(Record):
+    __slots__ = ('kernel', 'bindings')
     kernel: str
     bindings: tuple[Binding, ...]
 
 
-@dataclass(frozen=True)
-class GraphInfo:
+class GraphInfo(Record):
+    __slots__ = ('name', 'params', 'dispatches', 'entries')
     name: str
     params: tuple[ParamInfo, ...]
     dispatches: tuple[DispatchInfo, ...]
     entries: dict[str, str]
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(Record):
+    __slots__ = ('format_version', 'kiln_version', 'created', 'targets', 'kernels', 'graphs', 'exported_kernels')
     format_version: tuple[int, int]
     kiln_version: str
     created: str
     targets: tuple[TargetInfo, ...]
     kernels: dict[str, KernelInfo]
     graphs: dict[str, GraphInfo]
-    exported_kernels: dict[str, str]     # user-facing name -> KernelInfo.name
+    exported_kernels: dict[str, str]  # user-facing name -> KernelInfo.name
 
     # ----------------------------------------------------------------------------- encoding
     def to_json(self) -> dict[str, Any]:

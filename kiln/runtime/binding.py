@@ -11,10 +11,11 @@ from __future__ import annotations
 import ctypes
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
+from kiln._record import Record
 from kiln.abi import ParamLayout, block_struct
 from kiln.artifact.manifest import ParamInfo, ShapeDim
 from kiln.errors import ArgumentError, ArgumentValueError
@@ -49,8 +50,9 @@ def data_pointer(a: np.ndarray) -> int:
     return int(a.ctypes.data)
 
 
-@dataclass(frozen=True)
-class _Plan:
+class _Plan(Record):
+    __slots__ = ('name', 'kind', 'dtype', 'type_name', 'ndim', 'needs_write', 'shape', 'lo', 'hi')
+    _defaults: ClassVar[dict[str, Any]] = {'lo': 0, 'hi': 0}
     name: str
     kind: int
     dtype: np.dtype | None
@@ -58,8 +60,8 @@ class _Plan:
     ndim: int
     needs_write: bool
     shape: tuple[ShapeDim, ...] | None
-    lo: int | float = 0
-    hi: int | float = 0
+    lo: int | float
+    hi: int | float
 
 
 class ArgBinder:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from kiln._record import Record
 from kiln.artifact.container import Container, unpack
 from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, ShapeDim, TargetInfo
 from kiln.errors import ArtifactError, KilnError
@@ -23,12 +23,12 @@ class KernelRuntimeError(KilnError, RuntimeError):
     """Native code reported a failure (a non-zero status from an entry point)."""
 
 
-@dataclass(frozen=True)
-class ArgSpec:
+class ArgSpec(Record):
     """What a graph or kernel argument must be: printed by `CompiledGraph.args`."""
 
+    __slots__ = ('name', 'kind', 'dtype', 'ndim', 'shape', 'access')
     name: str
-    kind: str                          # "scalar" | "ndarray"
+    kind: str  # "scalar" | "ndarray"
     dtype: str
     ndim: int
     shape: tuple[ShapeDim, ...] | None

@@ -17,14 +17,13 @@ another machine (aarch64) can be added next to `_X86_64_RELOCS` without touching
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import struct
 import sys
 import threading
 import weakref
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+from kiln._record import Record
 from kiln.errors import ArtifactError
 
 if TYPE_CHECKING:
@@ -157,7 +156,9 @@ def _load_libs() -> list[ctypes.CDLL]:
             try:
                 libs.append(ctypes.CDLL(name))
             except OSError:
-                found = ctypes.util.find_library(name.split(".")[0].removeprefix("lib"))
+                from ctypes import util  # only on unusual systems: it imports subprocess
+
+                found = util.find_library(name.split(".")[0].removeprefix("lib"))
                 if found:
                     try:
                         libs.append(ctypes.CDLL(found))
@@ -259,10 +260,10 @@ class Symbol(NamedTuple):
     size: int
 
 
-@dataclass
-class ObjectInfo:
+class ObjectInfo(Record):
     """The validated structure of an ELF relocatable object (see `inspect_elf_object`)."""
 
+    __slots__ = ("machine", "sections", "symbols", "exports", "externals", "relocs", "loaded")
     machine: int
     sections: list[Section]
     symbols: list[Symbol]
