@@ -214,6 +214,7 @@ class ModuleEmitter:
             self.kernel_entries[kf.name] = entry
             self.kernel_symbols[kf.name] = sym
             self._emit_entry(kf, impl, entry)
+            self._emit_pyobj_wrapper(entry, layout_params([(p.name, p.type) for p in kf.params]))
         for f, fn in todo:
             FunctionEmitter(self, f, fn).emit()
 
@@ -250,6 +251,31 @@ class ModuleEmitter:
         b.call(impl, args)
         b.ret(ir.Constant(I32, 0))
 
+    def _emit_pyobj_wrapper(self, entry: ir.Function, layout: list) -> None:
+        """`int32 <entry>_pyobj(uint8_t *args, int64 data_offset)`: like `entry`, but each ndarray
+        data slot holds the address of a Python array object whose data pointer sits at
+        `data_offset` inside it. The runtime uses this when it has verified that layout, because
+        reading `id(a)` in Python is far cheaper than asking numpy for the pointer."""
+        fn = ir.Function(self.module, ir.FunctionType(I32, [PTR, I64]), name=f"{entry.name}_pyobj")
+        fn.linkage = "dso_local"
+        fn_attrs(fn)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        src, off = fn.args
+        nslots = max(1, block_size(layout) // SLOT)
+        copy = _alloca(b, ir.ArrayType(I64, nslots), name="block")
+        copy.align = 8
+        for s in range(nslots):
+            v = b.load(_gep(b, src, [ir.Constant(I64, SLOT * s)], source_etype=I8), typ=I64, align=8)
+            b.store(v, _gep(b, copy, [ir.Constant(I64, SLOT * s)], source_etype=I8), align=8)
+        for p in layout:
+            if p.kind != "ndarray":
+                continue
+            slot = _gep(b, copy, [ir.Constant(I64, p.offset)], source_etype=I8)
+            obj = b.load(slot, typ=PTR, align=8)
+            data = b.load(_gep(b, obj, [off], source_etype=I8), typ=PTR, align=8)
+            b.store(data, slot, align=8)
+        b.ret(b.call(entry, [copy]))
+
     def add_graphs(self, graphs: Sequence[GraphIR]) -> None:
         for g in graphs:
             sym = self.unique(f"kiln_graph_{g.name}")
@@ -258,6 +284,7 @@ class ModuleEmitter:
             fn_attrs(fn)
             self.graph_symbols[g.name] = sym
             self._emit_graph(g, fn)
+            self._emit_pyobj_wrapper(fn, layout_params(list(g.params)))
 
     def _emit_graph(self, g: GraphIR, fn: ir.Function) -> None:
         b = ir.IRBuilder(fn.append_basic_block("entry"))

@@ -40,13 +40,14 @@ def _probe_data_offset() -> int:
         return 0
 
 
-_DATA_OFFSET = _probe_data_offset()
+#: where an ndarray object keeps its data pointer (0: unknown, use the plain entry points)
+DATA_OFFSET = _probe_data_offset()
 _from_address = ctypes.c_void_p.from_address
 
 
 def data_pointer(a: np.ndarray) -> int:
-    if _DATA_OFFSET:
-        return _from_address(id(a) + _DATA_OFFSET).value or 0
+    if DATA_OFFSET:
+        return _from_address(id(a) + DATA_OFFSET).value or 0
     return int(a.ctypes.data)
 
 
@@ -92,38 +93,60 @@ class ArgBinder:
 
     # ------------------------------------------------------------------------------ per call
     def pack(self, args: Mapping[str, object]) -> bytes:
-        if not isinstance(args, Mapping):
+        """The argument block for one call, with data pointers (the plain entry's ABI)."""
+        return self._pack(args, False)
+
+    def pack_objects(self, args: Mapping[str, object]) -> bytes:
+        """The block for an entry's `_pyobj` variant: array slots hold the array objects'
+        addresses, and native code reads the data pointer at DATA_OFFSET inside each."""
+        return self._pack(args, True)
+
+    def _pack(self, args: Mapping[str, object], objects: bool) -> bytes:
+        if type(args) is not dict and not isinstance(args, Mapping):
             raise ArgumentError(f"{self.owner}: run() takes a dict of named arguments, got {type(args).__name__}")
-        if len(args) != len(self.names) or not self.name_set.issuperset(args):
+        if len(args) != len(self.names):
             self._check_names(args)
         values: list[object] = []
         symbols: dict[str, int] = {}
         for plan in self.plans:
-            a = args[plan.name]
+            try:
+                a = args[plan.name]
+            except KeyError:
+                self._check_names(args)
+                raise
             if plan.kind == _ARRAY:
-                if not isinstance(a, np.ndarray):
+                if type(a) is not np.ndarray and not isinstance(a, np.ndarray):
                     raise self._array_type_error(plan, a)
-                if a.dtype != plan.dtype:
+                dt = a.dtype  # type: ignore[union-attr]
+                if dt is not plan.dtype and dt != plan.dtype:
                     raise ArgumentError(f"{self.owner}: argument {plan.name!r}: expected dtype {plan.type_name} "
-                                        f"({plan.dtype}), got {a.dtype} (kiln never converts arrays)")
-                if a.ndim != plan.ndim:
+                                        f"({plan.dtype}), got {dt} (kiln never converts arrays)")
+                if a.ndim != plan.ndim:  # type: ignore[union-attr]
                     raise ArgumentError(f"{self.owner}: argument {plan.name!r}: expected a {plan.ndim}-D array, "
-                                        f"got {a.ndim}-D with shape {a.shape}")
-                flags = a.flags
-                if not flags.c_contiguous:
-                    raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: array is not C-contiguous "
-                                             "(pass np.ascontiguousarray(x); kiln never copies arrays)")
-                if plan.needs_write and not flags.writeable:
-                    raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: array is read-only but the "
-                                             "compiled code writes to it")
-                shape = a.shape
+                                        f"got {a.ndim}-D with shape {a.shape}")  # type: ignore[union-attr]
+                flags = a.flags  # type: ignore[union-attr]
+                # carray = C-contiguous, aligned and writeable: the common case in one test
+                if not flags.carray:
+                    self._check_flags(plan, flags)
+                shape = a.shape  # type: ignore[union-attr]
                 if plan.shape is not None:
                     self._check_shape(plan, shape, symbols)
-                values.append(data_pointer(a))
+                values.append(id(a) if objects else data_pointer(a))  # type: ignore[arg-type]
                 values.extend(shape)
             else:
                 values.append(self._scalar(plan, a))
         return self.struct.pack(*values)
+
+    def _check_flags(self, plan: _Plan, flags: object) -> None:
+        if not flags.c_contiguous:  # type: ignore[attr-defined]
+            raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: array is not C-contiguous "
+                                     "(pass np.ascontiguousarray(x); kiln never copies arrays)")
+        if not flags.aligned:  # type: ignore[attr-defined]
+            raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: array data is not aligned to its "
+                                     "dtype (pass a copy)")
+        if plan.needs_write and not flags.writeable:  # type: ignore[attr-defined]
+            raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: array is read-only but the "
+                                     "compiled code writes to it")
 
     def _check_names(self, args: Mapping[str, object]) -> None:
         missing = [n for n in self.names if n not in args]

@@ -7,6 +7,7 @@ the MCJIT fallback loader on platforms kiln's own ELF loader does not cover).
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -16,7 +17,9 @@ from kiln.artifact.container import Container, unpack
 from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, ShapeDim, TargetInfo
 from kiln.errors import ArtifactError, KilnError
 from kiln.runtime import threads
-from kiln.runtime.binding import ArgBinder
+from kiln.runtime.binding import DATA_OFFSET, ArgBinder
+
+_OBJ_ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64)
 
 
 class KernelRuntimeError(KilnError, RuntimeError):
@@ -50,17 +53,28 @@ def _specs(params: tuple[ParamInfo, ...]) -> list[ArgSpec]:
 class _Runnable:
     """Shared by graphs and kernels: one argument check, one foreign call."""
 
-    def __init__(self, module: CompiledModule, owner: str, params: tuple[ParamInfo, ...], address: int) -> None:
-        from kiln.runtime.native import make_entry
+    def __init__(self, module: CompiledModule, owner: str, params: tuple[ParamInfo, ...], symbol: str) -> None:
+        from kiln.runtime.native import ENTRY_TYPE
         self._module = module          # keeps the native code mapped while this object lives
         self._owner = owner
         self._binder = ArgBinder(params, owner)
-        self._entry = make_entry(address)
         self.args: list[ArgSpec] = _specs(params)
+        native = module._native
+        fast = symbol + "_pyobj"
+        if DATA_OFFSET and fast in native.symbols:
+            # Array slots carry the objects' addresses; native code reads their data pointers.
+            entry = _OBJ_ENTRY_TYPE(native.code_address(fast))
+            pack = self._binder.pack_objects
+            off = DATA_OFFSET
+            self._call = lambda args: entry(pack(args), off)
+        else:
+            entry = ENTRY_TYPE(native.code_address(symbol))
+            pack = self._binder.pack
+            self._call = lambda args: entry(pack(args))
 
     def run(self, args: Mapping[str, Any]) -> None:
         """Check all arguments, then run the native code once. Arrays are updated in place."""
-        status = self._entry(self._binder.pack(args))
+        status = self._call(args)
         if status:
             raise KernelRuntimeError(f"{self._owner}: native code returned status {status}")
 
@@ -72,8 +86,8 @@ class _Runnable:
 class CompiledGraph(_Runnable):
     """A compiled graph: `run({"name": value, ...})` runs its whole dispatch list natively."""
 
-    def __init__(self, module: CompiledModule, info: GraphInfo, address: int) -> None:
-        super().__init__(module, f"graph {info.name!r}", info.params, address)
+    def __init__(self, module: CompiledModule, info: GraphInfo, symbol: str) -> None:
+        super().__init__(module, f"graph {info.name!r}", info.params, symbol)
         self.name = info.name
         self.info = info
 
@@ -84,8 +98,8 @@ class CompiledGraph(_Runnable):
 class CompiledKernel(_Runnable):
     """A standalone compiled kernel: call it positionally or with `run({...})`."""
 
-    def __init__(self, module: CompiledModule, info: KernelInfo, address: int, name: str) -> None:
-        super().__init__(module, f"kernel {name!r}", info.params, address)
+    def __init__(self, module: CompiledModule, info: KernelInfo, symbol: str, name: str) -> None:
+        super().__init__(module, f"kernel {name!r}", info.params, symbol)
         self.name = name
         self.info = info
         self._names = tuple(p.layout.name for p in info.params)
@@ -116,11 +130,11 @@ class CompiledModule:
         self.manifest = manifest
         self.target = target
         self.graphs: dict[str, CompiledGraph] = {
-            name: CompiledGraph(self, g, native.address(g.entries[target.name]))
+            name: CompiledGraph(self, g, g.entries[target.name])
             for name, g in manifest.graphs.items()}
         self.kernels: dict[str, CompiledKernel] = {
             name: CompiledKernel(self, manifest.kernels[kname],
-                                 native.address(manifest.kernels[kname].entries[target.name]), name)
+                                 manifest.kernels[kname].entries[target.name], name)
             for name, kname in manifest.exported_kernels.items()}
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -509,6 +509,9 @@ class LoadedObject:
         self.size = size
         self.symbols = symbols
         self.loader = loader
+        #: absolute [start, end) of the executable and of the writable parts of the image
+        self.code_range = (base, base)
+        self.data_range = (base, base)
         self._finalizer = weakref.finalize(self, _unmap, base, size) if size else None
 
     def address(self, symbol: str) -> int:
@@ -516,6 +519,22 @@ class LoadedObject:
             return self.symbols[symbol]
         except KeyError:
             raise ArtifactError(f"symbol {symbol!r} is not defined by the loaded object") from None
+
+    def code_address(self, symbol: str) -> int:
+        """Address of a function symbol, checked to lie in the executable part of the image
+        (a damaged symbol table must not turn into a jump into data)."""
+        addr = self.address(symbol)
+        if not self.code_range[0] <= addr < self.code_range[1]:
+            raise ArtifactError(f"ELF: symbol {symbol!r} is not in the object's code")
+        return addr
+
+    def data_address(self, symbol: str, size: int) -> int:
+        """Address of a writable global of `size` bytes, checked to lie in the writable part of
+        the image (the runtime writes the kiln_rt_* globals through it)."""
+        addr = self.address(symbol)
+        if not (self.data_range[0] <= addr and addr + size <= self.data_range[1]):
+            raise ArtifactError(f"ELF: symbol {symbol!r} is not a writable {size}-byte global")
+        return addr
 
     def close(self) -> None:
         """Unmap the object. Any function pointer into it becomes invalid."""
@@ -614,7 +633,9 @@ def load_elf_object(blob: bytes) -> LoadedObject:
     try:
         _populate(blob, base, total, info, offsets, rel_entries, got_syms, stub_syms,
                   stub_code, stub_disp_at, stub_base, got_base, obj)
-        (t0, t1), (r0, r1), _ = bounds
+        (t0, t1), (r0, r1), (d0, d1) = bounds
+        obj.code_range = (base + t0, base + t1)
+        obj.data_range = (base + d0, base + d1)
         _protect(base + t0, t1 - t0, PROT_READ | PROT_EXEC)
         _protect(base + r0, r1 - r0, PROT_READ)
     except BaseException:

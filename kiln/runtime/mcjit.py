@@ -82,6 +82,14 @@ class MCJITObject:
             raise ArtifactError(f"symbol {symbol!r} is not defined by the loaded object")
         return addr
 
+    # MCJIT lays the image out itself and offers no section ranges; the ELF blob was validated
+    # (inspect_elf_object) before LLVM saw it.
+    def code_address(self, symbol: str) -> int:
+        return self.address(symbol)
+
+    def data_address(self, symbol: str, size: int) -> int:
+        return self.address(symbol)
+
     def close(self) -> None:
         # The engine owns the code: dropping it frees the memory (never call into it afterwards).
         self._engine = None

@@ -53,12 +53,12 @@ def load_object(blob: bytes, loader: str = "auto") -> Any:
 def set_global(obj: Any, name: str, ctype: Any, value: Any) -> None:
     """Write `value` into the global `name` of a loaded object, as ctype (e.g. ctypes.c_int32,
     ctypes.c_void_p for the kiln_rt_* function pointers)."""
-    ctype.from_address(obj.address(name)).value = value
+    ctype.from_address(obj.data_address(name, ctypes.sizeof(ctype))).value = value
 
 
 def get_global(obj: Any, name: str, ctype: Any) -> Any:
     """Read the global `name` of a loaded object as ctype."""
-    return ctype.from_address(obj.address(name)).value
+    return ctype.from_address(obj.data_address(name, ctypes.sizeof(ctype))).value
 
 
 def make_entry(address: int) -> Any:
