@@ -38,6 +38,7 @@ from typing import ClassVar
 from llvmlite import ir
 
 from kiln.abi import SLOT, block_size, layout_params
+from kiln.codegen.reductions import ReductionKey, find_reductions, reduction_key
 from kiln.errors import KernelError, KilnError
 from kiln.ir import nodes as N
 from kiln.ir.builtins import BUILTINS, as_float
@@ -478,6 +479,8 @@ class FunctionEmitter:
         self.loops: list[tuple[ir.Block, ir.Block]] = []
         self.in_parallel = False
         self.n_parallel = 0
+        #: privatised reductions of the parallel body being emitted: key -> (accumulator, touched)
+        self.reductions: dict[ReductionKey, tuple[ir.Value, ir.Value]] = {}
 
     # -- setup ------------------------------------------------------------------------------
     def new_var(self, name: str, t: ScalarType, init: ir.Value | None = None) -> None:
@@ -596,6 +599,11 @@ class FunctionEmitter:
                 v = self.convert(self.expr(s.value), s.value.type, t)
                 b.store(self.to_mem(self.rmw_op(s.op, old, v, t), t, b), p, align=t.itemsize)
         elif isinstance(s, N.ExprStmt):
+            if isinstance(s.value, N.AtomicRMW) and self.reductions:
+                acc = self.reductions.get(reduction_key(s.value))
+                if acc is not None:
+                    self.accumulate(s.value, *acc)
+                    return
             self.expr(s.value)
         elif isinstance(s, N.If):
             c = self.expr(s.cond)
@@ -800,6 +808,7 @@ class FunctionEmitter:
     def emit_parallel_body(self, s: N.ParallelFor, dvals: list, lo: ir.Value, hi: ir.Value) -> None:
         b = self.b
         fn = self.fn
+        self.start_reductions(s)
         ndim = len(s.dims)
         inner_var = s.dims[-1].var
         if ndim == 1:
@@ -859,6 +868,68 @@ class FunctionEmitter:
             f.add_incoming(b.add(f, b.sub(j1, j0)), outer_latch)
             b.branch(head)
             b.position_at_end(exit_bb)
+        self.flush_reductions(s)
+
+    # -- privatised reductions (see kiln/codegen/reductions.py) -------------------------------
+    def start_reductions(self, s: N.ParallelFor) -> None:
+        for key in find_reductions(s):
+            dtype = self.arrays[key[0]].dtype
+            acc = _alloca(self.ab, mem_type(dtype), name=f"red.{key[0]}")
+            self.ab.store(self._identity(key[1], dtype), acc)
+            touched = _alloca(self.ab, I1, name=f"red.{key[0]}.touched")
+            self.ab.store(ir.Constant(I1, 0), touched)
+            self.reductions[key] = (acc, touched)
+
+    def _identity(self, op: N.AtomicOp, t: ScalarType) -> ir.Constant:
+        if op in (N.AtomicOp.MIN, N.AtomicOp.MAX):
+            lo = op == N.AtomicOp.MAX
+            if t.is_float:
+                return ir.Constant(reg_type(t), float("-inf") if lo else float("inf"))
+            bits = t.bits
+            if t.kind == "i":
+                return ir.Constant(reg_type(t), -(1 << (bits - 1)) if lo else (1 << (bits - 1)) - 1)
+            return ir.Constant(reg_type(t), 0 if lo else (1 << bits) - 1)
+        if op == N.AtomicOp.AND:
+            return ir.Constant(reg_type(t), -1)
+        return ir.Constant(reg_type(t), 0.0 if t.is_float else 0)
+
+    def accumulate(self, e: N.AtomicRMW, acc: ir.Value, touched: ir.Value) -> None:
+        b = self.b
+        t = self.arrays[e.array.name].dtype
+        v = self.convert(self.expr(e.value), e.value.type, t)
+        old = b.load(acc, typ=reg_type(t))
+        if e.op in (N.AtomicOp.ADD, N.AtomicOp.SUB):
+            # SUB accumulates the sum of what is subtracted; reassoc lets LLVM vectorise it.
+            new = b.fadd(old, v, flags=("reassoc", "nsz")) if t.is_float else b.add(old, v)
+        else:
+            new = self.rmw_op(e.op, old, v, t)
+        b.store(new, acc)
+        b.store(ir.Constant(I1, 1), touched)
+
+    def flush_reductions(self, s: N.ParallelFor) -> None:
+        """One atomic per chunk with the chunk's partial result (only if the chunk produced one,
+        so an empty chunk never evaluates the indices)."""
+        fn = self.fn
+        for key, (acc, touched) in self.reductions.items():
+            b = self.b
+            do = fn.append_basic_block("red.flush")
+            done = fn.append_basic_block("red.done")
+            b.cbranch(b.load(touched, typ=I1), do, done)
+            b.position_at_end(do)
+            name, op, indices = key
+            p, a = self.element_ptr(N.ArrayRef(name, self.arrays[name].type, N.NO_LOC), indices)
+            t = a.dtype
+            val = b.load(acc, typ=reg_type(t))
+            if t.is_float:
+                llop = {"add": "fadd", "sub": "fsub", "min": "fmin", "max": "fmax"}[op.value]
+            elif op.value in ("min", "max"):
+                llop = ("" if t.kind == "i" else "u") + op.value
+            else:
+                llop = self._ATOMIC_INT[op.value]
+            b.atomic_rmw(llop, p, val, "monotonic")
+            b.branch(done)
+            b.position_at_end(done)
+        self.reductions = {}
 
     # -- expressions ------------------------------------------------------------------------
     def expr(self, e: N.Expr) -> ir.Value:
