@@ -67,7 +67,7 @@ def test_good_file_runs(good: bytes) -> None:
 
 
 def test_truncated_at_many_offsets(good: bytes) -> None:
-    for cut in list(range(0, 200)) + list(range(200, len(good), max(1, len(good) // 300))):
+    for cut in list(range(200)) + list(range(200, len(good), max(1, len(good) // 300))):
         with pytest.raises(kl.ArtifactError):
             load_bytes(good[:cut])
 
@@ -119,7 +119,7 @@ def _structural_offsets(blob: bytes) -> list[int]:
     info = inspect_elf_object(blob)
     e_shoff = struct.unpack_from("<Q", blob, 0x28)[0]
     e_shnum = struct.unpack_from("<H", blob, 0x3C)[0]
-    offsets = list(range(0, 64))
+    offsets = list(range(64))
     offsets += list(range(e_shoff, e_shoff + 64 * e_shnum, 3))
     for s in info.sections:
         if s.type in (2, 3, 4):   # symtab, strtab, rela

@@ -1,0 +1,85 @@
+"""Suite-wide checks.
+
+Every object the test suite compiles through `kiln.codegen.build_object` is checked against the
+object-code contract (docs/object-code.md, "How the contract is tested"): allowed external
+symbols and relocation types only, no static constructors or TLS sections, and the runtime's own
+validator (`kiln.runtime.elf.inspect_elf_object`) accepts it. Violations are collected and make
+the session fail at the end, whatever test produced them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+#: R_X86_64_PC32 and R_X86_64_PLT32: what kiln's objects contain (kiln/codegen/target.py).
+ALLOWED_RELOCATION_TYPES = frozenset({2, 4})
+_FORBIDDEN_SECTION_PREFIXES = (".init_array", ".fini_array", ".preinit_array", ".ctors", ".dtors",
+                               ".tdata", ".tbss")
+
+_checked: list[int] = []
+_violations: list[str] = []
+
+
+def object_contract_violations(blob: bytes) -> list[str]:
+    """Every way `blob` breaks the object-code contract (empty if it complies)."""
+    from kiln.codegen.target import elf_relocation_types, elf_section_names, object_external_symbols
+    from kiln.errors import ArtifactError
+    from kiln.runtime.elf import ALLOWED_EXTERNAL_SYMBOLS, inspect_elf_object
+
+    out = []
+    bad_syms = object_external_symbols(blob) - ALLOWED_EXTERNAL_SYMBOLS
+    if bad_syms:
+        out.append(f"undefined symbols outside ALLOWED_EXTERNAL_SYMBOLS: {sorted(bad_syms)}")
+    bad_relocs = elf_relocation_types(blob) - ALLOWED_RELOCATION_TYPES
+    if bad_relocs:
+        out.append(f"relocation types other than PC32/PLT32: {sorted(bad_relocs)}")
+    bad_secs = [s for s in elf_section_names(blob) if s.startswith(_FORBIDDEN_SECTION_PREFIXES)]
+    if bad_secs:
+        out.append(f"forbidden sections: {bad_secs}")
+    try:
+        inspect_elf_object(blob)
+    except ArtifactError as e:
+        out.append(f"inspect_elf_object refuses it: {e}")
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _check_every_compiled_object():
+    """Wrap kiln.codegen.build_object for the whole session (compiler.py imports it lazily from
+    kiln.codegen at each compile, so patching the package attribute catches every compile; test
+    modules that imported the name directly are patched too)."""
+    import sys
+
+    import kiln.codegen
+
+    original = kiln.codegen.build_object
+
+    def checked_build_object(*args, **kwargs):
+        obj = original(*args, **kwargs)
+        _checked.append(len(obj.blob))
+        problems = object_contract_violations(obj.blob)
+        if problems:
+            names = sorted(getattr(k.kernel, "name", "?") for k in (args[0] if args else kwargs.get("kernels", ())))
+            _violations.append(f"object for {names}: " + "; ".join(problems))
+        return obj
+
+    patched = []
+    for mod in [kiln.codegen, *(m for n, m in list(sys.modules.items()) if n.startswith(("tests.", "test_")))]:
+        if getattr(mod, "build_object", None) is original:
+            mod.build_object = checked_build_object
+            patched.append(mod)
+    yield
+    for mod in patched:
+        mod.build_object = original
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    terminalreporter.write_line(
+        f"object-code contract: checked {len(_checked)} compiled object(s), {len(_violations)} violation(s)")
+    for v in _violations:
+        terminalreporter.write_line(f"  CONTRACT VIOLATION: {v}", red=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _violations and session.exitstatus == 0:
+        session.exitstatus = 1
