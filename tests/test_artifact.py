@@ -101,17 +101,13 @@ def test_blob_checksum_mismatch() -> None:
 
 
 def _repack_manifest(data: bytes, edit) -> bytes:
-    """Edit the manifest JSON and fix the header checksum, so the damage gets past the container."""
-    m_len = struct.unpack_from("<Q", data, 24)[0]
-    doc = json.loads(data[64:64 + m_len])
+    """Edit the manifest JSON and re-serialise with every checksum recomputed, so the damage gets
+    past the container."""
+    c = container.unpack(data)
+    doc = json.loads(json.dumps(c.manifest))
+    blobs = {e["name"]: bytes(c.blobs[e["name"]]) for e in doc.pop("blobs")}
     edit(doc)
-    body = json.dumps(doc, separators=(",", ":")).encode()   # compact: always fits the old space
-    assert len(body) <= m_len
-    body = body.ljust(m_len)
-    out = bytearray(data)
-    out[64:64 + m_len] = body
-    out[32:64] = hashlib.sha256(body).digest()
-    return bytes(out)
+    return container.pack(doc, blobs)
 
 
 MANIFEST_EDITS = [

@@ -42,7 +42,7 @@ def test_inspect_text(model: Path, capsys) -> None:
     assert "runs here" in out and "object check: ok" in out
     assert "verified" in out
     assert "graph main: 2 dispatches" in out
-    assert "args: a: f32, x: ndarray(f32, ndim=1, shape=('n',)) [read]" in out
+    assert "args: a: f32, x: ndarray(f32, ndim=1, shape=(n,)) [read]" in out
     assert "0: saxpy(a, x, y)" in out and "1: saxpy(1.0:f32, x, y)" in out
 
 

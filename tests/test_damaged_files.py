@@ -7,7 +7,6 @@ checksums recomputed (so it reaches kiln's ELF loader).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import kiln as kl
+from kiln.artifact import container
 from kiln.runtime.compiled import load_bytes
 from kiln.runtime.elf import inspect_elf_object
 
@@ -43,19 +43,10 @@ def _split(data: bytes) -> tuple[dict, int]:
 
 def _rebuild(data: bytes, doc: dict, blob: bytes | None = None) -> bytes:
     """Re-serialise with a new manifest (and blob), recomputing every checksum."""
-    _, m_len = _split(data)
-    entry = doc["blobs"][0]
-    if blob is not None:
-        entry["sha256"] = hashlib.sha256(blob).hexdigest()
-    body = json.dumps(doc, separators=(",", ":")).encode()
-    assert len(body) <= m_len
-    body = body.ljust(m_len)
-    out = bytearray(data)
-    out[64:64 + m_len] = body
-    out[32:64] = hashlib.sha256(body).digest()
-    if blob is not None:
-        out[entry["offset"]:entry["offset"] + entry["size"]] = blob
-    return bytes(out)
+    entry = doc.pop("blobs")[0]
+    if blob is None:
+        blob = data[entry["offset"]:entry["offset"] + entry["size"]]
+    return container.pack(doc, {entry["name"]: blob})
 
 
 def test_good_file_runs(good: bytes) -> None:

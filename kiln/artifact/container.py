@@ -60,7 +60,7 @@ def pack(manifest: dict[str, object], blobs: dict[str, bytes]) -> bytes:
     body = b""
     for _ in range(3):
         manifest = dict(manifest, blobs=table)
-        body = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        body = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
         offset = _align(HEADER_SIZE + len(body))
         new_table = []
         for name in names:

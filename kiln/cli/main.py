@@ -64,7 +64,8 @@ def _param(p: Any) -> dict[str, Any]:
 def _fmt_param(p: dict[str, Any]) -> str:
     if p["kind"] == "scalar":
         return f"{p['name']}: {p['dtype']}"
-    shape = f", shape={tuple(p['shape'])}" if "shape" in p else ""
+    dims = ["?" if d is None else str(d) for d in p.get("shape", [])]
+    shape = f", shape=({', '.join(dims)}{',' if len(dims) == 1 else ''})" if "shape" in p else ""
     return f"{p['name']}: ndarray({p['dtype']}, ndim={p['ndim']}{shape}) [{p['access']}]"
 
 
