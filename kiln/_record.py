@@ -1,4 +1,4 @@
-"""`Record`: a small immutable value class for modules on the runtime's import path.
+"""`Record`: a small value class for modules on the runtime's import path.
 
 `@dataclass` generates its methods with `exec` when a class is defined, which costs about a
 millisecond per class; a process that only loads and runs a .kiln file imports the runtime's
@@ -16,23 +16,26 @@ class Record:
     _defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Records are treated as immutable by convention; not enforcing it keeps construction
+        # cheap (a manifest of a few kernels makes hundreds of them at load time).
         names = self.__slots__
+        if len(args) == len(names) and not kwargs:
+            for name, value in zip(names, args):
+                setattr(self, name, value)
+            return
         if len(args) > len(names):
             raise TypeError(f"{type(self).__name__} takes {len(names)} fields, got {len(args)}")
         for name, value in zip(names, args):
-            object.__setattr__(self, name, value)
+            setattr(self, name, value)
         for name in names[len(args):]:
             if name in kwargs:
-                object.__setattr__(self, name, kwargs.pop(name))
+                setattr(self, name, kwargs.pop(name))
             elif name in self._defaults:
-                object.__setattr__(self, name, self._defaults[name])
+                setattr(self, name, self._defaults[name])
             else:
                 raise TypeError(f"{type(self).__name__}: missing field {name!r}")
         if kwargs:
             raise TypeError(f"{type(self).__name__}: unknown fields {sorted(kwargs)}")
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, n) for n in self.__slots__)

@@ -41,6 +41,14 @@ class ParamLayout(Record):
     ndim: int  # 0 for scalars
     offset: int  # byte offset of the first slot
 
+    def __init__(self, name: str, kind: str, dtype: str, ndim: int, offset: int) -> None:
+        # written out: a manifest makes several of these per kernel at every load
+        self.name = name
+        self.kind = kind
+        self.dtype = dtype
+        self.ndim = ndim
+        self.offset = offset
+
     @property
     def size(self) -> int:
         return SLOT * (1 + self.ndim) if self.kind == "ndarray" else SLOT

@@ -7,7 +7,7 @@ resolved, and the first problem raises ArtifactError with the JSON path of the b
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, NoReturn
+from typing import Any, NoReturn
 
 from kiln._record import Record
 from kiln.abi import SLOT, ParamLayout
@@ -31,10 +31,14 @@ class TargetInfo(Record):
 
 class ParamInfo(Record):
     __slots__ = ('layout', 'access', 'shape')
-    _defaults: ClassVar[dict[str, Any]] = {'shape': None}
     layout: ParamLayout
     access: str  # how the code uses an ndarray (ACCESS_MODES)
     shape: tuple[ShapeDim, ...] | None  # graph params only: declared shape constraints
+
+    def __init__(self, layout: ParamLayout, access: str, shape: tuple[ShapeDim, ...] | None = None) -> None:
+        self.layout = layout
+        self.access = access
+        self.shape = shape
 
 
 class KernelInfo(Record):
@@ -47,11 +51,16 @@ class KernelInfo(Record):
 
 class Binding(Record):
     __slots__ = ('kind', 'arg', 'value', 'dtype')
-    _defaults: ClassVar[dict[str, Any]] = {'arg': "", 'value': 0, 'dtype': ""}
     kind: str  # "arg" | "const"
     arg: str
     value: bool | int | float
     dtype: str
+
+    def __init__(self, kind: str, arg: str = "", value: bool | float = 0, dtype: str = "") -> None:
+        self.kind = kind
+        self.arg = arg
+        self.value = value
+        self.dtype = dtype
 
 
 class DispatchInfo(Record):

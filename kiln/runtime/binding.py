@@ -119,8 +119,8 @@ class ArgBinder:
                     raise self._array_type_error(plan, a)
                 dt = a.dtype  # type: ignore[union-attr]
                 if dt is not plan.dtype and dt != plan.dtype:
-                    raise ArgumentError(f"{self.owner}: argument {plan.name!r}: expected dtype {plan.type_name} "
-                                        f"({plan.dtype}), got {dt} (kiln never converts arrays)")
+                    raise ArgumentError(f"{self.owner}: argument {plan.name!r}: expected dtype {plan.type_name}, "
+                                        f"got {dt} (kiln never converts arrays)")
                 if a.ndim != plan.ndim:  # type: ignore[union-attr]
                     raise ArgumentError(f"{self.owner}: argument {plan.name!r}: expected a {plan.ndim}-D array, "
                                         f"got {a.ndim}-D with shape {a.shape}")  # type: ignore[union-attr]

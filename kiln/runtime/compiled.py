@@ -15,7 +15,7 @@ from typing import Any
 from kiln._record import Record
 from kiln.artifact.container import Container, unpack
 from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, ShapeDim, TargetInfo
-from kiln.errors import ArtifactError, KilnError
+from kiln.errors import ArgumentError, ArtifactError, KilnError
 from kiln.runtime import threads
 from kiln.runtime.binding import DATA_OFFSET, ArgBinder
 
@@ -105,14 +105,18 @@ class CompiledKernel(_Runnable):
         self._names = tuple(p.layout.name for p in info.params)
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
-        if len(args) > len(self._names):
-            from kiln.errors import ArgumentError
-            raise ArgumentError(f"{self._owner}: takes {len(self._names)} arguments, got {len(args)}")
-        named = dict(zip(self._names, args))
+        names = self._names
+        if len(args) == len(names) and not kwargs:
+            self.run(dict(zip(names, args)))
+            return
+        if len(args) > len(names):
+            raise ArgumentError(f"{self._owner}: takes {len(names)} arguments, got {len(args)}")
+        named = dict(zip(names, args))
         for k, v in kwargs.items():
             if k in named:
-                from kiln.errors import ArgumentError
                 raise ArgumentError(f"{self._owner}: argument {k!r} given twice")
+            if k not in names:
+                raise ArgumentError(f"{self._owner}: has no parameter {k!r}; parameters: {', '.join(names)}")
             named[k] = v
         self.run(named)
 

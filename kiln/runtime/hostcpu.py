@@ -95,11 +95,24 @@ def missing_features(feature_string: str, *, arch: str | None = None,
     `arch`/`flags` default to the host's (they are parameters for tests). Unmappable features are
     ignored; if the host's flags cannot be read, returns [].
     """
+    if arch is None and flags is None:
+        return list(_host_missing(feature_string))
     arch = arch or host_arch()
     if flags is None:
         flags = host_features()
         if flags is None:
             return []
+    return _missing(feature_string, arch, flags)
+
+
+@functools.lru_cache(maxsize=64)
+def _host_missing(feature_string: str) -> tuple[str, ...]:
+    # Every load of a file checks its target's features; the answer for this host never changes.
+    flags = host_features()
+    return tuple(_missing(feature_string, host_arch(), flags)) if flags is not None else ()
+
+
+def _missing(feature_string: str, arch: str, flags: frozenset[str]) -> list[str]:
     table = X86_FEATURE_FLAGS if arch == "x86_64" else AARCH64_FEATURE_FLAGS if arch == "aarch64" else {}
     missing: list[str] = []
     for item in feature_string.split(","):
