@@ -217,7 +217,10 @@ class Kernel(_Compilable):
         return kir
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from kiln.compiler import call_kernel  # type: ignore[import-not-found]
+        fixed = self.__dict__.get("_kiln_fixed")
+        if fixed is not None:      # compiled already, one specialisation: the runtime checks args
+            return fixed(*args, **kwargs)
+        from kiln.compiler import call_kernel  # the compiler is imported on first call only
         return call_kernel(self, args, kwargs)
 
 

@@ -61,20 +61,21 @@ class _Runnable:
         self.args: list[ArgSpec] = _specs(params)
         native = module._native
         fast = symbol + "_pyobj"
+        self._pack = self._binder._pack
         if DATA_OFFSET and fast in native.symbols:
             # Array slots carry the objects' addresses; native code reads their data pointers.
-            entry = _OBJ_ENTRY_TYPE(native.code_address(fast))
-            pack = self._binder.pack_objects
-            off = DATA_OFFSET
-            self._call = lambda args: entry(pack(args), off)
+            self._entry = _OBJ_ENTRY_TYPE(native.code_address(fast))
+            self._objects = True
         else:
-            entry = ENTRY_TYPE(native.code_address(symbol))
-            pack = self._binder.pack
-            self._call = lambda args: entry(pack(args))
+            self._entry = ENTRY_TYPE(native.code_address(symbol))
+            self._objects = False
 
     def run(self, args: Mapping[str, Any]) -> None:
         """Check all arguments, then run the native code once. Arrays are updated in place."""
-        status = self._call(args)
+        if self._objects:
+            status = self._entry(self._pack(args, True), DATA_OFFSET)
+        else:
+            status = self._entry(self._pack(args, False))
         if status:
             raise KernelRuntimeError(f"{self._owner}: native code returned status {status}")
 
