@@ -171,3 +171,12 @@ def test_blob_table_lies() -> None:
 def test_read_missing_file(tmp_path) -> None:
     with pytest.raises(ArtifactError, match="cannot read"):
         container.read_file(str(tmp_path / "nope.kiln"))
+
+
+def test_manifest_json_reader_matches_json() -> None:
+    from kiln.artifact.container import json_loads
+    for text in ['{"a": [1, 2.5, "x", null, true, false, {"b": -3e-5}]}', '  [1,2] \n', '{"a": "\\u00e9\\n"}']:
+        assert json_loads(text) == json.loads(text)
+    for bad in ['{"a": NaN}', '{"a": 1} x', '{"a": ', '', '[1,]', '{"a" 1}', "Infinity", "[" * 100000]:
+        with pytest.raises((ValueError, RecursionError)):
+            json_loads(bad)

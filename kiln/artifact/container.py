@@ -18,8 +18,8 @@ executes anything from the file, never unpickles and never writes to disk.
 
 from __future__ import annotations
 
-import json
 import struct
+from typing import ClassVar
 
 from kiln._record import Record
 from kiln.errors import ArtifactError
@@ -47,12 +47,48 @@ except ImportError:  # pragma: no cover - Python >= 3.12 renamed it
         from hashlib import sha256 as _sha256_new  # type: ignore[assignment,no-redef]
 
 
+class _ScanContext:
+    """What CPython's C JSON scanner reads from its decoder: strict parsing, no hooks, and no
+    NaN/Infinity (a manifest never holds them)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo: ClassVar[dict[str, object]] = {}
+
+    @staticmethod
+    def parse_constant(name: str) -> object:
+        raise ValueError(f"{name} is not allowed in a kiln manifest")
+
+
+def json_loads(text: str) -> object:
+    """`json.loads` for manifests. Uses the C scanner directly where it exists: importing the json
+    package costs ~2 ms, a fifth of kiln's whole start-up budget."""
+    try:
+        from _json import make_scanner  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover - not CPython
+        import json
+        return json.loads(text)
+    ws = " \t\n\r"
+    start = len(text) - len(text.lstrip(ws))
+    try:
+        value, end = make_scanner(_ScanContext)(text, start)
+    except StopIteration as e:
+        raise ValueError(f"invalid JSON at character {e.value}") from None
+    if len(text.rstrip(ws)) != end:
+        raise ValueError(f"extra data after the JSON value at character {end}")
+    return value
+
+
 def sha256_hex(data: bytes | memoryview) -> str:
     return _sha256_new(data).hexdigest()
 
 
 def pack(manifest: dict[str, object], blobs: dict[str, bytes]) -> bytes:
     """Serialize a manifest (without its "blobs" table, which is filled here) and the blobs."""
+    import json  # writing happens at compile time; loading uses the C scanner alone
     names = sorted(blobs)
     # The blob table's offsets depend on the manifest's length, which depends on the offsets'
     # digits: lay out with a fixed-width placeholder pass, then once more for real.
@@ -121,7 +157,7 @@ def unpack(data: bytes, *, source: str = "<bytes>") -> Container:
     if _sha256_new(body).digest() != m_sha:
         raise fail("manifest checksum mismatch (the file is damaged)")
     try:
-        manifest = json.loads(bytes(body).decode("utf-8"))
+        manifest = json_loads(bytes(body).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise fail(f"manifest is not valid JSON: {e}") from None
     if not isinstance(manifest, dict):
