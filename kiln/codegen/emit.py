@@ -38,14 +38,23 @@ from typing import ClassVar
 from llvmlite import ir
 
 from kiln.abi import SLOT, block_size, layout_params
-from kiln.codegen.reductions import ReductionKey, find_reductions, reduction_key
+from kiln.codegen.reductions import (
+    PRIVATE_LIMIT,
+    ReductionKey,
+    array_reductions,
+    find_reductions,
+    reduction_key,
+)
 from kiln.errors import KernelError, KilnError
 from kiln.ir import nodes as N
+from kiln.ir.analysis import walk
 from kiln.ir.builtins import BUILTINS, as_float
 from kiln.ir.graph import ArgBinding, GraphIR
 from kiln.types import INDEX, NdArrayType, ScalarType, f32, f64, i64
 
 I1 = ir.IntType(1)
+#: how many simple iterations one parallel iteration containing a loop or call is assumed to cost
+HEAVY_ITERATION_WEIGHT = 256
 I8 = ir.IntType(8)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)
@@ -420,10 +429,12 @@ class ModuleEmitter:
             b.call(_Callee(body, body_ty), [ctx, lo, hi])
         b.ret_void()
 
-        pf = ir.Function(m, ir.FunctionType(VOID, [PTR, PTR, I64]), name=self.unique("kiln_parallel_for"))
+        # weight: the caller's estimate of one iteration's work in "simple iterations", so that a
+        # loop over 4000 rows, each a serial loop over 4000 columns, is not run on one thread.
+        pf = ir.Function(m, ir.FunctionType(VOID, [PTR, PTR, I64, I64]), name=self.unique("kiln_parallel_for"))
         pf.linkage = "internal"
         fn_attrs(pf)
-        fnp, ctx, n = pf.args
+        fnp, ctx, n, weight = pf.args
         b = ir.IRBuilder(pf.append_basic_block("entry"))
         serial = pf.append_basic_block("serial")
         par = pf.append_basic_block("parallel")
@@ -438,7 +449,7 @@ class ModuleEmitter:
                         b.icmp_unsigned("!=", gn, null))
         b.cbranch(nonull, check2, serial)
         b.position_at_end(check2)
-        ok = b.and_(b.icmp_signed(">", nthreads, ir.Constant(I32, 1)), b.icmp_signed(">=", n, miniters))
+        ok = b.and_(b.icmp_signed(">", nthreads, ir.Constant(I32, 1)), b.icmp_signed(">=", b.mul(n, weight), miniters))
         b.cbranch(ok, par, serial)
         b.position_at_end(serial)
         with b.if_then(b.icmp_signed(">", n, ir.Constant(I64, 0))):
@@ -481,6 +492,9 @@ class FunctionEmitter:
         self.n_parallel = 0
         #: privatised reductions of the parallel body being emitted: key -> (accumulator, touched)
         self.reductions: dict[ReductionKey, tuple[ir.Value, ir.Value]] = {}
+        #: arrays that the chunk loop being emitted scatters into a private copy (self.arrays
+        #: then points at the copy): their atomics become plain load-op-store
+        self.private: set[str] = set()
 
     # -- setup ------------------------------------------------------------------------------
     def new_var(self, name: str, t: ScalarType, init: ir.Value | None = None) -> None:
@@ -599,6 +613,9 @@ class FunctionEmitter:
                 v = self.convert(self.expr(s.value), s.value.type, t)
                 b.store(self.to_mem(self.rmw_op(s.op, old, v, t), t, b), p, align=t.itemsize)
         elif isinstance(s, N.ExprStmt):
+            if isinstance(s.value, N.AtomicRMW) and s.value.array.name in self.private:
+                self.private_rmw(s.value)
+                return
             if isinstance(s.value, N.AtomicRMW) and self.reductions:
                 acc = self.reductions.get(reduction_key(s.value))
                 if acc is not None:
@@ -794,7 +811,9 @@ class FunctionEmitter:
             i += 3
         sub.emit_parallel_body(s, dvals, lo, hi)
         sub.finish()
-        b.call(me.parallel_for(), [body_fn, ctx, total])
+        heavy = any(isinstance(n, (N.For, N.While, N.Call)) for n in walk(s.body))
+        weight = ir.Constant(I64, HEAVY_ITERATION_WEIGHT if heavy else 1)
+        b.call(me.parallel_for(), [body_fn, ctx, total, weight])
 
     def _dim_value(self, s: N.ParallelFor, k: int, dv: tuple[ir.Value, ir.Value, ir.Value],
                    j: ir.Value) -> ir.Value:
@@ -806,9 +825,21 @@ class FunctionEmitter:
         return b.add(start, b.mul(j, step))
 
     def emit_parallel_body(self, s: N.ParallelFor, dvals: list, lo: ir.Value, hi: ir.Value) -> None:
+        """The chunk [lo, hi) of `s`: its iterations, then the merge of its privatised
+        reductions (scalar accumulators, and private array copies where they apply)."""
+        self.start_reductions(s)
+        arrays = array_reductions(s)
+        if arrays:
+            self.emit_privatised_chunk(s, arrays, dvals, lo, hi)
+        else:
+            self.emit_chunk_loop(s, dvals, lo, hi)
+        self.flush_reductions(s)
+
+    def emit_chunk_loop(self, s: N.ParallelFor, dvals: list, lo: ir.Value, hi: ir.Value) -> None:
+        """The loop over the iterations [lo, hi) of `s` (flattened over its dims). Emitted once,
+        or twice by emit_privatised_chunk (once with self.private set, once without)."""
         b = self.b
         fn = self.fn
-        self.start_reductions(s)
         ndim = len(s.dims)
         inner_var = s.dims[-1].var
         if ndim == 1:
@@ -868,7 +899,6 @@ class FunctionEmitter:
             f.add_incoming(b.add(f, b.sub(j1, j0)), outer_latch)
             b.branch(head)
             b.position_at_end(exit_bb)
-        self.flush_reductions(s)
 
     # -- privatised reductions (see kiln/codegen/reductions.py) -------------------------------
     def start_reductions(self, s: N.ParallelFor) -> None:
@@ -930,6 +960,126 @@ class FunctionEmitter:
             b.branch(done)
             b.position_at_end(done)
         self.reductions = {}
+
+    # -- privatised arrays (histograms; see reductions.array_reductions) ---------------------
+    def emit_privatised_chunk(self, s: N.ParallelFor, arrays: dict[str, N.AtomicOp], dvals: list,
+                              lo: ir.Value, hi: ir.Value) -> None:
+        """The chunk loop emitted twice from the same IR: once scattering `arrays` into private
+        copies on the stack (plain load-op-store, then one merge atomic per changed element),
+        once with the ordinary atomics on the real arrays.
+
+        Which one runs is decided at run time: the copies have a fixed size (PRIVATE_LIMIT
+        elements, a static alloca each), so the private version runs only when every array fits.
+        Clearing and merging a copy costs O(PRIVATE_LIMIT) per chunk at most, under a
+        microsecond; iterations are not counted against it because one iteration may run a
+        whole serial loop of atomics."""
+        b = self.b
+        fn = self.fn
+        real = {name: self.arrays[name] for name in arrays}
+        fits = ir.Constant(I1, 1)
+        bufs: dict[str, ir.Value] = {}
+        counts: dict[str, ir.Value] = {}
+        for name, a in real.items():
+            count: ir.Value = ir.Constant(I64, 1)
+            for e in a.extents:
+                count = b.mul(count, e)
+            counts[name] = count
+            fits = b.and_(fits, b.icmp_unsigned("<=", count, ir.Constant(I64, PRIVATE_LIMIT)))
+            # in the entry block: a static alloca, no stack adjustment per chunk
+            buf = _alloca(self.ab, ir.ArrayType(mem_type(a.dtype), PRIVATE_LIMIT), name=f"priv.{name}")
+            buf.align = 64
+            bufs[name] = buf
+        priv_bb = fn.append_basic_block("priv.chunk")
+        atomic_bb = fn.append_basic_block("atomic.chunk")
+        join = fn.append_basic_block("chunk.done")
+        b.cbranch(fits, priv_bb, atomic_bb)
+
+        # Private version: clear the copies to the op's identity and point the arrays at them
+        # (same extents, so indexing is unchanged) while the loop is emitted.
+        b.position_at_end(priv_bb)
+        for name, op in arrays.items():
+            self._fill_identity(bufs[name], counts[name], op, real[name].dtype)
+            self.arrays[name] = _ArrayVal(bufs[name], real[name].extents, real[name].type)
+        self.private = set(arrays)
+        try:
+            self.emit_chunk_loop(s, dvals, lo, hi)
+        finally:
+            self.private = set()
+            self.arrays.update(real)
+        # Other chunks merge into the same real arrays concurrently: the merge stays atomic.
+        for name, op in arrays.items():
+            self._merge_private(bufs[name], counts[name], op, real[name])
+        b.branch(join)
+
+        # Atomic version: the same loop on the real arrays (arrays too big to copy).
+        b.position_at_end(atomic_bb)
+        self.emit_chunk_loop(s, dvals, lo, hi)
+        b.branch(join)
+        b.position_at_end(join)
+
+    def private_rmw(self, e: N.AtomicRMW) -> None:
+        """`x[idx] op= v` on a private copy: nobody else sees it, so no atomic is needed. SUB
+        subtracts here and the merge adds the net delta (see array_reductions)."""
+        b = self.b
+        p, a = self.element_ptr(e.array, e.indices)
+        t = a.dtype                       # never bool: mem_type == reg_type
+        v = self.convert(self.expr(e.value), e.value.type, t)
+        old = b.load(p, typ=reg_type(t), align=t.itemsize)
+        b.store(self.rmw_op(e.op, old, v, t), p, align=t.itemsize)
+
+    def _index_loop(self, n: ir.Value, name: str, body) -> None:
+        """for k in [0, n): body(k), at the builder's position (k is an i64)."""
+        b = self.b
+        pre = b.block
+        head = self.fn.append_basic_block(f"{name}.head")
+        body_bb = self.fn.append_basic_block(f"{name}.body")
+        end = self.fn.append_basic_block(f"{name}.end")
+        b.branch(head)
+        b.position_at_end(head)
+        k = b.phi(I64, f"{name}.k")
+        k.add_incoming(ir.Constant(I64, 0), pre)
+        b.cbranch(b.icmp_signed("<", k, n), body_bb, end)
+        b.position_at_end(body_bb)
+        body(k)
+        k.add_incoming(b.add(k, ir.Constant(I64, 1), flags=("nsw",)), b.block)
+        b.branch(head)
+        b.position_at_end(end)
+
+    def _fill_identity(self, buf: ir.Value, count: ir.Value, op: N.AtomicOp, t: ScalarType) -> None:
+        b = self.b
+        ident = self._identity(op, t)
+        ty = reg_type(t)
+        if ident.constant == 0:           # ADD/SUB, OR, XOR, unsigned MAX: all-zero bytes
+            memset = self.me.declare("llvm.memset.p0.i64", VOID, [PTR, I8, I64, I1])
+            b.call(memset, [buf, ir.Constant(I8, 0), b.mul(count, ir.Constant(I64, t.itemsize)),
+                            ir.Constant(I1, 0)])
+        else:
+            self._index_loop(count, "priv.init", lambda k: b.store(
+                ident, _gep(b, buf, [k], source_etype=ty), align=t.itemsize))
+
+    def _merge_private(self, buf: ir.Value, count: ir.Value, op: N.AtomicOp, a: _ArrayVal) -> None:
+        """for k in [0, count): if copy[k] != identity: atomically real[k] = real[k] <op> copy[k].
+        Elements still at the identity would not change the array, so they cost no atomic (a
+        NaN float compares unequal and is merged)."""
+        b = self.b
+        t = a.dtype
+        ty = reg_type(t)
+        ident = self._identity(op, t)
+        if t.is_float:
+            llop = {"add": "fadd", "min": "fmin", "max": "fmax"}[op.value]
+        elif op.value in ("min", "max"):
+            llop = ("" if t.kind == "i" else "u") + op.value
+        else:
+            llop = self._ATOMIC_INT[op.value]
+
+        def merge(k: ir.Value) -> None:
+            v = b.load(_gep(b, buf, [k], source_etype=ty), typ=ty, align=t.itemsize)
+            changed = (b.fcmp_unordered("!=", v, ident) if t.is_float
+                       else b.icmp_unsigned("!=", v, ident))
+            with b.if_then(changed):
+                b.atomic_rmw(llop, _gep(b, a.ptr, [k], source_etype=ty), v, "monotonic")
+
+        self._index_loop(count, "priv.merge", merge)
 
     # -- expressions ------------------------------------------------------------------------
     def expr(self, e: N.Expr) -> ir.Value:
