@@ -190,10 +190,25 @@ def prepare_kiln_file() -> Path:
     return path
 
 
+def _child_env() -> dict[str, str]:
+    """Warm caches include Python's own bytecode cache: let the children use .pyc files."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def warm_bytecode() -> None:
+    import compileall
+
+    import kiln
+    for folder in (Path(kiln.__file__).parent, COLD):
+        compileall.compile_dir(str(folder), quiet=1)
+
+
 def run_child(cmd: list[str]) -> tuple[float, float, str, int]:
     """Run a fresh process through coldstart/spawn.py; return (wall ms, peak RSS MiB, output, rc)."""
     p = subprocess.run([sys.executable, "-I", "-S", str(COLD / "spawn.py"), *cmd], capture_output=True,
-                       text=True, cwd=str(COLD), check=False)
+                       text=True, cwd=str(COLD), check=False, env=_child_env())
     tail = [ln for ln in p.stderr.splitlines() if ln.startswith("SPAWN ")]
     if not tail:
         return float("nan"), float("nan"), p.stdout + p.stderr, p.returncode or 1
@@ -210,10 +225,14 @@ def bench_coldstart(quick: bool) -> str:
     broken: dict[str, str] = {}
 
     label_k = "kiln: kl.load(file).run()"
+    label_m = "kiln, MCJIT loader (KILN_LOADER=mcjit)"
     try:
         prepare_kiln_file()
+        warm_bytecode()
         cmds[label_k] = [sys.executable, cold, "kiln"]
-        notes[label_k] = "saved .kiln graph, no compiler"
+        notes[label_k] = "saved .kiln graph, kiln's own ELF loader, no compiler"
+        cmds[label_m] = [sys.executable, cold, "kiln-mcjit"]
+        notes[label_m] = "the same file linked by llvmlite's MCJIT instead"
     except Exception as e:  # noqa: BLE001
         broken[label_k] = failure(e)
     peers = [
@@ -261,7 +280,7 @@ def bench_coldstart(quick: bool) -> str:
         if label in results:
             _, val, llvm, _nb = results[label].split()
             check = "ok" if close(float(val), ref) else f"WRONG ({val})"
-            if label == label_k:
+            if label in (label_k, label_m):
                 extra = f"; llvmlite imported: {'yes' if llvm == '1' else 'no'}"
         rows.append([label, f"{med:.0f}", "-" if label == floor_label else f"{med - floor:+.0f}",
                      f"{statistics.median(rss[label]):.0f}", check, notes[label] + extra])

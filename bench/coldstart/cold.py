@@ -16,7 +16,9 @@ def main() -> None:
     import numpy as np
 
     y = np.zeros(16, dtype=np.float32)
-    if peer == "kiln":
+    if peer in ("kiln", "kiln-mcjit"):
+        if peer == "kiln-mcjit":
+            os.environ["KILN_LOADER"] = "mcjit"
         import kiln as kl
 
         kl.load(os.path.join(cache, "chain10.kiln")).run({"y": y})
