@@ -43,6 +43,7 @@ def _probe_data_offset() -> int:
 #: where an ndarray object keeps its data pointer (0: unknown, use the plain entry points)
 DATA_OFFSET = _probe_data_offset()
 _from_address = ctypes.c_void_p.from_address
+_ndarray = np.ndarray
 
 
 def data_pointer(a: np.ndarray) -> int:
@@ -117,7 +118,7 @@ class ArgBinder:
                 self._check_names(args)
                 raise
             if is_array:
-                if type(a) is not np.ndarray and not isinstance(a, np.ndarray):
+                if type(a) is not _ndarray and not isinstance(a, _ndarray):
                     raise self._array_type_error(plan, a)
                 dt = a.dtype  # type: ignore[union-attr]
                 if dt is not dtype and dt != dtype:
