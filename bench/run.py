@@ -260,6 +260,7 @@ def bench_coldstart(quick: bool) -> str:
                 break
 
     walls: dict[str, list[float]] = {k: [] for k in cmds}
+    loads: dict[str, list[float]] = {}   # kiln only: time of kl.load() itself, in the child
     rss: dict[str, list[float]] = {k: [] for k in cmds}
     results: dict[str, str] = {}
     for _ in range(n_runs):  # round-robin, interleaved
@@ -270,6 +271,8 @@ def bench_coldstart(quick: bool) -> str:
             for line in out.splitlines():
                 if line.startswith("RESULT"):
                     results[label] = line
+                elif line.startswith("LOAD"):
+                    loads.setdefault(label, []).append(float(line.split()[1]))
     ref = chain_reference()
     floor_label = next(iter(cmds))
     floor = statistics.median(walls[floor_label])
@@ -282,6 +285,9 @@ def bench_coldstart(quick: bool) -> str:
             check = "ok" if close(float(val), ref) else f"WRONG ({val})"
             if label in (label_k, label_m):
                 extra = f"; llvmlite imported: {'yes' if llvm == '1' else 'no'}"
+                if label in loads:
+                    extra += (f"; kl.load() itself (runtime modules already imported, first load in the "
+                              f"process) {statistics.median(loads[label]):.2f} ms")
         rows.append([label, f"{med:.0f}", "-" if label == floor_label else f"{med - floor:+.0f}",
                      f"{statistics.median(rss[label]):.0f}", check, notes[label] + extra])
     for label, why in broken.items():
