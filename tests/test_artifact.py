@@ -180,3 +180,13 @@ def test_manifest_json_reader_matches_json() -> None:
     for bad in ['{"a": NaN}', '{"a": 1} x', '{"a": ', '', '[1,]', '{"a" 1}', "Infinity", "[" * 100000]:
         with pytest.raises((ValueError, RecursionError)):
             json_loads(bad)
+
+
+def test_pack_many_blobs_converges() -> None:
+    # Blob offsets live in the manifest that precedes the blobs: packing iterates to a fixed point.
+    # Four blobs whose offsets cross digit boundaries needed more passes than a fixed three.
+    for sizes in ([10, 9000, 90000, 5], [1, 1, 1, 1], [99990, 7, 900000, 12345]):
+        blobs = {f"b{i}.bin": bytes([i]) * n for i, n in enumerate(sizes)}
+        data = container.pack(_manifest(), blobs)
+        c = container.unpack(data)
+        assert {k: bytes(v) for k, v in c.blobs.items()} == blobs
