@@ -16,6 +16,7 @@ from kiln.errors import (
     ArgumentError,
     ArgumentValueError,
     ArtifactError,
+    CudaError,
     KernelError,
     KernelTypeError,
     KilnError,
@@ -74,7 +75,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "ArgumentError", "ArgumentValueError", "ArtifactError", "KernelError", "KernelTypeError", "KilnError",
+    "ArgumentError", "ArgumentValueError", "ArtifactError", "CudaError", "KernelError", "KernelTypeError", "KilnError",
     "TargetError", "bool_", "f16", "f32", "f64", "i8", "i16", "i32", "i64", "ndarray", "u8", "u16", "u32",
     "u64",
 ]

@@ -49,11 +49,10 @@ def lower_kernel(kernel: Any, param_types: ParamTypes) -> KernelIR:
 
 
 def compile_module(module: Module) -> bytes:
-    """Compile every graph and kernel of `module` for its CPU target; return the file's bytes."""
+    """Compile every graph and kernel of `module` for its targets (its CPU target unless
+    `module.targets` says otherwise, e.g. ["cpu", "cuda"]); return the file's bytes."""
     from kiln.codegen import build_object
     from kiln.codegen.target import named_target
-
-    target = named_target(module.target)
 
     # 1. Specialise each distinct (kernel, parameter types) once, whatever uses it.
     lowered: dict[tuple[int, ParamTypes], KernelIR] = {}
@@ -79,26 +78,109 @@ def compile_module(module: Module) -> bytes:
         graph_params[gname] = _graph_param_infos(args, graphs[-1], lowered)
     exported = {name: kernel_ir(k, types).kernel.name for name, (k, types) in module.kernels.items()}
 
-    # 3. Native code: one object for all kernels and graph entry points.
+    # 3. Native code: one object for all kernels and graph entry points (CPU), PTX + cubins (CUDA).
     kernels = _unique_kernels(list(lowered.values()))
-    obj = build_object(kernels, graphs, target)
+    cpu_target, want_cuda = _split_targets(module)
+    tinfos: list[TargetInfo] = []
+    blobs: dict[str, bytes] = {}
+    kentries: dict[str, dict[str, str]] = {k.kernel.name: {} for k in kernels}
+    gentries: dict[str, dict[str, str]] = {g.name: {} for g in graphs}
+    if cpu_target is not None:
+        target = named_target(cpu_target)
+        obj = build_object(kernels, graphs, target)
+        tinfos.append(TargetInfo("cpu", "cpu", target.arch, target.triple, target.cpu, target.features, ("cpu.o",)))
+        blobs["cpu.o"] = obj.blob
+        for k in kernels:
+            kentries[k.kernel.name]["cpu"] = obj.kernel_symbols[k.kernel.name]
+        for g in graphs:
+            gentries[g.name]["cpu"] = obj.graph_symbols[g.name]
+    cuda_doc = None
+    if want_cuda:
+        cuda_doc = _build_cuda(kernels, getattr(module, "cuda_archs", None), tinfos, blobs, kentries)
 
     # 4. Manifest + container.
-    tinfo = TargetInfo("cpu", "cpu", target.arch, target.triple, target.cpu, target.features, ("cpu.o",))
     manifest = Manifest(
         format_version=(container.FORMAT_MAJOR, container.FORMAT_MINOR),
         kiln_version=KILN_VERSION,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        targets=(tinfo,),
-        kernels={k.kernel.name: _kernel_info(k, {"cpu": obj.kernel_symbols[k.kernel.name]}) for k in kernels},
+        targets=tuple(tinfos),
+        kernels={k.kernel.name: _kernel_info(k, kentries[k.kernel.name]) for k in kernels},
         graphs={g.name: GraphInfo(g.name, tuple(graph_params[g.name]), tuple(
             DispatchInfo(d.kernel, tuple(Binding("arg", arg=b.name) if isinstance(b, ArgBinding)
                                          else Binding("const", value=b.value, dtype=b.type.name)
                                          for b in d.bindings)) for d in g.dispatches),
-                                  {"cpu": obj.graph_symbols[g.name]}) for g in graphs},
+                                  gentries[g.name]) for g in graphs},
         exported_kernels=exported,
     )
-    return container.pack(manifest.to_json(), {"cpu.o": obj.blob})
+    doc = manifest.to_json()
+    if cuda_doc is not None:
+        doc["cuda"] = cuda_doc      # optional launch data (docs/format.md, "CUDA targets")
+    return container.pack(doc, blobs)
+
+
+def _split_targets(module: Module) -> tuple[str | None, bool]:
+    """(CPU target name or None, whether to build CUDA) from `module.targets` (None: CPU only)."""
+    from kiln.errors import TargetError
+
+    targets = getattr(module, "targets", None)
+    if targets is None:
+        return module.target, False
+    cpu: str | None = None
+    cuda = False
+    for t in targets:
+        if t == "cuda":
+            cuda = True
+        elif t == "cpu":
+            cpu = module.target
+        elif isinstance(t, str) and cpu is None:
+            cpu = t                       # a CPU target name ("host", "x86-64-v2", ...)
+        else:
+            raise TargetError(f"unknown or repeated target {t!r} in targets={list(targets)!r}; "
+                              "use 'cpu' (or a CPU target name) and/or 'cuda'")
+    if cpu is None and not cuda:
+        raise TargetError("targets=[] names no target")
+    return cpu, cuda
+
+
+def _build_cuda(kernels: Sequence[KernelIR], archs: Sequence[str] | None, tinfos: list[TargetInfo],
+                blobs: dict[str, bytes], kentries: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """PTX for every kernel, cubins for `archs` when nvJitLink is importable (kiln.codegen.nvptx)."""
+    from kiln.codegen.cuda_link import link_cubin, nvjitlink_available, nvjitlink_version
+    from kiln.codegen.nvptx import BLOCK_SIZE, DEFAULT_CUBIN_ARCHS, DEFAULT_PTX_FEATURES, build_ptx
+
+    ptx = build_ptx(kernels)
+    archs = tuple(DEFAULT_CUBIN_ARCHS if archs is None else archs)
+    names = ["cuda.ptx"]
+    blobs["cuda.ptx"] = ptx.ptx.encode()
+    why = nvjitlink_available() if archs else "no cubin architectures were asked for"
+    built: list[str] = []
+    if why is None:
+        for arch in archs:
+            blobs[f"cuda.{arch}.cubin"] = link_cubin(ptx.ptx, arch)
+            names.append(f"cuda.{arch}.cubin")
+            built.append(arch)
+    tinfos.append(TargetInfo("cuda", "cuda", "nvptx64", "nvptx64-nvidia-cuda", ptx.arch, DEFAULT_PTX_FEATURES,
+                             tuple(names)))
+    for k in kernels:
+        kentries[k.kernel.name]["cuda"] = ptx.launches[k.kernel.name][0].entry
+    doc: dict[str, Any] = {
+        "block_size": BLOCK_SIZE,
+        "ptx": "cuda.ptx",
+        "cubins": {arch: f"cuda.{arch}.cubin" for arch in built},
+        "launches": {name: [ln.to_json() for ln in ls] for name, ls in ptx.launches.items()},
+    }
+    if why is not None:
+        doc["cubins_missing"] = why
+        if archs:
+            import warnings
+            warnings.warn(f"kiln: the cuda target holds PTX only (no cubins for {', '.join(archs)}): {why}. "
+                          "Loading it costs a driver JIT (~0.1 s); pip install 'kiln[cuda]' to link cubins "
+                          "ahead of time.", stacklevel=4)
+    else:
+        doc["nvjitlink"] = nvjitlink_version()
+    return doc
+
+
 
 
 def _const(value: Any, t: ScalarType) -> bool | int | float:
@@ -148,8 +230,33 @@ def _graph_param_infos(args: list[Any], g: GraphIR, lowered: dict[Any, KernelIR]
 # ---------------------------------------------------------------------------------------------
 
 def call_kernel(kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    # The caches live on the kernel object, so they die with it.
+    state = kernel.__dict__
+    fixed: CompiledKernel | None = state.get("_kiln_fixed")
+    if fixed is not None:
+        # Fully annotated kernels have one specialisation: go straight to the runtime binder,
+        # which checks every argument (dtype, ndim, contiguity, ranges) before running.
+        fixed(*args, **kwargs)
+        return
+    bound = _bind(kernel, args, kwargs)
+    names = kernel.param_names
+    types = tuple(_type_of(kernel, n, ann, bound[n]) for n, ann in zip(names, kernel.annotations))
+    cache: dict[ParamTypes, CompiledKernel] = state.setdefault("_kiln_call_cache", {})
+    compiled = cache.get(types)
+    if compiled is None:
+        from kiln.graph.module import Module
+        module = Module(target="host")
+        # __name__ is an identifier except for lambdas and the like, which cannot be kernels
+        module.add_kernel(kernel, *types, name=kernel.name)
+        compiled = module.compile().kernels[kernel.name]
+        cache[types] = compiled
+        if all(isinstance(a, ScalarType) or a.is_concrete for a in kernel.annotations):
+            state["_kiln_fixed"] = compiled
+    compiled.run(bound)
+
+
+def _bind(kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     from kiln.errors import ArgumentError
-    from kiln.graph.module import Module
 
     names = kernel.param_names
     if len(args) > len(names):
@@ -165,18 +272,7 @@ def call_kernel(kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> N
     if missing:
         raise ArgumentError(f"kernel {kernel.name!r}: missing argument{'s' if len(missing) > 1 else ''} "
                             f"{', '.join(map(repr, missing))}")
-    types = tuple(_type_of(kernel, n, ann, bound[n]) for n, ann in zip(names, kernel.annotations))
-    # The cache lives on the kernel object, so it dies with it.
-    cache: dict[ParamTypes, CompiledKernel] = kernel.__dict__.setdefault("_kiln_call_cache", {})
-    compiled = cache.get(types)
-    if compiled is None:
-        module = Module(target="host")
-        module.add_kernel(kernel, *types, name="k")
-        compiled = module.compile().kernels["k"]
-        compiled._owner = f"kernel {kernel.name!r}"
-        compiled._binder.owner = compiled._owner
-        cache[types] = compiled
-    compiled.run(bound)
+    return bound
 
 
 def _type_of(kernel: Any, name: str, ann: ScalarType | NdArrayType, value: Any) -> ScalarType | NdArrayType:

@@ -53,3 +53,8 @@ class ArtifactError(KilnError):
 
 class TargetError(KilnError):
     """A requested compile target does not exist or cannot be built on this machine."""
+
+
+class CudaError(KilnError):
+    """The CUDA target cannot run here (no GPU, no driver, no cuda-bindings, no usable code in the
+    file) or a CUDA driver call failed. The message says which and what to do."""

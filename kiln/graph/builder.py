@@ -103,10 +103,12 @@ class GraphBuilder(Sequential):
                                             f"{prev!r} and {a!r}")
         return list(seen.values())
 
-    def compile(self, target: str = "host", name: str = "main") -> CompiledGraph:
-        """Compile for the host CPU (or a portable baseline such as "x86-64-v2")."""
+    def compile(self, target: str = "host", name: str = "main", targets: list[str] | None = None,
+                cuda_archs: list[str] | None = None) -> CompiledGraph:
+        """Compile for the host CPU (or a portable baseline such as "x86-64-v2"); `targets`
+        (e.g. ["cpu", "cuda"]) and `cuda_archs` as in `kl.Module` (docs/cuda.md)."""
         from kiln.graph.module import Module
-        module = Module(target=target)
+        module = Module(target=target, targets=targets, cuda_archs=cuda_archs)
         module.add_graph(name, self)
         return module.compile().graphs[name]
 

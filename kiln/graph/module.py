@@ -18,10 +18,18 @@ class Module:
 
     `target` is "host" (this machine's exact CPU) or a portable baseline ("x86-64",
     "x86-64-v2", "x86-64-v3", "x86-64-v4") so that one file serves a fleet.
+
+    `targets` (default: the CPU target alone) lists what the file holds: "cpu" (built for
+    `target`) and/or "cuda" (PTX plus cubins for `cuda_archs`, default sm_80 and sm_90; see
+    docs/cuda.md). `compile()` returns the CPU module when "cpu" is among them, else a
+    `kiln.runtime.cuda.CudaModule`.
     """
 
-    def __init__(self, target: str = "host") -> None:
+    def __init__(self, target: str = "host", targets: list[str] | tuple[str, ...] | None = None,
+                 cuda_archs: list[str] | tuple[str, ...] | None = None) -> None:
         self.target = target
+        self.targets = None if targets is None else tuple(targets)
+        self.cuda_archs = None if cuda_archs is None else tuple(cuda_archs)
         self.graphs: dict[str, GraphBuilder] = {}
         self.kernels: dict[str, tuple[Any, tuple[ScalarType | NdArrayType, ...]]] = {}
         self._compiled: CompiledModule | None = None
@@ -69,9 +77,13 @@ class Module:
     def compile(self) -> CompiledModule:
         """Compile everything to native code and link it into this process."""
         if self._compiled is None:
-            from kiln.compiler import compile_module
+            from kiln.compiler import _split_targets, compile_module
             from kiln.runtime.compiled import load_bytes
-            self._compiled = load_bytes(compile_module(self), source="<compiled module>")
+            if _split_targets(self)[0] is None:      # CUDA only: nothing to link on the CPU
+                from kiln.runtime.cuda import load_bytes as load_cuda_bytes
+                self._compiled = load_cuda_bytes(compile_module(self), source="<compiled module>")  # type: ignore[assignment]
+            else:
+                self._compiled = load_bytes(compile_module(self), source="<compiled module>")
         return self._compiled
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -206,8 +206,11 @@ def _link(data: bytes, container: Container, source: str) -> CompiledModule:
         raise ArtifactError(f"{source}: {e}") from None
 
 
-def load_module(path: str | os.PathLike[str]) -> CompiledModule:
-    """Load every graph and kernel of a .kiln file."""
+def load_module(path: str | os.PathLike[str], device: str = "cpu") -> Any:
+    """Load every graph and kernel of a .kiln file, for the CPU (a CompiledModule) or, with
+    device="cuda", for the current GPU (a kiln.runtime.cuda.CudaModule; docs/cuda.md)."""
+    if device != "cpu":
+        return _load_cuda(path, device, module=True)
     source = os.fspath(path)
     try:
         with open(source, "rb") as f:
@@ -217,8 +220,18 @@ def load_module(path: str | os.PathLike[str]) -> CompiledModule:
     return load_bytes(data, source)
 
 
-def load(path: str | os.PathLike[str]) -> CompiledGraph:
-    """Load a .kiln file holding one graph and return that graph."""
+def _load_cuda(path: str | os.PathLike[str], device: str, module: bool) -> Any:
+    if device != "cuda":
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    from kiln.runtime import cuda  # imports cuda-bindings lazily, only for GPU files
+    return cuda.load_module(path) if module else cuda.load(path)
+
+
+def load(path: str | os.PathLike[str], device: str = "cpu") -> Any:
+    """Load a .kiln file holding one graph and return that graph (a CompiledGraph, or with
+    device="cuda" a kiln.runtime.cuda.CudaGraph)."""
+    if device != "cpu":
+        return _load_cuda(path, device, module=False)
     module = load_module(path)
     if len(module.graphs) != 1:
         raise ArtifactError(f"{os.fspath(path)}: holds {len(module.graphs)} graphs "

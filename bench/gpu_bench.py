@@ -1,0 +1,310 @@
+"""GPU benchmark for kiln's cuda target (one run prints one table; needs a GPU, cuda-bindings, torch).
+
+    PYTHONPATH=. python3 bench/gpu_bench.py [--quick] [--json out.json]
+
+Rows:
+- saxpy / 5-point stencil effective bandwidth (bytes a perfect kernel moves / time) beside a
+  device-to-device copy (torch `copy_`, the anchor) and the same expression in PyTorch;
+- a graph of 100 tiny kernels: kiln replaying its CUDA graph (wall clock per run() / 100, and GPU
+  time per kernel from events), kiln plain launches, PyTorch eager, PyTorch CUDA graph replay;
+- loading a saved file in a fresh process to the first result (cubin vs PTX only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import kiln as kl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@kl.kernel
+def saxpy(a: kl.f32, x: kl.ndarray(kl.f32, ndim=1), y: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0]):
+        y[i] = a * x[i] + y[i]
+
+
+@kl.kernel
+def stencil(u: kl.ndarray(kl.f32, ndim=2), v: kl.ndarray(kl.f32, ndim=2)):
+    for i, j in kl.ndrange((1, u.shape[0] - 1), (1, u.shape[1] - 1)):
+        v[i, j] = 0.25 * (u[i - 1, j] + u[i + 1, j] + u[i, j - 1] + u[i, j + 1]) - u[i, j]
+
+
+@kl.kernel
+def ksum(x: kl.ndarray(kl.f32, ndim=1), out: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0]):
+        out[0] += x[i]
+
+
+@kl.kernel
+def tiny(a: kl.f32, x: kl.ndarray(kl.f32, ndim=1), y: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0]):
+        y[i] = y[i] + a * x[i]
+
+
+def gpu_time(torch, fn, reps: int, warm: int = 3) -> float:
+    """Mean seconds per call on the current stream, by CUDA events."""
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    e0.record()
+    for _ in range(reps):
+        fn()
+    e1.record()
+    torch.cuda.synchronize()
+    return e0.elapsed_time(e1) / 1e3 / reps
+
+
+def wall_time(torch, fn, reps: int, warm: int = 3) -> float:
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / reps
+
+
+LOAD_CHILD = r"""
+import sys, time
+t_start = time.perf_counter()
+import numpy as np
+from kiln.runtime import cuda
+from cuda.bindings import driver
+t_imports = time.perf_counter()
+cuda.driver(); cuda._Device.get(0)
+t_ctx = time.perf_counter()
+m = cuda.load_module(sys.argv[1])
+k = m.kernels["saxpy"]
+x = np.ones(1024, np.float32); y = np.zeros(1024, np.float32)
+k(2.0, x, y)                      # numpy in/out: copies and synchronizes
+t_first = time.perf_counter()
+assert y[0] == 2.0, y[:4]
+print(repr({"kind": m.image_kind(), "imports_ms": (t_imports - t_start) * 1e3,
+            "ctx_ms": (t_ctx - t_imports) * 1e3, "load_run_ms": (t_first - t_ctx) * 1e3,
+            "after_imports_ms": (t_first - t_imports) * 1e3}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", default="")
+    opts = ap.parse_args()
+    import torch
+
+    rows: list[tuple[str, str, str]] = []
+    res: dict[str, float | str] = {}
+    dev = torch.cuda.get_device_name()
+    n = (1 << 24) if opts.quick else (1 << 26)
+    reps = 10 if opts.quick else 30
+
+    # ---------------------------------------------------------------- bandwidth
+    mod = kl.Module(targets=["cuda"])
+    mod.add_kernel(saxpy, name="saxpy")
+    mod.add_kernel(stencil, name="stencil")
+    mod.add_kernel(ksum, name="sum")
+    cm = mod.compile()
+    ks, kst = cm.kernels["saxpy"], cm.kernels["stencil"]
+    x = torch.rand(n, device="cuda")
+    y = torch.rand(n, device="cuda")
+    stream = torch.cuda.current_stream()
+    t_copy = gpu_time(torch, lambda: y.copy_(x), reps)
+    bw_copy = 2 * n * 4 / t_copy / 1e9
+    t_k = gpu_time(torch, lambda: ks(1.0001, x, y, stream=stream), reps)
+    t_t = gpu_time(torch, lambda: y.add_(x, alpha=1.0001), reps)
+    bw_k, bw_t = 3 * n * 4 / t_k / 1e9, 3 * n * 4 / t_t / 1e9
+    res.update(copy_GBs=bw_copy, saxpy_kiln_GBs=bw_k, saxpy_torch_GBs=bw_t)
+    from kiln.runtime import cuda as kcuda
+    waves = {}
+    for w in (1, 4):              # tuning probe (default for 1-D loops: 16 waves)
+        kcuda.GRID_WAVES = w
+        ks._plain.clear()
+        waves[w] = 3 * n * 4 / gpu_time(torch, lambda: ks(1.0001, x, y, stream=stream), reps) / 1e9
+    kcuda.GRID_WAVES = None
+    ks._plain.clear()
+    res.update({f"saxpy_kiln_{w}waves_GBs": v for w, v in waves.items()})
+    rows += [("D2D copy (torch copy_, anchor)", f"{bw_copy:,.0f} GB/s", "100%"),
+             ("saxpy kiln", f"{bw_k:,.0f} GB/s", f"{100 * bw_k / bw_copy:.0f}% of copy"),
+             ("saxpy torch (y.add_(x, alpha))", f"{bw_t:,.0f} GB/s", f"{100 * bw_t / bw_copy:.0f}% of copy")]
+    rows += [(f"  saxpy kiln, grid of {w} waves (GRID_WAVES)", f"{v:,.0f} GB/s", f"{100 * v / bw_copy:.0f}% of copy")
+             for w, v in waves.items()]
+    acc = torch.zeros(1, device="cuda")
+    t_k = gpu_time(torch, lambda: cm.kernels["sum"](x, acc, stream=stream), reps)
+    t_t = gpu_time(torch, lambda: torch.sum(x), reps)
+    acc.zero_()
+    cm.kernels["sum"](x, acc, stream=stream)
+    torch.cuda.synchronize()
+    assert abs(acc.item() - x.double().sum().item()) < 1e-3 * n, "sum mismatch"
+    res.update(sum_kiln_GBs=n * 4 / t_k / 1e9, sum_torch_GBs=n * 4 / t_t / 1e9)
+    rows += [("sum reduction kiln (out[0] += x[i])", f"{n * 4 / t_k / 1e9:,.0f} GB/s",
+              f"{100 * n * 4 / t_k / 1e9 / bw_copy:.0f}% of copy; warp shuffle + 1 atomic/warp"),
+             ("sum reduction torch.sum", f"{n * 4 / t_t / 1e9:,.0f} GB/s", f"{100 * n * 4 / t_t / 1e9 / bw_copy:.0f}% of copy")]
+    side = 4096 if opts.quick else 8192
+    u = torch.rand(side, side, device="cuda")
+    v = torch.zeros(side, side, device="cuda")
+    t_k = gpu_time(torch, lambda: kst(u, v, stream=stream), reps)
+    swaves = {}
+    for w in (4, 16):              # tuning probe (default for ndranges: 1 wave)
+        kcuda.GRID_WAVES = w
+        kst._plain.clear()
+        swaves[w] = gpu_time(torch, lambda: kst(u, v, stream=stream), reps)
+    kcuda.GRID_WAVES = None
+    kst._plain.clear()
+
+    def torch_stencil():
+        v[1:-1, 1:-1] = 0.25 * (u[:-2, 1:-1] + u[2:, 1:-1] + u[1:-1, :-2] + u[1:-1, 2:]) - u[1:-1, 1:-1]
+
+    t_t = gpu_time(torch, torch_stencil, reps)
+    ref = torch.zeros_like(v)
+    ref[1:-1, 1:-1] = 0.25 * (u[:-2, 1:-1] + u[2:, 1:-1] + u[1:-1, :-2] + u[1:-1, 2:]) - u[1:-1, 1:-1]
+    kst(u, v, stream=stream)
+    torch.cuda.synchronize()
+    assert torch.allclose(v, ref, atol=1e-5), "stencil mismatch"
+    from kiln.codegen import nvptx
+    nvptx.TILE_2D = True            # the same kernel with the 2-D tiled iteration order
+    mt = kl.Module(targets=["cuda"])
+    mt.add_kernel(stencil, name="stencil")
+    kst_t = mt.compile().kernels["stencil"]
+    nvptx.TILE_2D = False
+    t_tiled = gpu_time(torch, lambda: kst_t(u, v, stream=stream), reps)
+    vt = torch.zeros_like(v)
+    kst_t(u, vt, stream=stream)
+    torch.cuda.synchronize()
+    assert torch.allclose(vt, ref, atol=1e-5), "tiled stencil mismatch"
+    t_c: dict[str, float] = {}
+    try:   # references: hand-written CUDA C stencils, through CuPy/NVRTC
+        import cupy as cp
+        src = r"""
+        extern "C" __global__ void naive(const float* u, float* v, long n0, long n1) {
+            long j = blockIdx.x * (long)blockDim.x + threadIdx.x + 1, i = blockIdx.y + 1;
+            if (j < n1 - 1 && i < n0 - 1) { long c = i * n1 + j;
+              v[c] = 0.25f * (u[c - n1] + u[c + n1] + u[c - 1] + u[c + 1]) - u[c]; } }
+        extern "C" __global__ void restr(const float* __restrict__ u, float* __restrict__ v, long n0, long n1) {
+            long j = blockIdx.x * (long)blockDim.x + threadIdx.x + 1, i = blockIdx.y + 1;
+            if (j < n1 - 1 && i < n0 - 1) { long c = i * n1 + j;
+              v[c] = 0.25f * (u[c - n1] + u[c + n1] + u[c - 1] + u[c + 1]) - u[c]; } }
+        extern "C" __global__ void strip(const float* __restrict__ u, float* __restrict__ v, long n0, long n1) {
+            long j = blockIdx.x * (long)blockDim.x + threadIdx.x + 1, i0 = blockIdx.y * 16 + 1;
+            if (j >= n1 - 1) return;
+            float up = u[(i0 - 1) * n1 + j], mid = u[i0 * n1 + j];
+            for (long i = i0; i < i0 + 16 && i < n0 - 1; ++i) {
+              long c = i * n1 + j; float dn = u[c + n1];
+              v[c] = 0.25f * (up + dn + u[c - 1] + u[c + 1]) - mid; up = mid; mid = dn; } }
+        """
+        mod_c = cp.RawModule(code=src)
+        cu, cv = cp.asarray(u), cp.asarray(v)
+        nb = (side - 2 + 255) // 256
+        for name, grid in (("naive", (nb, side - 2)), ("restr", (nb, side - 2)), ("strip", (nb, (side - 2 + 15) // 16))):
+            kf = mod_c.get_function(name)
+            t_c[name] = gpu_time(torch, lambda kf=kf, grid=grid: kf(grid, (256,), (cu, cv, cp.int64(side), cp.int64(side))),
+                                 reps)
+    except Exception as e:  # noqa: BLE001
+        print("cupy reference stencils unavailable:", e)
+    sb = 2 * side * side * 4
+    bw_k, bw_t = sb / t_k / 1e9, sb / t_t / 1e9
+    res.update(stencil_kiln_GBs=bw_k, stencil_torch_GBs=bw_t)
+    rows += [(f"5-pt stencil kiln ({side}^2 f32)", f"{bw_k:,.0f} GB/s", f"{100 * bw_k / bw_copy:.0f}% of copy"),
+             ("5-pt stencil torch (slices)", f"{bw_t:,.0f} GB/s", f"{100 * bw_t / bw_copy:.0f}% of copy")]
+    for w, tw in swaves.items():
+        res[f"stencil_kiln_{w}waves_GBs"] = sb / tw / 1e9
+        rows.append((f"  stencil kiln, grid of {w} waves", f"{sb / tw / 1e9:,.0f} GB/s",
+                     f"{100 * sb / tw / 1e9 / bw_copy:.0f}% of copy"))
+    res["stencil_kiln_tiled_GBs"] = sb / t_tiled / 1e9
+    rows.append(("5-pt stencil kiln, 4x64 tiles (TILE_2D)", f"{sb / t_tiled / 1e9:,.0f} GB/s",
+                 f"{100 * sb / t_tiled / 1e9 / bw_copy:.0f}% of copy"))
+    for name, label in (("naive", "naive CUDA C, 1 thread/element"), ("restr", "CUDA C + __restrict__ (ld.nc)"),
+                        ("strip", "CUDA C, 16-row register strips")):
+        if name in t_c:
+            bw = sb / t_c[name] / 1e9
+            res[f"stencil_cuda_c_{name}_GBs"] = bw
+            rows.append((f"5-pt stencil {label}", f"{bw:,.0f} GB/s", f"{100 * bw / bw_copy:.0f}% of copy"))
+    x = y = u = v = vt = ref = None   # free GPU memory before the next part
+
+    # ---------------------------------------------------------------- 100 tiny kernels
+    g = kl.GraphBuilder()
+    xa, ya = kl.Arg("x", kl.ndarray(kl.f32, ndim=1)), kl.Arg("y", kl.ndarray(kl.f32, ndim=1))
+    for i in range(100):
+        g.dispatch(tiny, kl.Arg("a", kl.f32) if i % 2 else 0.5, xa, ya)
+    gg = g.compile(targets=["cuda"])          # a kiln.runtime.cuda.CudaGraph
+    xs = torch.ones(1024, device="cuda")
+    ys = torch.zeros(1024, device="cuda")
+    args = {"a": 1.0, "x": xs, "y": ys}
+    wall_g = wall_time(torch, lambda: gg.run(args), 200) / 100
+    gpu_g = gpu_time(torch, lambda: gg.run(args), 200) / 100
+    wall_p = wall_time(torch, lambda: gg.run(args, use_graph=False), 50) / 100
+    args2 = [{"a": float(k), "x": xs, "y": ys} for k in range(4)]
+    it = iter(range(10**9))
+    wall_s = wall_time(torch, lambda: gg.run(args2[next(it) % 4]), 100) / 100
+
+    def torch_eager():
+        for i in range(100):
+            ys.add_(xs, alpha=0.5 if i % 2 == 0 else 1.0)
+
+    wall_te = wall_time(torch, torch_eager, 50) / 100
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        torch_eager()
+    torch.cuda.current_stream().wait_stream(s)
+    cg = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(cg):
+        torch_eager()
+    wall_tg = wall_time(torch, cg.replay, 200) / 100
+    gpu_tg = gpu_time(torch, cg.replay, 200) / 100
+    res.update(graph_kiln_us=wall_g * 1e6, graph_kiln_gpu_us=gpu_g * 1e6, plain_kiln_us=wall_p * 1e6,
+               graph_kiln_scalar_update_us=wall_s * 1e6, torch_eager_us=wall_te * 1e6, torch_graph_us=wall_tg * 1e6,
+               torch_graph_gpu_us=gpu_tg * 1e6)
+    rows += [("100-kernel graph, kiln CUDA graph replay", f"{wall_g * 1e6:.2f} us/kernel",
+              f"GPU {gpu_g * 1e6:.2f} us/kernel (wall incl. run() arg checks)"),
+             ("  same, a scalar changes every run", f"{wall_s * 1e6:.2f} us/kernel", "cuGraphExecKernelNodeSetParams"),
+             ("  kiln plain launches (use_graph=False)", f"{wall_p * 1e6:.2f} us/kernel", ""),
+             ("  torch eager (100 x add_)", f"{wall_te * 1e6:.2f} us/kernel", ""),
+             ("  torch.cuda.graphs replay", f"{wall_tg * 1e6:.2f} us/kernel", f"GPU {gpu_tg * 1e6:.2f} us/kernel")]
+
+    # ---------------------------------------------------------------- load time
+    with tempfile.TemporaryDirectory() as td:
+        for label, archs in (("cubin", None), ("ptx only", [])):
+            m = kl.Module(targets=["cuda"], cuda_archs=archs)
+            m.add_kernel(saxpy, name="saxpy")
+            p = os.path.join(td, f"{label.replace(' ', '_')}.kiln")
+            m.compile().save(p)
+            # CUDA_CACHE_DISABLE: measure the driver's PTX JIT, not its on-disk cache of an earlier run
+            env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                       CUDA_CACHE_DISABLE="1")
+            out = subprocess.run([sys.executable, "-c", LOAD_CHILD, p], capture_output=True, text=True, env=env,
+                                 timeout=120, check=False)
+            if out.returncode:
+                rows.append((f"load {label}", "FAILED", out.stderr.strip().splitlines()[-1][:80]))
+                continue
+            r = eval(out.stdout.strip().splitlines()[-1])  # our own child's repr
+            res[f"load_{label}_ms"] = r["load_run_ms"]
+            res[f"load_{label}_ctx_ms"] = r["ctx_ms"]
+            rows.append((f"load {label} -> first result ({r['kind']})", f"{r['load_run_ms']:.1f} ms",
+                         f"+ cuInit/context {r['ctx_ms']:.0f} ms; imports {r['imports_ms']:.0f} ms"))
+
+    w = max(len(r[0]) for r in rows)
+    print(f"\nkiln cuda benchmark on {dev} (torch {torch.__version__})")
+    print(f"{'case'.ljust(w)}  {'result':>18}  note")
+    print("-" * (w + 40))
+    for a, b, c in rows:
+        print(f"{a.ljust(w)}  {b:>18}  {c}")
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
