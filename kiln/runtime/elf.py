@@ -16,12 +16,13 @@ another machine (aarch64) can be added next to `_X86_64_RELOCS` without touching
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import struct
 import sys
 import threading
 import weakref
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from kiln._record import Record
 from kiln.errors import ArtifactError
@@ -234,30 +235,23 @@ def _protect(addr: int, size: int, prot: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class Section(NamedTuple):
-    index: int
-    name: str
-    type: int
-    flags: int
-    offset: int
-    size: int
-    link: int
-    info: int
-    align: int
-    entsize: int
+# collections.namedtuple, not typing.NamedTuple: with postponed annotations the latter compiles
+# every field's annotation at import, which costs a millisecond of every process's start-up.
+_SectionFields = collections.namedtuple(
+    "_SectionFields", "index name type flags offset size link info align entsize")
+
+
+class Section(_SectionFields):
+    """One section header: index, name, type, flags, offset, size, link, info, align, entsize."""
+
+    __slots__ = ()
 
     def label(self) -> str:
         return f"section {self.index} ({self.name})" if self.name else f"section {self.index}"
 
 
-class Symbol(NamedTuple):
-    index: int
-    name: str
-    bind: int
-    type: int
-    shndx: int
-    value: int
-    size: int
+#: one symbol table entry: index, name, bind, type, shndx, value, size
+Symbol = collections.namedtuple("Symbol", "index name bind type shndx value size")
 
 
 class ObjectInfo(Record):
