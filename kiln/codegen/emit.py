@@ -194,8 +194,9 @@ class ModuleEmitter:
         self.g_miniters = gv("kiln_rt_min_parallel_iters", I64, ir.Constant(I64, 4096))
 
     # -- whole-program entry points -------------------------------------------------------
-    def add_kernels(self, kernels: Sequence[N.KernelIR]) -> None:
-        # declare everything first so bodies may refer to any func in any order
+    def declare_funcs(self, kernels: Sequence[N.KernelIR]) -> list[tuple[N.FunctionIR, ir.Function]]:
+        """Declare every @kl.func the kernels use (once each), so bodies may call any of them in
+        any order; returns the (IR, LLVM function) pairs whose bodies still need emitting."""
         todo: list[tuple[N.FunctionIR, ir.Function]] = []
         for k in kernels:
             for f in k.funcs:
@@ -207,6 +208,11 @@ class ModuleEmitter:
                 fn_attrs(fn)
                 self.funcs[f.name] = fn
                 todo.append((f, fn))
+        return todo
+
+    def add_kernels(self, kernels: Sequence[N.KernelIR]) -> None:
+        todo = self.declare_funcs(kernels)
+        for k in kernels:
             kf = k.kernel
             if kf.name in self.kernel_irs:
                 raise KilnError(f"kernel {kf.name!r} given twice")

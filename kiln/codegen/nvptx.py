@@ -248,17 +248,7 @@ class NvptxModuleEmitter(ModuleEmitter):
         pass
 
     def add_kernels(self, kernels: Sequence[N.KernelIR]) -> None:
-        todo: list[tuple[N.FunctionIR, ir.Function]] = []
-        for k in kernels:
-            for f in k.funcs:
-                if f.name in self.func_irs:
-                    continue
-                self.func_irs[f.name] = f
-                fn = ir.Function(self.module, self._proto(f), name=self.unique(f"kiln_func_{f.name}"))
-                fn.linkage = "internal"
-                fn_attrs(fn)
-                self.funcs[f.name] = fn
-                todo.append((f, fn))
+        todo = self.declare_funcs(kernels)
         for f, fn in todo:
             NvptxFunctionEmitter(self, f, fn).emit()
         for k in kernels:
