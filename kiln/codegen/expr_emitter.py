@@ -1,0 +1,440 @@
+"""Expressions of `FunctionEmitter` (kiln.codegen.emit), as a mixin: arithmetic (binop,
+divmod, shifts), comparisons, short-circuit logic, select, casts, calls, atomics, math
+builtins and scalar conversions, with the semantics listed in kiln.codegen.emit."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from llvmlite import ir
+
+from kiln.codegen.llvm_util import (
+    _FSUFFIX,
+    DOUBLE,
+    FLOAT,
+    HALF,
+    I1,
+    I32,
+    I64,
+    _ArrayVal,
+    _err,
+    const_value,
+    mem_type,
+    reg_type,
+)
+from kiln.codegen.module_emitter import ModuleEmitter
+from kiln.codegen.reductions import ReductionKey
+from kiln.ir import nodes as N
+from kiln.ir.builtins import BUILTINS, as_float
+from kiln.types import INDEX, ScalarType, f32, f64
+
+
+class ExprEmitterMixin:
+    """Expression lowering for FunctionEmitter (state and statements live there)."""
+
+    me: ModuleEmitter
+    fir: N.FunctionIR
+    fn: ir.Function
+    ab: ir.IRBuilder
+    b: ir.IRBuilder
+    vars: dict[str, tuple[ir.Value, ScalarType]]
+    arrays: dict[str, _ArrayVal]
+    loops: list[tuple[ir.Block, ir.Block]]
+    in_parallel: bool
+    n_parallel: int
+    reductions: dict[ReductionKey, tuple[ir.Value, ir.Value]]
+    private: set[str]
+
+    # -- expressions ------------------------------------------------------------------------
+    def expr(self, e: N.Expr) -> ir.Value:
+        m = getattr(self, "e_" + type(e).__name__, None)
+        if m is None:
+            raise _err(f"codegen: unsupported expression {type(e).__name__}", e.loc)
+        return m(e)
+
+    def e_Const(self, e: N.Const) -> ir.Value:
+        return const_value(e.type, e.value)
+
+    def e_Var(self, e: N.Var) -> ir.Value:
+        slot, t = self.var_slot(e.name, e.loc)
+        v = self.from_mem(self.b.load(slot, typ=mem_type(t)), t, self.b)
+        return self.convert(v, t, e.type)
+
+    def e_Shape(self, e: N.Shape) -> ir.Value:
+        return self.convert(self.array(e.array).extents[e.dim], INDEX, e.type)
+
+    def e_Load(self, e: N.Load) -> ir.Value:
+        p, a = self.element_ptr(e.array, e.indices)
+        t = a.dtype
+        v = self.from_mem(self.b.load(p, typ=mem_type(t), align=t.itemsize), t, self.b)
+        return self.convert(v, t, e.type)
+
+    def e_Unary(self, e: N.Unary) -> ir.Value:
+        b = self.b
+        v = self.expr(e.operand)
+        t = e.type
+        v = self.convert(v, e.operand.type, t) if e.op is not N.UnaryOp.NOT else v
+        if e.op is N.UnaryOp.NEG:
+            if t.is_float:
+                return b.fneg(v)
+            return b.sub(ir.Constant(v.type, 0), v)
+        if e.op is N.UnaryOp.NOT:
+            if not e.operand.type.is_bool:
+                v = self.convert(v, e.operand.type, ScalarType("bool", "b", 1))
+            return b.xor(v, ir.Constant(I1, 1))
+        # INVERT
+        if t.is_float:
+            raise _err("codegen: ~ on a float", e.loc)
+        return b.xor(v, ir.Constant(v.type, -1 if not t.is_bool else 1))
+
+    def e_Binary(self, e: N.Binary) -> ir.Value:
+        t = e.type
+        lhs = self.convert(self.expr(e.lhs), e.lhs.type, t)
+        rv = self.expr(e.rhs)
+        if e.op in (N.BinaryOp.SHL, N.BinaryOp.SHR):
+            return self.shift(e.op, lhs, t, rv, e.rhs.type)
+        rhs = self.convert(rv, e.rhs.type, t)
+        return self.binop(e.op, lhs, rhs, t, e.loc)
+
+    def binop(self, op: N.BinaryOp, a: ir.Value, c: ir.Value, t: ScalarType, loc: N.Loc) -> ir.Value:
+        b = self.b
+        B = N.BinaryOp
+        if t.is_float:
+            if op is B.ADD:
+                return b.fadd(a, c)
+            if op is B.SUB:
+                return b.fsub(a, c)
+            if op is B.MUL:
+                return b.fmul(a, c)
+            if op is B.DIV:
+                return b.fdiv(a, c)
+            if op in (B.FLOORDIV, B.MOD):
+                return self.float_divmod(a, c, t)[0 if op is B.FLOORDIV else 1]
+            if op is B.POW:
+                return self.float_intrinsic("llvm.pow", t, [a, c])
+            raise _err(f"codegen: {op.value} on floats", loc)
+        if op is B.ADD:
+            return b.add(a, c)
+        if op is B.SUB:
+            return b.sub(a, c)
+        if op is B.MUL:
+            return b.mul(a, c)
+        if op is B.BITAND:
+            return b.and_(a, c)
+        if op is B.BITOR:
+            return b.or_(a, c)
+        if op is B.BITXOR:
+            return b.xor(a, c)
+        if op in (B.FLOORDIV, B.MOD):
+            return self.int_divmod(a, c, t)[0 if op is B.FLOORDIV else 1]
+        if op is B.DIV:
+            ft = as_float(t)
+            return b.fdiv(self.convert(a, t, ft), self.convert(c, t, ft))
+        if op is B.POW:
+            if t.is_bool:
+                return b.or_(a, b.xor(c, ir.Constant(I1, 1)))
+            return b.call(self.me.ipow(t), [a, c])
+        raise _err(f"codegen: unsupported operator {op.value}", loc)
+
+    def int_divmod(self, a: ir.Value, c: ir.Value, t: ScalarType) -> tuple[ir.Value, ir.Value]:
+        b = self.b
+        ty = a.type
+        zero = ir.Constant(ty, 0)
+        one = ir.Constant(ty, 1)
+        is0 = b.icmp_unsigned("==", c, zero)
+        if t.kind != "i":
+            d = b.select(is0, one, c)
+            return b.select(is0, zero, b.udiv(a, d)), b.urem(a, d)
+        ism1 = b.icmp_signed("==", c, ir.Constant(ty, -1))
+        d = b.select(b.or_(is0, ism1), one, c)
+        q = b.sdiv(a, d)
+        r = b.srem(a, d)
+        fix = b.and_(b.icmp_signed("!=", r, zero), b.icmp_signed("<", b.xor(r, c), zero))
+        q = b.select(fix, b.sub(q, one), q)
+        r = b.select(fix, b.add(r, c), r)
+        q = b.select(ism1, b.sub(zero, a), q)
+        q = b.select(is0, zero, q)
+        return q, r
+
+    def float_divmod(self, a: ir.Value, c: ir.Value, t: ScalarType) -> tuple[ir.Value, ir.Value]:
+        """numpy's npy_divmod: (floordiv, mod)."""
+        b = self.b
+        if t.bits == 16:
+            fa, fc = b.fpext(a, FLOAT), b.fpext(c, FLOAT)
+            q, r = self.float_divmod(fa, fc, f32)
+            return b.fptrunc(q, HALF), b.fptrunc(r, HALF)
+        ty = a.type
+        zero = ir.Constant(ty, 0.0)
+        one = ir.Constant(ty, 1.0)
+        mod = b.frem(a, c)
+        div = b.fdiv(b.fsub(a, mod), c)
+        nz = b.fcmp_unordered("!=", mod, zero)   # mod != 0 (NaN counts as nonzero)
+        sign_diff = b.xor(b.fcmp_ordered("<", c, zero), b.fcmp_ordered("<", mod, zero))
+        adj = b.and_(nz, sign_diff)
+        mod_adj = b.select(adj, b.fadd(mod, c), mod)
+        div_adj = b.select(adj, b.fsub(div, one), div)
+        copysign = self.me.declare(f"llvm.copysign.{_FSUFFIX[t.bits]}", ty, [ty, ty])
+        mod_f = b.select(nz, mod_adj, b.call(copysign, [zero, c]))
+        floor = self.me.intrinsic("llvm.floor", t)
+        fl = b.call(floor, [div_adj])
+        fl = b.select(b.fcmp_ordered(">", b.fsub(div_adj, fl), ir.Constant(ty, 0.5)), b.fadd(fl, one), fl)
+        dnz = b.fcmp_unordered("!=", div_adj, zero)
+        q = b.select(dnz, fl, b.call(copysign, [zero, b.fdiv(a, c)]))
+        # b == 0: numpy gives a / b for the quotient and fmod (NaN) for the remainder
+        cz = b.fcmp_ordered("==", c, zero)
+        q = b.select(cz, b.fdiv(a, c), q)
+        mod_f = b.select(cz, mod, mod_f)
+        return q, mod_f
+
+    def shift(self, op: N.BinaryOp, a: ir.Value, t: ScalarType, n: ir.Value, nt: ScalarType) -> ir.Value:
+        b = self.b
+        n64 = self.int_to_i64(n, nt) if not nt.is_bool else b.zext(n, I64)
+        if t.is_bool:
+            return b.select(b.icmp_unsigned("==", n64, ir.Constant(I64, 0)), a, ir.Constant(I1, 0))
+        bits = t.bits
+        big = b.icmp_unsigned(">=", n64, ir.Constant(I64, bits))
+        amt = b.and_(n64, ir.Constant(I64, bits - 1))
+        amt = b.trunc(amt, a.type) if bits < 64 else amt
+        if op is N.BinaryOp.SHL:
+            return b.select(big, ir.Constant(a.type, 0), b.shl(a, amt))
+        if t.kind == "i":
+            sign = b.ashr(a, ir.Constant(a.type, bits - 1))
+            return b.select(big, sign, b.ashr(a, amt))
+        return b.select(big, ir.Constant(a.type, 0), b.lshr(a, amt))
+
+    def e_Compare(self, e: N.Compare) -> ir.Value:
+        t = e.lhs.type
+        a = self.expr(e.lhs)
+        c = self.convert(self.expr(e.rhs), e.rhs.type, t)
+        b = self.b
+        op = e.op.value
+        if t.is_float:
+            if e.op is N.CompareOp.NE:
+                return b.fcmp_unordered("!=", a, c)
+            return b.fcmp_ordered(op, a, c)
+        if t.kind == "i":
+            return b.icmp_signed(op, a, c)
+        return b.icmp_unsigned(op, a, c)
+
+    def _lazy_phi(self, cond: ir.Value, then_fn, else_fn, ty: ir.Type) -> ir.Value:
+        b = self.b
+        tb = self.fn.append_basic_block("sel.t")
+        fb = self.fn.append_basic_block("sel.f")
+        end = self.fn.append_basic_block("sel.end")
+        b.cbranch(cond, tb, fb)
+        b.position_at_end(tb)
+        tv = then_fn()
+        tend = b.block
+        b.branch(end)
+        b.position_at_end(fb)
+        fv = else_fn()
+        fend = b.block
+        b.branch(end)
+        b.position_at_end(end)
+        phi = b.phi(ty)
+        phi.add_incoming(tv, tend)
+        phi.add_incoming(fv, fend)
+        return phi
+
+    def _as_bool(self, e: N.Expr) -> ir.Value:
+        return self.convert(self.expr(e), e.type, ScalarType("bool", "b", 1))
+
+    def e_Logical(self, e: N.Logical) -> ir.Value:
+        lhs = self._as_bool(e.lhs)
+        if e.op is N.LogicalOp.AND:
+            return self._lazy_phi(lhs, lambda: self._as_bool(e.rhs), lambda: ir.Constant(I1, 0), I1)
+        return self._lazy_phi(lhs, lambda: ir.Constant(I1, 1), lambda: self._as_bool(e.rhs), I1)
+
+    def e_Select(self, e: N.Select) -> ir.Value:
+        c = self._as_bool(e.cond)
+        t = e.type
+        return self._lazy_phi(c, lambda: self.convert(self.expr(e.if_true), e.if_true.type, t),
+                              lambda: self.convert(self.expr(e.if_false), e.if_false.type, t),
+                              reg_type(t))
+
+    def e_Cast(self, e: N.Cast) -> ir.Value:
+        return self.convert(self.expr(e.value), e.value.type, e.type)
+
+    def e_Call(self, e: N.Call) -> ir.Value:
+        fn = self.me.funcs.get(e.func)
+        f = self.me.func_irs.get(e.func)
+        if fn is None or f is None:
+            raise _err(f"codegen: call of unknown func {e.func!r}", e.loc)
+        if len(e.args) != len(f.params):
+            raise _err(f"codegen: {e.func} takes {len(f.params)} arguments", e.loc)
+        args: list[ir.Value] = []
+        for a, p in zip(e.args, f.params):
+            if isinstance(a, N.ArrayRef):
+                av = self.array(a)
+                args += [av.ptr, *av.extents]
+            else:
+                assert isinstance(p.type, ScalarType)
+                args.append(self.convert(self.expr(a), a.type, p.type))
+        r = self.b.call(fn, args)
+        if f.ret is None:
+            return ir.Constant(reg_type(e.type), None)
+        return self.convert(r, f.ret, e.type)
+
+    # -- atomics ----------------------------------------------------------------------------
+    _ATOMIC_INT: ClassVar[dict[str, str]] = {"add": "add", "sub": "sub", "and": "and", "or": "or",
+                                             "xor": "xor"}
+
+    def atomic(self, op: N.AtomicOp, ref: N.ArrayRef, indices: tuple[N.Expr, ...], value: N.Expr,
+               loc: N.Loc) -> ir.Value:
+        p, a = self.element_ptr(ref, indices)
+        t = a.dtype
+        v = self.to_mem(self.convert(self.expr(value), value.type, t), t, self.b)
+        name = op.value
+        if t.is_float:
+            llop = {"add": "fadd", "sub": "fsub", "min": "fmin", "max": "fmax"}.get(name)
+        elif name in ("min", "max"):
+            llop = ("" if t.kind == "i" else "u") + name
+        else:
+            llop = self._ATOMIC_INT.get(name)
+        if llop is None:
+            raise _err(f"codegen: atomic {name} on {t.name}", loc)
+        old = self.b.atomic_rmw(llop, p, v, "monotonic")
+        return self.from_mem(old, t, self.b)
+
+    def rmw_op(self, op: N.AtomicOp, old: ir.Value, v: ir.Value, t: ScalarType) -> ir.Value:
+        name = op.value
+        if name in ("min", "max"):
+            return self.minmax(name, old, v, t)
+        bop = {"add": N.BinaryOp.ADD, "sub": N.BinaryOp.SUB, "and": N.BinaryOp.BITAND,
+               "or": N.BinaryOp.BITOR, "xor": N.BinaryOp.BITXOR}[name]
+        return self.binop(bop, old, v, t, N.NO_LOC)
+
+    def e_AtomicRMW(self, e: N.AtomicRMW) -> ir.Value:
+        old = self.atomic(e.op, e.array, e.indices, e.value, e.loc)
+        return self.convert(old, e.array.type.dtype, e.type)  # type: ignore[arg-type]
+
+    # -- builtins ---------------------------------------------------------------------------
+    def minmax(self, name: str, a: ir.Value, c: ir.Value, t: ScalarType) -> ir.Value:
+        b = self.b
+        if t.is_float:
+            return b.call(self.me.intrinsic(f"llvm.{name}num", t, 2), [a, c])
+        if t.is_bool:
+            return b.and_(a, c) if name == "min" else b.or_(a, c)
+        pre = ("s" if t.kind == "i" else "u") + name
+        ty = reg_type(t)
+        return b.call(self.me.declare(f"llvm.{pre}.i{t.bits}", ty, [ty, ty]), [a, c])
+
+    def float_intrinsic(self, base: str, t: ScalarType, args: list[ir.Value]) -> ir.Value:
+        b = self.b
+        if t.bits == 16:
+            r = self.float_intrinsic(base, f32, [b.fpext(a, FLOAT) for a in args])
+            return b.fptrunc(r, HALF)
+        return b.call(self.me.intrinsic(base, t, len(args)), args)
+
+    def libm(self, name: str, t: ScalarType, args: list[ir.Value]) -> ir.Value:
+        b = self.b
+        if t.bits == 16:
+            return b.fptrunc(self.libm(name, f32, [b.fpext(a, FLOAT) for a in args]), HALF)
+        ty = reg_type(t)
+        sym = name + ("f" if t.bits == 32 else "")
+        fn = self.me.declare(sym, ty, [ty] * len(args))
+        fn.attributes.add("nounwind")
+        return b.call(fn, args)
+
+    def e_BuiltinCall(self, e: N.BuiltinCall) -> ir.Value:
+        bi = BUILTINS.get(e.name)
+        if bi is None:
+            raise _err(f"codegen: unknown builtin {e.name!r}", e.loc)
+        b = self.b
+        kind, key = bi.lowering
+        if bi.arg_cast == "float":
+            at = as_float(e.args[0].type)
+        else:
+            at = e.type
+        args = [self.convert(self.expr(a), a.type, at) for a in e.args]
+        if len(args) != bi.arity:
+            raise _err(f"codegen: {e.name} takes {bi.arity} arguments", e.loc)
+        if kind == "intrinsic":
+            if not at.is_float:
+                raise _err(f"codegen: {e.name} needs float arguments", e.loc)
+            r = self.float_intrinsic(key, at, args)
+        elif kind == "libm":
+            r = self.libm(key, at, args)
+        elif key == "abs":
+            x = args[0]
+            if at.is_float:
+                r = self.float_intrinsic("llvm.fabs", at, [x])
+            elif at.kind == "i":
+                r = b.call(self.me.declare(f"llvm.abs.i{at.bits}", x.type, [x.type, I1]),
+                           [x, ir.Constant(I1, 0)])
+            else:
+                r = x
+        elif key in ("min", "max"):
+            r = self.minmax(key, args[0], args[1], at)
+        elif key == "rsqrt":
+            s = self.float_intrinsic("llvm.sqrt", at, args)
+            r = b.fdiv(ir.Constant(s.type, 1.0), s)
+        elif key == "isnan":
+            r = b.fcmp_unordered("uno", args[0], args[0])
+            return r
+        elif key == "isinf":
+            fa = self.float_intrinsic("llvm.fabs", at, args)
+            return b.fcmp_ordered("==", fa, ir.Constant(fa.type, float("inf")))
+        else:
+            raise _err(f"codegen: no lowering for builtin {e.name!r}", e.loc)
+        return self.convert(r, at, e.type)
+
+    # -- conversions ------------------------------------------------------------------------
+    def convert(self, v: ir.Value, src: ScalarType, dst: ScalarType, b: ir.IRBuilder | None = None) -> ir.Value:
+        b = b or self.b
+        if src == dst or (src.kind == dst.kind and src.bits == dst.bits):
+            return v
+        if dst.is_bool:
+            if src.is_float:
+                return b.fcmp_unordered("!=", v, ir.Constant(v.type, 0.0))
+            return b.icmp_unsigned("!=", v, ir.Constant(v.type, 0))
+        dty = reg_type(dst)
+        if src.is_bool:
+            if dst.is_float:
+                return b.uitofp(v, dty)
+            return b.zext(v, dty)
+        if src.is_int and dst.is_int:
+            if src.bits > dst.bits:
+                return b.trunc(v, dty)
+            if src.bits == dst.bits:
+                return v
+            return b.sext(v, dty) if src.kind == "i" else b.zext(v, dty)
+        if src.is_int and dst.is_float:
+            if dst.bits == 16:
+                mid = f32 if src.bits <= 16 else f64
+                return self.convert(self.convert(v, src, mid, b), mid, dst, b)
+            return b.sitofp(v, dty) if src.kind == "i" else b.uitofp(v, dty)
+        if src.is_float and dst.is_int:
+            if src.bits == 16:
+                v = b.fpext(v, FLOAT)
+                src = f32
+            sat = "fptosi" if dst.kind == "i" else "fptoui"
+            fn = self.me.declare(f"llvm.{sat}.sat.i{dst.bits}.{_FSUFFIX[src.bits]}", dty, [v.type])
+            return b.call(fn, [v])
+        # float -> float
+        if src.bits < dst.bits:
+            return b.fpext(v, dty)
+        if src.bits == 64 and dst.bits == 16:
+            return b.fptrunc(self.f64_to_f32_round_odd(v, b), HALF)
+        return b.fptrunc(v, dty)
+
+    @staticmethod
+    def f64_to_f32_round_odd(v: ir.Value, b: ir.IRBuilder) -> ir.Value:
+        t = b.fptrunc(v, FLOAT)
+        back = b.fpext(t, DOUBLE)
+        exact = b.fcmp_unordered("==", back, v)   # exact or NaN
+        tb = b.bitcast(t, I32)
+        fabs_back = b.call(_declare_fabs64(b), [back])
+        fabs_v = b.call(_declare_fabs64(b), [v])
+        over = b.fcmp_ordered(">", fabs_back, fabs_v)
+        tz = b.select(over, b.sub(tb, ir.Constant(I32, 1)), tb)
+        odd = b.or_(tz, ir.Constant(I32, 1))
+        return b.bitcast(b.select(exact, tb, odd), FLOAT)
+
+
+def _declare_fabs64(b: ir.IRBuilder) -> ir.Function:
+    m = b.module
+    g = m.globals.get("llvm.fabs.f64")
+    if g is None:
+        g = ir.Function(m, ir.FunctionType(DOUBLE, [DOUBLE]), name="llvm.fabs.f64")
+    return g
