@@ -54,13 +54,15 @@ def compile_module(module: Module) -> bytes:
     from kiln.codegen import build_object
     from kiln.codegen.target import named_target
 
-    # 1. Specialise each distinct (kernel, parameter types) once, whatever uses it.
+    # 1. Specialise each distinct (kernel, parameter types) once, whatever uses it; kernels and
+    #    funcs that share a name but differ (closures of one factory) get distinct names.
     lowered: dict[tuple[int, ParamTypes], KernelIR] = {}
 
     def kernel_ir(kernel: Any, types: ParamTypes) -> KernelIR:
         key = (id(kernel), types)
         if key not in lowered:
-            lowered[key] = lower_kernel(kernel, types)
+            kir = lower_kernel(kernel, types)
+            lowered[key] = passes.make_names_unique([*lowered.values(), kir])[-1]
         return lowered[key]
 
     # 2. Graph IR: every dispatch bound to graph params or baked-in constants.
@@ -192,12 +194,8 @@ def _const(value: Any, t: ScalarType) -> bool | int | float:
 
 
 def _unique_kernels(kirs: Sequence[KernelIR]) -> list[KernelIR]:
-    seen: dict[str, KernelIR] = {}
-    for k in kirs:
-        prev = seen.setdefault(k.kernel.name, k)
-        if prev is not k and prev != k:
-            raise AssertionError(f"two different kernels lowered to the same IR name {k.kernel.name!r}")
-    return list(seen.values())
+    """Each compiled kernel once (several (kernel, types) keys may lower to the same IR)."""
+    return list({k.kernel.name: k for k in kirs}.values())
 
 
 def _kernel_info(kir: KernelIR, entries: dict[str, str]) -> KernelInfo:

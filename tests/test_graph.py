@@ -213,3 +213,50 @@ def test_portable_target_and_save_roundtrip(tmp_path) -> None:
     np.testing.assert_allclose(ys, ref, rtol=1e-6)
     with pytest.raises(kl.TargetError, match="unknown target"):
         g.compile(target="pentium3")
+
+
+@kl.func
+def _plus100(v: kl.f32) -> kl.f32:
+    return v + 100.0
+
+
+def _make_bumper(c: float):
+    @kl.func
+    def bump(v: kl.f32) -> kl.f32:
+        return v + c
+
+    @kl.kernel
+    def bumper(x: kl.ndarray(kl.f32, ndim=1)):
+        for i in range(x.shape[0]):
+            x[i] = _plus100(bump(x[i]))
+    return bumper
+
+
+def test_closures_sharing_a_name_stay_distinct() -> None:
+    # Two kernels (and funcs) made by one factory share their IR names but not their constants.
+    k1, k2 = _make_bumper(1.0), _make_bumper(20.0)
+    g = kl.GraphBuilder()
+    g.dispatch(k1, X)
+    g.dispatch(k2, X)
+    g.dispatch(k1, X)
+    step = g.compile()
+    x = np.zeros(4, np.float32)
+    step.run({"x": x})
+    assert (x == 1 + 100 + 20 + 100 + 1 + 100).all()
+    names = [d.kernel for d in step.info.dispatches]
+    assert names[0] == names[2] != names[1]
+
+
+def test_rename_pass_alone() -> None:
+    from kiln.compiler import lower_kernel
+    from kiln.ir import nodes as N
+    from kiln.ir.analysis import walk
+    from kiln.passes import make_names_unique
+    t = (kl.ndarray(kl.f32, ndim=1),)
+    a, b = lower_kernel(_make_bumper(1.0), t), lower_kernel(_make_bumper(2.0), t)
+    assert a.kernel.name == b.kernel.name and a != b
+    ua, ub, ua2 = make_names_unique([a, b, a])
+    assert ua is a and ua2 is a and ub.kernel.name == a.kernel.name + "_2"
+    calls = {n.func for n in walk(ub.kernel.body) if isinstance(n, N.Call)}
+    assert calls <= {f.name for f in ub.funcs}
+    assert {f.name for f in ub.funcs} != {f.name for f in a.funcs}
