@@ -79,3 +79,16 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     return _num_threads if threading_available() else 1
+
+
+def _after_fork_in_child() -> None:
+    # libgomp's thread pool does not survive fork(): a forked child (multiprocessing's default on
+    # Linux) that enters a parallel region the parent had used hangs. Children run serially.
+    global _num_threads
+    _num_threads = 1
+    for obj in list(_attached):
+        attach(obj)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
