@@ -183,6 +183,16 @@ class ArgBinder:
                         f"{want!r} is {bound} from an earlier argument (shapes declared {plan.shape})")
 
     def _scalar(self, plan: _Plan, v: object) -> object:
+        # Fast paths first: plain Python numbers are what almost every call passes.
+        t = type(v)
+        if plan.kind == _FLOAT and (t is float or t is int):
+            if plan.lo <= v <= plan.hi:  # type: ignore[operator]
+                return v
+        elif plan.kind == _INT and t is int and plan.lo <= v <= plan.hi:  # type: ignore[operator]
+            return v
+        return self._scalar_slow(plan, v)
+
+    def _scalar_slow(self, plan: _Plan, v: object) -> object:
         where = f"{self.owner}: argument {plan.name!r}"
         if plan.kind == _BOOL:
             if isinstance(v, (bool, np.bool_)):
