@@ -128,8 +128,7 @@ class CompiledKernel(_Runnable):
 class CompiledModule:
     """Everything one .kiln file holds, linked into this process."""
 
-    def __init__(self, data: bytes, container: Container, manifest: Manifest, target: TargetInfo,
-                 native: Any) -> None:
+    def __init__(self, data: bytes, manifest: Manifest, target: TargetInfo, native: Any) -> None:
         self._data = data
         self._native = native
         self.manifest = manifest
@@ -201,7 +200,7 @@ def _link(data: bytes, container: Container, source: str) -> CompiledModule:
         raise ArtifactError(f"{source}: {e}") from None
     threads.attach(native)
     try:
-        return CompiledModule(data, container, manifest, target, native)
+        return CompiledModule(data, manifest, target, native)
     except ArtifactError as e:  # an entry symbol missing from the object
         raise ArtifactError(f"{source}: {e}") from None
 
