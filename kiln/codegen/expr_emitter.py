@@ -4,8 +4,6 @@ builtins and scalar conversions, with the semantics listed in kiln.codegen.emit.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from llvmlite import ir
 
 from kiln.codegen.llvm_util import (
@@ -18,6 +16,7 @@ from kiln.codegen.llvm_util import (
     I64,
     _ArrayVal,
     _err,
+    atomicrmw_op,
     const_value,
     mem_type,
     reg_type,
@@ -276,23 +275,14 @@ class ExprEmitterMixin:
         return self.convert(r, f.ret, e.type)
 
     # -- atomics ----------------------------------------------------------------------------
-    _ATOMIC_INT: ClassVar[dict[str, str]] = {"add": "add", "sub": "sub", "and": "and", "or": "or",
-                                             "xor": "xor"}
-
     def atomic(self, op: N.AtomicOp, ref: N.ArrayRef, indices: tuple[N.Expr, ...], value: N.Expr,
                loc: N.Loc) -> ir.Value:
         p, a = self.element_ptr(ref, indices)
         t = a.dtype
         v = self.to_mem(self.convert(self.expr(value), value.type, t), t, self.b)
-        name = op.value
-        if t.is_float:
-            llop = {"add": "fadd", "sub": "fsub", "min": "fmin", "max": "fmax"}.get(name)
-        elif name in ("min", "max"):
-            llop = ("" if t.kind == "i" else "u") + name
-        else:
-            llop = self._ATOMIC_INT.get(name)
+        llop = atomicrmw_op(op.value, t)
         if llop is None:
-            raise _err(f"codegen: atomic {name} on {t.name}", loc)
+            raise _err(f"codegen: atomic {op.value} on {t.name}", loc)
         old = self.b.atomic_rmw(llop, p, v, "monotonic")
         return self.from_mem(old, t, self.b)
 

@@ -104,3 +104,17 @@ class _ArrayVal:
     def dtype(self) -> ScalarType:
         assert self.type.dtype is not None
         return self.type.dtype
+
+
+_ATOMIC_FLOAT_OPS = {"add": "fadd", "sub": "fsub", "min": "fmin", "max": "fmax"}
+_ATOMIC_INT_OPS = {"add": "add", "sub": "sub", "and": "and", "or": "or", "xor": "xor"}
+
+
+def atomicrmw_op(op: str, t: ScalarType) -> str | None:
+    """The LLVM `atomicrmw` operation for kiln atomic `op` ("add", "min", ...) on dtype `t`, or
+    None when there is none (bitwise ops on floats)."""
+    if t.is_float:
+        return _ATOMIC_FLOAT_OPS.get(op)
+    if op in ("min", "max"):
+        return ("" if t.kind == "i" else "u") + op
+    return _ATOMIC_INT_OPS.get(op)

@@ -49,6 +49,7 @@ from kiln.codegen.emit import (
     mem_type,
     reg_type,
 )
+from kiln.codegen.llvm_util import atomicrmw_op
 from kiln.codegen.nvptx_math import _MathBuilder
 from kiln.errors import KernelError, KilnError, TargetError
 from kiln.ir import nodes as N
@@ -571,13 +572,7 @@ class NvptxFunctionEmitter(FunctionEmitter):
             b.cbranch(b.and_(anyt, lane0), do, done)
             b.position_at_end(do)
             p, _a = self.element_ptr(N.ArrayRef(name, self.arrays[name].type, N.NO_LOC), indices)
-            if t.is_float:
-                llop = {"add": "fadd", "sub": "fsub", "min": "fmin", "max": "fmax"}[op.value]
-            elif op.value in ("min", "max"):
-                llop = ("" if t.kind == "i" else "u") + op.value
-            else:
-                llop = self._ATOMIC_INT[op.value]
-            b.atomic_rmw(llop, p, val, "monotonic")
+            b.atomic_rmw(atomicrmw_op(op.value, t), p, val, "monotonic")
             b.branch(done)
             b.position_at_end(done)
         self.reductions = {}

@@ -16,6 +16,7 @@ from kiln.codegen.llvm_util import (
     _alloca,
     _ArrayVal,
     _gep,
+    atomicrmw_op,
     const_value,
     fn_attrs,
     mem_type,
@@ -256,13 +257,7 @@ class ParallelEmitterMixin:
             p, a = self.element_ptr(N.ArrayRef(name, self.arrays[name].type, N.NO_LOC), indices)
             t = a.dtype
             val = b.load(acc, typ=reg_type(t))
-            if t.is_float:
-                llop = {"add": "fadd", "sub": "fsub", "min": "fmin", "max": "fmax"}[op.value]
-            elif op.value in ("min", "max"):
-                llop = ("" if t.kind == "i" else "u") + op.value
-            else:
-                llop = self._ATOMIC_INT[op.value]
-            b.atomic_rmw(llop, p, val, "monotonic")
+            b.atomic_rmw(atomicrmw_op(op.value, t), p, val, "monotonic")
             b.branch(done)
             b.position_at_end(done)
         self.reductions = {}
@@ -371,12 +366,7 @@ class ParallelEmitterMixin:
         t = a.dtype
         ty = reg_type(t)
         ident = self._identity(op, t)
-        if t.is_float:
-            llop = {"add": "fadd", "min": "fmin", "max": "fmax"}[op.value]
-        elif op.value in ("min", "max"):
-            llop = ("" if t.kind == "i" else "u") + op.value
-        else:
-            llop = self._ATOMIC_INT[op.value]
+        llop = atomicrmw_op(op.value, t)
 
         def merge(k: ir.Value) -> None:
             v = b.load(_gep(b, buf, [k], source_etype=ty), typ=ty, align=t.itemsize)
