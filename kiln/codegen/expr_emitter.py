@@ -28,8 +28,8 @@ from kiln.ir.builtins import BUILTINS, as_float
 from kiln.types import INDEX, ScalarType, f32, f64
 
 
-class ExprEmitterMixin:
-    """Expression lowering for FunctionEmitter (state and statements live there)."""
+class EmitterState:
+    """The state FunctionEmitter holds, declared once for the mixins that lower parts of it."""
 
     me: ModuleEmitter
     fir: N.FunctionIR
@@ -43,6 +43,10 @@ class ExprEmitterMixin:
     n_parallel: int
     reductions: dict[ReductionKey, tuple[ir.Value, ir.Value]]
     private: set[str]
+
+
+class ExprEmitterMixin(EmitterState):
+    """Expression lowering for FunctionEmitter (state and statements live there)."""
 
     # -- expressions ------------------------------------------------------------------------
     def expr(self, e: N.Expr) -> ir.Value:

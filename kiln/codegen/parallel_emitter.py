@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from kiln.codegen.expr_emitter import EmitterState
 from kiln.codegen.llvm_util import (
     I1,
     I8,
@@ -22,10 +23,8 @@ from kiln.codegen.llvm_util import (
     mem_type,
     reg_type,
 )
-from kiln.codegen.module_emitter import ModuleEmitter
 from kiln.codegen.reductions import (
     PRIVATE_LIMIT,
-    ReductionKey,
     array_reductions,
     find_reductions,
 )
@@ -37,21 +36,8 @@ from kiln.types import INDEX, ScalarType
 HEAVY_ITERATION_WEIGHT = 256
 
 
-class ParallelEmitterMixin:
+class ParallelEmitterMixin(EmitterState):
     """Parallel-loop lowering for FunctionEmitter (state and statements live there)."""
-
-    me: ModuleEmitter
-    fir: N.FunctionIR
-    fn: ir.Function
-    ab: ir.IRBuilder
-    b: ir.IRBuilder
-    vars: dict[str, tuple[ir.Value, ScalarType]]
-    arrays: dict[str, _ArrayVal]
-    loops: list[tuple[ir.Block, ir.Block]]
-    in_parallel: bool
-    n_parallel: int
-    reductions: dict[ReductionKey, tuple[ir.Value, ir.Value]]
-    private: set[str]
 
     # -- parallel loops ---------------------------------------------------------------------
     def parallel_for(self, s: N.ParallelFor) -> None:
