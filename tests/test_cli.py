@@ -97,3 +97,15 @@ def test_console_script_demo() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "kiln demo: OK" in proc.stdout
     assert "compiler modules imported in this process: none" in proc.stdout
+
+
+def test_inspect_cuda_target(tmp_path: Path, capsys) -> None:
+    g = kl.GraphBuilder()
+    g.dispatch(saxpy, kl.Arg("a", kl.f32), kl.Arg("x", kl.ndarray(kl.f32, ndim=1)),
+               kl.Arg("y", kl.ndarray(kl.f32, ndim=1)))
+    path = tmp_path / "gpu.kiln"
+    g.compile(targets=["cpu", "cuda"], cuda_archs=[]).save(path)     # PTX only: no nvJitLink needed
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "target cuda: cuda, PTX for sm_80" in out and "cubins: none" in out
+    assert "blob cuda.ptx:" in out

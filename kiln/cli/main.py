@@ -27,6 +27,14 @@ def _summary(path: str) -> dict[str, Any]:
         runnable = t.kind == "cpu" and t.arch == host_arch() and not missing_features(t.features)
         entry: dict[str, Any] = {"name": t.name, "kind": t.kind, "arch": t.arch, "cpu": t.cpu,
                                  "triple": t.triple, "features": t.features, "runs_here": runnable}
+        if t.kind == "cuda":
+            cuda = c.manifest.get("cuda") if isinstance(c.manifest.get("cuda"), dict) else {}
+            entry["cubins"] = sorted(cuda.get("cubins", {})) if isinstance(cuda.get("cubins"), dict) else []
+            entry["ptx"] = "cuda.ptx" in t.blobs
+            if "cubins_missing" in cuda:
+                entry["cubins_missing"] = cuda["cubins_missing"]
+            if "block_size" in cuda:
+                entry["block_size"] = cuda["block_size"]
         if t.kind == "cpu" and t.arch == "x86_64":
             from kiln.runtime.elf import inspect_elf_object
             try:
@@ -77,6 +85,11 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
     print(f"{s['file']}: kiln format {s['format_version']}, {s['size']} bytes, made by kiln {s['kiln_version']} "
           f"at {s['created']}")
     for t in s["targets"]:
+        if t["kind"] == "cuda":
+            cubins = ", ".join(t.get("cubins", [])) or f"none ({t.get('cubins_missing', 'not built')})"
+            print(f"  target {t['name']}: cuda, PTX for {t['cpu']}{' (driver JIT on newer GPUs)' if t.get('ptx') else ''}"
+                  f"; cubins: {cubins}; block size {t.get('block_size', '?')}")
+            continue
         print(f"  target {t['name']}: {t['kind']} {t['arch']} cpu={t['cpu']} "
               f"({'runs here' if t['runs_here'] else 'does NOT run here'}); object check: {t.get('object_check', '-')}")
     for b in s["blobs"]:
