@@ -52,6 +52,7 @@ _LAZY: dict[str, str] = {
     "CompiledGraph": "kiln.runtime.compiled", "CompiledKernel": "kiln.runtime.compiled",
     "CompiledModule": "kiln.runtime.compiled", "KernelRuntimeError": "kiln.runtime.compiled",
     "set_num_threads": "kiln.runtime.threads", "get_num_threads": "kiln.runtime.threads",
+    "set_device": "kiln.compiler",
 }
 _BUILTINS = (
     "abs", "min", "max", "sqrt", "rsqrt", "exp", "log", "sin", "cos", "tan", "asin", "acos", "atan", "atan2",

@@ -32,7 +32,6 @@ from kiln.types import NdArrayType, ScalarType
 
 if TYPE_CHECKING:
     from kiln.graph.module import Module
-    from kiln.runtime.compiled import CompiledKernel
 
 KILN_VERSION = "0.1.0"
 
@@ -227,29 +226,45 @@ def _graph_param_infos(args: list[Any], g: GraphIR, lowered: dict[Any, KernelIR]
 # Direct kernel calls: `saxpy(2.0, x, y)` compiles once per argument types, then reuses the code
 # ---------------------------------------------------------------------------------------------
 
+def set_device(device: str) -> None:
+    """Run direct kernel calls (`saxpy(2.0, x, y)`) on "cpu" (default) or "cuda", like Taichi's
+    `ti.init(arch=...)`. Graphs choose their targets at compile time and are not affected. On
+    "cuda", numpy arguments are copied to the GPU and back (docs/cuda.md) and device arrays
+    (PyTorch, CuPy) are used in place."""
+    from kiln.lang.kernel import DIRECT_CALL_DEVICE
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"set_device: expected 'cpu' or 'cuda', got {device!r}")
+    DIRECT_CALL_DEVICE[0] = device
+
+
 def call_kernel(kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    from kiln.lang.kernel import DIRECT_CALL_DEVICE
+
+    device = DIRECT_CALL_DEVICE[0]
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"KILN_DEVICE must be 'cpu' or 'cuda', got {device!r}")
     # The caches live on the kernel object, so they die with it.
     state = kernel.__dict__
-    fixed: CompiledKernel | None = state.get("_kiln_fixed")
-    if fixed is not None:
+    fixed = state.get("_kiln_fixed")
+    if fixed is not None and fixed[0] == device:
         # Fully annotated kernels have one specialisation: go straight to the runtime binder,
         # which checks every argument (dtype, ndim, contiguity, ranges) before running.
-        fixed(*args, **kwargs)
+        fixed[1](*args, **kwargs)
         return
     bound = _bind(kernel, args, kwargs)
     names = kernel.param_names
     types = tuple(_type_of(kernel, n, ann, bound[n]) for n, ann in zip(names, kernel.annotations))
-    cache: dict[ParamTypes, CompiledKernel] = state.setdefault("_kiln_call_cache", {})
-    compiled = cache.get(types)
+    cache: dict[tuple[str, ParamTypes], Any] = state.setdefault("_kiln_call_cache", {})
+    compiled = cache.get((device, types))
     if compiled is None:
         from kiln.graph.module import Module
-        module = Module(target="host")
+        module = Module(target="host", targets=["cuda"] if device == "cuda" else None)
         # __name__ is an identifier except for lambdas and the like, which cannot be kernels
         module.add_kernel(kernel, *types, name=kernel.name)
         compiled = module.compile().kernels[kernel.name]
-        cache[types] = compiled
+        cache[(device, types)] = compiled
         if all(isinstance(a, ScalarType) or a.is_concrete for a in kernel.annotations):
-            state["_kiln_fixed"] = compiled
+            state["_kiln_fixed"] = (device, compiled)
     compiled.run(bound)
 
 
@@ -285,6 +300,8 @@ def _type_of(kernel: Any, name: str, ann: ScalarType | NdArrayType, value: Any) 
         return ann
     where = f"kernel {kernel.name!r}: argument {name!r}"
     if not isinstance(value, np.ndarray):
+        if hasattr(value, "__cuda_array_interface__") or hasattr(value, "__dlpack__"):
+            return _device_array_type(where, ann, value)
         raise ArgumentError(f"{where}: expected a numpy.ndarray ({ann!r}), got {type(value).__name__}")
     dt = from_numpy(value.dtype)
     if dt is None:
@@ -296,3 +313,23 @@ def _type_of(kernel: Any, name: str, ann: ScalarType | NdArrayType, value: Any) 
     if not 1 <= value.ndim <= 8:
         raise ArgumentError(f"{where}: arrays of {value.ndim} dimensions are not supported (1..8)")
     return NdArrayType(dt, value.ndim)
+
+
+def _device_array_type(where: str, ann: NdArrayType, value: Any) -> NdArrayType:
+    """The parameter type of a GPU array argument (its dtype and ndim, from CAI or DLPack)."""
+    from kiln.errors import ArgumentError
+    from kiln.runtime.cuda import device_array
+    from kiln.types import SCALARS_BY_NAME
+
+    info = device_array(value)
+    if info is None:
+        raise ArgumentError(f"{where}: expected a numpy array or a CUDA device array, got {type(value).__name__}")
+    _, shape, dtype_name, _, _ = info
+    dt = SCALARS_BY_NAME.get(dtype_name)
+    if dt is None:
+        raise ArgumentError(f"{where}: dtype {dtype_name} is not supported by kiln")
+    if ann.dtype is not None and ann.dtype != dt:
+        raise ArgumentError(f"{where}: expected dtype {ann.dtype.name}, got {dtype_name} (kiln never converts arrays)")
+    if ann.ndim is not None and ann.ndim != len(shape):
+        raise ArgumentError(f"{where}: expected a {ann.ndim}-D array, got {len(shape)}-D with shape {shape}")
+    return NdArrayType(dt, len(shape))

@@ -649,3 +649,32 @@ def test_missing_nvjitlink_gives_ptx_only_file_and_a_warning(monkeypatch):
     c = unpack(cm.to_bytes())
     assert c.manifest["cuda"]["cubins"] == {} and "(test)" in c.manifest["cuda"]["cubins_missing"]
     assert [t["blobs"] for t in c.manifest["targets"]] == [["cuda.ptx"]]
+
+
+@needs_nvptx
+def test_set_device_for_direct_calls() -> None:
+    @kl.kernel
+    def add_one(x: kl.ndarray(kl.f32, ndim=1)):
+        for i in range(x.shape[0]):
+            x[i] += 1.0
+
+    x = np.zeros(8, np.float32)
+    add_one(x)
+    with pytest.raises(ValueError, match="expected 'cpu' or 'cuda'"):
+        kl.set_device("tpu")
+    kl.set_device("cuda")
+    try:
+        # argument checks come first, the same with or without a GPU
+        with pytest.raises(kl.ArgumentError, match="expected dtype f32, got float64"):
+            add_one(np.zeros(8))
+        if _gpu_reason() is None:
+            add_one(x)
+            assert (x == 2.0).all()
+        else:
+            with pytest.raises(kl.CudaError):
+                add_one(x)
+            assert (x == 1.0).all()
+    finally:
+        kl.set_device("cpu")
+    add_one(x)          # back on the CPU, with the kernel compiled for it earlier
+    assert x[0] in (2.0, 3.0)

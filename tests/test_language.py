@@ -9,6 +9,7 @@ objects, not hundreds.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -268,7 +269,9 @@ def test_float_pow(dtype):
     e = rand(np.int32, lo=-4, hi=6)
     o = np.zeros((4, N), dtype)
     k_floatpow(a, b, e, o)
-    rtol = 1e-6 if dtype == np.float32 else 1e-14
+    # On the GPU, f64 pow is kiln's own code (no libdevice), documented to within 6e-14 (docs/cuda.md)
+    f64_rtol = 1e-13 if os.environ.get("KILN_DEVICE") == "cuda" else 1e-14
+    rtol = 1e-6 if dtype == np.float32 else f64_rtol
     np.testing.assert_allclose(o[0], a ** b, rtol=rtol)
     np.testing.assert_allclose(o[1], a ** e.astype(dtype), rtol=rtol)
     assert_same(o[2], a * a)
@@ -805,6 +808,8 @@ def test_atomics_return_old_values():
     # {old} + {final} == {old + v} + {init}
     assert sorted([*old[0].tolist(), int(x[0])]) == sorted([*(old[0] + v).tolist(), int(init[0])])
     assert sorted([*old[1].tolist(), int(x[1])]) == sorted([*(old[1] - v).tolist(), int(init[1])])
+    if os.environ.get("KILN_DEVICE") == "cuda":
+        return      # on the GPU every iteration runs in parallel: there is no serial order to check
     # serial order (64 < the parallel threshold, so this runs on one thread in order)
     kl.set_num_threads(1)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,11 @@ def _error(src: SourceInfo, node: ast.AST, msg: str) -> KernelError:
     return KernelError(msg, filename=loc.filename, lineno=loc.line, col=loc.col,
                        source_line=src.line_text(loc.line), end_col=loc.end_col)
 
+
+
+#: where direct kernel calls run: "cpu" or "cuda" (kl.set_device; env KILN_DEVICE). A list so that
+#: kiln.compiler can change it without a circular import.
+DIRECT_CALL_DEVICE: list[str] = [os.environ.get("KILN_DEVICE", "cpu").strip().lower() or "cpu"]
 
 class _Compilable:
     """What kernels and funcs share: the Python function, its source and its annotations."""
@@ -218,8 +224,9 @@ class Kernel(_Compilable):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         fixed = self.__dict__.get("_kiln_fixed")
-        if fixed is not None:      # compiled already, one specialisation: the runtime checks args
-            return fixed(*args, **kwargs)
+        if fixed is not None and fixed[0] == DIRECT_CALL_DEVICE[0]:
+            # compiled already for this device, one specialisation: the runtime checks the args
+            return fixed[1](*args, **kwargs)
         from kiln.compiler import call_kernel  # the compiler is imported on first call only
         return call_kernel(self, args, kwargs)
 

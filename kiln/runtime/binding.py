@@ -219,3 +219,18 @@ class ArgBinder:
 def _np_dtype(name: str) -> np.dtype:
     from kiln.types import SCALARS_BY_NAME
     return SCALARS_BY_NAME[name].np_dtype
+
+
+def named_arguments(owner: str, names: tuple[str, ...], args: tuple[object, ...],
+                    kwargs: dict[str, object]) -> dict[str, object]:
+    """Positional and keyword arguments of a kernel call as one dict of named arguments."""
+    if len(args) > len(names):
+        raise ArgumentError(f"{owner}: takes {len(names)} arguments, got {len(args)}")
+    named = dict(zip(names, args))
+    for k, v in kwargs.items():
+        if k in named:
+            raise ArgumentError(f"{owner}: argument {k!r} given twice")
+        if k not in names:
+            raise ArgumentError(f"{owner}: has no parameter {k!r}; parameters: {', '.join(names)}")
+        named[k] = v
+    return named

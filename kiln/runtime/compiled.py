@@ -15,9 +15,9 @@ from typing import Any
 from kiln._record import Record
 from kiln.artifact.container import Container, unpack
 from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, ShapeDim, TargetInfo
-from kiln.errors import ArgumentError, ArtifactError, KilnError
+from kiln.errors import ArtifactError, KilnError
 from kiln.runtime import threads
-from kiln.runtime.binding import DATA_OFFSET, ArgBinder
+from kiln.runtime.binding import DATA_OFFSET, ArgBinder, named_arguments
 
 _OBJ_ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64)
 
@@ -110,16 +110,7 @@ class CompiledKernel(_Runnable):
         if len(args) == len(names) and not kwargs:
             self.run(dict(zip(names, args)))
             return
-        if len(args) > len(names):
-            raise ArgumentError(f"{self._owner}: takes {len(names)} arguments, got {len(args)}")
-        named = dict(zip(names, args))
-        for k, v in kwargs.items():
-            if k in named:
-                raise ArgumentError(f"{self._owner}: argument {k!r} given twice")
-            if k not in names:
-                raise ArgumentError(f"{self._owner}: has no parameter {k!r}; parameters: {', '.join(names)}")
-            named[k] = v
-        self.run(named)
+        self.run(named_arguments(self._owner, names, args, kwargs))
 
     def __repr__(self) -> str:
         return f"<CompiledKernel {self.name!r} args={self.args}>"

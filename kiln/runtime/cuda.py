@@ -415,8 +415,9 @@ class _Runnable:
         self.args = params
 
     # -- argument handling -----------------------------------------------------------------
-    def _bind(self, args: Mapping[str, Any], stream: int) -> tuple[bytes, list[Any], list[Any]]:
-        """(run block, keepalive, copy-backs [(np array, dptr, nbytes)])."""
+    def _check_args(self, args: Mapping[str, Any]) -> tuple[list[Any], list[Any], list[tuple[np.ndarray, str]]]:
+        """Every argument check, before anything touches the GPU: (block values with numpy arrays'
+        pointers still to be filled, keepalive, numpy arrays to upload)."""
         b = self._binder
         if not isinstance(args, Mapping):
             raise ArgumentError(f"{self._owner}: run() takes a dict of named arguments, got {type(args).__name__}")
@@ -451,9 +452,9 @@ class _Runnable:
                 continue
             dv = device_array(a)
             if dv is None:
-                raise ArgumentError(f"{self._owner}: argument {plan.name!r}: expected a CUDA device array "
-                                    "(__cuda_array_interface__ or DLPack) or a numpy.ndarray of "
-                                    f"{plan.type_name} with ndim={plan.ndim}, got {type(a).__name__}")
+                raise ArgumentError(f"{self._owner}: argument {plan.name!r}: expected a numpy.ndarray or a CUDA "
+                                    f"device array (__cuda_array_interface__ or DLPack) of {plan.type_name} with "
+                                    f"ndim={plan.ndim}, got {type(a).__name__}")
             ptr, shape, dt, contig, ka = dv
             if dt != plan.type_name:
                 raise ArgumentError(f"{self._owner}: argument {plan.name!r}: expected dtype {plan.type_name}, got "
@@ -469,6 +470,12 @@ class _Runnable:
             keep.append(ka)
             values.append(ptr)
             values.extend(shape)
+        return values, keep, uploads
+
+    def _upload(self, values: list[Any], keep: list[Any], uploads: list[tuple[np.ndarray, str]],
+                stream: int) -> tuple[bytes, list[Any]]:
+        """Copy numpy arguments to staging buffers; (run block, copy-backs [(array, dptr, nbytes)])."""
+        b = self._binder
         copy_back: list[Any] = []
         if uploads:
             drv = _drv
@@ -488,7 +495,7 @@ class _Runnable:
                 if plan.needs_write and a.nbytes:
                     copy_back.append((a, dptr, a.nbytes))
             keep.append(uploads)
-        return b.struct.pack(*values), keep, copy_back
+        return b.struct.pack(*values), copy_back
 
     def _staging_buffer(self, name: str, nbytes: int) -> int:
         have = self._staging.get(name)
@@ -532,10 +539,11 @@ class _Runnable:
 
         Device arrays are used in place and the call returns without synchronizing; numpy arrays
         are copied in, and those the code writes are copied back before run() returns."""
+        values, keep, uploads = self._check_args(args)   # argument errors first, GPU or not
         lm = self._module.loaded(device)
         lm.dev.make_current()
         s = _stream_handle(stream)
-        block, keep, copy_back = self._bind(args, s)
+        block, copy_back = self._upload(values, keep, uploads, s)
         if use_graph and len(self._nodes) > 0:
             self._run_graph(lm, block, s)
         else:
@@ -733,11 +741,8 @@ class CudaKernel(_Runnable):
         super().run(args, stream=stream, use_graph=use_graph, device=device)
 
     def __call__(self, *args: Any, stream: Any = None, **kwargs: Any) -> None:
-        if len(args) > len(self._names):
-            raise ArgumentError(f"{self._owner}: takes {len(self._names)} arguments, got {len(args)}")
-        named = dict(zip(self._names, args))
-        named.update(kwargs)
-        self.run(named, stream=stream)
+        from kiln.runtime.binding import named_arguments
+        self.run(named_arguments(self._owner, self._names, args, kwargs), stream=stream)
 
 
 # ---------------------------------------------------------------------------------------------
