@@ -18,6 +18,7 @@ executes anything from the file, never unpickles and never writes to disk.
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import ClassVar
 
@@ -191,10 +192,22 @@ def unpack(data: bytes, *, source: str = "<bytes>") -> Container:
     return Container((major, minor), manifest, blobs, len(data))
 
 
-def read_file(path: str) -> Container:
+def read_bytes(path: str) -> bytes:
+    """The whole file, or an ArtifactError naming it (one read: files are loaded from memory)."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from None
-    return unpack(data, source=str(path))
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a whole file through a temporary beside it, so a reader never sees half a file."""
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def read_file(path: str) -> Container:
+    return unpack(read_bytes(path), source=str(path))

@@ -372,12 +372,7 @@ class NvptxFunctionEmitter(FunctionEmitter):
     def parallel_for(self, s: N.ParallelFor) -> None:
         b = self.b
         fn = self.fn
-        dims = []
-        for d in s.dims:
-            start = self.convert(self.expr(d.start), d.start.type, INDEX)
-            stop = self.convert(self.expr(d.stop), d.stop.type, INDEX)
-            step = self.convert(self.expr(d.step), d.step.type, INDEX)
-            dims.append((start, step, self.trip_count(start, stop, step, INDEX, d.step)))
+        dims = self.parallel_dims(s)
         nd = len(dims)
         counts = [c for _, _, c in dims]
         # the virtual iteration space the threads walk: the dims themselves, or with the last two

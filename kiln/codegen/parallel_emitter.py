@@ -40,15 +40,20 @@ class ParallelEmitterMixin(EmitterState):
     """Parallel-loop lowering for FunctionEmitter (state and statements live there)."""
 
     # -- parallel loops ---------------------------------------------------------------------
-    def parallel_for(self, s: N.ParallelFor) -> None:
-        b = self.b
-        me = self.me
+    def parallel_dims(self, s: N.ParallelFor) -> list[tuple[ir.Value, ir.Value, ir.Value]]:
+        """(start, step, trip count) of each dimension, as INDEX values (shared with NVPTX)."""
         dims = []
         for d in s.dims:
             start = self.convert(self.expr(d.start), d.start.type, INDEX)
             stop = self.convert(self.expr(d.stop), d.stop.type, INDEX)
             step = self.convert(self.expr(d.step), d.step.type, INDEX)
             dims.append((start, step, self.trip_count(start, stop, step, INDEX, d.step)))
+        return dims
+
+    def parallel_for(self, s: N.ParallelFor) -> None:
+        b = self.b
+        me = self.me
+        dims = self.parallel_dims(s)
         total = dims[0][2]
         for _, _, c in dims[1:]:
             total = b.mul(total, c)

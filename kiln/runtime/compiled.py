@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kiln._record import Record
-from kiln.artifact.container import Container, unpack
+from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, ShapeDim, TargetInfo
 from kiln.errors import ArtifactError, KilnError
 from kiln.runtime import threads
@@ -133,10 +133,7 @@ class CompiledModule:
             for name, kname in manifest.exported_kernels.items()}
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(self._data)
-        os.replace(tmp, path)   # a reader never sees a half-written file
+        write_bytes(path, self._data)
 
     def to_bytes(self) -> bytes:
         return self._data
@@ -202,12 +199,7 @@ def load_module(path: str | os.PathLike[str], device: str = "cpu") -> Any:
     if device != "cpu":
         return _load_cuda(path, device, module=True)
     source = os.fspath(path)
-    try:
-        with open(source, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ArtifactError(f"cannot read {source}: {e.strerror or e}") from None
-    return load_bytes(data, source)
+    return load_bytes(read_bytes(source), source)
 
 
 def _load_cuda(path: str | os.PathLike[str], device: str, module: bool) -> Any:

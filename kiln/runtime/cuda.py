@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kiln.abi import SCALAR_FORMAT, SLOT, block_size
-from kiln.artifact.container import Container, unpack
+from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError, CudaError
 
@@ -354,10 +354,7 @@ class CudaModule:
         return self.loaded(device).image_kind
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(self._data)
-        os.replace(tmp, path)
+        write_bytes(path, self._data)
 
     def to_bytes(self) -> bytes:
         return self._data
@@ -769,12 +766,7 @@ def load_module(path: str | os.PathLike[str] | Any) -> CudaModule:
     if hasattr(path, "_module") and hasattr(path._module, "to_bytes"):
         return load_bytes(path._module.to_bytes(), source="<compiled module>")
     source = os.fspath(path)
-    try:
-        with open(source, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ArtifactError(f"cannot read {source}: {e.strerror or e}") from None
-    return load_bytes(data, source)
+    return load_bytes(read_bytes(source), source)
 
 
 def load(path: str | os.PathLike[str] | Any) -> CudaGraph:
