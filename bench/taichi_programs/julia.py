@@ -2,7 +2,6 @@
 
 Per pixel: the escape iteration count (integers) and a smooth brightness (floats)."""
 
-import numpy as np
 import taichi as ti
 
 ti.init(arch=ti.cpu)
