@@ -52,7 +52,7 @@ def uniform_stats_error(samples: np.ndarray, low: float, high: float) -> float:
     """Largest deviation of mean and variance of samples that should be U(low, high), in
     standard errors; an out-of-range sample counts as infinitely far."""
     s = np.asarray(samples, np.float64).ravel()
-    if s.min() < low or s.max() >= high:
+    if s.min() < low or s.max() > high:
         return float("inf")
     n, width = len(s), high - low
     mean_se = width / np.sqrt(12 * n)
