@@ -139,7 +139,7 @@ def main() -> None:
         cold = child("jit", {"TI_OFFLINE_CACHE": "0"})
         child("jit", {"TI_OFFLINE_CACHE": "1", "TI_OFFLINE_CACHE_FILE_PATH": cache})  # fill it
         warm = child("jit", {"TI_OFFLINE_CACHE": "1", "TI_OFFLINE_CACHE_FILE_PATH": cache})
-    print(f"Taichi {".".join(map(str, taichi.__version__))}, ti.cpu, default threads ({os.cpu_count()} CPUs here); "
+    print(f"Taichi {'.'.join(map(str, taichi.__version__))}, ti.cpu, default threads ({os.cpu_count()} CPUs here); "
           f"MPM88 with {steps['n_particles']} particles, {steps['n_grid']}^2 grid; "
           f"load average before the run {load[0]:.1f}")
     print("| measurement | Taichi |")
