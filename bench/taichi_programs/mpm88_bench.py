@@ -131,6 +131,7 @@ def main() -> None:
         print(json.dumps(measure_steps(args.repeats)))
         return
 
+    os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "0")  # no banner above the table
     import taichi
 
     load = os.getloadavg()
