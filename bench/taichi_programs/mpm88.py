@@ -2,8 +2,8 @@
 
 State lives in ndarrays of ti.math vectors and matrices so the same kernels can be recorded
 into a ti.graph (see mpm88_bench.py). One substep = clear grid, P2G (quadratic B-spline, 3x3
-stencil, whole-vector atomics), grid update (gravity + sticky-free walls), G2P (APIC C matrix,
-volume ratio J updated through the determinant of I + dt*C).
+stencil, whole-vector atomics), grid update (gravity; slip walls that cancel the outward
+velocity), G2P (APIC C matrix, volume ratio J updated through the determinant of I + dt*C).
 """
 
 import numpy as np

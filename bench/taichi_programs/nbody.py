@@ -1,7 +1,7 @@
 """Gravitational n-body in 3-D with Plummer softening and leapfrog (kick-drift-kick), Taichi 1.7.
 
 Written as a @ti.data_oriented class: the fields are attributes, the kernels are methods, and
-the inner all-pairs loop lives in a ti.func that takes fields as generic parameters.
+the pair interaction is a ti.func with generic (unannotated) vector and scalar parameters.
 """
 
 import numpy as np

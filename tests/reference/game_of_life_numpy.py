@@ -17,4 +17,4 @@ def run(initial: np.ndarray, steps: int):
     board = np.asarray(initial, np.int32).copy()
     for _ in range(steps):
         board = generation(board)
-    return board, np.int32([board.sum()])
+    return board, np.array([board.sum()], np.int32)

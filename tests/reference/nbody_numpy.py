@@ -37,4 +37,4 @@ def run(pos0: np.ndarray, vel0: np.ndarray, mass: np.ndarray, steps: int,
         pos += full * vel
         acc = accelerations(pos, mass, eps2)
         vel += half * acc
-    return pos, vel, mass, np.float32([total_energy(pos, vel, mass, eps2)])
+    return pos, vel, mass, np.array([total_energy(pos, vel, mass, eps2)], np.float32)

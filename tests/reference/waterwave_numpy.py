@@ -44,4 +44,4 @@ def run(drops, steps: int):
     cur = prev.copy()
     for _ in range(steps):
         prev, cur = cur, step(prev, cur)
-    return cur, prev, shade(cur), np.float32([np.sum(cur.astype(np.float64) ** 2)])
+    return cur, prev, shade(cur), np.array([np.sum(cur.astype(np.float64) ** 2)], np.float32)
