@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from kiln.abi import block_struct, layout_params
-from kiln.errors import TargetError
+from kiln.errors import KernelError, TargetError
 from kiln.ir import nodes as N
 from kiln.ir.graph import ArgBinding, ConstBinding, Dispatch, GraphIR
+from kiln.passes import lower_aug_stores, plan_parallel
 from kiln.types import (
     SCALAR_TYPES,
     NdArrayType,
@@ -105,9 +106,14 @@ def param(name, t):
     return N.Param(name, t, L)
 
 
-def kernel(name, params, body, locals_=(), funcs=()):
+def raw_kernel(name, params, body, locals_=(), funcs=()):
     f = N.FunctionIR(name, tuple(params), None, tuple(locals_), tuple(body), L, True)
     return N.KernelIR(f, tuple(funcs), name)
+
+
+def kernel(name, params, body, locals_=(), funcs=()):
+    """A hand-built kernel through the passes codegen expects (AugStore lowering, plans)."""
+    return plan_parallel(lower_aug_stores(raw_kernel(name, params, body, locals_, funcs)))
 
 
 def builtin(name, *args, t=None):
@@ -668,3 +674,14 @@ def test_atomics_other_dtypes():
     u = np.array([2**64 - 1, 0], np.uint64)
     lib("atom2", h, u, 100)
     assert h[0] == 50.0 and u[0] == 0 and u[1] == np.bitwise_xor.reduce(np.arange(100))
+
+
+def test_codegen_refuses_ir_the_passes_did_not_prepare():
+    """Codegen obeys plans and lowered IR; it never decides them itself."""
+    X = arr("x", f32)
+    loop = pfor([prange("i", c(0), shape(X))], [st(X, [var("i")], c(1.0, f32))])
+    with pytest.raises(KernelError, match="without a plan"):
+        emit_llvm_ir([raw_kernel("unplanned", [param("x", X.type)], [loop], [("i", i64)])])
+    aug = N.AugStore(L, N.AtomicOp.ADD, X, (c(0),), c(1.0, f32))
+    with pytest.raises(KernelError, match="AugStore left in the IR"):
+        emit_llvm_ir([raw_kernel("aug", [param("x", X.type)], [aug])])
