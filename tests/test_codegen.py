@@ -685,3 +685,11 @@ def test_codegen_refuses_ir_the_passes_did_not_prepare():
     aug = N.AugStore(L, N.AtomicOp.ADD, X, (c(0),), c(1.0, f32))
     with pytest.raises(KernelError, match="AugStore left in the IR"):
         emit_llvm_ir([raw_kernel("aug", [param("x", X.type)], [aug])])
+
+
+def test_build_object_returns_optimised_ir_and_asm_on_request():
+    plain = build_object([_saxpy()], [], HOST)
+    assert plain.asm == "" and "define" in plain.llvm_ir
+    both = build_object([_saxpy()], [], HOST, want_asm=True)
+    assert both.blob == plain.blob and both.llvm_ir == plain.llvm_ir
+    assert ".text" in both.asm and "kiln_kernel_saxpy" in both.asm

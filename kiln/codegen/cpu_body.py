@@ -57,6 +57,7 @@ class CpuBodyEmitter(KernelBodyEmitter):
                  runtime: ParallelRuntime) -> None:
         super().__init__(me, fir, fn)
         self.runtime = runtime
+        self.n_parallel = 0             # parallel loops outlined so far (names their contexts)
 
     # -- the outlined parallel loop -----------------------------------------------------------
     def emit_parallel_loop(self, s: N.ParallelFor, plan: N.ParallelPlan) -> None:

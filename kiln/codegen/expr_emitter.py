@@ -43,14 +43,13 @@ class ExprEmitter:
         self.me = me
         self.fir = fir
         self.fn = fn
-        self.entry = fn.append_basic_block("entry")
-        self.ab = ir.IRBuilder(self.entry)          # allocas
+        self.ab = ir.IRBuilder(fn.append_basic_block("entry"))    # allocas
         self.b = ir.IRBuilder(fn.append_basic_block("body"))
         self.vars: dict[str, tuple[ir.Value, ScalarType]] = {}
         self.arrays: dict[str, ArrayVal] = {}
         self.loops: list[tuple[ir.Block, ir.Block]] = []
+        #: emitting the iterations of a parallel loop (where `return` is refused)
         self.in_parallel = False
-        self.n_parallel = 0
         #: privatised reductions of the parallel body being emitted (as planned on the loop):
         #: key -> (accumulator, touched)
         self.reductions: dict[ReductionKey, tuple[ir.Value, ir.Value]] = {}
@@ -175,7 +174,7 @@ class ExprEmitter:
             if op is B.POW:
                 return self.float_intrinsic("llvm.pow", t, [a, c])
             raise codegen_error(f"codegen: {op.value} on floats", loc)
-        if plain is not None:
+        if plain is not None and plain.int_insn is not None:
             return getattr(b, plain.int_insn)(a, c)
         if op in (B.FLOORDIV, B.MOD):
             return self.int_divmod(a, c, t)[0 if op is B.FLOORDIV else 1]

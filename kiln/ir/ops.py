@@ -12,6 +12,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from kiln.ir.nodes import AtomicOp, BinaryOp, CompareOp
 from kiln.types import ScalarType
@@ -23,7 +24,7 @@ class PlainBinary:
     the type's width afterwards, floats rounded to the type), `int_insn`/`float_insn` name the
     llvmlite IRBuilder method (None: not defined on that kind of operand)."""
 
-    fold: Callable[[object, object], object]
+    fold: Callable[[Any, Any], Any]
     int_insn: str | None
     float_insn: str | None
 
@@ -38,7 +39,7 @@ PLAIN_BINARY: dict[BinaryOp, PlainBinary] = {
 }
 
 #: Python meaning of each comparison (the code generators use `op.value` as the LLVM predicate)
-COMPARE: dict[CompareOp, Callable[[object, object], bool]] = {
+COMPARE: dict[CompareOp, Callable[[Any, Any], bool]] = {
     CompareOp.EQ: operator.eq, CompareOp.NE: operator.ne, CompareOp.LT: operator.lt,
     CompareOp.LE: operator.le, CompareOp.GT: operator.gt, CompareOp.GE: operator.ge,
 }

@@ -21,7 +21,8 @@ class IRVerifyError(AssertionError):
 
 
 def verify(kir: ir.KernelIR, *, lowered: bool = False) -> None:
-    """Check `kir`; with `lowered=True`, also check that no AugStore is left."""
+    """Check `kir`; with `lowered=True`, also check that no AugStore is left. Plans, where the
+    kernel has them, must name array parameters and the kernel body's statements."""
     funcs: dict[str, ir.FunctionIR] = {}
     for f in kir.funcs:
         if f.is_kernel:
@@ -33,6 +34,21 @@ def verify(kir: ir.KernelIR, *, lowered: bool = False) -> None:
     if not kir.kernel.is_kernel:
         raise IRVerifyError(f"{kir.kernel.name}: KernelIR.kernel is not marked as a kernel")
     _Verifier(kir.kernel, funcs, lowered).run()
+    if kir.launch_plan is not None:
+        _verify_launch_plan(kir.kernel, kir.launch_plan)
+
+
+def _verify_launch_plan(fn: ir.FunctionIR, plan: ir.LaunchPlan) -> None:
+    n = len(fn.body)
+    for ph in plan.phases:
+        if ph.mode not in ("loop", "single"):
+            raise IRVerifyError(f"{fn.name}: launch phase mode {ph.mode!r}")
+        if not all(0 <= k < n for k in ph.stmts + ph.prefix):
+            raise IRVerifyError(f"{fn.name}: launch phase names a statement outside the kernel body")
+        if ph.mode == "loop" and (len(ph.stmts) != 1 or not isinstance(fn.body[ph.stmts[0]], ir.ParallelFor)):
+            raise IRVerifyError(f"{fn.name}: a loop launch phase is not one parallel loop")
+    if not plan.phases and not plan.cuda_refusal:
+        raise IRVerifyError(f"{fn.name}: a launch plan without phases or a refusal")
 
 
 class _Verifier:
@@ -130,8 +146,21 @@ class _Verifier:
                     self.expr(e)
                     self.check(e.type == INDEX, f"parallel loop bound of type {e.type}", s)
             self.block(s.body, ("parallel",))
+            if s.plan is not None:
+                self.plan(s.plan, s)
         else:
             raise self.fail("unknown statement", s)
+
+    def plan(self, plan: ir.ParallelPlan, s: ir.ParallelFor) -> None:
+        """A loop's plan names only array parameters, each privatised one way at most."""
+        named = [r.array for r in plan.reductions] + [p.array for p in plan.private_arrays]
+        for name in named + [a.array for a in plan.shared_atomics]:
+            p = self.params.get(name)
+            self.check(p is not None and isinstance(p.type, NdArrayType),
+                       f"plan names {name!r}, which is not an array parameter", s)
+        private = {p.array for p in plan.private_arrays}
+        self.check(not private & {r.array for r in plan.reductions},
+                   "an array planned both as a scalar reduction and as a private copy", s)
 
     # -- expressions -----------------------------------------------------------------------
     def cond(self, e: ir.Expr) -> None:
