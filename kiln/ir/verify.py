@@ -211,18 +211,7 @@ class _Verifier:
                 if e.op == ir.UnaryOp.INVERT:
                     self.check(not t.is_float, "'~' on a float", e)
         elif isinstance(e, ir.Binary):
-            self.expr(e.lhs)
-            self.expr(e.rhs)
-            self.check(t != f16, "arithmetic on f16 (must be done in f32)", e)
-            self.check(e.lhs.type == t, f"left operand of type {e.lhs.type} for a {t} result", e)
-            if e.op in (ir.BinaryOp.SHL, ir.BinaryOp.SHR):
-                self.check(t.is_int and e.rhs.type.is_int, "shift on non-ints", e)
-            else:
-                self.check(e.rhs.type == t, f"right operand of type {e.rhs.type} for a {t} result", e)
-            if e.op == ir.BinaryOp.DIV:
-                self.check(t.is_float, "true division with a non-float result", e)
-            if e.op in _BITWISE:
-                self.check(not t.is_float, "bitwise operator on floats", e)
+            self.binary(e)
         elif isinstance(e, ir.Compare):
             self.expr(e.lhs)
             self.expr(e.rhs)
@@ -240,20 +229,7 @@ class _Verifier:
         elif isinstance(e, ir.Cast):
             self.expr(e.value)
         elif isinstance(e, ir.BuiltinCall):
-            b = BUILTINS.get(e.name)
-            self.check(b is not None, f"unknown builtin {e.name!r}", e)
-            assert b is not None
-            self.check(len(e.args) == b.arity, f"{e.name}() with {len(e.args)} argument(s)", e)
-            for a in e.args:
-                self.expr(a)
-            if b.arg_cast == "result":
-                self.check(all(a.type == t for a in e.args), f"{e.name}() argument types differ from the "
-                           f"result type {t}", e)
-            elif b.arg_cast == "float":
-                self.check(all(a.type.is_float for a in e.args), f"{e.name}() needs float arguments", e)
-            rule = b.type_rule(tuple(a.type for a in e.args))
-            self.check(rule == t or (rule == f16 and t == f32),
-                       f"{e.name}() result type {t} does not follow its type rule", e)
+            self.builtin_call(e)
         elif isinstance(e, ir.AtomicRMW):
             dtype = self.access(e.array, e.indices, e)
             self.expr(e.value)
@@ -261,19 +237,55 @@ class _Verifier:
             if e.op in _INT_ATOMICS:
                 self.check(not dtype.is_float, f"atomic {e.op.value} on a float array", e)
         elif isinstance(e, ir.Call):
-            callee = self.funcs.get(e.func)
-            self.check(callee is not None, f"call of unknown (or not yet defined) func {e.func!r}", e)
-            assert callee is not None
-            self.check(t == (callee.ret or bool_), "call type differs from the callee's return type", e)
-            self.check(len(e.args) == len(callee.params), "wrong number of call arguments", e)
-            for a, p in zip(e.args, callee.params):
-                if isinstance(a, ir.ArrayRef):
-                    q = self.params.get(a.name)
-                    self.check(q is not None and q.type == a.type == p.type, f"array argument {a.name!r} "
-                               f"does not match parameter {p.name!r}", e)
-                else:
-                    self.expr(a)
-                    self.check(a.type == p.type, f"argument of type {a.type} for parameter {p.name!r} of "
-                               f"type {p.type}", e)
+            self.call(e)
         else:
             raise self.fail("unknown expression", e)
+
+    def binary(self, e: ir.Binary) -> None:
+        t = e.type
+        self.expr(e.lhs)
+        self.expr(e.rhs)
+        self.check(t != f16, "arithmetic on f16 (must be done in f32)", e)
+        self.check(e.lhs.type == t, f"left operand of type {e.lhs.type} for a {t} result", e)
+        if e.op in (ir.BinaryOp.SHL, ir.BinaryOp.SHR):
+            self.check(t.is_int and e.rhs.type.is_int, "shift on non-ints", e)
+        else:
+            self.check(e.rhs.type == t, f"right operand of type {e.rhs.type} for a {t} result", e)
+        if e.op == ir.BinaryOp.DIV:
+            self.check(t.is_float, "true division with a non-float result", e)
+        if e.op in _BITWISE:
+            self.check(not t.is_float, "bitwise operator on floats", e)
+
+    def builtin_call(self, e: ir.BuiltinCall) -> None:
+        t = e.type
+        b = BUILTINS.get(e.name)
+        self.check(b is not None, f"unknown builtin {e.name!r}", e)
+        assert b is not None
+        self.check(len(e.args) == b.arity, f"{e.name}() with {len(e.args)} argument(s)", e)
+        for a in e.args:
+            self.expr(a)
+        if b.arg_cast == "result":
+            self.check(all(a.type == t for a in e.args), f"{e.name}() argument types differ from the "
+                       f"result type {t}", e)
+        elif b.arg_cast == "float":
+            self.check(all(a.type.is_float for a in e.args), f"{e.name}() needs float arguments", e)
+        rule = b.type_rule(tuple(a.type for a in e.args))
+        self.check(rule == t or (rule == f16 and t == f32),
+                   f"{e.name}() result type {t} does not follow its type rule", e)
+
+    def call(self, e: ir.Call) -> None:
+        t = e.type
+        callee = self.funcs.get(e.func)
+        self.check(callee is not None, f"call of unknown (or not yet defined) func {e.func!r}", e)
+        assert callee is not None
+        self.check(t == (callee.ret or bool_), "call type differs from the callee's return type", e)
+        self.check(len(e.args) == len(callee.params), "wrong number of call arguments", e)
+        for a, p in zip(e.args, callee.params):
+            if isinstance(a, ir.ArrayRef):
+                q = self.params.get(a.name)
+                self.check(q is not None and q.type == a.type == p.type, f"array argument {a.name!r} "
+                           f"does not match parameter {p.name!r}", e)
+            else:
+                self.expr(a)
+                self.check(a.type == p.type, f"argument of type {a.type} for parameter {p.name!r} of "
+                           f"type {p.type}", e)
