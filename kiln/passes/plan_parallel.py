@@ -30,7 +30,11 @@ GPU launches (`LaunchPlan`). A kernel body is split at its top-level parallel lo
   writes, because on the GPU those reads would race with the loop's writes. A kernel that breaks
   this gets a `cuda_refusal` instead of phases (the CPU target does not care).
 
-Run after lower_aug_stores and fold_constants (the plans compare folded index expressions).
+Run after lower_aug_stores and fold_constants (the plans compare folded index expressions), as
+the last pass: `LaunchPhase` names statements by their index in the kernel body, so a pass that
+later adds, drops or reorders statements of a planned kernel must run plan_parallel again
+(renaming funcs, as kiln.passes.rename does, keeps plans valid). kiln.ir.verify checks that the
+plans name existing arrays and statements.
 """
 
 from __future__ import annotations
