@@ -43,6 +43,7 @@ def lower_kernel(kernel: Any, param_types: ParamTypes) -> KernelIR:
     kir = kernel.specialize(param_types)    # Python ast -> typed IR (kiln.lang)
     kir = passes.lower_aug_stores(kir)      # `x[i] += v`: atomic inside parallel loops, plain elsewhere
     kir = passes.fold_constants(kir)        # fold literal arithmetic with kiln's own semantics
+    kir = passes.plan_parallel(kir)         # privatised reductions and GPU launches, as IR data
     verify(kir, lowered=True)               # cheap structural check before code generation
     return kir
 

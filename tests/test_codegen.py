@@ -4,15 +4,17 @@ through ctypes with argument blocks packed per kiln.abi; results are compared wi
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
 from kiln.abi import block_struct, layout_params
-from kiln.errors import TargetError
+from kiln.errors import KernelError, KilnError, TargetError
 from kiln.ir import nodes as N
 from kiln.ir.graph import ArgBinding, ConstBinding, Dispatch, GraphIR
+from kiln.passes import lower_aug_stores, plan_parallel
 from kiln.types import (
     SCALAR_TYPES,
     NdArrayType,
@@ -30,6 +32,7 @@ from kiln.types import (
 llvm = pytest.importorskip("llvmlite.binding")
 
 from kiln.codegen import ObjectCode, build_object, emit_llvm_ir
+from kiln.codegen.nvptx import build_ptx, nvptx_available
 from kiln.codegen.target import (
     ALLOWED_EXTERNAL_SYMBOLS,
     RUNTIME_GLOBALS,
@@ -105,9 +108,14 @@ def param(name, t):
     return N.Param(name, t, L)
 
 
-def kernel(name, params, body, locals_=(), funcs=()):
+def raw_kernel(name, params, body, locals_=(), funcs=()):
     f = N.FunctionIR(name, tuple(params), None, tuple(locals_), tuple(body), L, True)
     return N.KernelIR(f, tuple(funcs), name)
+
+
+def kernel(name, params, body, locals_=(), funcs=()):
+    """A hand-built kernel through the passes codegen expects (AugStore lowering, plans)."""
+    return plan_parallel(lower_aug_stores(raw_kernel(name, params, body, locals_, funcs)))
 
 
 def builtin(name, *args, t=None):
@@ -668,3 +676,68 @@ def test_atomics_other_dtypes():
     u = np.array([2**64 - 1, 0], np.uint64)
     lib("atom2", h, u, 100)
     assert h[0] == 50.0 and u[0] == 0 and u[1] == np.bitwise_xor.reduce(np.arange(100))
+
+
+def test_codegen_refuses_ir_the_passes_did_not_prepare():
+    """Codegen obeys plans and lowered IR; it never decides them itself."""
+    X = arr("x", f32)
+    loop = pfor([prange("i", c(0), shape(X))], [st(X, [var("i")], c(1.0, f32))])
+    with pytest.raises(KernelError, match="without a plan"):
+        emit_llvm_ir([raw_kernel("unplanned", [param("x", X.type)], [loop], [("i", i64)])])
+    aug = N.AugStore(L, N.AtomicOp.ADD, X, (c(0),), c(1.0, f32))
+    with pytest.raises(KernelError, match="AugStore left in the IR"):
+        emit_llvm_ir([raw_kernel("aug", [param("x", X.type)], [aug])])
+
+
+def test_build_object_returns_optimised_ir_and_asm_on_request():
+    plain = build_object([_saxpy()], [], HOST)
+    assert plain.asm == "" and "define" in plain.llvm_ir
+    both = build_object([_saxpy()], [], HOST, want_asm=True)
+    assert both.blob == plain.blob and both.llvm_ir == plain.llvm_ir
+    assert ".text" in both.asm and "kiln_kernel_saxpy" in both.asm
+
+
+def _with_plan(kir, plan):
+    """`kir` with its (single, top-level) parallel loop's plan replaced."""
+    body = tuple(dataclasses.replace(s, plan=plan) if isinstance(s, N.ParallelFor) else s
+                 for s in kir.kernel.body)
+    return dataclasses.replace(kir, kernel=dataclasses.replace(kir.kernel, body=body))
+
+
+def test_codegen_obeys_the_parallel_plan():
+    """Privatisation is what the plan says, not what codegen would decide: the same loop with
+    an empty plan keeps every atomic, and results stay right either way."""
+    k = _atomics()
+    plan = k.kernel.body[0].plan
+    assert {r.array for r in plan.reductions} == {"s", "cnt"}
+    assert [p.array for p in plan.private_arrays] == ["hits"]
+    planned = emit_llvm_ir([k])
+    assert all(f"%\"{n}\"" in planned for n in ("red.s", "red.cnt", "priv.hits"))
+    bare = _with_plan(k, N.ParallelPlan())
+    text = emit_llvm_ir([bare])
+    assert "red." not in text and "priv." not in text and text.count("atomicrmw") >= 6
+    lib = Loaded([bare])
+    lib.set_threads(2, min_iters=16)
+    x = RNG.standard_normal(3000).astype(np.float32)
+    s = np.array([0.0, -np.inf, 0.0])
+    hits = np.zeros(3000, np.int32)
+    cnt = np.array([0, 10**9], np.int64)
+    assert lib("atom", x, s, hits, cnt) == 0
+    assert cnt[0] == 3000 and cnt[1] == 0 and (hits == 1).all()
+    np.testing.assert_allclose(s, [x.astype(np.float64).sum(), x.max(), -x.astype(np.float64).sum()], rtol=1e-9)
+
+
+def test_build_ptx_obeys_the_launch_plan():
+    if nvptx_available() is not None:
+        pytest.skip(nvptx_available())
+    k = _saxpy()
+    pc = build_ptx([k], want_asm=True)
+    assert pc.asm == pc.ptx and ".entry kiln_kernel_saxpy(" in pc.ptx and "define" in pc.llvm_ir
+    assert [ln.mode for ln in pc.launches["saxpy"]] == ["loop"]
+    refused = dataclasses.replace(k, launch_plan=N.LaunchPlan((), "kernel 'saxpy' cannot be compiled for "
+                                                                "the cuda target: (test)", N.Loc("s.py", 4, 2)))
+    with pytest.raises(KernelError, match=r"\(test\)") as e:
+        build_ptx([refused])
+    assert (e.value.filename, e.value.lineno) == ("s.py", 4)
+    with pytest.raises(KilnError, match="no launch plan"):
+        build_ptx([dataclasses.replace(k, launch_plan=None)])

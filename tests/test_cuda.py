@@ -621,21 +621,6 @@ def test_hundred_kernel_graph(gpu):
     assert float(y[0]) == 50 * 1.0 + 50 * 0.5
 
 
-@pytest.mark.cuda
-def test_tiled_ndrange_mapping(gpu, monkeypatch):
-    """The optional 2-D tiling of the flattened iteration space (nvptx.TILE_2D) covers every
-    iteration exactly once, with tiles that overhang the domain."""
-    from kiln.codegen import nvptx
-    monkeypatch.setattr(nvptx, "TILE_2D", True)
-    test_stencil_ndrange("cuda", None)
-    test_ndrange_3d_steps("cuda", None)
-    k = compiled_kernel(saxpy, (kl.f32, A1F, A1F), "cuda")
-    x = np.arange(1000, dtype=np.float32)
-    y = np.ones(1000, np.float32)
-    k(2.0, x, y)
-    np.testing.assert_array_equal(y, 2 * x + 1)
-
-
 @needs_nvptx
 def test_missing_nvjitlink_gives_ptx_only_file_and_a_warning(monkeypatch):
     from kiln.codegen import cuda_link

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from kiln.ir import nodes as ir
 from kiln.ir.verify import IRVerifyError, verify
-from kiln.passes import fold_constants, lower_aug_stores
+from kiln.passes import fold_constants, lower_aug_stores, plan_parallel
 from kiln.passes.fold_constants import fold_expr
 from kiln.types import INDEX, bool_, f16, f32, f64, i8, i32, i64, ndarray, u8, u32
 
@@ -187,3 +188,80 @@ def test_verify_parallel_for_in_func_and_callee_order():
     h = ir.FunctionIR("h", (), None, (), (call,), L, False)
     with pytest.raises(IRVerifyError, match="not yet defined"):
         verify(ir.KernelIR(kernel([]).kernel, (h, g), "k"))
+
+
+# -------------------------------------------------------------------------------------------
+# plan_parallel
+# -------------------------------------------------------------------------------------------
+
+def atomic(op, arr, idx, value) -> ir.ExprStmt:
+    return ir.ExprStmt(L, ir.AtomicRMW(arr.type.dtype, L, op, arr, (idx,), value))
+
+
+def test_plan_parallel_scalar_reductions_and_private_arrays():
+    ADD, MAX = ir.AtomicOp.ADD, ir.AtomicOp.MAX
+    here = ir.Loc("k.py", 3, 4)
+    load = ir.Load(f32, L, A, (I,))
+    body = (atomic(ADD, AI, ir.Const(i32, here, 0), c(i32, 1)),       # scalar reduction
+            atomic(MAX, AI, c(i32, 1), c(i32, 7)),                     # a second one, same array
+            atomic(ADD, AH, ir.Cast(i32, L, load), c(f16, 1.0)))      # f16 never privatised
+    bins = ir.ArrayRef("b", ndarray(i32, 1), L)
+    hist = atomic(ADD, bins, ir.Cast(INDEX, L, load), c(i32, 1))
+    params = PARAMS + (ir.Param("b", bins.type, L),)
+    kir = ir.KernelIR(ir.FunctionIR("k", params, None, (("i", INDEX),), (pfor(*body, hist),), L, True), (), "k")
+    out = plan_parallel(kir)
+    plan = out.kernel.body[0].plan
+    assert plan.reductions == (ir.ScalarReduction("n", ADD, (c(i32, 0),)),    # locations stripped
+                               ir.ScalarReduction("n", MAX, (c(i32, 1),)))
+    assert plan.private_arrays == (ir.PrivateArray("b", ADD),)
+    assert [s.array for s in plan.shared_atomics] == ["h"]
+    assert "cannot be privatised" in plan.shared_atomics[0].reason
+    assert not plan.heavy_iterations and plan.lockstep is False    # the f16 atomic is not planned
+    assert out.launch_plan == ir.LaunchPlan((ir.LaunchPhase("loop", (0,), ()),))
+    assert kir.kernel.body[0].plan is None                         # a pure function: input unchanged
+    verify(out, lowered=True)
+
+
+def test_plan_parallel_disqualifies_read_arrays_and_varying_scalars():
+    ADD = ir.AtomicOp.ADD
+    reads = (atomic(ADD, A, c(i32, 0), c(f32, 1.0)), ir.Assign(L, "v", ir.Load(f32, L, A, (c(INDEX, 1),))))
+    kir = plan_parallel(kernel([pfor(*reads)], (("i", INDEX), ("v", f32))))
+    plan = kir.kernel.body[0].plan
+    assert plan.reductions == () and plan.private_arrays == ()
+    assert plan.shared_atomics[0].array == "x" and "loads" in plan.shared_atomics[0].reason
+    straight = plan_parallel(kernel([pfor(ir.Store(L, A, (I,), c(f32, 2.0)))])).kernel.body[0].plan
+    assert straight.lockstep and not straight.heavy_iterations
+    loop = ir.For(L, "j", c(INDEX, 0), c(INDEX, 3), c(INDEX, 1), (ir.Store(L, A, (I,), c(f32, 2.0)),))
+    heavy = plan_parallel(kernel([pfor(loop)], (("i", INDEX), ("j", INDEX)))).kernel.body[0].plan
+    assert heavy.heavy_iterations and not heavy.lockstep
+
+
+def test_plan_parallel_launch_phases():
+    store0 = ir.Store(L, A, (c(INDEX, 0),), c(f32, 1.0))
+    setv = ir.Assign(L, "v", c(f32, 2.0))
+    kir = plan_parallel(kernel([setv, store0, pfor(ir.Store(L, A, (I,), ir.Var(f32, L, "v")))], (("i", INDEX), ("v", f32))))
+    assert kir.launch_plan.phases == (ir.LaunchPhase("single", (0, 1), ()), ir.LaunchPhase("loop", (2,), (0, 1)))
+    serial = plan_parallel(kernel([setv, store0], (("v", f32),)))
+    assert serial.launch_plan.phases == (ir.LaunchPhase("single", (0, 1)),)
+
+
+def test_plan_parallel_records_cuda_refusal_instead_of_raising():
+    where = ir.Loc("k.py", 7, 2)
+    read = ir.Assign(where, "v", ir.Load(f32, where, A, (c(INDEX, 0),)))
+    kir = plan_parallel(kernel([read, pfor(ir.Store(L, A, (I,), c(f32, 1.0)))], (("i", INDEX), ("v", f32))))
+    lp = kir.launch_plan
+    assert lp.phases == () and "reads array 'x', which the kernel writes" in lp.cuda_refusal
+    assert lp.refusal_loc == ir.Loc("k.py", 7, 2)
+
+
+def test_verify_checks_plans():
+    kir = plan_parallel(kernel([pfor(atomic(ir.AtomicOp.ADD, AI, c(i32, 0), c(i32, 1)))]))
+    verify(kir, lowered=True)
+    loop = kir.kernel.body[0]
+    bad_plan = dataclasses.replace(loop.plan, reductions=(ir.ScalarReduction("nope", ir.AtomicOp.ADD, ()),))
+    bad = dataclasses.replace(kir, kernel=dataclasses.replace(kir.kernel, body=(dataclasses.replace(loop, plan=bad_plan),)))
+    with pytest.raises(IRVerifyError, match="'nope', which is not an array parameter"):
+        verify(bad)
+    bad = dataclasses.replace(kir, launch_plan=ir.LaunchPlan((ir.LaunchPhase("loop", (3,)),)))
+    with pytest.raises(IRVerifyError, match="outside the kernel body"):
+        verify(bad)

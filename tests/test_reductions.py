@@ -7,9 +7,10 @@ import pytest
 
 import kiln as kl
 from kiln.codegen import build_object, named_target
-from kiln.codegen.reductions import PRIVATE_LIMIT, find_array_reductions, find_reductions
+from kiln.codegen.cpu_body import PRIVATE_LIMIT
 from kiln.compiler import lower_kernel
 from kiln.ir import nodes as N
+from kiln.passes.plan_parallel import find_array_reductions, find_reductions
 
 F32_1 = kl.ndarray(kl.f32, ndim=1)
 F64_1 = kl.ndarray(kl.f64, ndim=1)

@@ -1,10 +1,11 @@
 """kiln's code generator: typed kernel IR -> LLVM IR -> optimised x86-64 ELF object bytes.
 
-    build_object(kernels, graphs, target, opt_level=3) -> ObjectCode
+    build_object(kernels, graphs, target, opt_level=3, want_asm=False) -> ObjectCode
     emit_llvm_ir(kernels, graphs=(), target=None) -> str   (unoptimised module text)
 
-See kiln.codegen.target.OBJECT_CONTRACT for what the object looks like to the loader, and
-kiln.codegen.emit for the arithmetic semantics chosen.
+The kernels must have been through kiln.passes (lower_aug_stores, fold_constants,
+plan_parallel). See kiln.codegen.target.OBJECT_CONTRACT for what the object looks like to the
+loader, and kiln.codegen.body_emitter for the arithmetic semantics chosen.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from kiln.codegen.cpu_module import CpuModuleEmitter
+from kiln.codegen.llvm_pipeline import optimise_and_emit
 from kiln.codegen.target import (
     ALLOWED_EXTERNAL_SYMBOLS,
     OBJECT_CONTRACT,
@@ -21,7 +24,6 @@ from kiln.codegen.target import (
     named_target,
     object_external_symbols,
 )
-from kiln.errors import KilnError
 from kiln.ir.graph import GraphIR
 from kiln.ir.nodes import KernelIR
 
@@ -38,12 +40,12 @@ class ObjectCode:
     kernel_symbols: dict[str, str] = field(default_factory=dict)   # FunctionIR.name -> entry
     graph_symbols: dict[str, str] = field(default_factory=dict)    # GraphIR.name -> entry
     llvm_ir: str = ""                                              # optimised module text
+    asm: str = ""                                                  # assembly, with want_asm
 
 
-def _emit(kernels: Sequence[KernelIR], graphs: Sequence[GraphIR], triple: str, layout: str):
-    from kiln.codegen.emit import ModuleEmitter
-
-    me = ModuleEmitter(triple, layout)
+def _emit(kernels: Sequence[KernelIR], graphs: Sequence[GraphIR], triple: str,
+          layout: str) -> CpuModuleEmitter:
+    me = CpuModuleEmitter(triple, layout)
     me.add_kernels(kernels)
     me.add_graphs(graphs)
     return me
@@ -59,26 +61,11 @@ def emit_llvm_ir(kernels: Sequence[KernelIR], graphs: Sequence[GraphIR] = (),
 
 
 def build_object(kernels: Sequence[KernelIR], graphs: Sequence[GraphIR], target: TargetSpec,
-                 opt_level: int = 3) -> ObjectCode:
-    import llvmlite.binding as llvm
-
+                 opt_level: int = 3, want_asm: bool = False) -> ObjectCode:
+    """Compile kernels and graphs into one object; `want_asm` also returns the assembly text."""
     tm = create_target_machine(target, opt_level)
     me = _emit(kernels, graphs, tm.triple, str(tm.target_data))
-    text = str(me.module)
-    try:
-        mod = llvm.parse_assembly(text)
-        mod.verify()
-    except RuntimeError as e:  # a code generator bug, not a user error
-        raise KilnError(f"kiln.codegen produced invalid LLVM IR: {e}") from e
-    mod.triple = tm.triple
-    mod.data_layout = str(tm.target_data)
-    if opt_level > 0:
-        pto = llvm.create_pipeline_tuning_options(speed_level=min(3, opt_level))
-        pto.loop_vectorization = True
-        pto.slp_vectorization = True
-        pto.loop_unrolling = True
-        pb = llvm.create_pass_builder(tm, pto)
-        pb.getModulePassManager().run(mod, pb)
-    blob = tm.emit_object(mod)
-    return ObjectCode(blob=bytes(blob), target=target, kernel_symbols=dict(me.kernel_symbols),
-                      graph_symbols=dict(me.graph_symbols), llvm_ir=str(mod))
+    out = optimise_and_emit(str(me.module), tm, opt_level=opt_level, vectorize=True, emit_object=True,
+                            want_asm=want_asm)
+    return ObjectCode(blob=out.obj, target=target, kernel_symbols=dict(me.kernel_symbols),
+                      graph_symbols=dict(me.graph_symbols), llvm_ir=out.llvm_ir, asm=out.asm)

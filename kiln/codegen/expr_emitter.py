@@ -1,58 +1,119 @@
-"""Expressions of `FunctionEmitter` (kiln.codegen.emit), as a mixin: arithmetic (binop,
-divmod, shifts), comparisons, short-circuit logic, select, casts, calls, atomics, math
-builtins and scalar conversions, with the semantics listed in kiln.codegen.emit."""
+"""`ExprEmitter`: the state of a function body being emitted, array access, and expressions:
+arithmetic (binop, divmod, shifts), comparisons, short-circuit logic, select, casts, calls,
+atomics, math builtins and scalar conversions, with the semantics listed in
+kiln.codegen.body_emitter."""
 
 from __future__ import annotations
 
 from llvmlite import ir
 
 from kiln.codegen.llvm_util import (
-    _FSUFFIX,
     DOUBLE,
     FLOAT,
+    FLOAT_SUFFIX,
     HALF,
     I1,
+    I8,
     I32,
     I64,
-    _ArrayVal,
-    _err,
-    atomicrmw_op,
+    ArrayVal,
+    alloca,
+    codegen_error,
     const_value,
+    declare_fabs64,
+    gep,
     mem_type,
     reg_type,
 )
-from kiln.codegen.module_emitter import ModuleEmitter
-from kiln.codegen.reductions import ReductionKey
+from kiln.codegen.module_base import ModuleEmitterBase
 from kiln.ir import nodes as N
 from kiln.ir.builtins import BUILTINS, as_float
-from kiln.types import INDEX, ScalarType, f32, f64
+from kiln.ir.ops import ATOMIC_AS_BINARY, PLAIN_BINARY, atomicrmw_name
+from kiln.passes.plan_parallel import ReductionKey
+from kiln.types import INDEX, ScalarType, f32, f64, i64
 
 
-class EmitterState:
-    """The state FunctionEmitter holds, declared once for the mixins that lower parts of it."""
+class ExprEmitter:
+    """Lowers expressions into one LLVM function; declares the state every body emitter holds.
 
-    me: ModuleEmitter
-    fir: N.FunctionIR
-    fn: ir.Function
-    ab: ir.IRBuilder
-    b: ir.IRBuilder
-    vars: dict[str, tuple[ir.Value, ScalarType]]
-    arrays: dict[str, _ArrayVal]
-    loops: list[tuple[ir.Block, ir.Block]]
-    in_parallel: bool
-    n_parallel: int
-    reductions: dict[ReductionKey, tuple[ir.Value, ir.Value]]
-    private: set[str]
+    kiln.codegen.body_emitter.KernelBodyEmitter adds statements on top of it, and each target
+    (kiln.codegen.cpu_body, kiln.codegen.nvptx) adds its parallel loop."""
 
+    def __init__(self, me: ModuleEmitterBase, fir: N.FunctionIR, fn: ir.Function) -> None:
+        self.me = me
+        self.fir = fir
+        self.fn = fn
+        self.ab = ir.IRBuilder(fn.append_basic_block("entry"))    # allocas
+        self.b = ir.IRBuilder(fn.append_basic_block("body"))
+        self.vars: dict[str, tuple[ir.Value, ScalarType]] = {}
+        self.arrays: dict[str, ArrayVal] = {}
+        self.loops: list[tuple[ir.Block, ir.Block]] = []
+        #: emitting the iterations of a parallel loop (where `return` is refused)
+        self.in_parallel = False
+        #: privatised reductions of the parallel body being emitted (as planned on the loop):
+        #: key -> (accumulator, touched)
+        self.reductions: dict[ReductionKey, tuple[ir.Value, ir.Value]] = {}
+        #: arrays that the chunk loop being emitted scatters into a private copy (self.arrays
+        #: then points at the copy): their atomics become plain load-op-store
+        self.private: set[str] = set()
 
-class ExprEmitterMixin(EmitterState):
-    """Expression lowering for FunctionEmitter (state and statements live there)."""
+    def new_var(self, name: str, t: ScalarType, init: ir.Value | None = None) -> None:
+        slot = alloca(self.ab, mem_type(t), name=name)
+        slot.align = max(1, t.itemsize)
+        self.ab.store(init if init is not None else ir.Constant(mem_type(t), None), slot)
+        self.vars[name] = (slot, t)
+
+    # -- memory helpers ---------------------------------------------------------------------
+    @staticmethod
+    def to_mem(v: ir.Value, t: ScalarType, b: ir.IRBuilder) -> ir.Value:
+        return b.zext(v, I8) if t.is_bool else v
+
+    @staticmethod
+    def from_mem(v: ir.Value, t: ScalarType, b: ir.IRBuilder) -> ir.Value:
+        return b.icmp_unsigned("!=", v, ir.Constant(I8, 0)) if t.is_bool else v
+
+    def var_slot(self, name: str, loc: N.Loc) -> tuple[ir.Value, ScalarType]:
+        try:
+            return self.vars[name]
+        except KeyError:
+            raise codegen_error(f"codegen: unknown variable {name!r}", loc) from None
+
+    def array(self, ref: N.ArrayRef) -> ArrayVal:
+        try:
+            return self.arrays[ref.name]
+        except KeyError:
+            raise codegen_error(f"codegen: unknown array {ref.name!r}", ref.loc) from None
+
+    def index64(self, e: N.Expr) -> ir.Value:
+        v = self.expr(e)
+        return self.int_to_i64(v, e.type)
+
+    def int_to_i64(self, v: ir.Value, t: ScalarType) -> ir.Value:
+        if t.bits == 64 and not t.is_bool:
+            return v
+        if t.is_float:
+            return self.convert(v, t, i64)
+        return self.b.sext(v, I64) if t.kind == "i" else self.b.zext(v, I64)
+
+    def element_ptr(self, ref: N.ArrayRef, indices: tuple[N.Expr, ...]) -> tuple[ir.Value, ArrayVal]:
+        a = self.array(ref)
+        if len(indices) != len(a.extents):
+            raise codegen_error(f"codegen: {ref.name} needs {len(a.extents)} indices", ref.loc)
+        flat = None
+        for d, ix in enumerate(indices):
+            v = self.index64(ix)
+            if flat is None:
+                flat = v
+            else:
+                flat = self.b.add(self.b.mul(flat, a.extents[d], flags=("nsw",)), v, flags=("nsw",))
+        p = gep(self.b, a.ptr, [flat], inbounds=True, source_etype=mem_type(a.dtype))
+        return p, a
 
     # -- expressions ------------------------------------------------------------------------
     def expr(self, e: N.Expr) -> ir.Value:
         m = getattr(self, "e_" + type(e).__name__, None)
         if m is None:
-            raise _err(f"codegen: unsupported expression {type(e).__name__}", e.loc)
+            raise codegen_error(f"codegen: unsupported expression {type(e).__name__}", e.loc)
         return m(e)
 
     def e_Const(self, e: N.Const) -> ir.Value:
@@ -87,7 +148,7 @@ class ExprEmitterMixin(EmitterState):
             return b.xor(v, ir.Constant(I1, 1))
         # INVERT
         if t.is_float:
-            raise _err("codegen: ~ on a float", e.loc)
+            raise codegen_error("codegen: ~ on a float", e.loc)
         return b.xor(v, ir.Constant(v.type, -1 if not t.is_bool else 1))
 
     def e_Binary(self, e: N.Binary) -> ir.Value:
@@ -102,32 +163,19 @@ class ExprEmitterMixin(EmitterState):
     def binop(self, op: N.BinaryOp, a: ir.Value, c: ir.Value, t: ScalarType, loc: N.Loc) -> ir.Value:
         b = self.b
         B = N.BinaryOp
+        plain = PLAIN_BINARY.get(op)
         if t.is_float:
-            if op is B.ADD:
-                return b.fadd(a, c)
-            if op is B.SUB:
-                return b.fsub(a, c)
-            if op is B.MUL:
-                return b.fmul(a, c)
+            if plain is not None and plain.float_insn is not None:
+                return getattr(b, plain.float_insn)(a, c)
             if op is B.DIV:
                 return b.fdiv(a, c)
             if op in (B.FLOORDIV, B.MOD):
                 return self.float_divmod(a, c, t)[0 if op is B.FLOORDIV else 1]
             if op is B.POW:
                 return self.float_intrinsic("llvm.pow", t, [a, c])
-            raise _err(f"codegen: {op.value} on floats", loc)
-        if op is B.ADD:
-            return b.add(a, c)
-        if op is B.SUB:
-            return b.sub(a, c)
-        if op is B.MUL:
-            return b.mul(a, c)
-        if op is B.BITAND:
-            return b.and_(a, c)
-        if op is B.BITOR:
-            return b.or_(a, c)
-        if op is B.BITXOR:
-            return b.xor(a, c)
+            raise codegen_error(f"codegen: {op.value} on floats", loc)
+        if plain is not None and plain.int_insn is not None:
+            return getattr(b, plain.int_insn)(a, c)
         if op in (B.FLOORDIV, B.MOD):
             return self.int_divmod(a, c, t)[0 if op is B.FLOORDIV else 1]
         if op is B.DIV:
@@ -137,7 +185,7 @@ class ExprEmitterMixin(EmitterState):
             if t.is_bool:
                 return b.or_(a, b.xor(c, ir.Constant(I1, 1)))
             return b.call(self.me.ipow(t), [a, c])
-        raise _err(f"codegen: unsupported operator {op.value}", loc)
+        raise codegen_error(f"codegen: unsupported operator {op.value}", loc)
 
     def int_divmod(self, a: ir.Value, c: ir.Value, t: ScalarType) -> tuple[ir.Value, ir.Value]:
         b = self.b
@@ -176,7 +224,7 @@ class ExprEmitterMixin(EmitterState):
         adj = b.and_(nz, sign_diff)
         mod_adj = b.select(adj, b.fadd(mod, c), mod)
         div_adj = b.select(adj, b.fsub(div, one), div)
-        copysign = self.me.declare(f"llvm.copysign.{_FSUFFIX[t.bits]}", ty, [ty, ty])
+        copysign = self.me.declare(f"llvm.copysign.{FLOAT_SUFFIX[t.bits]}", ty, [ty, ty])
         mod_f = b.select(nz, mod_adj, b.call(copysign, [zero, c]))
         floor = self.me.intrinsic("llvm.floor", t)
         fl = b.call(floor, [div_adj])
@@ -262,9 +310,9 @@ class ExprEmitterMixin(EmitterState):
         fn = self.me.funcs.get(e.func)
         f = self.me.func_irs.get(e.func)
         if fn is None or f is None:
-            raise _err(f"codegen: call of unknown func {e.func!r}", e.loc)
+            raise codegen_error(f"codegen: call of unknown func {e.func!r}", e.loc)
         if len(e.args) != len(f.params):
-            raise _err(f"codegen: {e.func} takes {len(f.params)} arguments", e.loc)
+            raise codegen_error(f"codegen: {e.func} takes {len(f.params)} arguments", e.loc)
         args: list[ir.Value] = []
         for a, p in zip(e.args, f.params):
             if isinstance(a, N.ArrayRef):
@@ -284,19 +332,16 @@ class ExprEmitterMixin(EmitterState):
         p, a = self.element_ptr(ref, indices)
         t = a.dtype
         v = self.to_mem(self.convert(self.expr(value), value.type, t), t, self.b)
-        llop = atomicrmw_op(op.value, t)
+        llop = atomicrmw_name(op, t)
         if llop is None:
-            raise _err(f"codegen: atomic {op.value} on {t.name}", loc)
+            raise codegen_error(f"codegen: atomic {op.value} on {t.name}", loc)
         old = self.b.atomic_rmw(llop, p, v, "monotonic")
         return self.from_mem(old, t, self.b)
 
     def rmw_op(self, op: N.AtomicOp, old: ir.Value, v: ir.Value, t: ScalarType) -> ir.Value:
-        name = op.value
-        if name in ("min", "max"):
-            return self.minmax(name, old, v, t)
-        bop = {"add": N.BinaryOp.ADD, "sub": N.BinaryOp.SUB, "and": N.BinaryOp.BITAND,
-               "or": N.BinaryOp.BITOR, "xor": N.BinaryOp.BITXOR}[name]
-        return self.binop(bop, old, v, t, N.NO_LOC)
+        if op in (N.AtomicOp.MIN, N.AtomicOp.MAX):
+            return self.minmax(op.value, old, v, t)
+        return self.binop(ATOMIC_AS_BINARY[op], old, v, t, N.NO_LOC)
 
     def e_AtomicRMW(self, e: N.AtomicRMW) -> ir.Value:
         old = self.atomic(e.op, e.array, e.indices, e.value, e.loc)
@@ -333,7 +378,7 @@ class ExprEmitterMixin(EmitterState):
     def e_BuiltinCall(self, e: N.BuiltinCall) -> ir.Value:
         bi = BUILTINS.get(e.name)
         if bi is None:
-            raise _err(f"codegen: unknown builtin {e.name!r}", e.loc)
+            raise codegen_error(f"codegen: unknown builtin {e.name!r}", e.loc)
         b = self.b
         kind, key = bi.lowering
         if bi.arg_cast == "float":
@@ -342,10 +387,10 @@ class ExprEmitterMixin(EmitterState):
             at = e.type
         args = [self.convert(self.expr(a), a.type, at) for a in e.args]
         if len(args) != bi.arity:
-            raise _err(f"codegen: {e.name} takes {bi.arity} arguments", e.loc)
+            raise codegen_error(f"codegen: {e.name} takes {bi.arity} arguments", e.loc)
         if kind == "intrinsic":
             if not at.is_float:
-                raise _err(f"codegen: {e.name} needs float arguments", e.loc)
+                raise codegen_error(f"codegen: {e.name} needs float arguments", e.loc)
             r = self.float_intrinsic(key, at, args)
         elif kind == "libm":
             r = self.libm(key, at, args)
@@ -370,7 +415,7 @@ class ExprEmitterMixin(EmitterState):
             fa = self.float_intrinsic("llvm.fabs", at, args)
             return b.fcmp_ordered("==", fa, ir.Constant(fa.type, float("inf")))
         else:
-            raise _err(f"codegen: no lowering for builtin {e.name!r}", e.loc)
+            raise codegen_error(f"codegen: no lowering for builtin {e.name!r}", e.loc)
         return self.convert(r, at, e.type)
 
     # -- conversions ------------------------------------------------------------------------
@@ -403,7 +448,7 @@ class ExprEmitterMixin(EmitterState):
                 v = b.fpext(v, FLOAT)
                 src = f32
             sat = "fptosi" if dst.kind == "i" else "fptoui"
-            fn = self.me.declare(f"llvm.{sat}.sat.i{dst.bits}.{_FSUFFIX[src.bits]}", dty, [v.type])
+            fn = self.me.declare(f"llvm.{sat}.sat.i{dst.bits}.{FLOAT_SUFFIX[src.bits]}", dty, [v.type])
             return b.call(fn, [v])
         # float -> float
         if src.bits < dst.bits:
@@ -418,17 +463,10 @@ class ExprEmitterMixin(EmitterState):
         back = b.fpext(t, DOUBLE)
         exact = b.fcmp_unordered("==", back, v)   # exact or NaN
         tb = b.bitcast(t, I32)
-        fabs_back = b.call(_declare_fabs64(b), [back])
-        fabs_v = b.call(_declare_fabs64(b), [v])
+        fabs_back = b.call(declare_fabs64(b), [back])
+        fabs_v = b.call(declare_fabs64(b), [v])
         over = b.fcmp_ordered(">", fabs_back, fabs_v)
         tz = b.select(over, b.sub(tb, ir.Constant(I32, 1)), tb)
         odd = b.or_(tz, ir.Constant(I32, 1))
         return b.bitcast(b.select(exact, tb, odd), FLOAT)
 
-
-def _declare_fabs64(b: ir.IRBuilder) -> ir.Function:
-    m = b.module
-    g = m.globals.get("llvm.fabs.f64")
-    if g is None:
-        g = ir.Function(m, ir.FunctionType(DOUBLE, [DOUBLE]), name="llvm.fabs.f64")
-    return g

@@ -10,6 +10,7 @@ from llvmlite import ir
 
 from kiln.errors import KernelError
 from kiln.ir import nodes as N
+from kiln.ir.ops import wrap_int
 from kiln.types import NdArrayType, ScalarType
 
 I1 = ir.IntType(1)
@@ -22,15 +23,15 @@ FLOAT = ir.FloatType()
 DOUBLE = ir.DoubleType()
 VOID = ir.VoidType()
 
-_FLOATS = {16: HALF, 32: FLOAT, 64: DOUBLE}
-_FSUFFIX = {16: "f16", 32: "f32", 64: "f64"}
+FLOAT_TYPES = {16: HALF, 32: FLOAT, 64: DOUBLE}
+FLOAT_SUFFIX = {16: "f16", 32: "f32", 64: "f64"}
 
 
 def reg_type(t: ScalarType) -> ir.Type:
     if t.is_bool:
         return I1
     if t.is_float:
-        return _FLOATS[t.bits]
+        return FLOAT_TYPES[t.bits]
     return ir.IntType(t.bits)
 
 
@@ -43,7 +44,7 @@ def c_ident(name: str) -> str:
     return s or "_"
 
 
-def _err(msg: str, loc: N.Loc | None = None) -> KernelError:
+def codegen_error(msg: str, loc: N.Loc | None = None) -> KernelError:
     if loc is None:
         return KernelError(msg)
     return KernelError(msg, filename=loc.filename, lineno=loc.line, col=loc.col)
@@ -54,27 +55,24 @@ def const_value(t: ScalarType, value: bool | float) -> ir.Constant:
     if t.is_bool:
         return ir.Constant(I1, int(bool(value)))
     if t.is_int:
-        v = int(value) & ((1 << t.bits) - 1)
-        if v >= 1 << (t.bits - 1):
-            v -= 1 << t.bits
-        return ir.Constant(ty, v)
+        return ir.Constant(ty, wrap_int(int(value), t, bit_pattern=True))
     return ir.Constant(ty, float(value))
 
 
-def _gep(b: ir.IRBuilder, ptr: ir.Value, indices: list, inbounds: bool = True,
+def gep(b: ir.IRBuilder, ptr: ir.Value, indices: list, inbounds: bool = True,
          source_etype: ir.Type | None = None, name: str = "") -> ir.Value:
     g = b.gep(ptr, indices, inbounds=inbounds, source_etype=source_etype, name=name)
     g.type = PTR       # opaque pointers throughout
     return g
 
 
-def _alloca(b: ir.IRBuilder, ty: ir.Type, name: str = "") -> ir.Value:
+def alloca(b: ir.IRBuilder, ty: ir.Type, name: str = "") -> ir.Value:
     a = b.alloca(ty, name=name)
     a.type = PTR
     return a
 
 
-class _Callee:
+class FnPointer:
     """A function pointer value made callable for llvmlite's IRBuilder.call."""
 
     def __init__(self, v: ir.Value, fnty: ir.FunctionType) -> None:
@@ -93,8 +91,9 @@ def fn_attrs(fn: ir.Function, *extra: str) -> ir.Function:
     return fn
 
 
+class ArrayVal:
+    """An array argument inside a function being emitted: data pointer and one i64 per extent."""
 
-class _ArrayVal:
     def __init__(self, ptr: ir.Value, extents: list[ir.Value], t: NdArrayType) -> None:
         self.ptr = ptr
         self.extents = extents
@@ -106,15 +105,9 @@ class _ArrayVal:
         return self.type.dtype
 
 
-_ATOMIC_FLOAT_OPS = {"add": "fadd", "sub": "fsub", "min": "fmin", "max": "fmax"}
-_ATOMIC_INT_OPS = {"add": "add", "sub": "sub", "and": "and", "or": "or", "xor": "xor"}
-
-
-def atomicrmw_op(op: str, t: ScalarType) -> str | None:
-    """The LLVM `atomicrmw` operation for kiln atomic `op` ("add", "min", ...) on dtype `t`, or
-    None when there is none (bitwise ops on floats)."""
-    if t.is_float:
-        return _ATOMIC_FLOAT_OPS.get(op)
-    if op in ("min", "max"):
-        return ("" if t.kind == "i" else "u") + op
-    return _ATOMIC_INT_OPS.get(op)
+def declare_fabs64(b: ir.IRBuilder) -> ir.Function:
+    m = b.module
+    g = m.globals.get("llvm.fabs.f64")
+    if g is None:
+        g = ir.Function(m, ir.FunctionType(DOUBLE, [DOUBLE]), name="llvm.fabs.f64")
+    return g

@@ -1,19 +1,16 @@
 """f64 math functions for the NVPTX target, written in LLVM IR (there is no libm or libdevice
-on NVPTX): range reduction + polynomials. `_MathBuilder` emits the body of one
-`double kiln_math_<name>(double[, double])`; kiln.codegen.nvptx.NvptxModuleEmitter.math_fn
-declares and caches those functions (f32/f16 callers go through f64 and round)."""
+on NVPTX): range reduction + polynomials. `MathBuilder` emits the body of one
+`double kiln_math_<name>(double[, double])`; `GpuMathLibrary.math_fn` declares and caches those
+functions in a module (f32/f16 callers go through f64 and round)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
-from kiln.codegen.emit import DOUBLE, I1, I64
-
-if TYPE_CHECKING:
-    from kiln.codegen.nvptx import NvptxModuleEmitter
+from kiln.codegen.llvm_util import DOUBLE, I1, I64, fn_attrs
+from kiln.codegen.module_base import ModuleEmitterBase
 
 # ---------------------------------------------------------------------------------------------
 # f64 math in LLVM IR (no libdevice): range reduction + polynomials, accurate to a few ulp for
@@ -30,15 +27,42 @@ def _d(v: float) -> ir.Constant:
     return ir.Constant(DOUBLE, float(v))
 
 
-class _MathBuilder:
-    def __init__(self, me: NvptxModuleEmitter, fn: ir.Function) -> None:
+#: math functions computed by kiln's own code on NVPTX (in f64, rounded to the argument type)
+GPU_MATH = ("exp", "log", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "tanh", "pow")
+
+
+class GpuMathLibrary:
+    """The `kiln_math_<name>` functions of one module, emitted on first use."""
+
+    def __init__(self, me: ModuleEmitterBase) -> None:
         self.me = me
+        self._fns: dict[str, ir.Function] = {}
+
+    def math_fn(self, name: str) -> ir.Function:
+        fn = self._fns.get(name)
+        if fn is None:
+            nargs = 2 if name in ("atan2", "pow") else 1
+            fn = ir.Function(self.me.module, ir.FunctionType(DOUBLE, [DOUBLE] * nargs),
+                             name=self.me.unique(f"kiln_math_{name}"))
+            fn.linkage = "internal"
+            fn_attrs(fn)
+            self._fns[name] = fn
+            MathBuilder(self, fn).build(name)
+        return fn
+
+
+class MathBuilder:
+    """Emits the body of one f64 math function."""
+
+    def __init__(self, lib: GpuMathLibrary, fn: ir.Function) -> None:
+        self.lib = lib
+        self.me = lib.me
         self.fn = fn
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
 
     # small helpers
     def call(self, name: str, *args: ir.Value) -> ir.Value:
-        return self.b.call(self.me.math_fn(name), list(args))
+        return self.b.call(self.lib.math_fn(name), list(args))
 
     def intr(self, name: str, *args: ir.Value) -> ir.Value:
         f = self.me.declare(f"llvm.{name}.f64", DOUBLE, [DOUBLE] * len(args))

@@ -40,7 +40,10 @@ from __future__ import annotations
 import struct
 from dataclasses import asdict, dataclass
 
+import llvmlite.binding as llvm
+
 from kiln.errors import TargetError
+from kiln.runtime.elf import inspect_elf_object
 
 _LIBM_BASE = (
     "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "exp", "exp2",
@@ -96,16 +99,12 @@ def init_llvm() -> None:
     """Initialise llvmlite's native target once (lazily)."""
     global _initialized
     if not _initialized:
-        import llvmlite.binding as llvm
-
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         _initialized = True
 
 
 def host_target() -> TargetSpec:
-    import llvmlite.binding as llvm
-
     init_llvm()
     triple = llvm.get_process_triple()
     arch = triple.split("-", 1)[0]
@@ -127,9 +126,7 @@ def named_target(name: str) -> TargetSpec:
     raise TargetError(f"unknown target {name!r}; expected one of {['host', *NAMED_CPUS]}")
 
 
-def create_target_machine(spec: TargetSpec, opt_level: int = 3):  # -> llvm.TargetMachine
-    import llvmlite.binding as llvm
-
+def create_target_machine(spec: TargetSpec, opt_level: int = 3) -> llvm.TargetMachine:
     init_llvm()
     try:
         target = llvm.Target.from_triple(spec.triple)
@@ -141,74 +138,32 @@ def create_target_machine(spec: TargetSpec, opt_level: int = 3):  # -> llvm.Targ
 
 
 # ---------------------------------------------------------------------------------------------
-# A tiny ELF64 reader (enough to check the contract in tests and tools)
+# Contract checks over an object, through the runtime loader's own ELF inspector (one reader)
 # ---------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ElfSymbol:
-    name: str
-    bind: int          # 0 local, 1 global, 2 weak
-    type: int          # 0 notype, 1 object, 2 func, 3 section, 4 file
-    shndx: int         # 0 = undefined
-    value: int
-    size: int
-
-
-def _elf_sections(blob: bytes) -> list[tuple[str, int, int, int, int, int]]:
-    """(name, type, offset, size, link, entsize) per section."""
-    if blob[:4] != b"\x7fELF" or blob[4] != 2 or blob[5] != 1:
-        raise ValueError("not an ELF64 little-endian object")
-    shoff, = struct.unpack_from("<Q", blob, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", blob, 0x3A)
-    raw = []
-    for i in range(shnum):
-        name, typ, _flags, _addr, off, size, link, _info, _align, entsize = struct.unpack_from(
-            "<IIQQQQIIQQ", blob, shoff + i * shentsize)
-        raw.append((name, typ, off, size, link, entsize))
-    stroff = raw[shstrndx][2]
-
-    def cstr(off: int) -> str:
-        end = blob.index(b"\0", off)
-        return blob[off:end].decode()
-
-    return [(cstr(stroff + n), t, o, s, lk, es) for n, t, o, s, lk, es in raw]
+_SHT_RELA = 4
+_RELA_INFO = struct.Struct("<8xQ8x")       # r_offset, r_info, r_addend: only r_info is read
 
 
 def elf_section_names(blob: bytes) -> list[str]:
-    return [s[0] for s in _elf_sections(blob)]
-
-
-def elf_symbols(blob: bytes) -> list[ElfSymbol]:
-    secs = _elf_sections(blob)
-    out: list[ElfSymbol] = []
-    for _name, typ, off, size, link, entsize in secs:
-        if typ != 2:  # SHT_SYMTAB
-            continue
-        stroff = secs[link][2]
-        for k in range(size // entsize):
-            st_name, st_info, _other, shndx, value, sz = struct.unpack_from(
-                "<IBBHQQ", blob, off + k * entsize)
-            end = blob.index(b"\0", stroff + st_name)
-            out.append(ElfSymbol(blob[stroff + st_name:end].decode(), st_info >> 4, st_info & 15,
-                                 shndx, value, sz))
-    return out
+    return [s.name for s in inspect_elf_object(blob).sections]
 
 
 def elf_relocation_types(blob: bytes) -> set[int]:
-    secs = _elf_sections(blob)
+    """The relocation types used by every RELA section of the object."""
     types: set[int] = set()
-    for _name, typ, off, size, _link, entsize in secs:
-        if typ == 4:  # SHT_RELA
-            for k in range(size // entsize):
-                _o, info, _a = struct.unpack_from("<QQq", blob, off + k * entsize)
+    for sec in inspect_elf_object(blob).sections:
+        if sec.type == _SHT_RELA:
+            for (info,) in _RELA_INFO.iter_unpack(blob[sec.offset:sec.offset + sec.size]):
                 types.add(info & 0xFFFFFFFF)
     return types
 
 
 def object_external_symbols(blob: bytes) -> set[str]:
-    """Names of the undefined symbols an object blob references."""
-    return {s.name for s in elf_symbols(blob) if s.shndx == 0 and s.name}
+    """Names of the undefined symbols an object blob references (ArtifactError if the inspector
+    refuses the object, e.g. for a symbol outside ALLOWED_EXTERNAL_SYMBOLS)."""
+    return set(inspect_elf_object(blob).externals)
 
 
 def object_exported_symbols(blob: bytes) -> set[str]:
-    return {s.name for s in elf_symbols(blob) if s.shndx != 0 and s.bind in (1, 2) and s.name}
+    return set(inspect_elf_object(blob).exports)

@@ -1,4 +1,4 @@
-"""Read-only analyses over kernel IR used outside the compiler proper (graph layer, manifest)."""
+"""Read-only analyses over kernel IR (used by passes, code generators, the graph layer and the manifest)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,22 @@ import dataclasses
 from collections.abc import Iterator
 
 from kiln.ir.nodes import (
+    NO_LOC,
     ArrayRef,
     AtomicRMW,
     AugStore,
     Call,
+    Expr,
     FunctionIR,
     KernelIR,
     Load,
     Shape,
     Store,
 )
+
+#: fields that are not child nodes: types, locations, and the plans (their index expressions are
+#: copies of expressions in the body, not code that runs)
+_NOT_WALKED = frozenset({"type", "loc", "plan", "launch_plan"})
 
 
 def walk(node: object) -> Iterator[object]:
@@ -29,13 +35,27 @@ def walk(node: object) -> Iterator[object]:
         yield n
         if dataclasses.is_dataclass(n) and not isinstance(n, type):
             for f in dataclasses.fields(n):
-                if f.name in ("type", "loc"):
+                if f.name in _NOT_WALKED:
                     continue
                 v = getattr(n, f.name)
                 if isinstance(v, tuple):
                     stack.extend(reversed(v))
                 elif dataclasses.is_dataclass(v):
                     stack.append(v)
+
+
+def without_locs(e: Expr) -> Expr:
+    """`e` with every source location set to NO_LOC (to compare expressions by their meaning)."""
+    changes: dict[str, object] = {"loc": NO_LOC}
+    for f in dataclasses.fields(e):
+        v = getattr(e, f.name)
+        if isinstance(v, Expr):
+            changes[f.name] = without_locs(v)
+        elif isinstance(v, tuple) and v and all(isinstance(x, Expr) for x in v):
+            changes[f.name] = tuple(without_locs(x) for x in v)
+        elif isinstance(v, ArrayRef):
+            changes[f.name] = dataclasses.replace(v, loc=NO_LOC)
+    return dataclasses.replace(e, **changes)  # type: ignore[arg-type]
 
 
 def array_access(kir: KernelIR) -> dict[str, str]:

@@ -13,6 +13,10 @@ Invariants (checked by kiln.ir.verify):
 - `AugStore` exists only between the front end and the `lower_aug_stores` pass;
 - `ParallelFor` appears only at the top level of a kernel body, never in funcs, never nested;
 - `Break`/`Continue` only inside serial `For`/`While`.
+
+Plans (set by kiln.passes.plan_parallel, obeyed by the code generators, printed with the IR):
+`ParallelFor.plan` says which atomics and arrays each chunk/thread privatises, and
+`KernelIR.launch_plan` how the kernel splits into GPU launches. Both are plain frozen data.
 """
 
 from __future__ import annotations
@@ -298,13 +302,60 @@ class ParallelRange:
 
 
 @dataclass(frozen=True)
+class ScalarReduction:
+    """`array[indices] op= v` statements whose indices never change in the loop and whose array
+    the loop touches in no other way: each chunk (CPU) or thread (GPU) accumulates them in a
+    private register and merges its partial result with ONE atomic at the end. `indices` carry
+    no source locations (they are the key that matches the loop's atomics)."""
+
+    array: str
+    op: AtomicOp
+    indices: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class PrivateArray:
+    """An array that the loop only updates by statement-level atomics with varying indices (a
+    histogram): a CPU chunk may scatter into a private copy (when the array is small enough, a
+    run-time check) and merge it with one `merge_op` atomic per changed element."""
+
+    array: str
+    merge_op: AtomicOp
+
+
+@dataclass(frozen=True)
+class SharedAtomicArray:
+    """An array updated by atomics in the loop that is NOT privatised, and why."""
+
+    array: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """How a parallel loop is run (kiln.passes.plan_parallel decides, codegen obeys)."""
+
+    reductions: tuple[ScalarReduction, ...] = ()
+    private_arrays: tuple[PrivateArray, ...] = ()
+    shared_atomics: tuple[SharedAtomicArray, ...] = ()
+    #: an iteration runs a serial loop or calls a func: the CPU weighs it as many simple ones
+    #: when deciding whether the loop is worth running on threads
+    heavy_iterations: bool = False
+    #: the body is straight-line assignments, stores and planned reductions, so a GPU thread may
+    #: run several iterations in lock step (kiln.codegen.nvptx)
+    lockstep: bool = False
+
+
+@dataclass(frozen=True)
 class ParallelFor(Stmt):
     """The kernel's outermost `for` over range/kl.ndrange: iterations run in parallel in any
     order, row-major over `dims` (the last dimension varies fastest). Locals assigned before the
-    loop are read-only inside it; locals first assigned inside it are private to an iteration."""
+    loop are read-only inside it; locals first assigned inside it are private to an iteration.
+    `plan` is None until kiln.passes.plan_parallel runs; the code generators need it."""
 
     dims: tuple[ParallelRange, ...]
     body: tuple[Stmt, ...]
+    plan: ParallelPlan | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,6 +387,28 @@ class FunctionIR:
 
 
 @dataclass(frozen=True)
+class LaunchPhase:
+    """One GPU launch of a kernel: `mode` "loop" (a grid over the parallel loop `stmts[0]`) or
+    "single" (one thread running `stmts`). `stmts` and `prefix` are indices into the kernel body;
+    `prefix` are earlier serial statements every thread re-executes first with their side effects
+    stripped, so that locals have their values."""
+
+    mode: str
+    stmts: tuple[int, ...]
+    prefix: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How the kernel splits into GPU launches, in order. A kernel the GPU cannot run has no
+    phases and `cuda_refusal` says why (raised only when compiling for CUDA, at `refusal_loc`)."""
+
+    phases: tuple[LaunchPhase, ...]
+    cuda_refusal: str = ""
+    refusal_loc: Loc = NO_LOC
+
+
+@dataclass(frozen=True)
 class KernelIR:
     """A kernel together with every func it (transitively) calls, callees first."""
 
@@ -343,3 +416,5 @@ class KernelIR:
     funcs: tuple[FunctionIR, ...] = field(default=())
     #: the user-facing name of the kernel (the Python function's qualified name)
     display_name: str = ""
+    #: set by kiln.passes.plan_parallel (None before)
+    launch_plan: LaunchPlan | None = None

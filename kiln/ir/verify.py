@@ -21,7 +21,8 @@ class IRVerifyError(AssertionError):
 
 
 def verify(kir: ir.KernelIR, *, lowered: bool = False) -> None:
-    """Check `kir`; with `lowered=True`, also check that no AugStore is left."""
+    """Check `kir`; with `lowered=True`, also check that no AugStore is left. Plans, where the
+    kernel has them, must name array parameters and the kernel body's statements."""
     funcs: dict[str, ir.FunctionIR] = {}
     for f in kir.funcs:
         if f.is_kernel:
@@ -33,6 +34,21 @@ def verify(kir: ir.KernelIR, *, lowered: bool = False) -> None:
     if not kir.kernel.is_kernel:
         raise IRVerifyError(f"{kir.kernel.name}: KernelIR.kernel is not marked as a kernel")
     _Verifier(kir.kernel, funcs, lowered).run()
+    if kir.launch_plan is not None:
+        _verify_launch_plan(kir.kernel, kir.launch_plan)
+
+
+def _verify_launch_plan(fn: ir.FunctionIR, plan: ir.LaunchPlan) -> None:
+    n = len(fn.body)
+    for ph in plan.phases:
+        if ph.mode not in ("loop", "single"):
+            raise IRVerifyError(f"{fn.name}: launch phase mode {ph.mode!r}")
+        if not all(0 <= k < n for k in ph.stmts + ph.prefix):
+            raise IRVerifyError(f"{fn.name}: launch phase names a statement outside the kernel body")
+        if ph.mode == "loop" and (len(ph.stmts) != 1 or not isinstance(fn.body[ph.stmts[0]], ir.ParallelFor)):
+            raise IRVerifyError(f"{fn.name}: a loop launch phase is not one parallel loop")
+    if not plan.phases and not plan.cuda_refusal:
+        raise IRVerifyError(f"{fn.name}: a launch plan without phases or a refusal")
 
 
 class _Verifier:
@@ -130,8 +146,21 @@ class _Verifier:
                     self.expr(e)
                     self.check(e.type == INDEX, f"parallel loop bound of type {e.type}", s)
             self.block(s.body, ("parallel",))
+            if s.plan is not None:
+                self.plan(s.plan, s)
         else:
             raise self.fail("unknown statement", s)
+
+    def plan(self, plan: ir.ParallelPlan, s: ir.ParallelFor) -> None:
+        """A loop's plan names only array parameters, each privatised one way at most."""
+        named = [r.array for r in plan.reductions] + [p.array for p in plan.private_arrays]
+        for name in named + [a.array for a in plan.shared_atomics]:
+            p = self.params.get(name)
+            self.check(p is not None and isinstance(p.type, NdArrayType),
+                       f"plan names {name!r}, which is not an array parameter", s)
+        private = {p.array for p in plan.private_arrays}
+        self.check(not private & {r.array for r in plan.reductions},
+                   "an array planned both as a scalar reduction and as a private copy", s)
 
     # -- expressions -----------------------------------------------------------------------
     def cond(self, e: ir.Expr) -> None:
@@ -182,18 +211,7 @@ class _Verifier:
                 if e.op == ir.UnaryOp.INVERT:
                     self.check(not t.is_float, "'~' on a float", e)
         elif isinstance(e, ir.Binary):
-            self.expr(e.lhs)
-            self.expr(e.rhs)
-            self.check(t != f16, "arithmetic on f16 (must be done in f32)", e)
-            self.check(e.lhs.type == t, f"left operand of type {e.lhs.type} for a {t} result", e)
-            if e.op in (ir.BinaryOp.SHL, ir.BinaryOp.SHR):
-                self.check(t.is_int and e.rhs.type.is_int, "shift on non-ints", e)
-            else:
-                self.check(e.rhs.type == t, f"right operand of type {e.rhs.type} for a {t} result", e)
-            if e.op == ir.BinaryOp.DIV:
-                self.check(t.is_float, "true division with a non-float result", e)
-            if e.op in _BITWISE:
-                self.check(not t.is_float, "bitwise operator on floats", e)
+            self.binary(e)
         elif isinstance(e, ir.Compare):
             self.expr(e.lhs)
             self.expr(e.rhs)
@@ -211,20 +229,7 @@ class _Verifier:
         elif isinstance(e, ir.Cast):
             self.expr(e.value)
         elif isinstance(e, ir.BuiltinCall):
-            b = BUILTINS.get(e.name)
-            self.check(b is not None, f"unknown builtin {e.name!r}", e)
-            assert b is not None
-            self.check(len(e.args) == b.arity, f"{e.name}() with {len(e.args)} argument(s)", e)
-            for a in e.args:
-                self.expr(a)
-            if b.arg_cast == "result":
-                self.check(all(a.type == t for a in e.args), f"{e.name}() argument types differ from the "
-                           f"result type {t}", e)
-            elif b.arg_cast == "float":
-                self.check(all(a.type.is_float for a in e.args), f"{e.name}() needs float arguments", e)
-            rule = b.type_rule(tuple(a.type for a in e.args))
-            self.check(rule == t or (rule == f16 and t == f32),
-                       f"{e.name}() result type {t} does not follow its type rule", e)
+            self.builtin_call(e)
         elif isinstance(e, ir.AtomicRMW):
             dtype = self.access(e.array, e.indices, e)
             self.expr(e.value)
@@ -232,19 +237,55 @@ class _Verifier:
             if e.op in _INT_ATOMICS:
                 self.check(not dtype.is_float, f"atomic {e.op.value} on a float array", e)
         elif isinstance(e, ir.Call):
-            callee = self.funcs.get(e.func)
-            self.check(callee is not None, f"call of unknown (or not yet defined) func {e.func!r}", e)
-            assert callee is not None
-            self.check(t == (callee.ret or bool_), "call type differs from the callee's return type", e)
-            self.check(len(e.args) == len(callee.params), "wrong number of call arguments", e)
-            for a, p in zip(e.args, callee.params):
-                if isinstance(a, ir.ArrayRef):
-                    q = self.params.get(a.name)
-                    self.check(q is not None and q.type == a.type == p.type, f"array argument {a.name!r} "
-                               f"does not match parameter {p.name!r}", e)
-                else:
-                    self.expr(a)
-                    self.check(a.type == p.type, f"argument of type {a.type} for parameter {p.name!r} of "
-                               f"type {p.type}", e)
+            self.call(e)
         else:
             raise self.fail("unknown expression", e)
+
+    def binary(self, e: ir.Binary) -> None:
+        t = e.type
+        self.expr(e.lhs)
+        self.expr(e.rhs)
+        self.check(t != f16, "arithmetic on f16 (must be done in f32)", e)
+        self.check(e.lhs.type == t, f"left operand of type {e.lhs.type} for a {t} result", e)
+        if e.op in (ir.BinaryOp.SHL, ir.BinaryOp.SHR):
+            self.check(t.is_int and e.rhs.type.is_int, "shift on non-ints", e)
+        else:
+            self.check(e.rhs.type == t, f"right operand of type {e.rhs.type} for a {t} result", e)
+        if e.op == ir.BinaryOp.DIV:
+            self.check(t.is_float, "true division with a non-float result", e)
+        if e.op in _BITWISE:
+            self.check(not t.is_float, "bitwise operator on floats", e)
+
+    def builtin_call(self, e: ir.BuiltinCall) -> None:
+        t = e.type
+        b = BUILTINS.get(e.name)
+        self.check(b is not None, f"unknown builtin {e.name!r}", e)
+        assert b is not None
+        self.check(len(e.args) == b.arity, f"{e.name}() with {len(e.args)} argument(s)", e)
+        for a in e.args:
+            self.expr(a)
+        if b.arg_cast == "result":
+            self.check(all(a.type == t for a in e.args), f"{e.name}() argument types differ from the "
+                       f"result type {t}", e)
+        elif b.arg_cast == "float":
+            self.check(all(a.type.is_float for a in e.args), f"{e.name}() needs float arguments", e)
+        rule = b.type_rule(tuple(a.type for a in e.args))
+        self.check(rule == t or (rule == f16 and t == f32),
+                   f"{e.name}() result type {t} does not follow its type rule", e)
+
+    def call(self, e: ir.Call) -> None:
+        t = e.type
+        callee = self.funcs.get(e.func)
+        self.check(callee is not None, f"call of unknown (or not yet defined) func {e.func!r}", e)
+        assert callee is not None
+        self.check(t == (callee.ret or bool_), "call type differs from the callee's return type", e)
+        self.check(len(e.args) == len(callee.params), "wrong number of call arguments", e)
+        for a, p in zip(e.args, callee.params):
+            if isinstance(a, ir.ArrayRef):
+                q = self.params.get(a.name)
+                self.check(q is not None and q.type == a.type == p.type, f"array argument {a.name!r} "
+                           f"does not match parameter {p.name!r}", e)
+            else:
+                self.expr(a)
+                self.check(a.type == p.type, f"argument of type {a.type} for parameter {p.name!r} of "
+                           f"type {p.type}", e)

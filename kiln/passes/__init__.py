@@ -2,6 +2,8 @@
 
 from kiln.passes.fold_constants import fold_constants, fold_function
 from kiln.passes.lower_aug_stores import lower_aug_stores
+from kiln.passes.plan_parallel import plan_parallel
 from kiln.passes.rename import make_names_unique, rename_calls
 
-__all__ = ["fold_constants", "fold_function", "lower_aug_stores", "make_names_unique", "rename_calls"]
+__all__ = ["fold_constants", "fold_function", "lower_aug_stores", "make_names_unique", "plan_parallel",
+           "rename_calls"]

@@ -12,19 +12,11 @@ import math
 import numpy as np
 
 from kiln.ir import nodes as ir
+from kiln.ir.ops import COMPARE, PLAIN_BINARY, wrap_int
 from kiln.passes.walk import rewrite_function
 from kiln.types import ScalarType, bool_
 
 _NOFOLD = object()
-
-
-def wrap(value: int, t: ScalarType) -> int:
-    """Two's-complement wrap of an int to `t`'s width."""
-    mask = (1 << t.bits) - 1
-    v = value & mask
-    if t.kind == "i" and v >> (t.bits - 1):
-        v -= 1 << t.bits
-    return v
 
 
 def round_float(value: float, t: ScalarType) -> float:
@@ -38,7 +30,7 @@ def normalize(value: bool | float, t: ScalarType) -> bool | int | float:
     if t.is_bool:
         return bool(value)
     if t.is_int:
-        return wrap(int(value), t)
+        return wrap_int(int(value), t)
     return round_float(float(value), t)
 
 
@@ -56,17 +48,14 @@ def convert(value: bool | float, src: ScalarType, dst: ScalarType) -> object:
             if not lo <= iv <= hi:
                 return _NOFOLD
             return iv
-        return wrap(int(value), dst)
+        return wrap_int(int(value), dst)
     return round_float(float(value), dst)
 
 
 def _int_binary(op: ir.BinaryOp, a: int, b: int, t: ScalarType) -> object:
-    if op == ir.BinaryOp.ADD:
-        return a + b
-    if op == ir.BinaryOp.SUB:
-        return a - b
-    if op == ir.BinaryOp.MUL:
-        return a * b
+    plain = PLAIN_BINARY.get(op)
+    if plain is not None:
+        return plain.fold(a, b)          # wrapped to t by normalize
     if op in (ir.BinaryOp.FLOORDIV, ir.BinaryOp.MOD):
         if b == 0:
             return _NOFOLD
@@ -75,23 +64,14 @@ def _int_binary(op: ir.BinaryOp, a: int, b: int, t: ScalarType) -> object:
         if b < 0 or b > 4096:
             return _NOFOLD
         return pow(a, b, 1 << t.bits)
-    if op == ir.BinaryOp.BITAND:
-        return a & b
-    if op == ir.BinaryOp.BITOR:
-        return a | b
-    if op == ir.BinaryOp.BITXOR:
-        return a ^ b
     return _NOFOLD
 
 
 def _float_binary(op: ir.BinaryOp, a: float, b: float) -> object:
     try:
-        if op == ir.BinaryOp.ADD:
-            return a + b
-        if op == ir.BinaryOp.SUB:
-            return a - b
-        if op == ir.BinaryOp.MUL:
-            return a * b
+        plain = PLAIN_BINARY.get(op)
+        if plain is not None and plain.float_insn is not None:
+            return plain.fold(a, b)
         if op in (ir.BinaryOp.DIV, ir.BinaryOp.FLOORDIV, ir.BinaryOp.MOD):
             if b == 0:
                 return _NOFOLD
@@ -124,13 +104,6 @@ def fold_binary(op: ir.BinaryOp, a: ir.Const, b: ir.Const, t: ScalarType) -> obj
     return r
 
 
-def _compare(op: ir.CompareOp, a: bool | float, b: bool | float) -> bool:
-    return {
-        ir.CompareOp.EQ: a == b, ir.CompareOp.NE: a != b, ir.CompareOp.LT: a < b,
-        ir.CompareOp.LE: a <= b, ir.CompareOp.GT: a > b, ir.CompareOp.GE: a >= b,
-    }[op]
-
-
 def fold_expr(e: ir.Expr) -> ir.Expr:
     """Fold one node whose children are already folded."""
     r: object = _NOFOLD
@@ -146,7 +119,7 @@ def fold_expr(e: ir.Expr) -> ir.Expr:
         elif e.op == ir.UnaryOp.INVERT and t.is_int:
             r = ~int(v)
     elif isinstance(e, ir.Compare) and isinstance(e.lhs, ir.Const) and isinstance(e.rhs, ir.Const):
-        r = _compare(e.op, e.lhs.value, e.rhs.value)
+        r = COMPARE[e.op](e.lhs.value, e.rhs.value)
     elif isinstance(e, ir.Cast) and isinstance(e.value, ir.Const):
         r = convert(e.value.value, e.value.type, t)
     elif isinstance(e, ir.Logical) and isinstance(e.lhs, ir.Const):

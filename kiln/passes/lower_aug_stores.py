@@ -6,13 +6,9 @@ from __future__ import annotations
 import dataclasses
 
 from kiln.ir import nodes as ir
+from kiln.ir.ops import ATOMIC_AS_BINARY
 from kiln.passes.walk import identity, rewrite_function
 from kiln.types import f16, f32
-
-_BINARY = {
-    ir.AtomicOp.ADD: ir.BinaryOp.ADD, ir.AtomicOp.SUB: ir.BinaryOp.SUB, ir.AtomicOp.AND: ir.BinaryOp.BITAND,
-    ir.AtomicOp.OR: ir.BinaryOp.BITOR, ir.AtomicOp.XOR: ir.BinaryOp.BITXOR,
-}
 
 
 def _load_op_store(s: ir.AugStore) -> ir.Store:
@@ -28,7 +24,7 @@ def _load_op_store(s: ir.AugStore) -> ir.Store:
     if s.op in (ir.AtomicOp.MIN, ir.AtomicOp.MAX):
         new = ir.BuiltinCall(t, s.loc, s.op.value, (cur, val))
     else:
-        new = ir.Binary(t, s.loc, _BINARY[s.op], cur, val)
+        new = ir.Binary(t, s.loc, ATOMIC_AS_BINARY[s.op], cur, val)
     if t != dtype:
         new = ir.Cast(dtype, s.loc, new)
     return ir.Store(s.loc, s.array, s.indices, new)

@@ -1,12 +1,17 @@
-"""Parallel loops of `FunctionEmitter` (kiln.codegen.emit), as a mixin: the outlined parallel
-body and its chunk loop over the flattened iteration space, privatised scalar reductions and
-privatised arrays (histograms; see kiln.codegen.reductions)."""
+"""`CpuBodyEmitter`: kernel bodies for the CPU. A parallel loop is outlined into an internal
+body function `void body(ctx, lo, hi)` over a chunk of the flattened iteration space, which the
+module's `kiln_parallel_for` helper runs on the GOMP thread team (or inline). Each chunk obeys
+the loop's ParallelPlan: planned scalar reductions accumulate privately and merge with one atomic
+per chunk; planned private arrays (histograms) are scattered into stack copies when small enough.
+"""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from llvmlite import ir
 
-from kiln.codegen.expr_emitter import EmitterState
+from kiln.codegen.body_emitter import KernelBodyEmitter
 from kiln.codegen.llvm_util import (
     I1,
     I8,
@@ -14,124 +19,124 @@ from kiln.codegen.llvm_util import (
     I64,
     PTR,
     VOID,
-    _alloca,
-    _ArrayVal,
-    _gep,
-    atomicrmw_op,
-    const_value,
+    ArrayVal,
+    alloca,
     fn_attrs,
+    gep,
     mem_type,
     reg_type,
 )
-from kiln.codegen.reductions import (
-    PRIVATE_LIMIT,
-    array_reductions,
-    find_reductions,
-)
+from kiln.codegen.module_base import ModuleEmitterBase
 from kiln.ir import nodes as N
-from kiln.ir.analysis import walk
+from kiln.ir.ops import atomicrmw_name
 from kiln.types import INDEX, ScalarType
 
 #: how many simple iterations one parallel iteration containing a loop or call is assumed to cost
+#: (a tuning knob: the loop runs on threads when count * weight >= kiln_rt_min_parallel_iters)
 HEAVY_ITERATION_WEIGHT = 256
 
+#: Largest array (in elements) that a chunk privatises (a tuning knob): the private copy lives on
+#: the thread's stack (PRIVATE_LIMIT * 8 bytes at most per array), is cleared before and scanned
+#: after every chunk (O(PRIVATE_LIMIT), under a microsecond), and should stay in L1/L2.
+PRIVATE_LIMIT = 2048
 
-class ParallelEmitterMixin(EmitterState):
-    """Parallel-loop lowering for FunctionEmitter (state and statements live there)."""
 
-    # -- parallel loops ---------------------------------------------------------------------
-    def parallel_dims(self, s: N.ParallelFor) -> list[tuple[ir.Value, ir.Value, ir.Value]]:
-        """(start, step, trip count) of each dimension, as INDEX values (shared with NVPTX)."""
-        dims = []
-        for d in s.dims:
-            start = self.convert(self.expr(d.start), d.start.type, INDEX)
-            stop = self.convert(self.expr(d.stop), d.stop.type, INDEX)
-            step = self.convert(self.expr(d.step), d.step.type, INDEX)
-            dims.append((start, step, self.trip_count(start, stop, step, INDEX, d.step)))
-        return dims
+class ParallelRuntime(Protocol):
+    """The module-level helper a CPU parallel loop calls (kiln.codegen.cpu_module provides it;
+    named structurally because that module imports this one)."""
 
-    def parallel_for(self, s: N.ParallelFor) -> None:
+    def parallel_for_fn(self) -> ir.Function:
+        """`void kiln_parallel_for(ptr body, ptr ctx, i64 n, i64 weight)`."""
+        ...
+
+
+class CpuBodyEmitter(KernelBodyEmitter):
+    """Kernel and func bodies for the CPU target."""
+
+    def __init__(self, me: ModuleEmitterBase, fir: N.FunctionIR, fn: ir.Function,
+                 runtime: ParallelRuntime) -> None:
+        super().__init__(me, fir, fn)
+        self.runtime = runtime
+        self.n_parallel = 0             # parallel loops outlined so far (names their contexts)
+
+    # -- the outlined parallel loop -----------------------------------------------------------
+    def emit_parallel_loop(self, s: N.ParallelFor, plan: N.ParallelPlan) -> None:
         b = self.b
-        me = self.me
         dims = self.parallel_dims(s)
         total = dims[0][2]
         for _, _, c in dims[1:]:
             total = b.mul(total, c)
-        # context: arrays, every scalar var (params + locals), per-dim start/step/count
-        fields: list[tuple[str, ir.Value]] = []
-        arr_names = list(self.arrays)
-        for name in arr_names:
-            a = self.arrays[name]
-            fields.append(("a", a.ptr))
-            fields += [("a", e) for e in a.extents]
-        var_names = list(self.vars)
-        for name in var_names:
-            slot, t = self.vars[name]
-            fields.append(("v", b.load(slot, typ=mem_type(t))))
-        for start, step, cnt in dims:
-            fields += [("d", start), ("d", step), ("d", cnt)]
-        ctx_ty = ir.LiteralStructType([v.type for _, v in fields])
-        ctx = _alloca(self.ab, ctx_ty, name=f"ctx{self.n_parallel}")
+        fields = self._context_fields(dims)
+        ctx_ty = ir.LiteralStructType([v.type for v in fields])
+        ctx = alloca(self.ab, ctx_ty, name=f"ctx{self.n_parallel}")
         zero32 = ir.Constant(I32, 0)
-        for i, (_, v) in enumerate(fields):
-            b.store(v, _gep(b, ctx, [zero32, ir.Constant(I32, i)], inbounds=True, source_etype=ctx_ty))
+        for i, v in enumerate(fields):
+            b.store(v, gep(b, ctx, [zero32, ir.Constant(I32, i)], inbounds=True, source_etype=ctx_ty))
+        body_fn = self._outline(s, plan, ctx_ty)
+        weight = ir.Constant(I64, HEAVY_ITERATION_WEIGHT if plan.heavy_iterations else 1)
+        b.call(self.runtime.parallel_for_fn(), [body_fn, ctx, total, weight])
+
+    def _context_fields(self, dims: list[tuple[ir.Value, ir.Value, ir.Value]]) -> list[ir.Value]:
+        """What the body function reads from its context: every array (pointer, extents), every
+        scalar variable (params and locals), then start/step/count per dimension."""
+        b = self.b
+        fields: list[ir.Value] = []
+        for a in self.arrays.values():
+            fields.append(a.ptr)
+            fields += a.extents
+        for slot, t in self.vars.values():
+            fields.append(b.load(slot, typ=mem_type(t)))
+        for start, step, cnt in dims:
+            fields += [start, step, cnt]
+        return fields
+
+    def _outline(self, s: N.ParallelFor, plan: N.ParallelPlan, ctx_ty: ir.LiteralStructType) -> ir.Function:
+        """The internal `void body(ptr ctx, i64 lo, i64 hi)` running iterations [lo, hi)."""
+        me = self.me
         body_fn = ir.Function(me.module, ir.FunctionType(VOID, [PTR, I64, I64]),
                               name=me.unique(f"kiln_body_{self.fir.name}_{self.n_parallel}"))
         body_fn.linkage = "internal"
         fn_attrs(body_fn)
         self.n_parallel += 1
-        from kiln.codegen.emit import FunctionEmitter  # emit imports this module
-
-        sub = FunctionEmitter(me, self.fir, body_fn)
+        sub = CpuBodyEmitter(me, self.fir, body_fn, self.runtime)
         sub.in_parallel = True
         cptr, lo, hi = body_fn.args
         cptr.name, lo.name, hi.name = "ctx", "lo", "hi"
         ab = sub.ab
+        zero32 = ir.Constant(I32, 0)
 
         def get(i: int) -> ir.Value:
-            return ab.load(_gep(ab, cptr, [zero32, ir.Constant(I32, i)], inbounds=True,
-                                  source_etype=ctx_ty), typ=ctx_ty.elements[i])
+            return ab.load(gep(ab, cptr, [zero32, ir.Constant(I32, i)], inbounds=True,
+                               source_etype=ctx_ty), typ=ctx_ty.elements[i])
 
         i = 0
-        for name in arr_names:
-            a = self.arrays[name]
+        for name, a in self.arrays.items():
             ptr = get(i)
             ext = [get(i + 1 + k) for k in range(len(a.extents))]
             i += 1 + len(a.extents)
-            sub.arrays[name] = _ArrayVal(ptr, ext, a.type)
-        for name in var_names:
-            _, t = self.vars[name]
+            sub.arrays[name] = ArrayVal(ptr, ext, a.type)
+        for name, (_, t) in self.vars.items():
             sub.new_var(name, t, get(i))
             i += 1
         dvals = []
-        for _ in dims:
+        for _ in s.dims:
             dvals.append((get(i), get(i + 1), get(i + 2)))
             i += 3
-        sub.emit_parallel_body(s, dvals, lo, hi)
+        sub.emit_parallel_body(s, plan, dvals, lo, hi)
         sub.finish()
-        heavy = any(isinstance(n, (N.For, N.While, N.Call)) for n in walk(s.body))
-        weight = ir.Constant(I64, HEAVY_ITERATION_WEIGHT if heavy else 1)
-        b.call(me.parallel_for(), [body_fn, ctx, total, weight])
+        return body_fn
 
-    def _dim_value(self, s: N.ParallelFor, k: int, dv: tuple[ir.Value, ir.Value, ir.Value],
-                   j: ir.Value) -> ir.Value:
-        """start + j * step, with constant start/step folded in the body."""
-        d = s.dims[k]
-        b = self.b
-        start = const_value(INDEX, d.start.value) if isinstance(d.start, N.Const) else dv[0]
-        step = const_value(INDEX, d.step.value) if isinstance(d.step, N.Const) else dv[1]
-        return b.add(start, b.mul(j, step))
-
-    def emit_parallel_body(self, s: N.ParallelFor, dvals: list, lo: ir.Value, hi: ir.Value) -> None:
-        """The chunk [lo, hi) of `s`: its iterations, then the merge of its privatised
+    def emit_parallel_body(self, s: N.ParallelFor, plan: N.ParallelPlan, dvals: list, lo: ir.Value,
+                           hi: ir.Value) -> None:
+        """The chunk [lo, hi) of `s`: its iterations, then the merge of its planned privatised
         reductions (scalar accumulators, and private array copies where they apply)."""
-        self.start_reductions(s)
-        arrays = array_reductions(s)
+        self.start_reductions(plan)
+        arrays = {p.array: p.merge_op for p in plan.private_arrays}
         if arrays:
             self.emit_privatised_chunk(s, arrays, dvals, lo, hi)
         else:
             self.emit_chunk_loop(s, dvals, lo, hi)
-        self.flush_reductions(s)
+        self.flush_reductions()
 
     def emit_chunk_loop(self, s: N.ParallelFor, dvals: list, lo: ir.Value, hi: ir.Value) -> None:
         """The loop over the iterations [lo, hi) of `s` (flattened over its dims). Emitted once,
@@ -168,7 +173,7 @@ class ParallelEmitterMixin(EmitterState):
                 else:
                     idx = o
                 slot, t = self.vars[s.dims[k].var]
-                b.store(self.convert(self._dim_value(s, k, dvals[k], idx), INDEX, t), slot)
+                b.store(self.convert(self.dim_value(s, k, dvals[k], idx), INDEX, t), slot)
         # the innermost, canonical loop j in [j0, j1)
         pre = self.b.block
         ihead = fn.append_basic_block("inner.head")
@@ -182,7 +187,7 @@ class ParallelEmitterMixin(EmitterState):
         b.cbranch(b.icmp_signed("<", j, j1), ibody, iend)
         b.position_at_end(ibody)
         slot, t = self.vars[inner_var]
-        b.store(self.convert(self._dim_value(s, ndim - 1, dvals[-1], j), INDEX, t), slot)
+        b.store(self.convert(self.dim_value(s, ndim - 1, dvals[-1], j), INDEX, t), slot)
         self.stmts(s.body)
         if not self.b.block.is_terminated:
             self.b.branch(ilatch)
@@ -198,43 +203,8 @@ class ParallelEmitterMixin(EmitterState):
             b.branch(head)
             b.position_at_end(exit_bb)
 
-    # -- privatised reductions (see kiln/codegen/reductions.py) -------------------------------
-    def start_reductions(self, s: N.ParallelFor) -> None:
-        for key in find_reductions(s):
-            dtype = self.arrays[key[0]].dtype
-            acc = _alloca(self.ab, mem_type(dtype), name=f"red.{key[0]}")
-            self.ab.store(self._identity(key[1], dtype), acc)
-            touched = _alloca(self.ab, I1, name=f"red.{key[0]}.touched")
-            self.ab.store(ir.Constant(I1, 0), touched)
-            self.reductions[key] = (acc, touched)
-
-    def _identity(self, op: N.AtomicOp, t: ScalarType) -> ir.Constant:
-        if op in (N.AtomicOp.MIN, N.AtomicOp.MAX):
-            lo = op == N.AtomicOp.MAX
-            if t.is_float:
-                return ir.Constant(reg_type(t), float("-inf") if lo else float("inf"))
-            bits = t.bits
-            if t.kind == "i":
-                return ir.Constant(reg_type(t), -(1 << (bits - 1)) if lo else (1 << (bits - 1)) - 1)
-            return ir.Constant(reg_type(t), 0 if lo else (1 << bits) - 1)
-        if op == N.AtomicOp.AND:
-            return ir.Constant(reg_type(t), -1)
-        return ir.Constant(reg_type(t), 0.0 if t.is_float else 0)
-
-    def accumulate(self, e: N.AtomicRMW, acc: ir.Value, touched: ir.Value) -> None:
-        b = self.b
-        t = self.arrays[e.array.name].dtype
-        v = self.convert(self.expr(e.value), e.value.type, t)
-        old = b.load(acc, typ=reg_type(t))
-        if e.op in (N.AtomicOp.ADD, N.AtomicOp.SUB):
-            # SUB accumulates the sum of what is subtracted; reassoc lets LLVM vectorise it.
-            new = b.fadd(old, v, flags=("reassoc", "nsz")) if t.is_float else b.add(old, v)
-        else:
-            new = self.rmw_op(e.op, old, v, t)
-        b.store(new, acc)
-        b.store(ir.Constant(I1, 1), touched)
-
-    def flush_reductions(self, s: N.ParallelFor) -> None:
+    # -- planned scalar reductions: one atomic per chunk ---------------------------------------
+    def flush_reductions(self) -> None:
         """One atomic per chunk with the chunk's partial result (only if the chunk produced one,
         so an empty chunk never evaluates the indices)."""
         fn = self.fn
@@ -248,12 +218,12 @@ class ParallelEmitterMixin(EmitterState):
             p, a = self.element_ptr(N.ArrayRef(name, self.arrays[name].type, N.NO_LOC), indices)
             t = a.dtype
             val = b.load(acc, typ=reg_type(t))
-            b.atomic_rmw(atomicrmw_op(op.value, t), p, val, "monotonic")
+            b.atomic_rmw(atomicrmw_name(op, t), p, val, "monotonic")
             b.branch(done)
             b.position_at_end(done)
         self.reductions = {}
 
-    # -- privatised arrays (histograms; see reductions.array_reductions) ---------------------
+    # -- privatised arrays (histograms; planned by kiln.passes.plan_parallel) ---------------------
     def emit_privatised_chunk(self, s: N.ParallelFor, arrays: dict[str, N.AtomicOp], dvals: list,
                               lo: ir.Value, hi: ir.Value) -> None:
         """The chunk loop emitted twice from the same IR: once scattering `arrays` into private
@@ -278,7 +248,7 @@ class ParallelEmitterMixin(EmitterState):
             counts[name] = count
             fits = b.and_(fits, b.icmp_unsigned("<=", count, ir.Constant(I64, PRIVATE_LIMIT)))
             # in the entry block: a static alloca, no stack adjustment per chunk
-            buf = _alloca(self.ab, ir.ArrayType(mem_type(a.dtype), PRIVATE_LIMIT), name=f"priv.{name}")
+            buf = alloca(self.ab, ir.ArrayType(mem_type(a.dtype), PRIVATE_LIMIT), name=f"priv.{name}")
             buf.align = 64
             bufs[name] = buf
         priv_bb = fn.append_basic_block("priv.chunk")
@@ -291,7 +261,7 @@ class ParallelEmitterMixin(EmitterState):
         b.position_at_end(priv_bb)
         for name, op in arrays.items():
             self._fill_identity(bufs[name], counts[name], op, real[name].dtype)
-            self.arrays[name] = _ArrayVal(bufs[name], real[name].extents, real[name].type)
+            self.arrays[name] = ArrayVal(bufs[name], real[name].extents, real[name].type)
         self.private = set(arrays)
         try:
             self.emit_chunk_loop(s, dvals, lo, hi)
@@ -311,7 +281,7 @@ class ParallelEmitterMixin(EmitterState):
 
     def private_rmw(self, e: N.AtomicRMW) -> None:
         """`x[idx] op= v` on a private copy: nobody else sees it, so no atomic is needed. SUB
-        subtracts here and the merge adds the net delta (see array_reductions)."""
+        subtracts here and the merge adds the net delta (see kiln.passes.plan_parallel)."""
         b = self.b
         p, a = self.element_ptr(e.array, e.indices)
         t = a.dtype                       # never bool: mem_type == reg_type
@@ -339,7 +309,7 @@ class ParallelEmitterMixin(EmitterState):
 
     def _fill_identity(self, buf: ir.Value, count: ir.Value, op: N.AtomicOp, t: ScalarType) -> None:
         b = self.b
-        ident = self._identity(op, t)
+        ident = self.identity(op, t)
         ty = reg_type(t)
         if ident.constant == 0:           # ADD/SUB, OR, XOR, unsigned MAX: all-zero bytes
             memset = self.me.declare("llvm.memset.p0.i64", VOID, [PTR, I8, I64, I1])
@@ -347,24 +317,24 @@ class ParallelEmitterMixin(EmitterState):
                             ir.Constant(I1, 0)])
         else:
             self._index_loop(count, "priv.init", lambda k: b.store(
-                ident, _gep(b, buf, [k], source_etype=ty), align=t.itemsize))
+                ident, gep(b, buf, [k], source_etype=ty), align=t.itemsize))
 
-    def _merge_private(self, buf: ir.Value, count: ir.Value, op: N.AtomicOp, a: _ArrayVal) -> None:
+    def _merge_private(self, buf: ir.Value, count: ir.Value, op: N.AtomicOp, a: ArrayVal) -> None:
         """for k in [0, count): if copy[k] != identity: atomically real[k] = real[k] <op> copy[k].
         Elements still at the identity would not change the array, so they cost no atomic (a
         NaN float compares unequal and is merged)."""
         b = self.b
         t = a.dtype
         ty = reg_type(t)
-        ident = self._identity(op, t)
-        llop = atomicrmw_op(op.value, t)
+        ident = self.identity(op, t)
+        llop = atomicrmw_name(op, t)
 
         def merge(k: ir.Value) -> None:
-            v = b.load(_gep(b, buf, [k], source_etype=ty), typ=ty, align=t.itemsize)
+            v = b.load(gep(b, buf, [k], source_etype=ty), typ=ty, align=t.itemsize)
             changed = (b.fcmp_unordered("!=", v, ident) if t.is_float
                        else b.icmp_unsigned("!=", v, ident))
             with b.if_then(changed):
-                b.atomic_rmw(llop, _gep(b, a.ptr, [k], source_etype=ty), v, "monotonic")
+                b.atomic_rmw(llop, gep(b, a.ptr, [k], source_etype=ty), v, "monotonic")
 
         self._index_loop(count, "priv.merge", merge)
 

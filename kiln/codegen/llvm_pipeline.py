@@ -1,0 +1,50 @@
+"""The one LLVM sequence every target goes through: parse the emitted module text, verify it,
+optimise it, and emit machine code (an object file or assembly text such as PTX)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import llvmlite.binding as llvm
+
+from kiln.errors import KilnError
+
+
+@dataclass(frozen=True)
+class LlvmOutput:
+    """What the pipeline produced: the optimised module text, the object file (when asked for
+    an object) and the assembly text (when asked for assembly or with `want_asm`)."""
+
+    llvm_ir: str
+    obj: bytes = b""
+    asm: str = ""
+
+
+def optimise_and_emit(module_text: str, tm: Any, *, opt_level: int, vectorize: bool,
+                      emit_object: bool, want_asm: bool = False, who: str = "kiln.codegen") -> LlvmOutput:
+    """Parse + verify `module_text` (a code generator bug if that fails), set the triple and data
+    layout of target machine `tm`, run LLVM's O`opt_level` pipeline (loop unrolling always; loop
+    and SLP vectorisation with `vectorize`), then emit an object (`emit_object`) or assembly."""
+    try:
+        mod = llvm.parse_assembly(module_text)
+        mod.verify()
+    except RuntimeError as e:  # a code generator bug, not a user error
+        raise KilnError(f"{who} produced invalid LLVM IR: {e}") from e
+    mod.triple = tm.triple
+    mod.data_layout = str(tm.target_data)
+    if opt_level > 0:
+        pto = llvm.create_pipeline_tuning_options(speed_level=min(3, opt_level))
+        if vectorize:
+            pto.loop_vectorization = True
+            pto.slp_vectorization = True
+        pto.loop_unrolling = True
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(mod, pb)
+    if not emit_object:
+        asm = tm.emit_assembly(mod)
+        return LlvmOutput(str(mod), b"", asm)
+    obj = bytes(tm.emit_object(mod))
+    # the text as it was when the object was emitted (what kiln always reported as llvm_ir)
+    text = str(mod)
+    return LlvmOutput(text, obj, tm.emit_assembly(mod) if want_asm else "")

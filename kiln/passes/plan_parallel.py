@@ -1,0 +1,317 @@
+"""Plan how each parallel loop and each kernel runs, as data on the IR that codegen obeys.
+
+    plan_parallel(kir) -> kir with `ParallelFor.plan` and `KernelIR.launch_plan` set
+
+Privatised reductions. `out[0] += x[i]` inside a parallel loop is an atomic on ONE element from
+every iteration: with several threads that address bounces between cores and the loop runs at
+atomic speed, not memory speed. Such an atomic can instead accumulate into a private variable per
+chunk of iterations (per thread on the GPU), and the chunk adds its partial result with one atomic
+at the end (Taichi and OpenMP do the same). An atomic qualifies (`ScalarReduction`) when its value
+is unused, its op is associative and commutative, its indices do not change within the loop
+(constants, shapes, and variables the body never assigns), and the array is touched in the loop
+by nothing but such atomics (no loads, stores, or calls passing it). Float sums are then added in
+a different order than the serial loop would, which is also true of the atomic version with more
+than one thread.
+
+Privatised arrays. Atomics whose index DOES vary (a histogram: `bins[keys[i]] += 1`) are handled
+per array instead (`PrivateArray`): when every use of an array in the loop is such a
+statement-level atomic with one privatisable op (ADD and SUB may mix: both accumulate a signed
+delta), each CPU chunk can scatter into a private copy of the array with plain load-op-store and
+then merge the copy into the real array with one atomic per element that changed. The CPU code
+generator does that only when the array is small (a run-time check) and keeps the atomic loop for
+larger arrays. Arrays that are scalar reductions keep the cheaper scalar path.
+
+GPU launches (`LaunchPlan`). A kernel body is split at its top-level parallel loops:
+- no parallel loop: ONE launch of one thread running the whole body ("single");
+- otherwise one launch per parallel loop ("loop"), plus one single-thread launch per top-level
+  serial segment that has side effects (stores, atomics, calls that take arrays), in source order.
+  Serial code that comes before a launch's own phase is re-executed by every thread of that launch
+  with its side effects stripped (so locals have their values); it must not read arrays the kernel
+  writes, because on the GPU those reads would race with the loop's writes. A kernel that breaks
+  this gets a `cuda_refusal` instead of phases (the CPU target does not care).
+
+Run after lower_aug_stores and fold_constants (the plans compare folded index expressions), as
+the last pass: `LaunchPhase` names statements by their index in the kernel body, so a pass that
+later adds, drops or reorders statements of a planned kernel must run plan_parallel again
+(renaming funcs, as kiln.passes.rename does, keeps plans valid). kiln.ir.verify checks that the
+plans name existing arrays and statements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from kiln.errors import KernelError
+from kiln.ir import nodes as ir
+from kiln.ir.analysis import array_access, walk, without_locs
+from kiln.types import ScalarType
+
+PRIVATIZABLE = frozenset({ir.AtomicOp.ADD, ir.AtomicOp.SUB, ir.AtomicOp.MIN, ir.AtomicOp.MAX,
+                          ir.AtomicOp.AND, ir.AtomicOp.OR, ir.AtomicOp.XOR})
+
+ReductionKey = tuple[str, ir.AtomicOp, tuple[ir.Expr, ...]]
+
+
+def reduction_key(e: ir.AtomicRMW) -> ReductionKey:
+    """What identifies a reduction: array, op and index trees without source locations."""
+    return (e.array.name, e.op, tuple(without_locs(i) for i in e.indices))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reductions and private arrays of one loop
+# ---------------------------------------------------------------------------------------------
+
+def _assigned(body: tuple[ir.Stmt, ...]) -> set[str]:
+    names: set[str] = set()
+    for n in walk(body):
+        if isinstance(n, ir.Assign):
+            names.add(n.name)
+        elif isinstance(n, ir.For):
+            names.add(n.var)
+    return names
+
+
+def _invariant(e: ir.Expr, assigned: set[str]) -> bool:
+    for n in walk(e):
+        if isinstance(n, ir.Var) and n.name in assigned:
+            return False
+        if isinstance(n, (ir.Load, ir.AtomicRMW, ir.Call)):
+            return False
+    return True
+
+
+def _statement_atomics(loop: ir.ParallelFor) -> list[ir.AtomicRMW]:
+    return [n.value for n in walk(loop.body)
+            if isinstance(n, ir.ExprStmt) and isinstance(n.value, ir.AtomicRMW)]
+
+
+def _other_uses(loop: ir.ParallelFor) -> set[str]:
+    """Arrays used in the loop by anything but a statement-level atomic: loads, stores, atomics
+    whose value is used, and calls that receive the array. Any such use disqualifies an array."""
+    out: set[str] = set()
+    for n in walk(loop.body):
+        if isinstance(n, (ir.Load, ir.Store, ir.AugStore)):
+            out.add(n.array.name)
+        elif isinstance(n, ir.Call):
+            out.update(a.name for a in n.args if isinstance(a, ir.ArrayRef))
+    stmt_atomics = {id(a) for a in _statement_atomics(loop)}
+    for n in walk(loop.body):
+        if isinstance(n, ir.AtomicRMW) and id(n) not in stmt_atomics:
+            out.add(n.array.name)
+    return out
+
+
+def find_reductions(loop: ir.ParallelFor) -> list[ReductionKey]:
+    """The privatisable atomics of `loop`, one key per (array, op, indices), in body order."""
+    assigned = _assigned(loop.body) | {d.var for d in loop.dims}
+    candidates: dict[str, list[ReductionKey]] = {}
+    disqualified: set[str] = set()
+    for a in _statement_atomics(loop):
+        dtype = a.array.type.dtype
+        ok = (a.op in PRIVATIZABLE and dtype is not None and dtype.bits >= 8 and dtype.name != "f16"
+              and all(_invariant(i, assigned) for i in a.indices))
+        if ok:
+            key = reduction_key(a)
+            if key not in candidates.setdefault(a.array.name, []):
+                candidates[a.array.name].append(key)
+        else:
+            disqualified.add(a.array.name)
+    disqualified |= _other_uses(loop)
+    return [key for name, keys in candidates.items() if name not in disqualified for key in keys]
+
+
+def _private_dtype_ok(dtype: ScalarType | None) -> bool:
+    # ints of 8..64 bits, f32, f64 (no bool, no f16), like the scalar reductions
+    if dtype is None or dtype.is_bool:
+        return False
+    if dtype.is_float:
+        return dtype.bits in (32, 64)
+    return dtype.is_int and dtype.bits >= 8
+
+
+def _array_plan(loop: ir.ParallelFor, scalar: set[str]) -> tuple[dict[str, ir.AtomicOp], dict[str, str]]:
+    """(privatised arrays with their merge op, other atomically updated arrays with the reason
+    they stay shared), both in body order."""
+    ops: dict[str, set[ir.AtomicOp]] = {}
+    reasons: dict[str, str] = {name: "used by loads, stores, calls or atomics whose value is used"
+                               for name in _other_uses(loop)}
+    for a in _statement_atomics(loop):
+        ops.setdefault(a.array.name, set()).add(a.op)
+        if a.op not in PRIVATIZABLE or not _private_dtype_ok(a.array.type.dtype):
+            reasons.setdefault(a.array.name, "op or dtype that cannot be privatised")
+    private: dict[str, ir.AtomicOp] = {}
+    shared: dict[str, str] = {}
+    for name, used in ops.items():
+        if name in scalar:
+            continue
+        if name in reasons:
+            shared[name] = reasons[name]
+        elif used <= {ir.AtomicOp.ADD, ir.AtomicOp.SUB}:
+            private[name] = ir.AtomicOp.ADD      # the copy holds the net delta
+        elif len(used) == 1:
+            private[name] = next(iter(used))
+        else:
+            shared[name] = "updated with several different ops"
+    for n in walk(loop.body):
+        if isinstance(n, ir.AtomicRMW) and n.array.name not in private and n.array.name not in scalar:
+            shared.setdefault(n.array.name, reasons.get(n.array.name, "op or dtype that cannot be privatised"))
+    return private, shared
+
+
+def array_reductions(loop: ir.ParallelFor) -> dict[str, ir.AtomicOp]:
+    """Arrays of `loop` that a chunk may scatter into a private copy of, each with the op that
+    merges the copy into the real array (ADD for ADD/SUB, else the one op its atomics use)."""
+    return _array_plan(loop, {key[0] for key in find_reductions(loop)})[0]
+
+
+def find_array_reductions(loop: ir.ParallelFor) -> list[str]:
+    """Names of the arrays of `loop` that can be privatised per chunk as whole arrays."""
+    return list(array_reductions(loop))
+
+
+def _lockstep_ok(loop: ir.ParallelFor, reductions: set[ReductionKey]) -> bool:
+    """Straight-line bodies of assignments, stores and planned reductions (which become register
+    accumulations), without other atomics or calls."""
+    for st in loop.body:
+        if isinstance(st, ir.ExprStmt) and isinstance(st.value, ir.AtomicRMW) \
+                and reduction_key(st.value) in reductions:
+            parts: Sequence[object] = (st.value.value, *st.value.indices)
+        elif isinstance(st, (ir.Assign, ir.Store)):
+            parts = (st,)
+        else:
+            return False
+        if any(isinstance(n, (ir.AtomicRMW, ir.Call)) for n in walk(tuple(parts))):
+            return False
+    return True
+
+
+def plan_loop(loop: ir.ParallelFor) -> ir.ParallelPlan:
+    """The plan of one parallel loop (see the module docstring)."""
+    keys = find_reductions(loop)
+    private, shared = _array_plan(loop, {key[0] for key in keys})
+    return ir.ParallelPlan(
+        reductions=tuple(ir.ScalarReduction(name, op, idx) for name, op, idx in keys),
+        private_arrays=tuple(ir.PrivateArray(name, op) for name, op in private.items()),
+        shared_atomics=tuple(ir.SharedAtomicArray(name, why) for name, why in shared.items()),
+        heavy_iterations=any(isinstance(n, (ir.For, ir.While, ir.Call)) for n in walk(loop.body)),
+        lockstep=_lockstep_ok(loop, set(keys)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU launch phases
+# ---------------------------------------------------------------------------------------------
+
+def has_effects(s: ir.Stmt) -> bool:
+    """Whether `s` writes memory: stores, atomics, calls that take arrays."""
+    for n in walk(s):
+        if isinstance(n, (ir.Store, ir.AugStore, ir.AtomicRMW)):
+            return True
+        if isinstance(n, ir.Call) and any(isinstance(a, ir.ArrayRef) for a in n.args):
+            return True
+    return False
+
+
+def cuda_refusal(kname: str, loc: ir.Loc, what: str) -> KernelError:
+    return KernelError(f"kernel {kname!r} cannot be compiled for the cuda target: {what} (see docs/cuda.md, "
+                       "'Serial code around parallel loops')", filename=loc.filename, lineno=loc.line, col=loc.col)
+
+
+def _check_pure_expr(e: ir.Expr, kname: str) -> None:
+    for n in walk(e):
+        if isinstance(n, ir.AtomicRMW) or (isinstance(n, ir.Call) and any(isinstance(a, ir.ArrayRef) for a in n.args)):
+            raise cuda_refusal(kname, e.loc, "an atomic or a call taking arrays inside a condition of serial "
+                               "code outside the parallel loop")
+
+
+def strip_side_effects(body: Sequence[ir.Stmt], kname: str) -> tuple[ir.Stmt, ...]:
+    """`body` without its side effects (stores/atomics/array calls), for re-execution by every
+    GPU thread; KernelError (a cuda refusal) where an effect cannot be separated."""
+    out: list[ir.Stmt] = []
+    for s in body:
+        if isinstance(s, (ir.Store, ir.AugStore)):
+            continue
+        if isinstance(s, ir.ExprStmt) and has_effects(s):
+            continue
+        if isinstance(s, ir.If):
+            out.append(ir.If(s.loc, s.cond, strip_side_effects(s.then_body, kname),
+                             strip_side_effects(s.else_body, kname)))
+            _check_pure_expr(s.cond, kname)
+        elif isinstance(s, ir.While):
+            _check_pure_expr(s.cond, kname)
+            out.append(ir.While(s.loc, s.cond, strip_side_effects(s.body, kname)))
+        elif isinstance(s, ir.For):
+            for e in (s.start, s.stop, s.step):
+                _check_pure_expr(e, kname)
+            out.append(ir.For(s.loc, s.var, s.start, s.stop, s.step, strip_side_effects(s.body, kname)))
+        else:
+            if has_effects(s):
+                raise cuda_refusal(kname, s.loc, "an atomic or a call taking arrays inside an expression "
+                                   "of serial code outside the parallel loop")
+            out.append(s)
+    return tuple(out)
+
+
+def _segments(body: tuple[ir.Stmt, ...]) -> list[tuple[str, tuple[int, ...]]]:
+    """The body as ("loop", (index,)) per parallel loop and ("serial", indices) per run between."""
+    segs: list[tuple[str, tuple[int, ...]]] = []
+    cur: list[int] = []
+    for k, s in enumerate(body):
+        if isinstance(s, ir.ParallelFor):
+            if cur:
+                segs.append(("serial", tuple(cur)))
+                cur = []
+            segs.append(("loop", (k,)))
+        else:
+            cur.append(k)
+    if cur:
+        segs.append(("serial", tuple(cur)))
+    return segs
+
+
+def _check_prefix(stripped: tuple[ir.Stmt, ...], written: set[str], kname: str) -> None:
+    for n in walk(stripped):
+        if isinstance(n, ir.Load) and n.array.name in written:
+            raise cuda_refusal(kname, n.loc, f"serial code outside the parallel loop reads array {n.array.name!r}, "
+                               "which the kernel writes")
+        if isinstance(n, ir.Call) and any(isinstance(a, ir.ArrayRef) and a.name in written for a in n.args):
+            raise cuda_refusal(kname, n.loc, "serial code outside the parallel loop calls a func with an array "
+                               "the kernel writes")
+
+
+def plan_launches(kir: ir.KernelIR) -> ir.LaunchPlan:
+    """The kernel's GPU launches (see the module docstring)."""
+    body = kir.kernel.body
+    if not any(isinstance(s, ir.ParallelFor) for s in body):
+        return ir.LaunchPlan((ir.LaunchPhase("single", tuple(range(len(body)))),))
+    kname = kir.display_name or kir.kernel.name
+    written = {n for n, m in array_access(kir).items() if m in ("write", "readwrite")}
+    phases: list[ir.LaunchPhase] = []
+    prefix: list[int] = []
+    try:
+        for kind, idx in _segments(body):
+            stmts = tuple(body[k] for k in idx)
+            if kind == "loop":
+                phases.append(ir.LaunchPhase("loop", idx, tuple(prefix)))
+                continue
+            if any(has_effects(s) for s in stmts):
+                phases.append(ir.LaunchPhase("single", idx, tuple(prefix)))
+            _check_prefix(strip_side_effects(stmts, kname), written, kname)
+            prefix.extend(idx)
+    except KernelError as e:
+        loc = ir.Loc(e.filename or ir.NO_LOC.filename, e.lineno or 0, e.col or 0)
+        return ir.LaunchPlan((), e.msg, loc)
+    return ir.LaunchPlan(tuple(phases))
+
+
+# ---------------------------------------------------------------------------------------------
+# The pass
+# ---------------------------------------------------------------------------------------------
+
+def plan_parallel(kir: ir.KernelIR) -> ir.KernelIR:
+    """`kir` with a ParallelPlan on every parallel loop and the kernel's LaunchPlan."""
+    body = tuple(dataclasses.replace(s, plan=plan_loop(s)) if isinstance(s, ir.ParallelFor) else s
+                 for s in kir.kernel.body)
+    kir = dataclasses.replace(kir, kernel=dataclasses.replace(kir.kernel, body=body))
+    return dataclasses.replace(kir, launch_plan=plan_launches(kir))
