@@ -83,3 +83,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def pytest_sessionfinish(session, exitstatus):
     if _violations and session.exitstatus == 0:
         session.exitstatus = 1
+
+
+def pytest_configure(config):
+    """The IR verifier runs after every pass in the test suite (kiln.driver.pipeline): set before
+    kiln.config is first read, and in the environment so that subprocesses inherit it."""
+    import os
+
+    os.environ["KILN_VERIFY"] = "1"

@@ -8,7 +8,7 @@ import pytest
 import kiln as kl
 from kiln.codegen import build_object, named_target
 from kiln.codegen.reductions import PRIVATE_LIMIT, find_array_reductions, find_reductions
-from kiln.compiler import lower_kernel
+from kiln.driver import lower_kernel
 from kiln.ir import nodes as N
 
 F32_1 = kl.ndarray(kl.f32, ndim=1)

@@ -1,12 +1,13 @@
 """Recording graphs: symbolic `Arg`s, `GraphBuilder`, named sequential sub-sequences.
 
 Nothing is compiled while recording; `GraphBuilder.compile()` hands the recorded dispatches to
-kiln.compiler. Type errors (an Arg of the wrong dtype for a kernel parameter, a constant out of
+the compile driver (kiln.driver) as plain data. Type errors (an Arg of the wrong dtype for a kernel parameter, a constant out of
 range) are raised at `dispatch` time, pointing at the user's call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,13 +105,14 @@ class GraphBuilder(Sequential):
         return list(seen.values())
 
     def compile(self, target: str = "host", name: str = "main", targets: list[str] | None = None,
-                cuda_archs: list[str] | None = None) -> CompiledGraph:
+                cuda_archs: list[str] | None = None, dump: str | Sequence[str] | None = None) -> CompiledGraph:
         """Compile for the host CPU (or a portable baseline such as "x86-64-v2"); `targets`
-        (e.g. ["cpu", "cuda"]) and `cuda_archs` as in `kl.Module` (docs/cuda.md)."""
+        (e.g. ["cpu", "cuda"]) and `cuda_archs` as in `kl.Module` (docs/cuda.md); `dump` as in
+        `kl.Module.compile`."""
         from kiln.graph.module import Module
         module = Module(target=target, targets=targets, cuda_archs=cuda_archs)
         module.add_graph(name, self)
-        return module.compile().graphs[name]
+        return module.compile(dump=dump).graphs[name]
 
 
 def _record(kernel: Any, args: tuple[Any, ...]) -> RecordedDispatch:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from kiln import config
 from kiln.errors import ArgumentError
-from kiln.graph.builder import GraphBuilder
+from kiln.graph.builder import Arg, GraphBuilder
 from kiln.types import NdArrayType, ScalarType
 
 if TYPE_CHECKING:
+    from kiln.driver import CompileRequest
     from kiln.runtime.compiled import CompiledModule
 
 
@@ -74,17 +77,46 @@ class Module:
         self.kernels[name] = (kernel, types)
         self._compiled = None
 
-    def compile(self) -> CompiledModule:
-        """Compile everything to native code and link it into this process."""
-        if self._compiled is None:
-            from kiln.compiler import _split_targets, compile_module
+    def compile(self, dump: str | Sequence[str] | None = None) -> CompiledModule:
+        """Compile everything to native code and link it into this process. `dump` ("ir,llvm",
+        or a list of "ir", "llvm", "asm", "ptx") writes those stages to KILN_DUMP_DIR
+        (docs/architecture.md); it replaces KILN_DUMP and always compiles afresh."""
+        if self._compiled is None or dump is not None:
+            from kiln.driver import CompileOptions, compile_program
             from kiln.runtime.compiled import load_bytes
-            if _split_targets(self)[0] is None:      # CUDA only: nothing to link on the CPU
+
+            request = self.compile_request()
+            options = None if dump is None else CompileOptions.from_config(config.current(), dump)
+            data = compile_program(request, options)
+            if request.cpu_target is None:       # CUDA only: nothing to link on the CPU
                 from kiln.runtime.cuda import load_bytes as load_cuda_bytes
-                self._compiled = load_cuda_bytes(compile_module(self), source="<compiled module>")  # type: ignore[assignment]
+                self._compiled = load_cuda_bytes(data, source="<compiled module>")  # type: ignore[assignment]
             else:
-                self._compiled = load_bytes(compile_module(self), source="<compiled module>")
+                self._compiled = load_bytes(data, source="<compiled module>")
+        assert self._compiled is not None
         return self._compiled
+
+    def compile_request(self) -> CompileRequest:
+        """This module as the driver's plain-data input."""
+        from kiln.driver import (
+            CompileRequest,
+            DispatchSpec,
+            GraphArgSpec,
+            GraphSpec,
+            KernelSpec,
+            resolve_targets,
+        )
+
+        cpu_target, cuda = resolve_targets(self.target, self.targets)
+        graphs = []
+        for gname, builder in self.graphs.items():
+            args = {a.name: GraphArgSpec(a.name, a.type, a.shape) for a in builder.args()}
+            dispatches = tuple(DispatchSpec(d.kernel, d.param_types,
+                                            tuple(args[a.name] if isinstance(a, Arg) else a for a in d.args))
+                               for d in builder.dispatches)
+            graphs.append(GraphSpec(gname, tuple(args.values()), dispatches))
+        kernels = tuple(KernelSpec(name, k, types) for name, (k, types) in self.kernels.items())
+        return CompileRequest(tuple(graphs), kernels, cpu_target, cuda, self.cuda_archs)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         self.compile().save(path)

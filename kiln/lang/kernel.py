@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-import os
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -26,10 +25,6 @@ def _error(src: SourceInfo, node: ast.AST, msg: str) -> KernelError:
                        source_line=src.line_text(loc.line), end_col=loc.end_col)
 
 
-
-#: where direct kernel calls run: "cpu" or "cuda" (kl.set_device; env KILN_DEVICE). A list so that
-#: kiln.compiler can change it without a circular import.
-DIRECT_CALL_DEVICE: list[str] = [os.environ.get("KILN_DEVICE", "cpu").strip().lower() or "cpu"]
 
 class _Compilable:
     """What kernels and funcs share: the Python function, its source and its annotations."""
@@ -223,12 +218,10 @@ class Kernel(_Compilable):
         return kir
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        fixed = self.__dict__.get("_kiln_fixed")
-        if fixed is not None and fixed[0] == DIRECT_CALL_DEVICE[0]:
-            # compiled already for this device, one specialisation: the runtime checks the args
-            return fixed[1](*args, **kwargs)
-        from kiln.compiler import call_kernel  # the compiler is imported on first call only
-        return call_kernel(self, args, kwargs)
+        # Direct calls belong to the dispatcher above the compiler (kiln.dispatch.DirectKernel,
+        # what `kl.kernel` makes); the front end's own kernels only specialise to IR.
+        raise TypeError(f"kernel '{self.name}' was made by kiln.lang.kernel, which only compiles; "
+                        "decorate it with @kl.kernel to call it directly")
 
 
 class CompileContext:
@@ -272,7 +265,8 @@ class CompileContext:
 
 
 def kernel(fn: Callable[..., Any]) -> Kernel:
-    """Decorator: compile `fn` as a kiln kernel (its outermost for loop runs in parallel)."""
+    """Decorator: a kiln kernel for the compiler only (`kl.kernel`, kiln.dispatch, also makes it
+    callable on arrays)."""
     return Kernel(fn)
 
 
