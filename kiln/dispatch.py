@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from kiln import config
-from kiln.driver import CompileRequest, KernelSpec, ParamTypes, compile_program
+from kiln.driver import CompileRequest, KernelSpec, ParamTypes
 from kiln.errors import ArgumentError
+from kiln.graph.linking import compile_and_link
 from kiln.lang.kernel import Kernel
-from kiln.types import NdArrayType, ScalarType
+from kiln.types import SCALARS_BY_NAME, NdArrayType, ScalarType, from_numpy
 
 DEVICES = ("cpu", "cuda")
 
@@ -91,13 +94,9 @@ def _compile_direct(kernel: Kernel, types: ParamTypes, device: str) -> Any:
     """Compile one specialisation for `device` and link it in this process."""
     # __name__ is an identifier except for lambdas and the like, which cannot be kernels
     spec = KernelSpec(kernel.name, kernel, types)
-    if device == "cuda":
-        from kiln.runtime.cuda import load_bytes as load_cuda_bytes
-        data = compile_program(CompileRequest(kernels=(spec,), cpu_target=None, cuda=True))
-        return load_cuda_bytes(data, source="<compiled module>").kernels[kernel.name]
-    from kiln.runtime.compiled import load_bytes
-    data = compile_program(CompileRequest(kernels=(spec,), cpu_target="host"))
-    return load_bytes(data, source="<compiled module>").kernels[kernel.name]
+    request = (CompileRequest(kernels=(spec,), cpu_target=None, cuda=True) if device == "cuda"
+               else CompileRequest(kernels=(spec,), cpu_target="host"))
+    return compile_and_link(request).kernels[kernel.name]
 
 
 def _bind(kernel: Kernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -121,10 +120,6 @@ def _bind(kernel: Kernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict
 def _type_of(kernel: Kernel, name: str, ann: ScalarType | NdArrayType, value: Any) -> ScalarType | NdArrayType:
     """The concrete parameter type for a direct call; arrays must match the annotation exactly
     (no conversion), detailed value checks happen in the runtime binder."""
-    import numpy as np
-
-    from kiln.types import from_numpy
-
     if isinstance(ann, ScalarType):
         return ann
     where = f"kernel {kernel.name!r}: argument {name!r}"
@@ -146,8 +141,8 @@ def _type_of(kernel: Kernel, name: str, ann: ScalarType | NdArrayType, value: An
 
 def _device_array_type(where: str, ann: NdArrayType, value: Any) -> NdArrayType:
     """The parameter type of a GPU array argument (its dtype and ndim, from CAI or DLPack)."""
+    # lazy: the CUDA runtime is imported only when a device array is passed
     from kiln.runtime.cuda import device_array
-    from kiln.types import SCALARS_BY_NAME
 
     info = device_array(value)
     if info is None:

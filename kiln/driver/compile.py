@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from kiln import config, passes
+from kiln import codegen, config, passes
 from kiln._version import KILN_VERSION
 from kiln.abi import layout_params
 from kiln.artifact import container
@@ -26,6 +26,9 @@ from kiln.artifact.manifest import (
     ParamInfo,
     TargetInfo,
 )
+
+# modules, not names: tests replace their functions (e.g. cuda_link.nvjitlink_available)
+from kiln.codegen import cuda_link, nvptx
 from kiln.driver.pipeline import CompileOptions, Pipeline
 from kiln.driver.request import CompileRequest, GraphArgSpec, GraphSpec, ParamTypes
 from kiln.ir.analysis import array_access
@@ -114,7 +117,6 @@ class _NativeOutputs:
 def _build_cpu(pipe: Pipeline, unit: str, cpu_target: str, kernels: Sequence[KernelIR],
                graphs: Sequence[GraphIR], out: _NativeOutputs) -> None:
     """One x86-64/aarch64 ELF object for every kernel and graph entry point."""
-    from kiln import codegen  # the code generator (llvmlite) is imported to compile only
 
     target = codegen.named_target(cpu_target)
     obj = codegen.build_object(kernels, graphs, target, stage=pipe.stage, want_asm="asm" in pipe.options.dump)
@@ -133,29 +135,26 @@ def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: S
                 out: _NativeOutputs) -> dict[str, Any]:
     """PTX for every kernel, cubins for `archs` when nvJitLink is importable (kiln.codegen.nvptx);
     returns the manifest's CUDA launch section."""
-    from kiln.codegen.cuda_link import link_cubin, nvjitlink_available, nvjitlink_version
-    from kiln.codegen.nvptx import BLOCK_SIZE, DEFAULT_CUBIN_ARCHS, DEFAULT_PTX_FEATURES, build_ptx
-
     with pipe.stage("ptx"):
-        ptx = build_ptx(kernels)
+        ptx = nvptx.build_ptx(kernels)
     pipe.dump("ptx", unit, "ptx", lambda: ptx.ptx)
-    archs = tuple(DEFAULT_CUBIN_ARCHS if archs is None else archs)
+    archs = tuple(nvptx.DEFAULT_CUBIN_ARCHS if archs is None else archs)
     names = ["cuda.ptx"]
     out.blobs["cuda.ptx"] = ptx.ptx.encode()
-    why = nvjitlink_available() if archs else "no cubin architectures were asked for"
+    why = cuda_link.nvjitlink_available() if archs else "no cubin architectures were asked for"
     built: list[str] = []
     if why is None:
         for arch in archs:
             with pipe.stage("cubin link"):
-                out.blobs[f"cuda.{arch}.cubin"] = link_cubin(ptx.ptx, arch)
+                out.blobs[f"cuda.{arch}.cubin"] = cuda_link.link_cubin(ptx.ptx, arch)
             names.append(f"cuda.{arch}.cubin")
             built.append(arch)
-    out.targets.append(TargetInfo("cuda", "cuda", "nvptx64", "nvptx64-nvidia-cuda", ptx.arch, DEFAULT_PTX_FEATURES,
+    out.targets.append(TargetInfo("cuda", "cuda", "nvptx64", "nvptx64-nvidia-cuda", ptx.arch, nvptx.DEFAULT_PTX_FEATURES,
                                   tuple(names)))
     for k in kernels:
         out.kernel_entries[k.kernel.name]["cuda"] = ptx.launches[k.kernel.name][0].entry
     doc: dict[str, Any] = {
-        "block_size": BLOCK_SIZE,
+        "block_size": nvptx.BLOCK_SIZE,
         "ptx": "cuda.ptx",
         "cubins": {arch: f"cuda.{arch}.cubin" for arch in built},
         "launches": {name: [ln.to_json() for ln in ls] for name, ls in ptx.launches.items()},
@@ -167,7 +166,7 @@ def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: S
                           "Loading it costs a driver JIT (~0.1 s); pip install 'kiln[cuda]' to link cubins "
                           "ahead of time.", stacklevel=4)
     else:
-        doc["nvjitlink"] = nvjitlink_version()
+        doc["nvjitlink"] = cuda_link.nvjitlink_version()
     return doc
 
 

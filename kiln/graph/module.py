@@ -6,13 +6,14 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from kiln import config
+from kiln.driver import CompileRequest, KernelSpec, resolve_targets
 from kiln.errors import ArgumentError
-from kiln.graph.builder import Arg, GraphBuilder
+from kiln.graph.builder import GraphBuilder
+from kiln.graph.linking import compile_and_link
+from kiln.lang.kernel import Kernel
 from kiln.types import NdArrayType, ScalarType
 
 if TYPE_CHECKING:
-    from kiln.driver import CompileRequest
     from kiln.runtime.compiled import CompiledModule
 
 
@@ -38,22 +39,17 @@ class Module:
         self._compiled: CompiledModule | None = None
 
     def add_graph(self, name: str, graph: GraphBuilder) -> None:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"graph name must be an identifier, got {name!r}")
         if not isinstance(graph, GraphBuilder):
             raise TypeError(f"add_graph expects a kl.GraphBuilder, got {type(graph).__name__}")
         if name in self.graphs:
             raise ValueError(f"the module already has a graph named {name!r}")
-        if not graph.dispatches:
-            raise ValueError(f"graph {name!r} has no dispatches")
-        graph.args()  # raises now on conflicting Arg definitions
+        graph.check(name)
         self.graphs[name] = graph
         self._compiled = None
 
     def add_kernel(self, kernel: Any, *param_types: ScalarType | NdArrayType, name: str | None = None) -> None:
         """Add a kernel callable on its own after loading. Generic parameters (kl.ndarray() without
         dtype or ndim) need concrete `param_types`, one per kernel parameter."""
-        from kiln.lang import Kernel
         if not isinstance(kernel, Kernel):
             raise TypeError(f"add_kernel expects a @kl.kernel, got {kernel!r}")
         name = name or kernel.name
@@ -82,41 +78,16 @@ class Module:
         or a list of "ir", "llvm", "asm", "ptx") writes those stages to KILN_DUMP_DIR
         (docs/architecture.md); it replaces KILN_DUMP and always compiles afresh."""
         if self._compiled is None or dump is not None:
-            from kiln.driver import CompileOptions, compile_program
-            from kiln.runtime.compiled import load_bytes
-
-            request = self.compile_request()
-            options = None if dump is None else CompileOptions.from_config(config.current(), dump)
-            data = compile_program(request, options)
-            if request.cpu_target is None:       # CUDA only: nothing to link on the CPU
-                from kiln.runtime.cuda import load_bytes as load_cuda_bytes
-                self._compiled = load_cuda_bytes(data, source="<compiled module>")  # type: ignore[assignment]
-            else:
-                self._compiled = load_bytes(data, source="<compiled module>")
+            self._compiled = compile_and_link(self.compile_request(), dump)
         assert self._compiled is not None
         return self._compiled
 
     def compile_request(self) -> CompileRequest:
         """This module as the driver's plain-data input."""
-        from kiln.driver import (
-            CompileRequest,
-            DispatchSpec,
-            GraphArgSpec,
-            GraphSpec,
-            KernelSpec,
-            resolve_targets,
-        )
-
         cpu_target, cuda = resolve_targets(self.target, self.targets)
-        graphs = []
-        for gname, builder in self.graphs.items():
-            args = {a.name: GraphArgSpec(a.name, a.type, a.shape) for a in builder.args()}
-            dispatches = tuple(DispatchSpec(d.kernel, d.param_types,
-                                            tuple(args[a.name] if isinstance(a, Arg) else a for a in d.args))
-                               for d in builder.dispatches)
-            graphs.append(GraphSpec(gname, tuple(args.values()), dispatches))
+        graphs = tuple(builder.spec(name) for name, builder in self.graphs.items())
         kernels = tuple(KernelSpec(name, k, types) for name, (k, types) in self.kernels.items())
-        return CompileRequest(tuple(graphs), kernels, cpu_target, cuda, self.cuda_archs)
+        return CompileRequest(graphs, kernels, cpu_target, cuda, self.cuda_archs)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         self.compile().save(path)
