@@ -178,11 +178,11 @@ def layer_dot(imports: list[Import]) -> str:
              '  node [shape=box, fontname="Helvetica", fontsize=10];', '  edge [color="#555555"];']
     for layer in LAYERS:
         files = "\\l".join(m.removeprefix("kiln.") or "kiln (__init__)" for m in modules[layer.name])
-        lines.append(f'  {layer.name} [label="{layer.name}: {layer.role}\\n\\n{files}\\l"];')
+        lines.append(f'  "{layer.name}" [label="{layer.name}: {layer.role}\\n\\n{files}\\l"];')
     for a, b in sorted(eager):
-        lines.append(f"  {a} -> {b};")
+        lines.append(f'  "{a}" -> "{b}";')
     for a, b in sorted(lazy - eager):
-        lines.append(f"  {a} -> {b} [style=dashed];")
+        lines.append(f'  "{a}" -> "{b}" [style=dashed];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
