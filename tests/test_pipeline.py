@@ -96,3 +96,15 @@ def test_user_errors_keep_their_message_and_carry_the_stage() -> None:
     assert info.value.stage == "front end"
     assert "compile stage" not in str(info.value)
     assert "undefined_name" in str(info.value) and "^" in str(info.value)
+
+
+def test_ptx_dump_and_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kiln.codegen.nvptx import nvptx_available
+    if nvptx_available() is not None:
+        pytest.skip("llvmlite has no NVPTX backend here")
+    m = kl.Module(targets=["cuda"], cuda_archs=[])       # PTX only: no cubins asked for
+    m.add_graph("main", _graph())
+    with config.configured(dump_dir=str(tmp_path), timing=True):
+        m.compile(dump="ptx")
+    assert ".entry" in (tmp_path / "main.00.ptx.ptx").read_text()
+    assert "  ptx " in capsys.readouterr().err

@@ -164,7 +164,7 @@ def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: S
         if archs:
             warnings.warn(f"kiln: the cuda target holds PTX only (no cubins for {', '.join(archs)}): {why}. "
                           "Loading it costs a driver JIT (~0.1 s); pip install 'kiln[cuda]' to link cubins "
-                          "ahead of time.", stacklevel=4)
+                          "ahead of time.", stacklevel=5)  # the caller of GraphBuilder/Module.compile
     else:
         doc["nvjitlink"] = cuda_link.nvjitlink_version()
     return doc
