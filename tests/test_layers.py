@@ -26,6 +26,10 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("kiln.cli.main", "kiln.runtime.hostcpu"): "each subcommand imports only what it needs",
     ("kiln.cli.main", "kiln.runtime.elf"): "each subcommand imports only what it needs",
     ("kiln.cli.main", "kiln.runtime.compiled"): "each subcommand imports only what it needs",
+    ("kiln.driver.compile", "kiln.codegen"):
+        "LLVM (llvmlite) is imported by the first compile, not when kernels or graphs are defined",
+    ("kiln.driver.compile", "kiln.codegen.cuda_link"): "the CUDA code generator only for CUDA targets",
+    ("kiln.driver.compile", "kiln.codegen.nvptx"): "the CUDA code generator only for CUDA targets",
     ("kiln.dispatch", "kiln.runtime.cuda"): "the CUDA runtime only when a device array is passed",
     ("kiln.graph.linking", "kiln.runtime.cuda"): "the CUDA runtime only for CUDA-only modules",
     ("kiln.runtime.compiled", "kiln.runtime.cuda"): "the CUDA runtime only for kl.load(..., device='cuda')",
@@ -169,3 +173,22 @@ def test_imports_inside_functions_are_the_documented_lazy_ones(imports: list[ig.
 def test_committed_layer_picture_is_up_to_date(imports: list[ig.Import]) -> None:
     assert ig.DOT_PATH.read_text() == ig.layer_dot(imports), \
         "docs/layers.dot is stale: run `python tools/import_graph.py` and commit docs/layers.dot and .svg"
+
+
+def test_defining_kernels_and_graphs_does_not_import_llvm(tmp_path: Path) -> None:
+    """The lazy imports above at work: @kl.kernel and recording a graph stay free of LLVM."""
+    import os
+    import subprocess
+    code = ("import sys, kiln as kl\n"
+            "@kl.kernel\n"
+            "def k(x: kl.ndarray(kl.f32, ndim=1)):\n"
+            "    for i in range(x.shape[0]):\n"
+            "        x[i] = 0.0\n"
+            "g = kl.GraphBuilder(); g.dispatch(k, kl.Arg('x', kl.ndarray(kl.f32, ndim=1)))\n"
+            "kl.set_device('cpu')\n"
+            "bad = [m for m in sys.modules if m.startswith(('llvmlite', 'kiln.codegen'))]\n"
+            "assert not bad, bad\n")
+    script = tmp_path / "define_only.py"           # kernels need a source file
+    script.write_text(code)
+    env = dict(os.environ, PYTHONPATH=str(ig.ROOT))
+    subprocess.run([sys.executable, str(script)], check=True, env=env)

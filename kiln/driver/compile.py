@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from kiln import codegen, config, passes
+from kiln import config, passes
 from kiln._version import KILN_VERSION
 from kiln.abi import layout_params
 from kiln.artifact import container
@@ -26,9 +26,6 @@ from kiln.artifact.manifest import (
     ParamInfo,
     TargetInfo,
 )
-
-# modules, not names: tests replace their functions (e.g. cuda_link.nvjitlink_available)
-from kiln.codegen import cuda_link, nvptx
 from kiln.driver.pipeline import CompileOptions, Pipeline
 from kiln.driver.request import CompileRequest, GraphArgSpec, GraphSpec, ParamTypes
 from kiln.ir.analysis import array_access
@@ -117,6 +114,9 @@ class _NativeOutputs:
 def _build_cpu(pipe: Pipeline, unit: str, cpu_target: str, kernels: Sequence[KernelIR],
                graphs: Sequence[GraphIR], out: _NativeOutputs) -> None:
     """One x86-64/aarch64 ELF object for every kernel and graph entry point."""
+    # lazy: LLVM (llvmlite) is imported by the first compile, not when kernels or graphs are defined
+    from kiln import codegen
+
 
     target = codegen.named_target(cpu_target)
     obj = codegen.build_object(kernels, graphs, target, stage=pipe.stage, want_asm="asm" in pipe.options.dump)
@@ -135,6 +135,9 @@ def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: S
                 out: _NativeOutputs) -> dict[str, Any]:
     """PTX for every kernel, cubins for `archs` when nvJitLink is importable (kiln.codegen.nvptx);
     returns the manifest's CUDA launch section."""
+    # lazy, as above; modules rather than names because tests replace their functions
+    from kiln.codegen import cuda_link, nvptx
+
     with pipe.stage("ptx"):
         ptx = nvptx.build_ptx(kernels)
     pipe.dump("ptx", unit, "ptx", lambda: ptx.ptx)
