@@ -45,7 +45,7 @@ def object_contract_violations(blob: bytes) -> list[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _check_every_compiled_object():
-    """Wrap kiln.codegen.build_object for the whole session (compiler.py imports it lazily from
+    """Wrap kiln.codegen.build_object for the whole session (kiln/driver/compile.py looks it up on
     kiln.codegen at each compile, so patching the package attribute catches every compile; test
     modules that imported the name directly are patched too)."""
     import sys
