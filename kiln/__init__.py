@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from kiln._version import KILN_VERSION
 from kiln.errors import (
     ArgumentError,
     ArgumentValueError,
@@ -38,12 +39,12 @@ from kiln.types import (
     u64,
 )
 
-__version__ = "0.1.0"
+__version__ = KILN_VERSION
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY: dict[str, str] = {
     # kernel language (front end)
-    "kernel": "kiln.lang", "func": "kiln.lang", "Kernel": "kiln.lang", "Func": "kiln.lang",
+    "kernel": "kiln.dispatch", "func": "kiln.lang", "Kernel": "kiln.lang", "Func": "kiln.lang",
     # graphs and modules
     "Arg": "kiln.graph.builder", "GraphBuilder": "kiln.graph.builder", "Sequential": "kiln.graph.builder",
     "Module": "kiln.graph.module",
@@ -52,7 +53,7 @@ _LAZY: dict[str, str] = {
     "CompiledGraph": "kiln.runtime.compiled", "CompiledKernel": "kiln.runtime.compiled",
     "CompiledModule": "kiln.runtime.compiled", "KernelRuntimeError": "kiln.runtime.compiled",
     "set_num_threads": "kiln.runtime.threads", "get_num_threads": "kiln.runtime.threads",
-    "set_device": "kiln.compiler",
+    "set_device": "kiln.dispatch",
 }
 _BUILTINS = (
     "abs", "min", "max", "sqrt", "rsqrt", "exp", "log", "sin", "cos", "tan", "asin", "acos", "atan", "atan2",

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class KilnError(Exception):
-    """Base class of every error kiln raises on purpose."""
+    """Base class of every error kiln raises on purpose.
+
+    `stage` names the compile stage that raised it ("front end", "fold_constants", "llvm
+    optimise", ...; see kiln.driver.pipeline), None outside a compilation. Errors about the
+    user's code or data keep their message as it is and carry the stage in the attribute only;
+    internal errors (a plain KilnError: a bug in kiln) also name the stage in their message.
+    """
+
+    stage: str | None = None
+    #: whether str() appends the stage; False for the errors that describe the user's input
+    names_stage_in_message: ClassVar[bool] = True
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.stage is not None and type(self).names_stage_in_message:
+            return f"{text} (compile stage: {self.stage})"
+        return text
 
 
 class KernelError(KilnError):
@@ -12,6 +30,8 @@ class KernelError(KilnError):
 
     The message names the user's file, line and column and quotes the source line with a caret.
     """
+
+    names_stage_in_message = False
 
     def __init__(self, message: str, *, filename: str = "<unknown>", lineno: int = 0, col: int = 0,
                  source_line: str = "", end_col: int | None = None) -> None:
@@ -42,19 +62,29 @@ class KernelTypeError(KernelError):
 class ArgumentError(KilnError, TypeError):
     """A kernel or graph was called with a missing, unknown or wrongly typed argument."""
 
+    names_stage_in_message = False
+
 
 class ArgumentValueError(KilnError, ValueError):
     """An argument has the right type but a wrong value: shape, contiguity, writability, range."""
+
+    names_stage_in_message = False
 
 
 class ArtifactError(KilnError):
     """A .kiln file (or an object blob inside it) is damaged, unsupported or cannot run here."""
 
+    names_stage_in_message = False
+
 
 class TargetError(KilnError):
     """A requested compile target does not exist or cannot be built on this machine."""
+
+    names_stage_in_message = False
 
 
 class CudaError(KilnError):
     """The CUDA target cannot run here (no GPU, no driver, no cuda-bindings, no usable code in the
     file) or a CUDA driver call failed. The message says which and what to do."""
+
+    names_stage_in_message = False

@@ -45,7 +45,7 @@ def object_contract_violations(blob: bytes) -> list[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _check_every_compiled_object():
-    """Wrap kiln.codegen.build_object for the whole session (compiler.py imports it lazily from
+    """Wrap kiln.codegen.build_object for the whole session (kiln/driver/compile.py looks it up on
     kiln.codegen at each compile, so patching the package attribute catches every compile; test
     modules that imported the name directly are patched too)."""
     import sys
@@ -83,3 +83,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def pytest_sessionfinish(session, exitstatus):
     if _violations and session.exitstatus == 0:
         session.exitstatus = 1
+
+
+def pytest_configure(config):
+    """The IR verifier runs after every pass in the test suite (kiln.driver.pipeline): set before
+    kiln.config is first read, and in the environment so that subprocesses inherit it."""
+    import os
+
+    os.environ["KILN_VERIFY"] = "1"

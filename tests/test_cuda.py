@@ -364,7 +364,7 @@ def test_math_builtins(target, dt, request):
 
 def _ptx(*kernels_types):
     from kiln.codegen.nvptx import build_ptx
-    from kiln.compiler import lower_kernel
+    from kiln.driver import lower_kernel
     return build_ptx([lower_kernel(k, t) for k, t in kernels_types])
 
 

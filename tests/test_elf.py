@@ -341,17 +341,18 @@ def test_matches_mcjit(kernels_obj):
         b.close()
 
 
-def test_loader_choice(monkeypatch, kernels_obj):
+def test_loader_choice(kernels_obj):
+    from kiln import config
     from kiln.runtime import native
-    monkeypatch.delenv("KILN_LOADER", raising=False)
-    assert native.default_loader() == "elf"
-    monkeypatch.setenv("KILN_LOADER", "mcjit")
-    assert native.default_loader() == "mcjit"
-    obj = load_object(kernels_obj)
-    assert obj.loader == "mcjit"
-    obj.close()
-    monkeypatch.setenv("KILN_LOADER", "bogus")
-    with pytest.raises(ArtifactError, match="KILN_LOADER"):
+    with config.configured(loader=""):               # KILN_LOADER unset
+        assert native.default_loader() == "elf"
+    with config.configured(loader="mcjit"):
+        assert native.default_loader() == "mcjit"
+        obj = load_object(kernels_obj)
+        assert obj.loader == "mcjit"
+        obj.close()
+    bogus = config.Config.from_environ({"KILN_LOADER": " Bogus "}).loader
+    with config.configured(loader=bogus), pytest.raises(ArtifactError, match="KILN_LOADER"):
         native.default_loader()
     with pytest.raises(ArtifactError, match="loader"):
         load_object(kernels_obj, loader="dlopen")

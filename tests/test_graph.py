@@ -248,7 +248,7 @@ def test_closures_sharing_a_name_stay_distinct() -> None:
 
 
 def test_rename_pass_alone() -> None:
-    from kiln.compiler import lower_kernel
+    from kiln.driver import lower_kernel
     from kiln.ir import nodes as N
     from kiln.ir.analysis import walk
     from kiln.passes import make_names_unique

@@ -8,7 +8,7 @@ import pytest
 import kiln as kl
 from kiln.codegen import build_object, named_target
 from kiln.codegen.cpu_body import PRIVATE_LIMIT
-from kiln.compiler import lower_kernel
+from kiln.driver import lower_kernel
 from kiln.ir import nodes as N
 from kiln.passes.plan_parallel import find_array_reductions, find_reductions
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-BLOCKED = ("kiln.lang", "kiln.codegen", "kiln.compiler", "kiln.passes", "llvmlite")
+BLOCKED = ("kiln.lang", "kiln.codegen", "kiln.driver", "kiln.dispatch", "kiln.passes", "llvmlite")
 
 
 class _BlockCompiler:

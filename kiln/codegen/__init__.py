@@ -1,6 +1,6 @@
 """kiln's code generator: typed kernel IR -> LLVM IR -> optimised x86-64 ELF object bytes.
 
-    build_object(kernels, graphs, target, opt_level=3, want_asm=False) -> ObjectCode
+    build_object(kernels, graphs, target, opt_level=3, stage=None, want_asm=False) -> ObjectCode
     emit_llvm_ir(kernels, graphs=(), target=None) -> str   (unoptimised module text)
 
 The kernels must have been through kiln.passes (lower_aug_stores, fold_constants,
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kiln.codegen.cpu_module import CpuModuleEmitter
-from kiln.codegen.llvm_pipeline import optimise_and_emit
+from kiln.codegen.llvm_pipeline import StageHook, no_stage, optimise_and_emit
 from kiln.codegen.target import (
     ALLOWED_EXTERNAL_SYMBOLS,
     OBJECT_CONTRACT,
@@ -28,7 +28,7 @@ from kiln.ir.graph import GraphIR
 from kiln.ir.nodes import KernelIR
 
 __all__ = [
-    "ALLOWED_EXTERNAL_SYMBOLS", "OBJECT_CONTRACT", "ObjectCode", "TargetSpec", "build_object",
+    "ALLOWED_EXTERNAL_SYMBOLS", "OBJECT_CONTRACT", "ObjectCode", "StageHook", "TargetSpec", "build_object",
     "emit_llvm_ir", "host_target", "named_target", "object_external_symbols",
 ]
 
@@ -40,7 +40,8 @@ class ObjectCode:
     kernel_symbols: dict[str, str] = field(default_factory=dict)   # FunctionIR.name -> entry
     graph_symbols: dict[str, str] = field(default_factory=dict)    # GraphIR.name -> entry
     llvm_ir: str = ""                                              # optimised module text
-    asm: str = ""                                                  # assembly, with want_asm
+    llvm_ir_unoptimised: str = ""                                  # the emitter's module text
+    asm: str = ""                                                  # assembly, when asked for
 
 
 def _emit(kernels: Sequence[KernelIR], graphs: Sequence[GraphIR], triple: str,
@@ -61,11 +62,16 @@ def emit_llvm_ir(kernels: Sequence[KernelIR], graphs: Sequence[GraphIR] = (),
 
 
 def build_object(kernels: Sequence[KernelIR], graphs: Sequence[GraphIR], target: TargetSpec,
-                 opt_level: int = 3, want_asm: bool = False) -> ObjectCode:
-    """Compile kernels and graphs into one object; `want_asm` also returns the assembly text."""
+                 opt_level: int = 3, stage: StageHook | None = None, want_asm: bool = False) -> ObjectCode:
+    """One relocatable object for all `kernels` and `graphs`. `stage` (optional) wraps each step;
+    `want_asm` also renders the assembly text (for KILN_DUMP=asm)."""
+    stage = stage or no_stage
     tm = create_target_machine(target, opt_level)
-    me = _emit(kernels, graphs, tm.triple, str(tm.target_data))
-    out = optimise_and_emit(str(me.module), tm, opt_level=opt_level, vectorize=True, emit_object=True,
-                            want_asm=want_asm)
+    with stage("llvm emit"):
+        me = _emit(kernels, graphs, tm.triple, str(tm.target_data))
+        text = str(me.module)
+    out = optimise_and_emit(text, tm, opt_level=opt_level, vectorize=True, emit_object=True,
+                            want_asm=want_asm, stage=stage)
     return ObjectCode(blob=out.obj, target=target, kernel_symbols=dict(me.kernel_symbols),
-                      graph_symbols=dict(me.graph_symbols), llvm_ir=out.llvm_ir, asm=out.asm)
+                      graph_symbols=dict(me.graph_symbols), llvm_ir=out.llvm_ir, llvm_ir_unoptimised=text,
+                      asm=out.asm)

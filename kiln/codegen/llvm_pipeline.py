@@ -3,12 +3,23 @@ optimise it, and emit machine code (an object file or assembly text such as PTX)
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import llvmlite.binding as llvm
 
 from kiln.errors import KilnError
+
+#: how the driver watches code generation: `stage(name)` wraps each step ("llvm emit", "llvm
+#: optimise", "object emit") to time it and tag its errors (kiln.driver.pipeline)
+StageHook = Callable[[str], AbstractContextManager[object]]
+
+
+def no_stage(name: str) -> AbstractContextManager[object]:
+    return contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -22,10 +33,22 @@ class LlvmOutput:
 
 
 def optimise_and_emit(module_text: str, tm: Any, *, opt_level: int, vectorize: bool,
-                      emit_object: bool, want_asm: bool = False, who: str = "kiln.codegen") -> LlvmOutput:
+                      emit_object: bool, want_asm: bool = False, who: str = "kiln.codegen",
+                      stage: StageHook = no_stage) -> LlvmOutput:
     """Parse + verify `module_text` (a code generator bug if that fails), set the triple and data
     layout of target machine `tm`, run LLVM's O`opt_level` pipeline (loop unrolling always; loop
     and SLP vectorisation with `vectorize`), then emit an object (`emit_object`) or assembly."""
+    with stage("llvm optimise"):
+        mod = _parse_and_optimise(module_text, tm, opt_level=opt_level, vectorize=vectorize, who=who)
+    with stage("object emit"):
+        if not emit_object:
+            return LlvmOutput(str(mod), b"", tm.emit_assembly(mod))
+        obj = bytes(tm.emit_object(mod))
+        # the text as it was when the object was emitted (what kiln always reported as llvm_ir)
+        return LlvmOutput(str(mod), obj, tm.emit_assembly(mod) if want_asm else "")
+
+
+def _parse_and_optimise(module_text: str, tm: Any, *, opt_level: int, vectorize: bool, who: str) -> Any:
     try:
         mod = llvm.parse_assembly(module_text)
         mod.verify()
@@ -41,10 +64,4 @@ def optimise_and_emit(module_text: str, tm: Any, *, opt_level: int, vectorize: b
         pto.loop_unrolling = True
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)
-    if not emit_object:
-        asm = tm.emit_assembly(mod)
-        return LlvmOutput(str(mod), b"", asm)
-    obj = bytes(tm.emit_object(mod))
-    # the text as it was when the object was emitted (what kiln always reported as llvm_ir)
-    text = str(mod)
-    return LlvmOutput(text, obj, tm.emit_assembly(mod) if want_asm else "")
+    return mod

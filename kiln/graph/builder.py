@@ -1,18 +1,22 @@
 """Recording graphs: symbolic `Arg`s, `GraphBuilder`, named sequential sub-sequences.
 
 Nothing is compiled while recording; `GraphBuilder.compile()` hands the recorded dispatches to
-kiln.compiler. Type errors (an Arg of the wrong dtype for a kernel parameter, a constant out of
+the compile driver (kiln.driver) as plain data. Type errors (an Arg of the wrong dtype for a kernel parameter, a constant out of
 range) are raised at `dispatch` time, pointing at the user's call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kiln.driver import CompileRequest, DispatchSpec, GraphArgSpec, GraphSpec, resolve_targets
 from kiln.errors import ArgumentError, ArgumentValueError
+from kiln.graph.linking import compile_and_link
+from kiln.lang.kernel import Kernel
 from kiln.types import NdArrayType, ScalarType
 
 if TYPE_CHECKING:
@@ -103,18 +107,36 @@ class GraphBuilder(Sequential):
                                             f"{prev!r} and {a!r}")
         return list(seen.values())
 
+    def check(self, name: str) -> None:
+        """Raise now if this graph cannot be compiled under `name` (bad name, no dispatches,
+        conflicting Arg definitions)."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"graph name must be an identifier, got {name!r}")
+        if not self.dispatches:
+            raise ValueError(f"graph {name!r} has no dispatches")
+        self.args()
+
+    def spec(self, name: str) -> GraphSpec:
+        """The recorded graph as the driver's plain data."""
+        args = {a.name: GraphArgSpec(a.name, a.type, a.shape) for a in self.args()}
+        dispatches = tuple(DispatchSpec(d.kernel, d.param_types,
+                                        tuple(args[a.name] if isinstance(a, Arg) else a for a in d.args))
+                           for d in self.dispatches)
+        return GraphSpec(name, tuple(args.values()), dispatches)
+
     def compile(self, target: str = "host", name: str = "main", targets: list[str] | None = None,
-                cuda_archs: list[str] | None = None) -> CompiledGraph:
+                cuda_archs: list[str] | None = None, dump: str | Sequence[str] | None = None) -> CompiledGraph:
         """Compile for the host CPU (or a portable baseline such as "x86-64-v2"); `targets`
-        (e.g. ["cpu", "cuda"]) and `cuda_archs` as in `kl.Module` (docs/cuda.md)."""
-        from kiln.graph.module import Module
-        module = Module(target=target, targets=targets, cuda_archs=cuda_archs)
-        module.add_graph(name, self)
-        return module.compile().graphs[name]
+        (e.g. ["cpu", "cuda"]) and `cuda_archs` as in `kl.Module` (docs/cuda.md); `dump` as in
+        `kl.Module.compile`."""
+        self.check(name)
+        cpu_target, cuda = resolve_targets(target, targets)
+        request = CompileRequest((self.spec(name),), (), cpu_target, cuda,
+                                 None if cuda_archs is None else tuple(cuda_archs))
+        return compile_and_link(request, dump).graphs[name]
 
 
 def _record(kernel: Any, args: tuple[Any, ...]) -> RecordedDispatch:
-    from kiln.lang import Kernel
     if not isinstance(kernel, Kernel):
         raise TypeError(f"dispatch() expects a @kl.kernel, got {kernel!r}")
     annotations = kernel.annotations

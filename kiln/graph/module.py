@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from kiln.driver import CompileRequest, KernelSpec, resolve_targets
 from kiln.errors import ArgumentError
 from kiln.graph.builder import GraphBuilder
+from kiln.graph.linking import compile_and_link
+from kiln.lang.kernel import Kernel
 from kiln.types import NdArrayType, ScalarType
 
 if TYPE_CHECKING:
@@ -35,22 +39,17 @@ class Module:
         self._compiled: CompiledModule | None = None
 
     def add_graph(self, name: str, graph: GraphBuilder) -> None:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"graph name must be an identifier, got {name!r}")
         if not isinstance(graph, GraphBuilder):
             raise TypeError(f"add_graph expects a kl.GraphBuilder, got {type(graph).__name__}")
         if name in self.graphs:
             raise ValueError(f"the module already has a graph named {name!r}")
-        if not graph.dispatches:
-            raise ValueError(f"graph {name!r} has no dispatches")
-        graph.args()  # raises now on conflicting Arg definitions
+        graph.check(name)
         self.graphs[name] = graph
         self._compiled = None
 
     def add_kernel(self, kernel: Any, *param_types: ScalarType | NdArrayType, name: str | None = None) -> None:
         """Add a kernel callable on its own after loading. Generic parameters (kl.ndarray() without
         dtype or ndim) need concrete `param_types`, one per kernel parameter."""
-        from kiln.lang import Kernel
         if not isinstance(kernel, Kernel):
             raise TypeError(f"add_kernel expects a @kl.kernel, got {kernel!r}")
         name = name or kernel.name
@@ -74,17 +73,21 @@ class Module:
         self.kernels[name] = (kernel, types)
         self._compiled = None
 
-    def compile(self) -> CompiledModule:
-        """Compile everything to native code and link it into this process."""
-        if self._compiled is None:
-            from kiln.compiler import _split_targets, compile_module
-            from kiln.runtime.compiled import load_bytes
-            if _split_targets(self)[0] is None:      # CUDA only: nothing to link on the CPU
-                from kiln.runtime.cuda import load_bytes as load_cuda_bytes
-                self._compiled = load_cuda_bytes(compile_module(self), source="<compiled module>")  # type: ignore[assignment]
-            else:
-                self._compiled = load_bytes(compile_module(self), source="<compiled module>")
+    def compile(self, dump: str | Sequence[str] | None = None) -> CompiledModule:
+        """Compile everything to native code and link it into this process. `dump` ("ir,llvm",
+        or a list of "ir", "llvm", "asm", "ptx") writes those stages to KILN_DUMP_DIR
+        (docs/architecture.md); it replaces KILN_DUMP and always compiles afresh."""
+        if self._compiled is None or dump is not None:
+            self._compiled = compile_and_link(self.compile_request(), dump)
+        assert self._compiled is not None
         return self._compiled
+
+    def compile_request(self) -> CompileRequest:
+        """This module as the driver's plain-data input."""
+        cpu_target, cuda = resolve_targets(self.target, self.targets)
+        graphs = tuple(builder.spec(name) for name, builder in self.graphs.items())
+        kernels = tuple(KernelSpec(name, k, types) for name, (k, types) in self.kernels.items())
+        return CompileRequest(graphs, kernels, cpu_target, cuda, self.cuda_archs)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         self.compile().save(path)

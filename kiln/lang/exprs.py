@@ -13,6 +13,7 @@ import numpy as np
 from kiln.ir import nodes as ir
 from kiln.ir.builtins import BUILTINS, as_float
 from kiln.lang.builtins_py import PY_ALIASES, BuiltinStub
+from kiln.lang.callables import Compilable, Func
 from kiln.lang.transformer import ASTTransformer, LocalVar, LoopCtx, NameResolver, Scope
 from kiln.lang.values import (
     LangError,
@@ -47,7 +48,7 @@ from kiln.types import (
 )
 
 if TYPE_CHECKING:
-    from kiln.lang.kernel import CompileContext
+    from kiln.lang.function import CompileContext
 
 _BINOPS: dict[type, ir.BinaryOp] = {
     ast.Add: ir.BinaryOp.ADD, ast.Sub: ir.BinaryOp.SUB, ast.Mult: ir.BinaryOp.MUL,
@@ -334,7 +335,6 @@ class ExprMixin(ASTTransformer):
         if not isinstance(fv, Static):
             raise type_error(f"{describe(fv)} is not callable")
         obj = fv.obj
-        from kiln.lang.kernel import Func, Kernel
         if isinstance(obj, BuiltinStub):
             return self.stub_call(obj, node)
         if id(obj) in PY_ALIASES:
@@ -356,7 +356,7 @@ class ExprMixin(ASTTransformer):
             return self.cast(self.scalar(node.args[0]), target, self.loc(node))
         if isinstance(obj, Func):
             return self.func_call(obj, node)
-        if isinstance(obj, Kernel):
+        if isinstance(obj, Compilable):  # not a Func: a kernel
             raise LangError(f"cannot call kernel '{obj.name}' from a kernel or func; make it a @kl.func")
         raise LangError(f"cannot call '{_obj_name(obj)}' inside a kernel")
 

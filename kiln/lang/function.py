@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import TYPE_CHECKING
 
 from kiln.errors import KernelError
 from kiln.ir import nodes as ir
+from kiln.lang.callables import Compilable, Func
 from kiln.lang.stmts import StmtMixin, always_returns
 from kiln.lang.transformer import LoopCtx, NameResolver, Scope, SourceInfo
 from kiln.lang.values import LangError, Value
 from kiln.types import NdArrayType, ScalarType
-
-if TYPE_CHECKING:
-    from kiln.lang.kernel import CompileContext, _Compilable
 
 
 def mangle(qualname: str, types: tuple[ScalarType | NdArrayType, ...]) -> str:
@@ -25,7 +22,7 @@ def mangle(qualname: str, types: tuple[ScalarType | NdArrayType, ...]) -> str:
 
 
 class FunctionCompiler(StmtMixin):
-    def __init__(self, obj: _Compilable, ctx: CompileContext, types: tuple[ScalarType | NdArrayType, ...],
+    def __init__(self, obj: Compilable, ctx: CompileContext, types: tuple[ScalarType | NdArrayType, ...],
                  is_kernel: bool) -> None:
         self.obj = obj
         self.src: SourceInfo = obj._source_info()
@@ -75,3 +72,41 @@ class FunctionCompiler(StmtMixin):
         return ir.FunctionIR(name=name, params=tuple(params), ret=self.ret,
                              locals=tuple(self.local_decls.items()), body=tuple(body),
                              loc=self.loc(fdef), is_kernel=self.is_kernel)
+
+
+class CompileContext:
+    """State of one kernel compilation: func specialisations (callees first) and the call stack
+    used to detect recursion."""
+
+    def __init__(self) -> None:
+        self.done: dict[tuple[int, tuple[ScalarType | NdArrayType, ...]], ir.FunctionIR] = {}
+        self.order: list[ir.FunctionIR] = []
+        self.stack: list[Func] = []
+        self.names: set[str] = set()
+
+    def unique_name(self, base: str) -> str:
+        name, n = base, 1
+        while name in self.names:
+            n += 1
+            name = f"{base}_{n}"
+        self.names.add(name)
+        return name
+
+    def specialize_func(self, func: Func, types: tuple[ScalarType | NdArrayType, ...]) -> ir.FunctionIR:
+        key = (id(func), types)
+        fir = self.done.get(key)
+        if fir is not None:
+            return fir
+        if any(f is func for f in self.stack):
+            chain = " -> ".join(f.name for f in self.stack[self.stack.index(func):]) + f" -> {func.name}"
+            raise LangError(f"recursive call to func '{func.name}' is not supported ({chain})")
+        func._source_info()
+        self.stack.append(func)
+        try:
+            fir = FunctionCompiler(func, self, types, is_kernel=False).compile(
+                self.unique_name(mangle(func.qualname, types)))
+        finally:
+            self.stack.pop()
+        self.done[key] = fir
+        self.order.append(fir)
+        return fir

@@ -7,7 +7,7 @@ from typing import Any
 
 from kiln.ir import nodes as ir
 from kiln.lang.builtins_py import BuiltinStub
-from kiln.lang.exprs import ExprMixin, as_scalar_type
+from kiln.lang.exprs import _BINOPS, ExprMixin, as_scalar_type
 from kiln.lang.transformer import LocalVar, LoopCtx
 from kiln.lang.values import (
     LangError,
@@ -156,7 +156,6 @@ class StmtMixin(ExprMixin):
         return self.assign_name(node.target.id, self.visit(node.value), self.loc(node), ann=t)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> Stmts:
-        from kiln.lang.exprs import _BINOPS
         loc = self.loc(node)
         op = _BINOPS.get(type(node.op))
         if op is None:

@@ -1,4 +1,5 @@
-"""IR-to-IR passes run by the compiler between the front end and the code generator."""
+"""IR-to-IR passes between the front end and the code generator; the driver runs them in the
+order of `kiln.driver.pipeline.IR_PASSES` (the pass manager: timing, dumps, verify after each)."""
 
 from kiln.passes.fold_constants import fold_constants, fold_function
 from kiln.passes.lower_aug_stores import lower_aug_stores

@@ -8,11 +8,11 @@ variable KILN_LOADER=elf|mcjit overrides the choice.
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
 import sys
 from typing import Any
 
+from kiln import config
 from kiln.errors import ArtifactError
 
 __all__ = ["ENTRY_TYPE", "default_loader", "get_global", "load_object", "make_entry", "set_global"]
@@ -25,7 +25,7 @@ LOADERS = ("elf", "mcjit")
 
 def default_loader() -> str:
     """The loader `load_object(..., loader="auto")` uses on this host."""
-    env = os.environ.get("KILN_LOADER", "").strip().lower()
+    env = config.current().loader
     if env:
         if env not in LOADERS and env != "auto":
             raise ArtifactError(f"KILN_LOADER={env!r}: expected one of {', '.join(LOADERS)}")

@@ -13,6 +13,8 @@ import os
 import weakref
 from typing import Any
 
+from kiln import config
+
 _GOMP_NAMES = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
 _GLOBALS = ("kiln_rt_gomp_parallel", "kiln_rt_omp_get_thread_num", "kiln_rt_omp_get_num_threads")
 
@@ -21,7 +23,7 @@ _attached: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _default_threads() -> int:
-    env = os.environ.get("KILN_NUM_THREADS", "").strip()
+    env = config.current().num_threads
     if env:
         try:
             n = int(env)

@@ -1,0 +1,138 @@
+"""kiln's configuration: every environment variable and knob, read once into one frozen object.
+
+`current()` is the configuration in force: read from the environment the first time it is asked
+for, then fixed. `configured(**changes)` swaps in a modified copy for a `with` block (tests, the
+docs generator). docs/configuration.md is generated from `SETTINGS` (tools/gen_config_doc.py;
+tests/test_config.py checks it is in sync).
+
+Deliberately not a `@dataclass`: the runtime reads this module in every process that loads a
+.kiln file, and a dataclass costs about a millisecond to define (see kiln/_record.py). Values the
+consumers validate themselves (thread count, loader, device) are kept as the stripped text of
+the variable, so a bad value raises the consumer's own error where it is used, not at import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+#: the stages `KILN_DUMP` can name (one file per kernel or module and stage)
+DUMP_KINDS = ("ir", "llvm", "asm", "ptx")
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _lower_text(raw: str) -> str:
+    return raw.strip().lower()
+
+
+def _flag(raw: str) -> bool:
+    return raw.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(n for n in (p.strip().lower() for p in raw.split(",")) if n)
+
+
+class Setting:
+    """One configuration entry: the field, its environment variable, default, parser and doc."""
+
+    __slots__ = ("field", "env", "default", "parse", "doc")
+
+    def __init__(self, field: str, env: str, default: Any, parse: Callable[[str], Any], doc: str) -> None:
+        self.field = field
+        self.env = env
+        self.default = default
+        self.parse = parse
+        self.doc = doc
+
+
+#: every setting, in the order of the documentation table
+SETTINGS: tuple[Setting, ...] = (
+    Setting("num_threads", "KILN_NUM_THREADS", "", _text,
+            "CPU threads for parallel loops (a positive integer); empty: the CPUs this process may use. "
+            "`kl.set_num_threads` changes it at run time."),
+    Setting("device", "KILN_DEVICE", "cpu", lambda raw: _lower_text(raw) or "cpu",
+            "where direct kernel calls run at start-up: `cpu` or `cuda` (`kl.set_device` changes it)."),
+    Setting("loader", "KILN_LOADER", "", _lower_text,
+            "object loader: `elf` (kiln's own, Linux x86-64), `mcjit` (llvmlite) or `auto`/empty "
+            "(elf where it works, else mcjit)."),
+    Setting("dump", "KILN_DUMP", (), _names,
+            "comma-separated compile stages to write to files: `ir` (IR after the front end and after "
+            "each pass), `llvm` (LLVM IR before and after optimisation), `asm`, `ptx`."),
+    Setting("dump_dir", "KILN_DUMP_DIR", "kiln_dump", lambda raw: raw.strip() or "kiln_dump",
+            "folder for `KILN_DUMP` files (created when needed)."),
+    Setting("timing", "KILN_TIMING", False, _flag,
+            "`1`: print a table of the time spent in each compile stage to stderr after each compile."),
+    Setting("verify", "KILN_VERIFY", False, _flag,
+            "`1`: run the IR verifier after every pass (always on under pytest); otherwise it runs "
+            "once, after the last pass."),
+)
+
+
+class Config:
+    """The settings in force (frozen: use `replace` or `configured` for a changed copy)."""
+
+    __slots__ = tuple(s.field for s in SETTINGS)
+
+    num_threads: str
+    device: str
+    loader: str
+    dump: tuple[str, ...]
+    dump_dir: str
+    timing: bool
+    verify: bool
+
+    def __init__(self, **values: Any) -> None:
+        unknown = set(values) - set(self.__slots__)
+        if unknown:
+            raise TypeError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
+        for s in SETTINGS:
+            object.__setattr__(self, s.field, values.get(s.field, s.default))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("kiln.config.Config is frozen; use replace() or configured()")
+
+    def replace(self, **changes: Any) -> Config:
+        return Config(**{**{f: getattr(self, f) for f in self.__slots__}, **changes})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, f) for f in self.__slots__))
+
+    def __repr__(self) -> str:
+        return "Config(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__) + ")"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if environ is None else environ
+        return cls(**{s.field: s.parse(env[s.env]) for s in SETTINGS if s.env in env})
+
+
+_current: Config | None = None
+
+
+def current() -> Config:
+    """The configuration in force (read from the environment on first use)."""
+    global _current
+    if _current is None:
+        _current = Config.from_environ()
+    return _current
+
+
+@contextmanager
+def configured(**changes: Any) -> Iterator[Config]:
+    """Run a `with` block under a changed configuration, restored afterwards."""
+    global _current
+    saved = current()
+    _current = saved.replace(**changes)
+    try:
+        yield _current
+    finally:
+        _current = saved

@@ -1,0 +1,158 @@
+"""Direct kernel calls: `saxpy(2.0, x, y)` compiles once per argument types, then reuses the code.
+
+`kl.kernel` makes a `DirectKernel`: the front end's `Kernel` plus `__call__`. The dispatcher sits
+above the compile driver and the runtimes; the front end knows nothing about it.
+
+The current device of direct calls lives here and only here (`_device`, read through
+`current_device()`, changed by `set_device`); it starts as `KILN_DEVICE` (kiln.config).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from kiln import config
+from kiln.driver import CompileRequest, KernelSpec, ParamTypes
+from kiln.errors import ArgumentError
+from kiln.graph.linking import compile_and_link
+from kiln.lang.kernel import Kernel
+from kiln.types import SCALARS_BY_NAME, NdArrayType, ScalarType, from_numpy
+
+DEVICES = ("cpu", "cuda")
+
+#: where direct kernel calls run: "cpu" or "cuda" (kl.set_device; env KILN_DEVICE)
+_device: str = config.current().device
+
+
+def set_device(device: str) -> None:
+    """Run direct kernel calls (`saxpy(2.0, x, y)`) on "cpu" (default) or "cuda", like Taichi's
+    `ti.init(arch=...)`. Graphs choose their targets at compile time and are not affected. On
+    "cuda", numpy arguments are copied to the GPU and back (docs/cuda.md) and device arrays
+    (PyTorch, CuPy) are used in place."""
+    global _device
+    if device not in DEVICES:
+        raise ValueError(f"set_device: expected 'cpu' or 'cuda', got {device!r}")
+    _device = device
+
+
+def current_device() -> str:
+    return _device
+
+
+class DirectKernel(Kernel):
+    """A `@kl.kernel`: the front end's Kernel, callable directly on arrays.
+
+    The compiled code is cached on the kernel object, so it dies with it: `_call_cache` maps
+    (device, parameter types) to a compiled kernel; `_fixed` short-cuts fully annotated kernels,
+    which have one specialisation per device.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__(fn)
+        self._call_cache: dict[tuple[str, ParamTypes], Any] = {}
+        self._fixed: tuple[str, Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fixed = self._fixed
+        if fixed is not None and fixed[0] == _device:
+            # compiled already for this device, one specialisation: the runtime checks the args
+            return fixed[1](*args, **kwargs)
+        return call_kernel(self, args, kwargs)
+
+
+def kernel(fn: Callable[..., Any]) -> DirectKernel:
+    """Decorator: compile `fn` as a kiln kernel (its outermost for loop runs in parallel)."""
+    return DirectKernel(fn)
+
+
+def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    device = _device
+    if device not in DEVICES:
+        raise ValueError(f"KILN_DEVICE must be 'cpu' or 'cuda', got {device!r}")
+    fixed = kernel._fixed
+    if fixed is not None and fixed[0] == device:
+        # Fully annotated kernels have one specialisation: go straight to the runtime binder,
+        # which checks every argument (dtype, ndim, contiguity, ranges) before running.
+        fixed[1](*args, **kwargs)
+        return
+    bound = _bind(kernel, args, kwargs)
+    names = kernel.param_names
+    types = tuple(_type_of(kernel, n, ann, bound[n]) for n, ann in zip(names, kernel.annotations))
+    compiled = kernel._call_cache.get((device, types))
+    if compiled is None:
+        compiled = _compile_direct(kernel, types, device)
+        kernel._call_cache[(device, types)] = compiled
+        if all(isinstance(a, ScalarType) or a.is_concrete for a in kernel.annotations):
+            kernel._fixed = (device, compiled)
+    compiled.run(bound)
+
+
+def _compile_direct(kernel: Kernel, types: ParamTypes, device: str) -> Any:
+    """Compile one specialisation for `device` and link it in this process."""
+    # __name__ is an identifier except for lambdas and the like, which cannot be kernels
+    spec = KernelSpec(kernel.name, kernel, types)
+    request = (CompileRequest(kernels=(spec,), cpu_target=None, cuda=True) if device == "cuda"
+               else CompileRequest(kernels=(spec,), cpu_target="host"))
+    return compile_and_link(request).kernels[kernel.name]
+
+
+def _bind(kernel: Kernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    names = kernel.param_names
+    if len(args) > len(names):
+        raise ArgumentError(f"kernel {kernel.name!r} takes {len(names)} arguments, got {len(args)}")
+    bound = dict(zip(names, args))
+    for k, v in kwargs.items():
+        if k not in names:
+            raise ArgumentError(f"kernel {kernel.name!r} has no parameter {k!r}; parameters: {', '.join(names)}")
+        if k in bound:
+            raise ArgumentError(f"kernel {kernel.name!r}: argument {k!r} given twice")
+        bound[k] = v
+    missing = [n for n in names if n not in bound]
+    if missing:
+        raise ArgumentError(f"kernel {kernel.name!r}: missing argument{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(map(repr, missing))}")
+    return bound
+
+
+def _type_of(kernel: Kernel, name: str, ann: ScalarType | NdArrayType, value: Any) -> ScalarType | NdArrayType:
+    """The concrete parameter type for a direct call; arrays must match the annotation exactly
+    (no conversion), detailed value checks happen in the runtime binder."""
+    if isinstance(ann, ScalarType):
+        return ann
+    where = f"kernel {kernel.name!r}: argument {name!r}"
+    if not isinstance(value, np.ndarray):
+        if hasattr(value, "__cuda_array_interface__") or hasattr(value, "__dlpack__"):
+            return _device_array_type(where, ann, value)
+        raise ArgumentError(f"{where}: expected a numpy.ndarray ({ann!r}), got {type(value).__name__}")
+    dt = from_numpy(value.dtype)
+    if dt is None:
+        raise ArgumentError(f"{where}: dtype {value.dtype} is not supported by kiln")
+    if ann.dtype is not None and ann.dtype != dt:
+        raise ArgumentError(f"{where}: expected dtype {ann.dtype.name}, got {value.dtype} (kiln never converts arrays)")
+    if ann.ndim is not None and ann.ndim != value.ndim:
+        raise ArgumentError(f"{where}: expected a {ann.ndim}-D array, got {value.ndim}-D with shape {value.shape}")
+    if not 1 <= value.ndim <= 8:
+        raise ArgumentError(f"{where}: arrays of {value.ndim} dimensions are not supported (1..8)")
+    return NdArrayType(dt, value.ndim)
+
+
+def _device_array_type(where: str, ann: NdArrayType, value: Any) -> NdArrayType:
+    """The parameter type of a GPU array argument (its dtype and ndim, from CAI or DLPack)."""
+    # lazy: the CUDA runtime is imported only when a device array is passed
+    from kiln.runtime.cuda import device_array
+
+    info = device_array(value)
+    if info is None:
+        raise ArgumentError(f"{where}: expected a numpy array or a CUDA device array, got {type(value).__name__}")
+    _, shape, dtype_name, _, _ = info
+    dt = SCALARS_BY_NAME.get(dtype_name)
+    if dt is None:
+        raise ArgumentError(f"{where}: dtype {dtype_name} is not supported by kiln")
+    if ann.dtype is not None and ann.dtype != dt:
+        raise ArgumentError(f"{where}: expected dtype {ann.dtype.name}, got {dtype_name} (kiln never converts arrays)")
+    if ann.ndim is not None and ann.ndim != len(shape):
+        raise ArgumentError(f"{where}: expected a {ann.ndim}-D array, got {len(shape)}-D with shape {shape}")
+    return NdArrayType(dt, len(shape))

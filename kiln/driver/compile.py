@@ -1,0 +1,233 @@
+"""The compile driver: a `CompileRequest` (plain data) in, a .kiln file's bytes out.
+
+`compile_program` reads as the list of stages every compilation goes through. The result is
+always the serialized file, and the runtime links it from those bytes, so a graph run right after
+`compile()` executes exactly what a later `kiln.load()` of the saved file executes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from kiln import config, passes
+from kiln._version import KILN_VERSION
+from kiln.abi import layout_params
+from kiln.artifact import container
+from kiln.artifact.manifest import (
+    Binding,
+    DispatchInfo,
+    GraphInfo,
+    KernelInfo,
+    Manifest,
+    ParamInfo,
+    TargetInfo,
+)
+from kiln.driver.pipeline import CompileOptions, Pipeline
+from kiln.driver.request import CompileRequest, GraphArgSpec, GraphSpec, ParamTypes
+from kiln.ir.analysis import array_access
+from kiln.ir.graph import ArgBinding, ConstBinding, Dispatch, GraphIR
+from kiln.ir.nodes import KernelIR
+from kiln.ir.printer import format_graph
+from kiln.types import ScalarType
+
+
+def compile_program(request: CompileRequest, options: CompileOptions | None = None) -> bytes:
+    """Compile every graph and kernel of `request` for its targets; return the file's bytes."""
+    pipe = Pipeline(options or CompileOptions.from_config(config.current()))
+    unit = _unit_name(request)
+    # 1. Front end and IR passes, once per distinct (kernel, parameter types), whatever uses it.
+    lowering = _Lowering(pipe)
+    # 2. Graph IR: every dispatch bound to graph params or baked-in constants.
+    graphs = [_graph_ir(g, lowering) for g in request.graphs]
+    for g in graphs:
+        pipe.dump("ir", g.name, "graph", functools.partial(format_graph, g))
+    exported = {k.name: lowering.kernel_ir(k.kernel, k.param_types).kernel.name for k in request.kernels}
+    kernels = lowering.unique_kernels()
+    # 3. Native code: one object for all kernels and graph entry points (CPU), PTX + cubins (CUDA).
+    out = _NativeOutputs(kernels, graphs)
+    if request.cpu_target is not None:
+        _build_cpu(pipe, unit, request.cpu_target, kernels, graphs, out)
+    cuda_doc = _build_cuda(pipe, unit, kernels, request.cuda_archs, out) if request.cuda else None
+    # 4. Manifest + container.
+    with pipe.stage("pack"):
+        doc = _manifest(request, graphs, kernels, lowering, exported, out).to_json()
+        if cuda_doc is not None:
+            doc["cuda"] = cuda_doc      # optional launch data (docs/format.md, "CUDA targets")
+        data = container.pack(doc, out.blobs)
+    pipe.report()
+    return data
+
+
+def lower_kernel(kernel: Any, param_types: ParamTypes, options: CompileOptions | None = None) -> KernelIR:
+    """Front end and IR passes for one kernel specialisation (kiln.driver.pipeline.IR_PASSES)."""
+    pipe = Pipeline(options or CompileOptions.from_config(config.current()))
+    return pipe.lower(kernel.qualname, lambda: kernel.specialize(param_types))
+
+
+class _Lowering:
+    """The lowered IR of each (kernel, types) compiled so far; kernels and funcs that share a name
+    but differ (closures of one factory) get distinct names."""
+
+    def __init__(self, pipe: Pipeline) -> None:
+        self.pipe = pipe
+        self.lowered: dict[tuple[int, ParamTypes], KernelIR] = {}
+
+    def kernel_ir(self, kernel: Any, types: ParamTypes) -> KernelIR:
+        key = (id(kernel), types)
+        if key not in self.lowered:
+            kir = self.pipe.lower(kernel.qualname, lambda: kernel.specialize(types))
+            self.lowered[key] = passes.make_names_unique([*self.lowered.values(), kir])[-1]
+        return self.lowered[key]
+
+    def by_name(self) -> dict[str, KernelIR]:
+        return {k.kernel.name: k for k in self.lowered.values()}
+
+    def unique_kernels(self) -> list[KernelIR]:
+        """Each compiled kernel once (several (kernel, types) keys may lower to the same IR)."""
+        return list(self.by_name().values())
+
+
+def _graph_ir(g: GraphSpec, lowering: _Lowering) -> GraphIR:
+    dispatches = []
+    for d in g.dispatches:
+        kir = lowering.kernel_ir(d.kernel, d.param_types)
+        bindings = tuple(ArgBinding(a.name) if isinstance(a, GraphArgSpec) else ConstBinding(_const(a, t), t)  # type: ignore[arg-type]
+                         for a, t in zip(d.args, d.param_types))
+        dispatches.append(Dispatch(kir.kernel.name, bindings))
+    return GraphIR(g.name, tuple((a.name, a.type) for a in g.args), tuple(dispatches))
+
+
+class _NativeOutputs:
+    """What code generation produces for the manifest: targets, blobs and entry symbols."""
+
+    def __init__(self, kernels: Sequence[KernelIR], graphs: Sequence[GraphIR]) -> None:
+        self.targets: list[TargetInfo] = []
+        self.blobs: dict[str, bytes] = {}
+        self.kernel_entries: dict[str, dict[str, str]] = {k.kernel.name: {} for k in kernels}
+        self.graph_entries: dict[str, dict[str, str]] = {g.name: {} for g in graphs}
+
+
+def _build_cpu(pipe: Pipeline, unit: str, cpu_target: str, kernels: Sequence[KernelIR],
+               graphs: Sequence[GraphIR], out: _NativeOutputs) -> None:
+    """One x86-64/aarch64 ELF object for every kernel and graph entry point."""
+    # lazy: LLVM (llvmlite) is imported by the first compile, not when kernels or graphs are defined
+    from kiln import codegen
+
+
+    target = codegen.named_target(cpu_target)
+    obj = codegen.build_object(kernels, graphs, target, stage=pipe.stage, want_asm="asm" in pipe.options.dump)
+    pipe.dump("llvm", unit, "llvm_emit", lambda: obj.llvm_ir_unoptimised)
+    pipe.dump("llvm", unit, "llvm_optimise", lambda: obj.llvm_ir)
+    pipe.dump("asm", unit, "object_emit", lambda: obj.asm)
+    out.targets.append(TargetInfo("cpu", "cpu", target.arch, target.triple, target.cpu, target.features, ("cpu.o",)))
+    out.blobs["cpu.o"] = obj.blob
+    for k in kernels:
+        out.kernel_entries[k.kernel.name]["cpu"] = obj.kernel_symbols[k.kernel.name]
+    for g in graphs:
+        out.graph_entries[g.name]["cpu"] = obj.graph_symbols[g.name]
+
+
+def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: Sequence[str] | None,
+                out: _NativeOutputs) -> dict[str, Any]:
+    """PTX for every kernel, cubins for `archs` when nvJitLink is importable (kiln.codegen.nvptx);
+    returns the manifest's CUDA launch section."""
+    # lazy, as above; modules rather than names because tests replace their functions
+    from kiln.codegen import cuda_link, nvptx
+
+    with pipe.stage("ptx"):
+        ptx = nvptx.build_ptx(kernels)
+    pipe.dump("ptx", unit, "ptx", lambda: ptx.ptx)
+    archs = tuple(nvptx.DEFAULT_CUBIN_ARCHS if archs is None else archs)
+    names = ["cuda.ptx"]
+    out.blobs["cuda.ptx"] = ptx.ptx.encode()
+    why = cuda_link.nvjitlink_available() if archs else "no cubin architectures were asked for"
+    built: list[str] = []
+    if why is None:
+        for arch in archs:
+            with pipe.stage("cubin link"):
+                out.blobs[f"cuda.{arch}.cubin"] = cuda_link.link_cubin(ptx.ptx, arch)
+            names.append(f"cuda.{arch}.cubin")
+            built.append(arch)
+    out.targets.append(TargetInfo("cuda", "cuda", "nvptx64", "nvptx64-nvidia-cuda", ptx.arch, nvptx.DEFAULT_PTX_FEATURES,
+                                  tuple(names)))
+    for k in kernels:
+        out.kernel_entries[k.kernel.name]["cuda"] = ptx.launches[k.kernel.name][0].entry
+    doc: dict[str, Any] = {
+        "block_size": nvptx.BLOCK_SIZE,
+        "ptx": "cuda.ptx",
+        "cubins": {arch: f"cuda.{arch}.cubin" for arch in built},
+        "launches": {name: [ln.to_json() for ln in ls] for name, ls in ptx.launches.items()},
+    }
+    if why is not None:
+        doc["cubins_missing"] = why
+        if archs:
+            warnings.warn(f"kiln: the cuda target holds PTX only (no cubins for {', '.join(archs)}): {why}. "
+                          "Loading it costs a driver JIT (~0.1 s); pip install 'kiln[cuda]' to link cubins "
+                          "ahead of time.", stacklevel=5)  # the caller of GraphBuilder/Module.compile
+    else:
+        doc["nvjitlink"] = cuda_link.nvjitlink_version()
+    return doc
+
+
+def _manifest(request: CompileRequest, graphs: Sequence[GraphIR], kernels: Sequence[KernelIR],
+              lowering: _Lowering, exported: dict[str, str], out: _NativeOutputs) -> Manifest:
+    by_name = lowering.by_name()
+    return Manifest(
+        format_version=(container.FORMAT_MAJOR, container.FORMAT_MINOR),
+        kiln_version=KILN_VERSION,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        targets=tuple(out.targets),
+        kernels={k.kernel.name: _kernel_info(k, out.kernel_entries[k.kernel.name]) for k in kernels},
+        graphs={g.name: GraphInfo(g.name, _graph_param_infos(spec.args, g, by_name),
+                                  tuple(_dispatch_info(d) for d in g.dispatches), out.graph_entries[g.name])
+                for spec, g in zip(request.graphs, graphs)},
+        exported_kernels=exported,
+    )
+
+
+def _dispatch_info(d: Dispatch) -> DispatchInfo:
+    return DispatchInfo(d.kernel, tuple(Binding("arg", arg=b.name) if isinstance(b, ArgBinding)
+                                        else Binding("const", value=b.value, dtype=b.type.name)
+                                        for b in d.bindings))
+
+
+def _unit_name(request: CompileRequest) -> str:
+    """The name of the dump files of module-wide stages (LLVM IR, assembly, PTX)."""
+    names = [g.name for g in request.graphs] + [k.name for k in request.kernels]
+    return "+".join(names) or "module"
+
+
+def _const(value: Any, t: ScalarType) -> bool | int | float:
+    if t.is_bool:
+        return bool(value)
+    if t.is_int:
+        return int(value)
+    return float(value)
+
+
+def _kernel_info(kir: KernelIR, entries: dict[str, str]) -> KernelInfo:
+    access = array_access(kir)
+    layout = layout_params([(p.name, p.type) for p in kir.kernel.params])
+    params = tuple(ParamInfo(lay, access.get(lay.name, "none")) for lay in layout)
+    return KernelInfo(kir.kernel.name, kir.display_name or kir.kernel.name, params, entries)
+
+
+def _graph_param_infos(args: Sequence[GraphArgSpec], g: GraphIR, by_ir: dict[str, KernelIR]) -> tuple[ParamInfo, ...]:
+    modes: dict[str, set[str]] = {a.name: set() for a in args}
+    for d in g.dispatches:
+        kir = by_ir[d.kernel]
+        access = array_access(kir)
+        for p, b in zip(kir.kernel.params, d.bindings):
+            if isinstance(b, ArgBinding) and p.name in access:
+                modes[b.name].update({"readwrite": ("read", "write")}.get(access[p.name], (access[p.name],)))
+    layout = layout_params([(a.name, a.type) for a in args])
+    out = []
+    for a, lay in zip(args, layout):
+        m = modes[a.name] - {"none"}
+        acc = "readwrite" if m == {"read", "write"} else next(iter(m)) if m else "none"
+        out.append(ParamInfo(lay, acc if lay.kind == "ndarray" else "read", a.shape))
+    return tuple(out)

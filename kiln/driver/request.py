@@ -1,0 +1,81 @@
+"""What the driver compiles, as plain data: kernels with their parameter types, recorded graphs,
+and targets. The graph layer (`GraphBuilder`, `Module`) and the direct-call dispatcher build a
+`CompileRequest`; the driver never sees their classes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kiln.errors import TargetError
+from kiln.types import NdArrayType, ScalarType
+
+ParamTypes = tuple[ScalarType | NdArrayType, ...]
+ShapeDim = int | str | None
+
+
+@dataclass(frozen=True)
+class GraphArgSpec:
+    """A named graph argument (a `kl.Arg`): its type and, for arrays, the shape checked at run time."""
+
+    name: str
+    type: ScalarType | NdArrayType
+    shape: tuple[ShapeDim, ...] | None = None
+
+
+@dataclass(frozen=True)
+class DispatchSpec:
+    """One recorded launch: the kernel object (kiln.lang.Kernel), its parameter types, and per
+    parameter either the graph argument bound to it or a constant baked into the graph."""
+
+    kernel: Any
+    param_types: ParamTypes
+    args: tuple[GraphArgSpec | bool | int | float, ...]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    args: tuple[GraphArgSpec, ...]           # in order of first use
+    dispatches: tuple[DispatchSpec, ...]
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A kernel exported on its own under `name` (callable after loading)."""
+
+    name: str
+    kernel: Any
+    param_types: ParamTypes
+
+
+@dataclass(frozen=True)
+class CompileRequest:
+    graphs: tuple[GraphSpec, ...] = ()
+    kernels: tuple[KernelSpec, ...] = ()
+    cpu_target: str | None = "host"          # a CPU target name, or None: no CPU code
+    cuda: bool = False                       # also build PTX (+ cubins) for CUDA
+    cuda_archs: tuple[str, ...] | None = None
+
+
+def resolve_targets(target: str, targets: Sequence[Any] | None) -> tuple[str | None, bool]:
+    """(CPU target name or None, whether to build CUDA) from a `targets` list such as
+    ["cpu", "cuda"]; None means the CPU target `target` alone."""
+    if targets is None:
+        return target, False
+    cpu: str | None = None
+    cuda = False
+    for t in targets:
+        if t == "cuda":
+            cuda = True
+        elif t == "cpu":
+            cpu = target
+        elif isinstance(t, str) and cpu is None:
+            cpu = t                       # a CPU target name ("host", "x86-64-v2", ...)
+        else:
+            raise TargetError(f"unknown or repeated target {t!r} in targets={list(targets)!r}; "
+                              "use 'cpu' (or a CPU target name) and/or 'cuda'")
+    if cpu is None and not cuda:
+        raise TargetError("targets=[] names no target")
+    return cpu, cuda
