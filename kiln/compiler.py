@@ -146,6 +146,7 @@ def _split_targets(module: Module) -> tuple[str | None, bool]:
 def _build_cuda(kernels: Sequence[KernelIR], archs: Sequence[str] | None, tinfos: list[TargetInfo],
                 blobs: dict[str, bytes], kentries: dict[str, dict[str, str]]) -> dict[str, Any]:
     """PTX for every kernel, cubins for `archs` when nvJitLink is importable (kiln.codegen.nvptx)."""
+    from kiln.artifact.manifest import CudaLaunch, CudaSection
     from kiln.codegen.cuda_link import link_cubin, nvjitlink_available, nvjitlink_version
     from kiln.codegen.nvptx import BLOCK_SIZE, DEFAULT_CUBIN_ARCHS, DEFAULT_PTX_FEATURES, build_ptx
 
@@ -164,24 +165,17 @@ def _build_cuda(kernels: Sequence[KernelIR], archs: Sequence[str] | None, tinfos
                              tuple(names)))
     for k in kernels:
         kentries[k.kernel.name]["cuda"] = ptx.launches[k.kernel.name][0].entry
-    doc: dict[str, Any] = {
-        "block_size": BLOCK_SIZE,
-        "ptx": "cuda.ptx",
-        "cubins": {arch: f"cuda.{arch}.cubin" for arch in built},
-        "launches": {name: [ln.to_json() for ln in ls] for name, ls in ptx.launches.items()},
-    }
-    if why is not None:
-        doc["cubins_missing"] = why
-        if archs:
-            import warnings
-            warnings.warn(f"kiln: the cuda target holds PTX only (no cubins for {', '.join(archs)}): {why}. "
-                          "Loading it costs a driver JIT (~0.1 s); pip install 'kiln[cuda]' to link cubins "
-                          "ahead of time.", stacklevel=4)
-    else:
-        doc["nvjitlink"] = nvjitlink_version()
-    return doc
-
-
+    if why is not None and archs:
+        import warnings
+        warnings.warn(f"kiln: the cuda target holds PTX only (no cubins for {', '.join(archs)}): {why}. "
+                      "Loading it costs a driver JIT (~0.1 s); pip install 'kiln[cuda]' to link cubins "
+                      "ahead of time.", stacklevel=4)
+    section = CudaSection(
+        block_size=BLOCK_SIZE, ptx="cuda.ptx", cubins={arch: f"cuda.{arch}.cubin" for arch in built},
+        launches={name: tuple(CudaLaunch(ln.entry, ln.mode, None if ln.count is None else tuple(
+            tuple(dim) for dim in ln.count), ln.waves) for ln in ls) for name, ls in ptx.launches.items()},
+        cubins_missing=why, nvjitlink=nvjitlink_version() if why is None else None)
+    return section.to_json()    # the manifest's typed `cuda` section (kiln.artifact.manifest)
 
 
 def _const(value: Any, t: ScalarType) -> bool | int | float:
@@ -269,23 +263,9 @@ def call_kernel(kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> N
 
 
 def _bind(kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    from kiln.errors import ArgumentError
+    from kiln.runtime.binding import bind_call_arguments
 
-    names = kernel.param_names
-    if len(args) > len(names):
-        raise ArgumentError(f"kernel {kernel.name!r} takes {len(names)} arguments, got {len(args)}")
-    bound = dict(zip(names, args))
-    for k, v in kwargs.items():
-        if k not in names:
-            raise ArgumentError(f"kernel {kernel.name!r} has no parameter {k!r}; parameters: {', '.join(names)}")
-        if k in bound:
-            raise ArgumentError(f"kernel {kernel.name!r}: argument {k!r} given twice")
-        bound[k] = v
-    missing = [n for n in names if n not in bound]
-    if missing:
-        raise ArgumentError(f"kernel {kernel.name!r}: missing argument{'s' if len(missing) > 1 else ''} "
-                            f"{', '.join(map(repr, missing))}")
-    return bound
+    return bind_call_arguments(f"kernel {kernel.name!r}", tuple(kernel.param_names), args, kwargs)
 
 
 def _type_of(kernel: Any, name: str, ann: ScalarType | NdArrayType, value: Any) -> ScalarType | NdArrayType:
@@ -294,7 +274,7 @@ def _type_of(kernel: Any, name: str, ann: ScalarType | NdArrayType, value: Any) 
     import numpy as np
 
     from kiln.errors import ArgumentError
-    from kiln.types import from_numpy
+    from kiln.types import MAX_NDIM, from_numpy
 
     if isinstance(ann, ScalarType):
         return ann
@@ -306,12 +286,11 @@ def _type_of(kernel: Any, name: str, ann: ScalarType | NdArrayType, value: Any) 
     dt = from_numpy(value.dtype)
     if dt is None:
         raise ArgumentError(f"{where}: dtype {value.dtype} is not supported by kiln")
-    if ann.dtype is not None and ann.dtype != dt:
-        raise ArgumentError(f"{where}: expected dtype {ann.dtype.name}, got {value.dtype} (kiln never converts arrays)")
-    if ann.ndim is not None and ann.ndim != value.ndim:
-        raise ArgumentError(f"{where}: expected a {ann.ndim}-D array, got {value.ndim}-D with shape {value.shape}")
-    if not 1 <= value.ndim <= 8:
-        raise ArgumentError(f"{where}: arrays of {value.ndim} dimensions are not supported (1..8)")
+    problem = ann.mismatch(dt, value.ndim, str(value.dtype), value.shape)
+    if problem is not None:
+        raise ArgumentError(f"{where}: {problem}")
+    if not 1 <= value.ndim <= MAX_NDIM:
+        raise ArgumentError(f"{where}: arrays of {value.ndim} dimensions are not supported (1..{MAX_NDIM})")
     return NdArrayType(dt, value.ndim)
 
 
@@ -328,8 +307,7 @@ def _device_array_type(where: str, ann: NdArrayType, value: Any) -> NdArrayType:
     dt = SCALARS_BY_NAME.get(dtype_name)
     if dt is None:
         raise ArgumentError(f"{where}: dtype {dtype_name} is not supported by kiln")
-    if ann.dtype is not None and ann.dtype != dt:
-        raise ArgumentError(f"{where}: expected dtype {ann.dtype.name}, got {dtype_name} (kiln never converts arrays)")
-    if ann.ndim is not None and ann.ndim != len(shape):
-        raise ArgumentError(f"{where}: expected a {ann.ndim}-D array, got {len(shape)}-D with shape {shape}")
+    problem = ann.mismatch(dt, len(shape), dtype_name, shape)
+    if problem is not None:
+        raise ArgumentError(f"{where}: {problem}")
     return NdArrayType(dt, len(shape))

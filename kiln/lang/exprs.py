@@ -469,8 +469,7 @@ class ExprMixin(ASTTransformer):
                     raise type_error(f"argument '{pname}' of func '{func.name}' must be an array, got "
                                      f"{describe(v)}", a)
                 at = v.type
-                if (ann.dtype is not None and ann.dtype != at.dtype) or (ann.ndim is not None and
-                                                                         ann.ndim != at.ndim):
+                if not ann.accepts(at):
                     raise type_error(f"argument '{pname}' of func '{func.name}' expects {ann!r}, got {at!r}", a)
                 args.append(v)
                 types.append(at)

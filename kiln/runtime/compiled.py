@@ -17,7 +17,7 @@ from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, ShapeDim, TargetInfo
 from kiln.errors import ArtifactError, KilnError
 from kiln.runtime import threads
-from kiln.runtime.binding import DATA_OFFSET, ArgBinder, named_arguments
+from kiln.runtime.binding import DATA_OFFSET, ArgBinder, bind_call_arguments
 
 _OBJ_ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64)
 
@@ -110,7 +110,7 @@ class CompiledKernel(_Runnable):
         if len(args) == len(names) and not kwargs:
             self.run(dict(zip(names, args)))
             return
-        self.run(named_arguments(self._owner, names, args, kwargs))
+        self.run(bind_call_arguments(self._owner, names, args, kwargs))
 
     def __repr__(self) -> str:
         return f"<CompiledKernel {self.name!r} args={self.args}>"
