@@ -48,6 +48,7 @@ from kiln.runtime.binding import ArgBinder, bind_call_arguments
 from kiln.runtime.cuda_arrays import device_array, stream_handle
 from kiln.runtime.cuda_driver import Device, check, cuda_available, driver, pick_image
 from kiln.runtime.cuda_launch import GraphExec, LoadedImage, Node, decode_block, eval_host_expr, param_array
+from kiln.runtime.runnable import ArgSpec, arg_specs
 from kiln.types import SCALARS_BY_NAME
 
 #: override of the grid cap of every grid-stride launch, in full waves of resident blocks
@@ -149,11 +150,15 @@ class CudaRunnable:
         self._graphs: dict[Any, GraphExec] = {}
         self._plain: dict[int, list[Any]] = {}
         self._staging: dict[str, tuple[int, int]] = {}     # numpy param -> (device ptr, bytes)
-        self.args = params
+        self.args: list[ArgSpec] = arg_specs(params)
 
     @property
     def name(self) -> str:
         return self.owner.split("'")[1]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the .kiln file this object came from (the whole module it belongs to)."""
+        self._module.save(path)
 
     # -- argument handling -----------------------------------------------------------------
     def _check_args(self, args: Mapping[str, Any]) -> CheckedArgs:
@@ -325,9 +330,6 @@ class CudaRunnable:
 
 class CudaGraph(CudaRunnable):
     """A compiled graph on the GPU: `run(args, stream=None, use_graph=True)` (see module doc)."""
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        self._module.save(path)
 
     def __repr__(self) -> str:
         return f"<CudaGraph {self.name!r} launches={len(self.nodes)}>"
