@@ -297,7 +297,7 @@ def _type_of(kernel: Any, name: str, ann: ScalarType | NdArrayType, value: Any) 
 def _device_array_type(where: str, ann: NdArrayType, value: Any) -> NdArrayType:
     """The parameter type of a GPU array argument (its dtype and ndim, from CAI or DLPack)."""
     from kiln.errors import ArgumentError
-    from kiln.runtime.cuda import device_array
+    from kiln.runtime.cuda_arrays import device_array
     from kiln.types import SCALARS_BY_NAME
 
     info = device_array(value)

@@ -67,6 +67,8 @@ class Builtin:
     numpy: str | None
     #: the `math` module function that means the same inside a kernel (None: there is none)
     math_alias: str | None = None
+    #: Python's builtin of the same name means it inside a kernel (min/max then take 2+ arguments)
+    python_builtin: bool = False
 
     @property
     def arity(self) -> int:
@@ -97,11 +99,14 @@ def declare_form(f: SpecialForm) -> None:
 
 
 _X, _XY = ("x",), ("x", "y")
-declare(Builtin("abs", _X, _same, "result", ("custom", "abs"), "absolute value (ints and floats)", "abs", "fabs"))
+declare(Builtin("abs", _X, _same, "result", ("custom", "abs"), "absolute value (ints and floats)", "abs", "fabs",
+                python_builtin=True))
 declare(Builtin("min", _XY, _promoted, "result", ("custom", "min"),
-                "smaller of two values; with floats, NaN in either gives the other operand", "fmin"))
+                "smaller of two values; with floats, NaN in either gives the other operand", "fmin",
+                python_builtin=True))
 declare(Builtin("max", _XY, _promoted, "result", ("custom", "max"),
-                "larger of two values; with floats, NaN in either gives the other operand", "fmax"))
+                "larger of two values; with floats, NaN in either gives the other operand", "fmax",
+                python_builtin=True))
 declare(Builtin("sqrt", _X, _float_unary, "result", ("intrinsic", "llvm.sqrt"), "square root", "sqrt", "sqrt"))
 declare(Builtin("rsqrt", _X, _float_unary, "result", ("custom", "rsqrt"), "1 / sqrt(x)", None))
 declare(Builtin("exp", _X, _float_unary, "result", ("intrinsic", "llvm.exp"), "e ** x", "exp", "exp"))

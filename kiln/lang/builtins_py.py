@@ -9,6 +9,7 @@ its doc come from the registry in kiln/ir/builtins.py.
 
 from __future__ import annotations
 
+import builtins as py_builtins
 import math
 from collections.abc import Callable
 from itertools import product
@@ -119,5 +120,8 @@ atomic_xor: BuiltinStub = STUBS["atomic_xor"]
 #: Python's `math` functions that mean a kiln builtin inside a kernel (by object identity)
 PY_ALIASES: dict[int, str] = {id(getattr(math, b.math_alias)): b.name
                               for b in BUILTINS.values() if b.math_alias is not None}
+
+#: Python's builtins (abs, min, max) that mean a kiln builtin inside a kernel (by object identity)
+PY_BUILTINS: dict[int, str] = {id(getattr(py_builtins, b.name)): b.name for b in BUILTINS.values() if b.python_builtin}
 
 __all__ = list(ALL_NAMES) + ["BuiltinStub", "STUBS"]

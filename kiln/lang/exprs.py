@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import builtins as py_builtins
 import dataclasses
 import operator
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,7 @@ import numpy as np
 
 from kiln.ir import nodes as ir
 from kiln.ir.builtins import BUILTINS, as_float
-from kiln.lang.builtins_py import PY_ALIASES, BuiltinStub
+from kiln.lang.builtins_py import PY_ALIASES, PY_BUILTINS, BuiltinStub
 from kiln.lang.transformer import ASTTransformer, LocalVar, LoopCtx, NameResolver, Scope
 from kiln.lang.values import (
     LangError,
@@ -72,7 +71,6 @@ _PYCMP = {
 }
 _BITWISE = (ir.BinaryOp.BITAND, ir.BinaryOp.BITOR, ir.BinaryOp.BITXOR)
 _PY_CASTS: dict[int, ScalarType] = {id(int): DEFAULT_INT, id(float): DEFAULT_FLOAT, id(bool): bool_}
-_PY_MATH_BUILTINS = {id(py_builtins.abs): "abs", id(py_builtins.min): "min", id(py_builtins.max): "max"}
 
 
 def as_scalar_type(obj: object) -> ScalarType | None:
@@ -339,8 +337,8 @@ class ExprMixin(ASTTransformer):
             return self.stub_call(obj, node)
         if id(obj) in PY_ALIASES:
             return self.builtin_call(PY_ALIASES[id(obj)], node)
-        if id(obj) in _PY_MATH_BUILTINS:
-            name = _PY_MATH_BUILTINS[id(obj)]
+        if id(obj) in PY_BUILTINS:
+            name = PY_BUILTINS[id(obj)]
             if name in ("min", "max") and len(node.args) > 2:
                 acc = self.builtin_call_values(name, [self.scalar(node.args[0]), self.scalar(node.args[1])], node)
                 for a in node.args[2:]:
