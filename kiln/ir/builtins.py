@@ -82,8 +82,14 @@ class SpecialForm:
     name: str
     #: how the front end treats it: "select", "cast", "static", "ndrange" or "atomic"
     kind: str
-    params: str   # as the docs and the stub's doc show them
+    #: parameter names as the docs and the stub's doc show them ("*dims": any number)
+    params: tuple[str, ...]
     doc: str
+
+    @property
+    def arity(self) -> int | None:
+        """How many arguments a call takes (None: any number)."""
+        return None if any(p.startswith("*") for p in self.params) else len(self.params)
 
 
 BUILTINS: dict[str, Builtin] = {}
@@ -131,14 +137,14 @@ declare(Builtin("isnan", _X, _to_bool, "float", ("custom", "isnan"), "True where
 declare(Builtin("isinf", _X, _to_bool, "float", ("custom", "isinf"), "True where x is +inf or -inf", "isinf",
                 "isinf"))
 
-declare_form(SpecialForm("select", "select", "cond, a, b",
+declare_form(SpecialForm("select", "select", ("cond", "a", "b"),
                          "a where cond is true, else b (both evaluated); typed like `a if cond else b`"))
-declare_form(SpecialForm("cast", "cast", "value, dtype", "numeric conversion to the scalar type dtype"))
-declare_form(SpecialForm("static", "static", "x", "evaluate x at compile time (if conditions, loop unrolling)"))
-declare_form(SpecialForm("ndrange", "ndrange", "*dims",
+declare_form(SpecialForm("cast", "cast", ("value", "dtype"), "numeric conversion to the scalar type dtype"))
+declare_form(SpecialForm("static", "static", ("x",), "evaluate x at compile time (if conditions, loop unrolling)"))
+declare_form(SpecialForm("ndrange", "ndrange", ("*dims",),
                          "multi-dimensional range, only as a for iterable; each dim is n or (start, stop[, step])"))
 for _op in ("add", "sub", "min", "max", "and", "or", "xor"):
-    declare_form(SpecialForm(f"atomic_{_op}", "atomic", "x[i], v",
+    declare_form(SpecialForm(f"atomic_{_op}", "atomic", ("x[i]", "v"),
                              f"atomically x[i] = x[i] {_op} v; returns the old value (see Atomics)"))
 
 #: every builtin name a user can reach as `kl.name`, in declaration order
@@ -169,7 +175,7 @@ def _render_docs_tables() -> str:
     rows = ["| builtin | meaning |", "|---------|---------|"]
     rows += [f"| `kl.{b.name}({', '.join(b.params)})` | {b.doc} |" for b in BUILTINS.values()]
     rows += ["", "Special forms:", "", "| form | meaning |", "|------|---------|"]
-    rows += [f"| `kl.{f.name}({f.params})` | {f.doc} |" for f in SPECIAL_FORMS.values()]
+    rows += [f"| `kl.{f.name}({', '.join(f.params)})` | {f.doc} |" for f in SPECIAL_FORMS.values()]
     return "\n".join(rows) + "\n"
 
 

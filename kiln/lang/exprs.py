@@ -376,19 +376,18 @@ class ExprMixin(ASTTransformer):
         loc = self.loc(node)
         if stub.kind == "math":
             return self.builtin_call(stub.name, node)
+        if stub.arity is not None:
+            self._arity(stub.name, stub.arity, node)    # the registry's parameter count
         if stub.kind == "select":
-            self._arity("select", 3, node)
             c, a, b = (self.scalar(x) for x in node.args)
             return self.select(c, a, b, loc)
         if stub.kind == "cast":
-            self._arity("cast", 2, node)
             tv = self.visit(node.args[1])
             t = as_scalar_type(tv.obj) if isinstance(tv, Static) else None
             if t is None:
                 raise type_error("kl.cast() needs a kiln scalar type such as kl.f32 as its second argument")
             return self.cast(self.scalar(node.args[0]), t, loc)
         if stub.kind == "atomic":
-            self._arity(stub.name, 2, node)
             op = ir.AtomicOp(stub.name.removeprefix("atomic_"))
             sub = node.args[0]
             arr = self.visit(sub.value) if isinstance(sub, ast.Subscript) else None
@@ -398,7 +397,6 @@ class ExprMixin(ASTTransformer):
             indices = self.array_indices(arr, sub.slice)  # type: ignore[union-attr]
             return self.atomic(op, arr, indices, self.scalar(node.args[1]), loc, stub.name)
         if stub.kind == "static":
-            self._arity("static", 1, node)
             return self.static_value(node.args[0])
         raise LangError(f"kl.{stub.name}() can only be used as the iterable of a for loop")
 
