@@ -53,7 +53,9 @@ def data_pointer(a: np.ndarray) -> int:
     return int(a.ctypes.data)
 
 
-class _Plan(Record):
+class ArgPlan(Record):
+    """What one parameter needs from its argument, computed once per graph or kernel."""
+
     __slots__ = ('name', 'kind', 'dtype', 'type_name', 'ndim', 'needs_write', 'shape', 'lo', 'hi', 'array_type')
     _defaults: ClassVar[dict[str, Any]] = {'lo': 0, 'hi': 0, 'array_type': None}
     name: str
@@ -85,16 +87,16 @@ class ArgBinder:
         self.has_symbols = any(isinstance(d, str) for p in params if p.shape for d in p.shape)
 
     @staticmethod
-    def _plan(p: ParamInfo) -> _Plan:
+    def _plan(p: ParamInfo) -> ArgPlan:
         lay: ParamLayout = p.layout
         st = SCALARS_BY_NAME[lay.dtype]
         dt = st.np_dtype
         if lay.kind == "ndarray":
-            return _Plan(lay.name, _ARRAY, dt, lay.dtype, lay.ndim, p.access in ("write", "readwrite"), p.shape,
+            return ArgPlan(lay.name, _ARRAY, dt, lay.dtype, lay.ndim, p.access in ("write", "readwrite"), p.shape,
                          array_type=NdArrayType(st, lay.ndim))
         kind = _BOOL if st.is_bool else _INT if st.is_int else _FLOAT
         lo, hi = value_range(st)
-        return _Plan(lay.name, kind, dt, lay.dtype, 0, False, None, lo, hi)
+        return ArgPlan(lay.name, kind, dt, lay.dtype, 0, False, None, lo, hi)
 
     # ------------------------------------------------------------------------------ per call
     def pack(self, args: Mapping[str, object]) -> bytes:
@@ -146,10 +148,10 @@ class ArgBinder:
         if len(args) != len(self.names) or not self.name_set.issuperset(args):
             self.check_names(args)
 
-    def where(self, plan: _Plan) -> str:
+    def where(self, plan: ArgPlan) -> str:
         return f"{self.owner}: argument {plan.name!r}"
 
-    def check_ndarray(self, plan: _Plan, a: np.ndarray, host_copy: bool = False) -> None:
+    def check_ndarray(self, plan: ArgPlan, a: np.ndarray, host_copy: bool = False) -> None:
         """dtype, ndim, contiguity, alignment and writability of a numpy array argument
         (`host_copy`: the array is copied to a device, so its alignment does not matter)."""
         assert plan.array_type is not None
@@ -158,7 +160,7 @@ class ArgBinder:
             raise ArgumentError(f"{self.where(plan)}: {problem}")
         self._check_flags(plan, a.flags, host_copy)
 
-    def _check_flags(self, plan: _Plan, flags: Any, host_copy: bool) -> None:
+    def _check_flags(self, plan: ArgPlan, flags: Any, host_copy: bool) -> None:
         if not flags.c_contiguous:
             raise ArgumentValueError(f"{self.where(plan)}: array is not C-contiguous "
                                      "(pass np.ascontiguousarray(x); kiln never copies arrays)")
@@ -175,14 +177,14 @@ class ArgBinder:
         raise ArgumentError(f"{self.owner}: unknown argument{'s' if len(unknown) > 1 else ''} "
                             f"{', '.join(map(repr, unknown))}; expected {', '.join(self.names) or 'none'}")
 
-    def _array_type_error(self, plan: _Plan, a: object) -> ArgumentError:
+    def _array_type_error(self, plan: ArgPlan, a: object) -> ArgumentError:
         hint = ""
         if hasattr(a, "__cuda_array_interface__") or hasattr(a, "__dlpack__"):
             hint = " (device arrays need a graph compiled for the cuda target)"
         return ArgumentError(f"{self.where(plan)}: expected a numpy.ndarray of {plan.type_name} "
                              f"with ndim={plan.ndim}, got {type(a).__name__}{hint}")
 
-    def check_shape(self, plan: _Plan, shape: tuple[int, ...], symbols: dict[str, int]) -> None:
+    def check_shape(self, plan: ArgPlan, shape: tuple[int, ...], symbols: dict[str, int]) -> None:
         """Fixed dimensions and shape symbols (bound in `symbols` by earlier arguments of the run)."""
         assert plan.shape is not None
         for k, (want, got) in enumerate(zip(plan.shape, shape)):
@@ -198,7 +200,7 @@ class ArgBinder:
                         f"{self.where(plan)}: dimension {k} is {got} but shape symbol "
                         f"{want!r} is {bound} from an earlier argument (shapes declared {plan.shape})")
 
-    def scalar(self, plan: _Plan, v: object) -> object:
+    def scalar(self, plan: ArgPlan, v: object) -> object:
         """The checked value of a scalar argument, as the block stores it."""
         # Fast paths first: plain Python numbers are what almost every call passes.
         t = type(v)
@@ -209,7 +211,7 @@ class ArgBinder:
             return v
         return self._scalar_slow(plan, v)
 
-    def _scalar_slow(self, plan: _Plan, v: object) -> object:
+    def _scalar_slow(self, plan: ArgPlan, v: object) -> object:
         where = self.where(plan)
         if plan.kind == _BOOL:
             if isinstance(v, (bool, np.bool_)):

@@ -44,7 +44,7 @@ from kiln.abi import SCALAR_FORMAT
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import Binding, CudaSection, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError, CudaError
-from kiln.runtime.binding import ArgBinder, bind_call_arguments
+from kiln.runtime.binding import ArgBinder, ArgPlan, bind_call_arguments
 from kiln.runtime.cuda_arrays import device_array, stream_handle
 from kiln.runtime.cuda_driver import Device, check, cuda_available, driver, pick_image
 from kiln.runtime.cuda_launch import GraphExec, LoadedImage, Node, decode_block, eval_host_expr, param_array
@@ -189,7 +189,7 @@ class CudaRunnable:
             values.extend(shape)
         return values, keep, uploads
 
-    def _device_array(self, plan: Any, a: Any) -> tuple[int, tuple[int, ...], Any]:
+    def _device_array(self, plan: ArgPlan, a: Any) -> tuple[int, tuple[int, ...], Any]:
         """(pointer, shape, keepalive) of a device array argument, after the checks only device
         arrays need (the dtype/ndim rule is NdArrayType.mismatch, as for numpy arrays)."""
         where = self._binder.where(plan)
@@ -198,6 +198,7 @@ class CudaRunnable:
             raise ArgumentError(f"{where}: expected a numpy.ndarray or a CUDA device array (__cuda_array_interface__ "
                                 f"or DLPack) of {plan.type_name} with ndim={plan.ndim}, got {type(a).__name__}")
         ptr, shape, dt, contig, keepalive = dv
+        assert plan.array_type is not None
         problem = plan.array_type.mismatch(SCALARS_BY_NAME.get(dt), len(shape), dt, shape)
         if problem is not None:
             raise ArgumentError(f"{where}: {problem}")
