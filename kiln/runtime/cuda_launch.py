@@ -135,7 +135,7 @@ class GraphExec:
             params = self._params(node, kb, grid)
             deps = [prev] if prev is not None else None
             gnode = check(drv.cuGraphAddKernelNode(self.graph, deps, 1 if deps else 0, params[0]),
-                           f"{r.owner}: cuGraphAddKernelNode({node.entry})")
+                          f"{r.owner}: cuGraphAddKernelNode({node.entry})")
             self.nodes.append(gnode)
             self.node_blocks.append(kb)
             self.node_params.append(params)
