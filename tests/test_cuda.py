@@ -771,3 +771,52 @@ def test_every_loaded_graph_and_kernel_is_a_runnable(tmp_path):
         assert [a.name for a in r.args] == [p.layout.name for p in r.params]
         assert all(isinstance(a, ArgSpec) for a in r.args)
     assert gpu.name == cpu.name == "main" and repr(gpu.args) == repr(cpu.args)
+
+
+@needs_nvptx
+def test_runtime_plumbing_against_a_recording_driver(monkeypatch):
+    """The CUDA runtime's calls into the driver, checked on a machine without a GPU: numpy
+    arrays are staged in and only written ones copied back, argument blocks hold the checked
+    values, grids are sized from the launch counts, a CUDA graph is built once and updated in
+    place when only a scalar changes, device arrays are used in place on the caller's stream."""
+    import struct
+
+    import fake_cuda_driver as fake
+
+    from kiln.runtime import cuda
+
+    fake.install(monkeypatch)
+    g = _graph()
+    m = kl.Module(targets=["cpu", "cuda"], cuda_archs=[])
+    m.add_graph("main", g)
+    m.add_kernel(saxpy, name="saxpy")
+    cm = cuda.load_module(m.compile())
+    graph = cm.graphs["main"]
+    xs, ys, out = np.ones(1000, np.float32), np.arange(1000, dtype=np.float32), np.zeros(3)
+    graph.run({"a": 2.0, "x": xs, "y": ys, "out": out})
+    log = fake.LOG
+    assert log[0][0] == "load" and [e[1] for e in log if e[0] == "htod"] == [4000, 4000, 24]
+    nodes = [e for e in log if e[0] == "node"]
+    # saxpy then total, each over 1000 elements (4 blocks of 256), chained in dispatch order
+    assert [(n[1].split("__")[0], n[2], n[3], n[4]) for n in nodes] == [
+        ("kiln_kernel_saxpy", 4, 256, 0), ("kiln_kernel_total", 4, 256, 1)]
+    a_slot = bytes.fromhex(nodes[0][5])[:8]
+    assert struct.unpack("<f", a_slot[:4])[0] == 2.0
+    assert bytes.fromhex(nodes[0][5])[16:24] == struct.pack("<q", 1000)          # x's extent
+    assert [e[1] for e in log if e[0] == "dtoh"] == [4000, 24] and log[-1] == ("sync", 0)   # y and out, not x
+    fake.LOG.clear()
+    graph.run({"a": 3.0, "x": xs, "y": ys, "out": out})             # only the scalar changed
+    assert [e[0] for e in log if e[0] in ("node", "setparams", "graphlaunch")] == ["setparams", "graphlaunch"]
+    fake.LOG.clear()
+
+    class DeviceArray:
+        def __init__(self, n):
+            self.__cuda_array_interface__ = {"shape": (n,), "typestr": "<f4", "data": (0xABC000, False),
+                                             "strides": None, "version": 3}
+
+    cm.kernels["saxpy"](2.0, DeviceArray(5000), y=DeviceArray(5000), stream=7)
+    (launch,) = log
+    assert launch[0] == "launch" and launch[2] == 20 and launch[4] == 7    # ceil(5000 / 256), under the wave cap
+    assert bytes.fromhex(launch[5])[8:16] == struct.pack("<Q", 0xABC000)   # the device pointer, in place
+    with pytest.raises(kl.ArgumentError, match="missing argument 'y'"):
+        cm.kernels["saxpy"](2.0, DeviceArray(5))
