@@ -19,7 +19,8 @@ from kiln.driver import CompileRequest, KernelSpec, ParamTypes
 from kiln.errors import ArgumentError
 from kiln.graph.linking import compile_and_link
 from kiln.lang.kernel import Kernel
-from kiln.types import SCALARS_BY_NAME, NdArrayType, ScalarType, from_numpy
+from kiln.runtime.binding import bind_call_arguments
+from kiln.types import MAX_NDIM, SCALARS_BY_NAME, NdArrayType, ScalarType, from_numpy
 
 DEVICES = ("cpu", "cuda")
 
@@ -100,21 +101,7 @@ def _compile_direct(kernel: Kernel, types: ParamTypes, device: str) -> Any:
 
 
 def _bind(kernel: Kernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    names = kernel.param_names
-    if len(args) > len(names):
-        raise ArgumentError(f"kernel {kernel.name!r} takes {len(names)} arguments, got {len(args)}")
-    bound = dict(zip(names, args))
-    for k, v in kwargs.items():
-        if k not in names:
-            raise ArgumentError(f"kernel {kernel.name!r} has no parameter {k!r}; parameters: {', '.join(names)}")
-        if k in bound:
-            raise ArgumentError(f"kernel {kernel.name!r}: argument {k!r} given twice")
-        bound[k] = v
-    missing = [n for n in names if n not in bound]
-    if missing:
-        raise ArgumentError(f"kernel {kernel.name!r}: missing argument{'s' if len(missing) > 1 else ''} "
-                            f"{', '.join(map(repr, missing))}")
-    return bound
+    return bind_call_arguments(f"kernel {kernel.name!r}", tuple(kernel.param_names), args, kwargs)
 
 
 def _type_of(kernel: Kernel, name: str, ann: ScalarType | NdArrayType, value: Any) -> ScalarType | NdArrayType:
@@ -130,19 +117,18 @@ def _type_of(kernel: Kernel, name: str, ann: ScalarType | NdArrayType, value: An
     dt = from_numpy(value.dtype)
     if dt is None:
         raise ArgumentError(f"{where}: dtype {value.dtype} is not supported by kiln")
-    if ann.dtype is not None and ann.dtype != dt:
-        raise ArgumentError(f"{where}: expected dtype {ann.dtype.name}, got {value.dtype} (kiln never converts arrays)")
-    if ann.ndim is not None and ann.ndim != value.ndim:
-        raise ArgumentError(f"{where}: expected a {ann.ndim}-D array, got {value.ndim}-D with shape {value.shape}")
-    if not 1 <= value.ndim <= 8:
-        raise ArgumentError(f"{where}: arrays of {value.ndim} dimensions are not supported (1..8)")
+    problem = ann.mismatch(dt, value.ndim, str(value.dtype), value.shape)
+    if problem is not None:
+        raise ArgumentError(f"{where}: {problem}")
+    if not 1 <= value.ndim <= MAX_NDIM:
+        raise ArgumentError(f"{where}: arrays of {value.ndim} dimensions are not supported (1..{MAX_NDIM})")
     return NdArrayType(dt, value.ndim)
 
 
 def _device_array_type(where: str, ann: NdArrayType, value: Any) -> NdArrayType:
     """The parameter type of a GPU array argument (its dtype and ndim, from CAI or DLPack)."""
     # lazy: the CUDA runtime is imported only when a device array is passed
-    from kiln.runtime.cuda import device_array
+    from kiln.runtime.cuda_arrays import device_array
 
     info = device_array(value)
     if info is None:
@@ -151,8 +137,7 @@ def _device_array_type(where: str, ann: NdArrayType, value: Any) -> NdArrayType:
     dt = SCALARS_BY_NAME.get(dtype_name)
     if dt is None:
         raise ArgumentError(f"{where}: dtype {dtype_name} is not supported by kiln")
-    if ann.dtype is not None and ann.dtype != dt:
-        raise ArgumentError(f"{where}: expected dtype {ann.dtype.name}, got {dtype_name} (kiln never converts arrays)")
-    if ann.ndim is not None and ann.ndim != len(shape):
-        raise ArgumentError(f"{where}: expected a {ann.ndim}-D array, got {len(shape)}-D with shape {shape}")
+    problem = ann.mismatch(dt, len(shape), dtype_name, shape)
+    if problem is not None:
+        raise ArgumentError(f"{where}: {problem}")
     return NdArrayType(dt, len(shape))

@@ -75,6 +75,16 @@ class ScalarType:
     def is_bool(self) -> bool:
         return self.kind == "b"
 
+    @property
+    def min(self) -> int | float:
+        """Smallest value of the type (bool: 0; floats: the most negative finite value)."""
+        return value_range(self)[0]
+
+    @property
+    def max(self) -> int | float:
+        """Largest value of the type (bool: 1; floats: the largest finite value)."""
+        return value_range(self)[1]
+
     def __call__(self, value: object) -> object:
         # Outside a kernel, kl.f32(1.5) behaves like np.float32(1.5); inside, the front end
         # turns the call into a cast and never runs this.
@@ -117,6 +127,33 @@ DEFAULT_INT = i64
 MAX_NDIM = 8
 
 
+def int_range(t: ScalarType) -> tuple[int, int]:
+    """(min, max) of an integer or bool type: the one home of kiln's integer ranges."""
+    if t.kind == "b":
+        return 0, 1
+    if t.kind == "u":
+        return 0, (1 << t.bits) - 1
+    if t.kind == "i":
+        return -(1 << (t.bits - 1)), (1 << (t.bits - 1)) - 1
+    raise ValueError(f"{t!r} is not an integer type")
+
+
+def value_range(t: ScalarType) -> tuple[int, int] | tuple[float, float]:
+    """(min, max) finite values of any scalar type."""
+    if t.kind == "f":
+        big = float(np.finfo(t.np_dtype).max)
+        return -big, big
+    return int_range(t)
+
+
+def wrap_int(t: ScalarType, v: int) -> int:
+    """`v` reduced modulo 2**bits into the range of integer type `t` (two's complement)."""
+    v &= (1 << t.bits) - 1
+    if t.kind == "i" and v >> (t.bits - 1):
+        v -= 1 << t.bits
+    return v
+
+
 def from_numpy(dtype: np.dtype) -> ScalarType | None:
     """The kiln scalar type of a numpy dtype, or None when kiln has no such type."""
     return _BY_NP.get(np.dtype(dtype))
@@ -150,6 +187,23 @@ class NdArrayType:
     @property
     def is_concrete(self) -> bool:
         return self.dtype is not None and self.ndim is not None
+
+    def accepts(self, concrete: NdArrayType) -> bool:
+        """Whether an array of the concrete type `concrete` fits this annotation: the one rule every
+        layer (front end, graph builder, direct calls, both runtimes) applies."""
+        return self.mismatch(concrete.dtype, concrete.ndim or 0) is None
+
+    def mismatch(self, dtype: ScalarType | None, ndim: int, shown_dtype: str | None = None,
+                 shape: tuple[int, ...] | None = None) -> str | None:
+        """None when an array of `dtype` with `ndim` dimensions fits this annotation, else the
+        reason in kiln's words (`shown_dtype`: how to print the given dtype, e.g. numpy's name;
+        `shape`: printed with an ndim mismatch). A dtype kiln lacks (None) fits no fixed dtype."""
+        if self.dtype is not None and self.dtype != dtype:
+            got = shown_dtype if shown_dtype is not None else getattr(dtype, "name", "an unsupported dtype")
+            return f"expected dtype {self.dtype.name}, got {got} (kiln never converts arrays)"
+        if self.ndim is not None and self.ndim != ndim:
+            return f"expected a {self.ndim}-D array, got {ndim}-D" + ("" if shape is None else f" with shape {shape}")
+        return None
 
     def __repr__(self) -> str:
         return f"kl.ndarray({self.dtype!r}, ndim={self.ndim})"

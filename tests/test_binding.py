@@ -96,3 +96,48 @@ def test_numpy_scalars_accepted() -> None:
 def test_param_layout_json() -> None:
     p = ParamLayout("x", "ndarray", "f32", 2, 8)
     assert p.size == 24 and p.to_json()["offset"] == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# The single homes of the rules every layer shares (kiln.types, bind_call_arguments)
+# ---------------------------------------------------------------------------------------------
+
+def test_dtype_ranges_have_one_home() -> None:
+    from kiln.types import SCALAR_TYPES, int_range, value_range, wrap_int
+    for t in SCALAR_TYPES:
+        if t.is_float:
+            assert value_range(t) == (-float(np.finfo(t.np_dtype).max), float(np.finfo(t.np_dtype).max))
+            with pytest.raises(ValueError):
+                int_range(t)
+        elif t.is_bool:
+            assert int_range(t) == (0, 1) == (t.min, t.max)
+        else:
+            info = np.iinfo(t.np_dtype)
+            assert int_range(t) == (info.min, info.max) == (t.min, t.max) == value_range(t)
+            assert wrap_int(t, info.max + 1) == info.min and wrap_int(t, info.min - 1) == info.max
+            assert wrap_int(t, -1) == (-1 if t.kind == "i" else info.max)
+
+
+def test_array_fit_rule() -> None:
+    from kiln.types import ndarray
+    assert ndarray(f32, 1).accepts(NdArrayType(f32, 1)) and ndarray().accepts(NdArrayType(u8, 3))
+    assert ndarray(None, 2).accepts(NdArrayType(f64, 2)) and not ndarray(None, 2).accepts(NdArrayType(f64, 1))
+    assert not ndarray(f32, None).accepts(NdArrayType(f64, 1))
+    assert ndarray(f32, 1).mismatch(f64, 1, "float64") == "expected dtype f32, got float64 (kiln never converts arrays)"
+    assert ndarray(f32, 1).mismatch(None, 1) == "expected dtype f32, got an unsupported dtype (kiln never converts arrays)"
+    assert ndarray(f32, 1).mismatch(f32, 2, shape=(2, 3)) == "expected a 1-D array, got 2-D with shape (2, 3)"
+
+
+def test_bind_call_arguments() -> None:
+    from kiln.runtime.binding import bind_call_arguments
+    names = ("x", "y", "a")
+    assert bind_call_arguments("kernel 'k'", names, (1, 2), {"a": 3}) == {"x": 1, "y": 2, "a": 3}
+    for args, kwargs, msg in [
+        ((1, 2, 3, 4), {}, "kernel 'k': takes 3 arguments, got 4"),
+        ((1, 2), {"a": 3, "b": 4}, "kernel 'k': has no parameter 'b'; parameters: x, y, a"),
+        ((1, 2), {"x": 3}, "kernel 'k': argument 'x' given twice"),
+        ((1,), {}, "kernel 'k': missing arguments 'y', 'a'; expected x, y, a"),
+    ]:
+        with pytest.raises(ArgumentError) as e:
+            bind_call_arguments("kernel 'k'", names, args, kwargs)
+        assert str(e.value) == msg

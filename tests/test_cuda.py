@@ -663,3 +663,145 @@ def test_set_device_for_direct_calls() -> None:
         kl.set_device("cpu")
     add_one(x)          # back on the CPU, with the kernel compiled for it earlier
     assert x[0] in (2.0, 3.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# One argument checker for both runtimes, one Runnable protocol (no GPU needed)
+# ---------------------------------------------------------------------------------------------
+
+class _FakeDeviceArray:
+    """Looks like a GPU array to kiln (it only reads __cuda_array_interface__ before a run)."""
+
+    def __init__(self, shape, typestr="<f4", strides=None):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (4096, False),
+                                         "strides": strides, "version": 3}
+
+
+def _cpu_and_cuda_graph():
+    m = kl.Module(targets=["cpu", "cuda"], cuda_archs=[])
+    m.add_graph("main", _graph())
+    cpu = m.compile()
+    from kiln.runtime import cuda
+    return cpu.graphs["main"], cuda.load_module(cpu).graphs["main"]
+
+
+def _good_args(**over):
+    args = {"a": 1.0, "x": np.ones(4, np.float32), "y": np.ones(4, np.float32), "out": np.zeros(3)}
+    args.update(over)
+    return args
+
+
+ro = np.ones(4, np.float32)
+ro.flags.writeable = False
+SAME_ERRORS = [
+    _good_args(x=np.ones(4, np.float64)),
+    _good_args(x=np.ones((4, 1), np.float32)),
+    _good_args(x=np.ones(8, np.float32)[::2]),
+    _good_args(y=ro),
+    _good_args(y=np.ones(5, np.float32)),
+    _good_args(out=np.zeros(4)),
+    _good_args(a="2"),
+    _good_args(a=1e300),
+    {"a": 1.0, "x": np.ones(4, np.float32)},
+    _good_args(z=1),
+    [1, 2],
+]
+
+
+@needs_nvptx
+@pytest.mark.parametrize("args", SAME_ERRORS)
+def test_cuda_argument_checks_are_the_cpu_checks(args):
+    """Numpy arguments: the CUDA runtime raises exactly what the CPU runtime raises, before
+    touching any GPU (the checks are one ArgBinder)."""
+    cpu, gpu = _cpu_and_cuda_graph()
+    with pytest.raises(kl.KilnError) as cpu_err:
+        cpu.run(args)
+    with pytest.raises(type(cpu_err.value)) as gpu_err:
+        gpu._check_args(args)
+    assert str(gpu_err.value) == str(cpu_err.value)
+
+
+@needs_nvptx
+@pytest.mark.parametrize("array,exc,msg", [
+    (_FakeDeviceArray((4,), "<f8"), kl.ArgumentError, "argument 'x': expected dtype f32, got f64 (kiln never converts"),
+    (_FakeDeviceArray((4, 1)), kl.ArgumentError, "argument 'x': expected a 1-D array, got 2-D with shape (4, 1)"),
+    (_FakeDeviceArray((4,), "<f4", (8,)), kl.ArgumentValueError, "argument 'x': device array is not C-contiguous"),
+    (_FakeDeviceArray((5,)), kl.ArgumentValueError, "dimension 0 is 5 but shape symbol 'n' is 4"),
+    (object(), kl.ArgumentError, "expected a numpy.ndarray or a CUDA device array"),
+])
+def test_device_array_checks(array, exc, msg):
+    _, gpu = _cpu_and_cuda_graph()
+    args = _good_args(x=array)
+    if msg.startswith("dimension"):
+        args = _good_args(x=np.ones(4, np.float32), y=array)
+    with pytest.raises(exc, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        gpu._check_args(args)
+    values, keep, uploads = gpu._check_args(_good_args(x=_FakeDeviceArray((4,))))
+    assert len(keep) == 1
+    assert values[1:3] == [4096, 4] and [name for _, name in uploads] == ["y", "out"]
+
+
+@needs_nvptx
+def test_every_loaded_graph_and_kernel_is_a_runnable(tmp_path):
+    from kiln.runtime.runnable import ArgSpec, Runnable
+    cpu, gpu = _cpu_and_cuda_graph()
+    cpu.save(tmp_path / "g.kiln")
+    loaded = kl.load(tmp_path / "g.kiln")
+    m = kl.Module(targets=["cpu", "cuda"], cuda_archs=[])
+    m.add_kernel(saxpy, kl.f32, A1F, A1F, name="saxpy")
+    cm = m.compile()
+    from kiln.runtime import cuda
+    for r in (cpu, gpu, loaded, cm.kernels["saxpy"], cuda.load_module(cm).kernels["saxpy"]):
+        assert isinstance(r, Runnable), r
+        assert [a.name for a in r.args] == [p.layout.name for p in r.params]
+        assert all(isinstance(a, ArgSpec) for a in r.args)
+    assert gpu.name == cpu.name == "main" and repr(gpu.args) == repr(cpu.args)
+
+
+@needs_nvptx
+def test_runtime_plumbing_against_a_recording_driver(monkeypatch):
+    """The CUDA runtime's calls into the driver, checked on a machine without a GPU: numpy
+    arrays are staged in and only written ones copied back, argument blocks hold the checked
+    values, grids are sized from the launch counts, a CUDA graph is built once and updated in
+    place when only a scalar changes, device arrays are used in place on the caller's stream."""
+    import struct
+
+    import fake_cuda_driver as fake
+
+    from kiln.runtime import cuda
+
+    fake.install(monkeypatch)
+    g = _graph()
+    m = kl.Module(targets=["cpu", "cuda"], cuda_archs=[])
+    m.add_graph("main", g)
+    m.add_kernel(saxpy, name="saxpy")
+    cm = cuda.load_module(m.compile())
+    graph = cm.graphs["main"]
+    xs, ys, out = np.ones(1000, np.float32), np.arange(1000, dtype=np.float32), np.zeros(3)
+    graph.run({"a": 2.0, "x": xs, "y": ys, "out": out})
+    log = fake.LOG
+    assert log[0][0] == "load" and [e[1] for e in log if e[0] == "htod"] == [4000, 4000, 24]
+    nodes = [e for e in log if e[0] == "node"]
+    # saxpy then total, each over 1000 elements (4 blocks of 256), chained in dispatch order
+    assert [(n[1].split("__")[0], n[2], n[3], n[4]) for n in nodes] == [
+        ("kiln_kernel_saxpy", 4, 256, 0), ("kiln_kernel_total", 4, 256, 1)]
+    a_slot = bytes.fromhex(nodes[0][5])[:8]
+    assert struct.unpack("<f", a_slot[:4])[0] == 2.0
+    assert bytes.fromhex(nodes[0][5])[16:24] == struct.pack("<q", 1000)          # x's extent
+    assert [e[1] for e in log if e[0] == "dtoh"] == [4000, 24] and log[-1] == ("sync", 0)   # y and out, not x
+    fake.LOG.clear()
+    graph.run({"a": 3.0, "x": xs, "y": ys, "out": out})             # only the scalar changed
+    assert [e[0] for e in log if e[0] in ("node", "setparams", "graphlaunch")] == ["setparams", "graphlaunch"]
+    fake.LOG.clear()
+
+    class DeviceArray:
+        def __init__(self, n):
+            self.__cuda_array_interface__ = {"shape": (n,), "typestr": "<f4", "data": (0xABC000, False),
+                                             "strides": None, "version": 3}
+
+    cm.kernels["saxpy"](2.0, DeviceArray(5000), y=DeviceArray(5000), stream=7)
+    (launch,) = log
+    assert launch[0] == "launch" and launch[2] == 20 and launch[4] == 7    # ceil(5000 / 256), under the wave cap
+    assert bytes.fromhex(launch[5])[8:16] == struct.pack("<Q", 0xABC000)   # the device pointer, in place
+    with pytest.raises(kl.ArgumentError, match="missing argument 'y'"):
+        cm.kernels["saxpy"](2.0, DeviceArray(5))

@@ -875,6 +875,23 @@ def test_docs_list_every_builtin():
         assert f"kl.{name}" in text, name
 
 
+def test_builtin_registry_is_the_only_declaration():
+    """Stubs, `kl.<name>` exports and the docs tables are generated from kiln/ir/builtins.py."""
+    from pathlib import Path
+
+    import kiln
+    from kiln.ir.builtins import ALL_NAMES, BUILTINS, SPECIAL_FORMS, sync_generated
+    from kiln.lang.builtins_py import PY_ALIASES, STUBS
+    stale = sync_generated(str(Path(__file__).parent.parent), write=False)
+    assert not stale, f"run `python -m kiln.ir.builtins` to regenerate {stale}"
+    assert tuple(STUBS) == ALL_NAMES == kiln._BUILTINS
+    for name in ALL_NAMES:
+        stub = getattr(kiln, name)
+        assert stub is STUBS[name] and stub.kind == ("math" if name in BUILTINS else SPECIAL_FORMS[name].kind)
+        assert stub.__doc__.startswith(f"{name}(")
+    assert {n for n in PY_ALIASES.values()} == {n for n, b in BUILTINS.items() if b.math_alias}
+
+
 def test_numpy_constant_gets_use_location():
     @kernel
     def kn(x: kt.ndarray(kt.f64, ndim=1)):

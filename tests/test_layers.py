@@ -30,7 +30,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
         "LLVM (llvmlite) is imported by the first compile, not when kernels or graphs are defined",
     ("kiln.driver.compile", "kiln.codegen.cuda_link"): "the CUDA code generator only for CUDA targets",
     ("kiln.driver.compile", "kiln.codegen.nvptx"): "the CUDA code generator only for CUDA targets",
-    ("kiln.dispatch", "kiln.runtime.cuda"): "the CUDA runtime only when a device array is passed",
+    ("kiln.dispatch", "kiln.runtime.cuda_arrays"): "the CUDA array reader only when a device array is passed",
     ("kiln.graph.linking", "kiln.runtime.cuda"): "the CUDA runtime only for CUDA-only modules",
     ("kiln.runtime.compiled", "kiln.runtime.cuda"): "the CUDA runtime only for kl.load(..., device='cuda')",
     ("kiln.runtime.native", "kiln.runtime.elf"): "only the object loader in use is imported",
@@ -40,11 +40,8 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
 #: lazy imports in files that other helpers of issue 12 own (runtime binding/compiled/cuda,
 #: threads): each is to be moved to the top of its module or given a reason above at merge.
 PENDING_LAZY_IMPORTS: frozenset[tuple[str, str]] = frozenset({
-    ("kiln.runtime.binding", "kiln.types"),
     ("kiln.runtime.compiled", "kiln.runtime.native"),
     ("kiln.runtime.compiled", "kiln.runtime.hostcpu"),
-    ("kiln.runtime.cuda", "kiln.runtime.binding"),
-    ("kiln.runtime.cuda", "kiln.artifact.manifest"),
     ("kiln.runtime.mcjit", "kiln.runtime.elf"),
     ("kiln.runtime.threads", "kiln.runtime.native"),
 })

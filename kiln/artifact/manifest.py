@@ -7,7 +7,7 @@ resolved, and the first problem raises ArtifactError with the JSON path of the b
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from kiln._record import Record
 from kiln.abi import SLOT, ParamLayout
@@ -77,8 +77,57 @@ class GraphInfo(Record):
     entries: dict[str, str]
 
 
+HostExpr = list[Any]   # a launch-count expression tree: ["const", 3], ["+", a, b], ... (docs/format.md)
+HOST_EXPR_OPS: dict[str, int] = {"const": 1, "arg": 1, "shape": 2, "int": 1, "+": 2, "-": 2, "*": 2, "//": 2,
+                                 "%": 2, "min": 2, "max": 2}   # op -> number of operands
+LAUNCH_MODES = ("loop", "single")
+
+
+class CudaLaunch(Record):
+    """One GPU launch of a kernel (docs/format.md, `cuda.launches`)."""
+
+    __slots__ = ('entry', 'mode', 'count', 'waves')
+    _defaults: ClassVar[dict[str, Any]] = {'count': None, 'waves': 1}
+    entry: str   # PTX entry name
+    mode: str    # "loop" (grid-stride loop) or "single" (one thread)
+    count: tuple[tuple[HostExpr, HostExpr, HostExpr], ...] | None   # per dim [start, stop, step]
+    waves: int   # grid cap in full waves of resident blocks
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"entry": self.entry, "mode": self.mode}
+        if self.count is not None:
+            d["count"] = [list(dim) for dim in self.count]
+        if self.waves != 1:
+            d["waves"] = self.waves
+        return d
+
+
+class CudaSection(Record):
+    """The top-level `cuda` object: what the CUDA runtime needs besides the target's blobs."""
+
+    __slots__ = ('block_size', 'ptx', 'cubins', 'launches', 'cubins_missing', 'nvjitlink')
+    _defaults: ClassVar[dict[str, Any]] = {'cubins_missing': None, 'nvjitlink': None}
+    block_size: int                               # threads per block of every loop launch
+    ptx: str                                      # blob name of the PTX text
+    cubins: dict[str, str]                        # "sm_90" -> cubin blob name
+    launches: dict[str, tuple[CudaLaunch, ...]]   # kernel IR name -> its launches in order
+    cubins_missing: str | None                    # why the writer built no cubins
+    nvjitlink: str | None                         # version that linked the cubins
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"block_size": self.block_size, "ptx": self.ptx, "cubins": dict(self.cubins),
+                             "launches": {k: [ln.to_json() for ln in ls] for k, ls in self.launches.items()}}
+        if self.cubins_missing is not None:
+            d["cubins_missing"] = self.cubins_missing
+        if self.nvjitlink is not None:
+            d["nvjitlink"] = self.nvjitlink
+        return d
+
+
 class Manifest(Record):
-    __slots__ = ('format_version', 'kiln_version', 'created', 'targets', 'kernels', 'graphs', 'exported_kernels')
+    __slots__ = ('format_version', 'kiln_version', 'created', 'targets', 'kernels', 'graphs', 'exported_kernels',
+                 'cuda')
+    _defaults: ClassVar[dict[str, Any]] = {'cuda': None}
     format_version: tuple[int, int]
     kiln_version: str
     created: str
@@ -86,6 +135,7 @@ class Manifest(Record):
     kernels: dict[str, KernelInfo]
     graphs: dict[str, GraphInfo]
     exported_kernels: dict[str, str]  # user-facing name -> KernelInfo.name
+    cuda: CudaSection | None  # launch data, present when a cuda target is
 
     # ----------------------------------------------------------------------------- encoding
     def to_json(self) -> dict[str, Any]:
@@ -110,7 +160,7 @@ class Manifest(Record):
                                     for b in d.bindings]} for d in g.dispatches],
                                 "entries": dict(g.entries)} for g in self.graphs.values()},
             "exported_kernels": dict(self.exported_kernels),
-        }
+        } | ({} if self.cuda is None else {"cuda": self.cuda.to_json()})
 
     # ----------------------------------------------------------------------------- decoding
     @staticmethod
@@ -170,7 +220,89 @@ class _Reader:
         for name, kname in exported.items():
             if kname not in kernels:
                 self.fail(f"exported_kernels.{name}", f"names unknown kernel {kname!r}")
-        return Manifest((ver[0], ver[1]), kiln_version, created, targets, kernels, graphs, dict(exported))
+        # optional here (a CPU runtime does not need it); kiln.runtime.cuda requires it
+        cuda = None if "cuda" not in doc else self.cuda_section(doc, [t for t in targets if t.kind == "cuda"], kernels)
+        return Manifest((ver[0], ver[1]), kiln_version, created, targets, kernels, graphs, dict(exported), cuda)
+
+    # ----------------------------------------------------------------------------- cuda
+    def cuda_section(self, doc: dict[str, Any], cuda_targets: list[TargetInfo],
+                     kernels: dict[str, KernelInfo]) -> CudaSection:
+        if not cuda_targets:
+            self.fail("cuda", "present, but the file has no cuda target")
+        blobs = set(cuda_targets[0].blobs)
+        sec = self.field(doc, "cuda", "", dict)
+        block = self.field(sec, "block_size", "cuda", int)
+        if not 1 <= block <= 1024:
+            self.fail("cuda.block_size", f"{block} is out of range (1..1024)")
+        ptx = self.field(sec, "ptx", "cuda", str)
+        if ptx not in blobs:
+            self.fail("cuda.ptx", f"names a blob that is not in the cuda target: {ptx!r}")
+        cubins = self.field(sec, "cubins", "cuda", dict)
+        for arch, blob in cubins.items():
+            if not isinstance(blob, str) or blob not in blobs:
+                self.fail(f"cuda.cubins.{arch}", f"names a blob that is not in the cuda target: {blob!r}")
+        optional = [None if k not in sec else self.field(sec, k, "cuda", str) for k in ("cubins_missing", "nvjitlink")]
+        table = self.field(sec, "launches", "cuda", dict)
+        for kname in table:
+            if kname not in kernels:
+                self.fail(f"cuda.launches.{kname}", "names a kernel that is not in the file")
+        launches: dict[str, tuple[CudaLaunch, ...]] = {}
+        for kname, kinfo in kernels.items():
+            if kname not in table:
+                self.fail(f"cuda.launches.{kname}", "required field is missing")
+            path = f"cuda.launches.{kname}"
+            raw = self.field(table, kname, "cuda.launches", list)
+            if not raw:
+                self.fail(path, "a kernel needs at least one launch")
+            kparams = {p.layout.name: p.layout for p in kinfo.params}
+            launches[kname] = tuple(self.launch(ln, f"{path}[{i}]", kparams) for i, ln in enumerate(raw))
+        return CudaSection(block, ptx, dict(cubins), launches, optional[0], optional[1])
+
+    def launch(self, ln: Any, path: str, kparams: dict[str, ParamLayout]) -> CudaLaunch:
+        entry = self.field(ln, "entry", path, str)
+        if not entry.isidentifier():
+            self.fail(f"{path}.entry", f"expected a symbol name, got {entry!r}")
+        mode = self.field(ln, "mode", path, str)
+        if mode not in LAUNCH_MODES:
+            self.fail(f"{path}.mode", f"expected one of {LAUNCH_MODES}, got {mode!r}")
+        waves = self.field(ln, "waves", path, int) if "waves" in ln else 1
+        if not 1 <= waves <= 1024:
+            self.fail(f"{path}.waves", f"{waves} is out of range (1..1024)")
+        count = None
+        if "count" in ln and ln["count"] is not None:
+            if mode != "loop":
+                self.fail(f"{path}.count", "only loop launches have a count")
+            dims = self.field(ln, "count", path, list)
+            for j, dim in enumerate(dims):
+                if not isinstance(dim, list) or len(dim) != 3:
+                    self.fail(f"{path}.count[{j}]", "expected [start, stop, step]")
+                for k, e in enumerate(dim):
+                    self.host_expr(e, f"{path}.count[{j}][{k}]", kparams)
+            count = tuple(tuple(dim) for dim in dims)
+        return CudaLaunch(entry, mode, count, waves)  # type: ignore[arg-type]
+
+    def host_expr(self, e: Any, path: str, kparams: dict[str, ParamLayout]) -> None:
+        """A launch-count expression: an op name and its operands; leaves name the kernel's
+        scalar parameters or dimensions of its array parameters."""
+        if not isinstance(e, list) or not e or not isinstance(e[0], str) or e[0] not in HOST_EXPR_OPS:
+            self.fail(path, f"expected a host expression [op, ...] with op in {sorted(HOST_EXPR_OPS)}")
+        op, args = e[0], e[1:]
+        if len(args) != HOST_EXPR_OPS[op]:
+            self.fail(path, f"{op!r} takes {HOST_EXPR_OPS[op]} operand(s), got {len(args)}")
+        if op == "const":
+            if not isinstance(args[0], (bool, int, float)):
+                self.fail(f"{path}[1]", "expected a number")
+        elif op in ("arg", "shape"):
+            want = "scalar" if op == "arg" else "ndarray"
+            lay = kparams.get(args[0]) if isinstance(args[0], str) else None
+            if lay is None or lay.kind != want:
+                self.fail(f"{path}[1]", f"expected the name of a {want} parameter of the kernel, got {args[0]!r}")
+            if op == "shape" and (not isinstance(args[1], int) or isinstance(args[1], bool)
+                                  or not 0 <= args[1] < lay.ndim):
+                self.fail(f"{path}[2]", f"expected a dimension index below {lay.ndim}, got {args[1]!r}")
+        else:
+            for k, a in enumerate(args):
+                self.host_expr(a, f"{path}[{k + 1}]", kparams)
 
     def target(self, t: Any, path: str) -> TargetInfo:
         vals = [self.field(t, k, path, str) for k in ("name", "kind", "arch", "triple", "cpu", "features")]

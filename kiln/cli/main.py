@@ -28,13 +28,12 @@ def _summary(path: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": t.name, "kind": t.kind, "arch": t.arch, "cpu": t.cpu,
                                  "triple": t.triple, "features": t.features, "runs_here": runnable}
         if t.kind == "cuda":
-            cuda = c.manifest.get("cuda") if isinstance(c.manifest.get("cuda"), dict) else {}
-            entry["cubins"] = sorted(cuda.get("cubins", {})) if isinstance(cuda.get("cubins"), dict) else []
-            entry["ptx"] = "cuda.ptx" in t.blobs
-            if "cubins_missing" in cuda:
-                entry["cubins_missing"] = cuda["cubins_missing"]
-            if "block_size" in cuda:
-                entry["block_size"] = cuda["block_size"]
+            entry["cubins"] = sorted(m.cuda.cubins) if m.cuda is not None else []
+            entry["ptx"] = m.cuda is not None and m.cuda.ptx in t.blobs
+            if m.cuda is not None and m.cuda.cubins_missing is not None:
+                entry["cubins_missing"] = m.cuda.cubins_missing
+            if m.cuda is not None:
+                entry["block_size"] = m.cuda.block_size
         if t.kind == "cpu" and t.arch == "x86_64":
             from kiln.runtime.elf import inspect_elf_object
             try:

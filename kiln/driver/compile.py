@@ -19,6 +19,8 @@ from kiln.abi import layout_params
 from kiln.artifact import container
 from kiln.artifact.manifest import (
     Binding,
+    CudaLaunch,
+    CudaSection,
     DispatchInfo,
     GraphInfo,
     KernelInfo,
@@ -156,21 +158,16 @@ def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: S
                                   tuple(names)))
     for k in kernels:
         out.kernel_entries[k.kernel.name]["cuda"] = ptx.launches[k.kernel.name][0].entry
-    doc: dict[str, Any] = {
-        "block_size": nvptx.BLOCK_SIZE,
-        "ptx": "cuda.ptx",
-        "cubins": {arch: f"cuda.{arch}.cubin" for arch in built},
-        "launches": {name: [ln.to_json() for ln in ls] for name, ls in ptx.launches.items()},
-    }
-    if why is not None:
-        doc["cubins_missing"] = why
-        if archs:
-            warnings.warn(f"kiln: the cuda target holds PTX only (no cubins for {', '.join(archs)}): {why}. "
-                          "Loading it costs a driver JIT (~0.1 s); pip install 'kiln[cuda]' to link cubins "
-                          "ahead of time.", stacklevel=5)  # the caller of GraphBuilder/Module.compile
-    else:
-        doc["nvjitlink"] = cuda_link.nvjitlink_version()
-    return doc
+    if why is not None and archs:
+        warnings.warn(f"kiln: the cuda target holds PTX only (no cubins for {', '.join(archs)}): {why}. "
+                      "Loading it costs a driver JIT (~0.1 s); pip install 'kiln[cuda]' to link cubins "
+                      "ahead of time.", stacklevel=5)  # the caller of GraphBuilder/Module.compile
+    section = CudaSection(
+        block_size=nvptx.BLOCK_SIZE, ptx="cuda.ptx", cubins={arch: f"cuda.{arch}.cubin" for arch in built},
+        launches={name: tuple(CudaLaunch(ln.entry, ln.mode, None if ln.count is None else tuple(
+            tuple(dim) for dim in ln.count), ln.waves) for ln in ls) for name, ls in ptx.launches.items()},
+        cubins_missing=why, nvjitlink=cuda_link.nvjitlink_version() if why is None else None)
+    return section.to_json()    # the manifest's typed `cuda` section (kiln.artifact.manifest)
 
 
 def _manifest(request: CompileRequest, graphs: Sequence[GraphIR], kernels: Sequence[KernelIR],

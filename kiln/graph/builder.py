@@ -165,7 +165,7 @@ def _match(where: str, ann: ScalarType | NdArrayType, a: Arg) -> ScalarType | Nd
         return ann
     if not isinstance(t, NdArrayType):
         raise ArgumentError(f"{where}: expects {ann!r}, got scalar {a!r}")
-    if (ann.dtype is not None and ann.dtype != t.dtype) or (ann.ndim is not None and ann.ndim != t.ndim):
+    if not ann.accepts(t):
         raise ArgumentError(f"{where}: expects {ann!r}, got {a!r}")
     return t
 
@@ -175,7 +175,7 @@ def _check_const(where: str, t: ScalarType, v: Any) -> None:
         ok = isinstance(v, (bool, np.bool_))
     elif t.is_int:
         ok = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-        if ok and not np.iinfo(t.np_dtype).min <= int(v) <= np.iinfo(t.np_dtype).max:
+        if ok and not t.min <= int(v) <= t.max:
             raise ArgumentValueError(f"{where}: constant {v} is out of range for {t!r}")
     else:
         ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))

@@ -67,8 +67,7 @@ class Module:
                                     "types: m.add_kernel(k, kl.ndarray(kl.f32, ndim=1), ...)")
             if isinstance(ann, ScalarType) and t != ann:
                 raise ArgumentError(f"add_kernel {name!r}: parameter {pname!r} is {ann!r}, got {t!r}")
-            if isinstance(ann, NdArrayType) and (not isinstance(t, NdArrayType) or (
-                    ann.dtype not in (None, t.dtype)) or ann.ndim not in (None, t.ndim)):
+            if isinstance(ann, NdArrayType) and (not isinstance(t, NdArrayType) or not ann.accepts(t)):
                 raise ArgumentError(f"add_kernel {name!r}: parameter {pname!r} is {ann!r}, got {t!r}")
         self.kernels[name] = (kernel, types)
         self._compiled = None

@@ -1,80 +1,11 @@
-"""kiln's front end: `@kernel` / `@func` and the kernel-language builtins (Python AST -> typed IR)."""
+"""kiln's front end: `@kernel` / `@func` and the kernel-language builtins (Python AST -> typed IR).
 
-from kiln.lang.builtins_py import (
-    STUBS,
-    BuiltinStub,
-    abs,
-    acos,
-    asin,
-    atan,
-    atan2,
-    atomic_add,
-    atomic_and,
-    atomic_max,
-    atomic_min,
-    atomic_or,
-    atomic_sub,
-    atomic_xor,
-    cast,
-    ceil,
-    cos,
-    exp,
-    floor,
-    isinf,
-    isnan,
-    log,
-    max,
-    min,
-    ndrange,
-    pow,
-    round,
-    rsqrt,
-    select,
-    sin,
-    sqrt,
-    static,
-    tan,
-    tanh,
-)
+The builtins' names are declared once, in kiln/ir/builtins.py; `kiln.lang.builtins_py` exports
+a stub for each, and this package re-exports them all.
+"""
+
+from kiln.lang import builtins_py
+from kiln.lang.builtins_py import *  # every builtin stub, as declared in the registry
 from kiln.lang.kernel import Func, Kernel, func, kernel
 
-__all__ = [
-    "STUBS",
-    "BuiltinStub",
-    "Func",
-    "Kernel",
-    "abs",
-    "acos",
-    "asin",
-    "atan",
-    "atan2",
-    "atomic_add",
-    "atomic_and",
-    "atomic_max",
-    "atomic_min",
-    "atomic_or",
-    "atomic_sub",
-    "atomic_xor",
-    "cast",
-    "ceil",
-    "cos",
-    "exp",
-    "floor",
-    "func",
-    "isinf",
-    "isnan",
-    "kernel",
-    "log",
-    "max",
-    "min",
-    "ndrange",
-    "pow",
-    "round",
-    "rsqrt",
-    "select",
-    "sin",
-    "sqrt",
-    "static",
-    "tan",
-    "tanh",
-]
+__all__ = ["Func", "Kernel", "func", "kernel"] + builtins_py.__all__

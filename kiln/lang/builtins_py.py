@@ -3,11 +3,13 @@
 Inside a kernel the front end maps each stub *object* (by identity) to its IR meaning, whatever
 name or module path the user reached it through. Outside a kernel the math stubs compute on
 Python/numpy values (`kl.sqrt(np.float32(2))`), which is handy for testing reference code;
-the atomics and `ndrange` have no meaning outside a kernel and raise a clear error.
+the atomics have no meaning outside a kernel and raise a clear error. Every stub, its kind and
+its doc come from the registry in kiln/ir/builtins.py.
 """
 
 from __future__ import annotations
 
+import builtins as py_builtins
 import math
 from collections.abc import Callable
 from itertools import product
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.ir.builtins import BUILTINS
+from kiln.ir.builtins import ALL_NAMES, BUILTINS, SPECIAL_FORMS
 from kiln.types import ScalarType
 
 
@@ -23,9 +25,11 @@ class BuiltinStub:
     """A kernel builtin. `kind` says how the front end treats it: "math" (a BUILTINS entry),
     "select", "cast", "atomic", "static" or "ndrange"."""
 
-    def __init__(self, name: str, kind: str, py_impl: Callable[..., Any] | None, doc: str) -> None:
+    def __init__(self, name: str, kind: str, py_impl: Callable[..., Any] | None, doc: str,
+                 arity: int | None) -> None:
         self.name = name
         self.kind = kind
+        self.arity = arity      # arguments a call takes (None: any number), from the registry
         self._py_impl = py_impl
         self.__doc__ = doc
         self.__name__ = name
@@ -42,32 +46,6 @@ class BuiltinStub:
 
 def _rsqrt(x: Any) -> Any:
     return 1 / np.sqrt(x)
-
-
-def _round(x: Any) -> Any:
-    return np.round(x)
-
-
-def _min(a: Any, b: Any) -> Any:
-    return np.fmin(a, b)
-
-
-def _max(a: Any, b: Any) -> Any:
-    return np.fmax(a, b)
-
-
-_PY_MATH: dict[str, Callable[..., Any]] = {
-    "abs": np.abs, "min": _min, "max": _max, "sqrt": np.sqrt, "rsqrt": _rsqrt, "exp": np.exp,
-    "log": np.log, "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin,
-    "acos": np.arccos, "atan": np.arctan, "atan2": np.arctan2, "tanh": np.tanh, "floor": np.floor,
-    "ceil": np.ceil, "round": _round, "pow": np.power, "isnan": np.isnan, "isinf": np.isinf,
-}
-
-#: every stub by name (math builtins plus the special forms)
-STUBS: dict[str, BuiltinStub] = {}
-
-for _name, _b in BUILTINS.items():
-    STUBS[_name] = BuiltinStub(_name, "math", _PY_MATH.get(_name), _b.doc)
 
 
 def _select(cond: Any, a: Any, b: Any) -> Any:
@@ -92,62 +70,61 @@ def _ndrange(*dims: Any) -> Any:
     return product(*ranges)
 
 
-STUBS["select"] = BuiltinStub("select", "select", _select,
-                              "select(cond, a, b): a where cond is true, else b (both evaluated)")
-STUBS["cast"] = BuiltinStub("cast", "cast", _cast, "cast(value, dtype): numeric conversion")
-STUBS["static"] = BuiltinStub("static", "static", _static,
-                              "static(x): evaluate x at compile time (if conditions, loop unrolling)")
-STUBS["ndrange"] = BuiltinStub("ndrange", "ndrange", _ndrange,
-                               "ndrange(*dims): multi-dimensional range; each dim is n or (start, stop)")
-for _op in ("add", "sub", "min", "max", "and", "or", "xor"):
-    STUBS[f"atomic_{_op}"] = BuiltinStub(
-        f"atomic_{_op}", "atomic", None,
-        f"atomic_{_op}(x[i], v): atomically x[i] = x[i] {_op} v; returns the old value")
+#: outside-kernel implementations that numpy has no single function for (the registry says
+#: which: a math builtin with `numpy=None`, or a special form); atomics have none
+_CUSTOM: dict[str, Callable[..., Any]] = {
+    "rsqrt": _rsqrt, "select": _select, "cast": _cast, "static": _static, "ndrange": _ndrange,
+}
 
-abs = STUBS["abs"]
-min = STUBS["min"]
-max = STUBS["max"]
-sqrt = STUBS["sqrt"]
-rsqrt = STUBS["rsqrt"]
-exp = STUBS["exp"]
-log = STUBS["log"]
-sin = STUBS["sin"]
-cos = STUBS["cos"]
-tan = STUBS["tan"]
-asin = STUBS["asin"]
-acos = STUBS["acos"]
-atan = STUBS["atan"]
-atan2 = STUBS["atan2"]
-tanh = STUBS["tanh"]
-floor = STUBS["floor"]
-ceil = STUBS["ceil"]
-round = STUBS["round"]
-pow = STUBS["pow"]
-isnan = STUBS["isnan"]
-isinf = STUBS["isinf"]
-select = STUBS["select"]
-cast = STUBS["cast"]
-static = STUBS["static"]
-ndrange = STUBS["ndrange"]
-atomic_add = STUBS["atomic_add"]
-atomic_sub = STUBS["atomic_sub"]
-atomic_min = STUBS["atomic_min"]
-atomic_max = STUBS["atomic_max"]
-atomic_and = STUBS["atomic_and"]
-atomic_or = STUBS["atomic_or"]
-atomic_xor = STUBS["atomic_xor"]
+#: every stub by name (math builtins plus the special forms), in registry order
+STUBS: dict[str, BuiltinStub] = {}
+for _b in BUILTINS.values():
+    _impl = getattr(np, _b.numpy) if _b.numpy is not None else _CUSTOM[_b.name]
+    STUBS[_b.name] = BuiltinStub(_b.name, "math", _impl, f"{_b.name}({', '.join(_b.params)}): {_b.doc}", _b.arity)
+for _f in SPECIAL_FORMS.values():
+    STUBS[_f.name] = BuiltinStub(_f.name, _f.kind, _CUSTOM.get(_f.name), f"{_f.name}({', '.join(_f.params)}): "
+                                 f"{_f.doc}", _f.arity)
 
-#: Python's own builtins and `math` functions that mean a kiln builtin inside a kernel
-PY_ALIASES: dict[int, str] = {}
+# BEGIN GENERATED by `python -m kiln.ir.builtins` from kiln/ir/builtins.py
+abs: BuiltinStub = STUBS["abs"]
+min: BuiltinStub = STUBS["min"]
+max: BuiltinStub = STUBS["max"]
+sqrt: BuiltinStub = STUBS["sqrt"]
+rsqrt: BuiltinStub = STUBS["rsqrt"]
+exp: BuiltinStub = STUBS["exp"]
+log: BuiltinStub = STUBS["log"]
+sin: BuiltinStub = STUBS["sin"]
+cos: BuiltinStub = STUBS["cos"]
+tan: BuiltinStub = STUBS["tan"]
+asin: BuiltinStub = STUBS["asin"]
+acos: BuiltinStub = STUBS["acos"]
+atan: BuiltinStub = STUBS["atan"]
+atan2: BuiltinStub = STUBS["atan2"]
+tanh: BuiltinStub = STUBS["tanh"]
+floor: BuiltinStub = STUBS["floor"]
+ceil: BuiltinStub = STUBS["ceil"]
+round: BuiltinStub = STUBS["round"]
+pow: BuiltinStub = STUBS["pow"]
+isnan: BuiltinStub = STUBS["isnan"]
+isinf: BuiltinStub = STUBS["isinf"]
+select: BuiltinStub = STUBS["select"]
+cast: BuiltinStub = STUBS["cast"]
+static: BuiltinStub = STUBS["static"]
+ndrange: BuiltinStub = STUBS["ndrange"]
+atomic_add: BuiltinStub = STUBS["atomic_add"]
+atomic_sub: BuiltinStub = STUBS["atomic_sub"]
+atomic_min: BuiltinStub = STUBS["atomic_min"]
+atomic_max: BuiltinStub = STUBS["atomic_max"]
+atomic_and: BuiltinStub = STUBS["atomic_and"]
+atomic_or: BuiltinStub = STUBS["atomic_or"]
+atomic_xor: BuiltinStub = STUBS["atomic_xor"]
+# END GENERATED
 
+#: Python's `math` functions that mean a kiln builtin inside a kernel (by object identity)
+PY_ALIASES: dict[int, str] = {id(getattr(math, b.math_alias)): b.name
+                              for b in BUILTINS.values() if b.math_alias is not None}
 
-def _alias(obj: object, name: str) -> None:
-    PY_ALIASES[id(obj)] = name
+#: Python's builtins (abs, min, max) that mean a kiln builtin inside a kernel (by object identity)
+PY_BUILTINS: dict[int, str] = {id(getattr(py_builtins, b.name)): b.name for b in BUILTINS.values() if b.python_builtin}
 
-
-for _fname in ("sqrt", "exp", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "tanh", "floor",
-               "ceil", "pow", "isnan", "isinf", "log"):
-    _alias(getattr(math, _fname), _fname)
-_alias(math.fabs, "abs")
-
-__all__ = list(STUBS) + ["BuiltinStub", "STUBS"]
+__all__ = list(ALL_NAMES) + ["BuiltinStub", "STUBS"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import builtins as py_builtins
 import dataclasses
 import operator
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,7 @@ import numpy as np
 
 from kiln.ir import nodes as ir
 from kiln.ir.builtins import BUILTINS, as_float
-from kiln.lang.builtins_py import PY_ALIASES, BuiltinStub
+from kiln.lang.builtins_py import PY_ALIASES, PY_BUILTINS, BuiltinStub
 from kiln.lang.callables import Compilable, Func
 from kiln.lang.transformer import ASTTransformer, LocalVar, LoopCtx, NameResolver, Scope
 from kiln.lang.values import (
@@ -73,7 +72,6 @@ _PYCMP = {
 }
 _BITWISE = (ir.BinaryOp.BITAND, ir.BinaryOp.BITOR, ir.BinaryOp.BITXOR)
 _PY_CASTS: dict[int, ScalarType] = {id(int): DEFAULT_INT, id(float): DEFAULT_FLOAT, id(bool): bool_}
-_PY_MATH_BUILTINS = {id(py_builtins.abs): "abs", id(py_builtins.min): "min", id(py_builtins.max): "max"}
 
 
 def as_scalar_type(obj: object) -> ScalarType | None:
@@ -339,8 +337,8 @@ class ExprMixin(ASTTransformer):
             return self.stub_call(obj, node)
         if id(obj) in PY_ALIASES:
             return self.builtin_call(PY_ALIASES[id(obj)], node)
-        if id(obj) in _PY_MATH_BUILTINS:
-            name = _PY_MATH_BUILTINS[id(obj)]
+        if id(obj) in PY_BUILTINS:
+            name = PY_BUILTINS[id(obj)]
             if name in ("min", "max") and len(node.args) > 2:
                 acc = self.builtin_call_values(name, [self.scalar(node.args[0]), self.scalar(node.args[1])], node)
                 for a in node.args[2:]:
@@ -378,19 +376,18 @@ class ExprMixin(ASTTransformer):
         loc = self.loc(node)
         if stub.kind == "math":
             return self.builtin_call(stub.name, node)
+        if stub.arity is not None:
+            self._arity(stub.name, stub.arity, node)    # the registry's parameter count
         if stub.kind == "select":
-            self._arity("select", 3, node)
             c, a, b = (self.scalar(x) for x in node.args)
             return self.select(c, a, b, loc)
         if stub.kind == "cast":
-            self._arity("cast", 2, node)
             tv = self.visit(node.args[1])
             t = as_scalar_type(tv.obj) if isinstance(tv, Static) else None
             if t is None:
                 raise type_error("kl.cast() needs a kiln scalar type such as kl.f32 as its second argument")
             return self.cast(self.scalar(node.args[0]), t, loc)
         if stub.kind == "atomic":
-            self._arity(stub.name, 2, node)
             op = ir.AtomicOp(stub.name.removeprefix("atomic_"))
             sub = node.args[0]
             arr = self.visit(sub.value) if isinstance(sub, ast.Subscript) else None
@@ -400,7 +397,6 @@ class ExprMixin(ASTTransformer):
             indices = self.array_indices(arr, sub.slice)  # type: ignore[union-attr]
             return self.atomic(op, arr, indices, self.scalar(node.args[1]), loc, stub.name)
         if stub.kind == "static":
-            self._arity("static", 1, node)
             return self.static_value(node.args[0])
         raise LangError(f"kl.{stub.name}() can only be used as the iterable of a for loop")
 
@@ -469,8 +465,7 @@ class ExprMixin(ASTTransformer):
                     raise type_error(f"argument '{pname}' of func '{func.name}' must be an array, got "
                                      f"{describe(v)}", a)
                 at = v.type
-                if (ann.dtype is not None and ann.dtype != at.dtype) or (ann.ndim is not None and
-                                                                         ann.ndim != at.ndim):
+                if not ann.accepts(at):
                     raise type_error(f"argument '{pname}' of func '{func.name}' expects {ann!r}, got {at!r}", a)
                 args.append(v)
                 types.append(at)

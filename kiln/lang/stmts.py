@@ -266,7 +266,8 @@ class StmtMixin(ExprMixin):
         if it.keywords:
             raise LangError("keyword arguments are not supported in calls inside kernels", it)
         if isinstance(obj, BuiltinStub) and obj.kind == "static":
-            self._arity("static", 1, it)
+            assert obj.arity is not None     # the registry declares static(x)
+            self._arity(obj.name, obj.arity, it)
             return self.static_for(node, self.static_value(it.args[0]))
         if obj is range:
             if not 1 <= len(it.args) <= 3:

@@ -16,6 +16,7 @@ from kiln.types import (
     f16,
     f32,
     from_numpy,
+    int_range,
     literal_type,
     promote,
     promote_with_literal,
@@ -98,14 +99,6 @@ def _py_value(v: bool | float, t: ScalarType) -> bool | int | float:
     if t.is_int:
         return int(v)
     return float(v)
-
-
-def int_range(t: ScalarType) -> tuple[int, int]:
-    if t.is_bool:
-        return 0, 1
-    if t.kind == "u":
-        return 0, (1 << t.bits) - 1
-    return -(1 << (t.bits - 1)), (1 << (t.bits - 1)) - 1
 
 
 def arith_type(t: ScalarType) -> ScalarType:

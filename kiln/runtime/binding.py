@@ -19,6 +19,7 @@ from kiln._record import Record
 from kiln.abi import ParamLayout, block_struct
 from kiln.artifact.manifest import ParamInfo, ShapeDim
 from kiln.errors import ArgumentError, ArgumentValueError
+from kiln.types import SCALARS_BY_NAME, NdArrayType, from_numpy, value_range
 
 _ARRAY, _BOOL, _INT, _FLOAT = 0, 1, 2, 3
 
@@ -52,9 +53,11 @@ def data_pointer(a: np.ndarray) -> int:
     return int(a.ctypes.data)
 
 
-class _Plan(Record):
-    __slots__ = ('name', 'kind', 'dtype', 'type_name', 'ndim', 'needs_write', 'shape', 'lo', 'hi')
-    _defaults: ClassVar[dict[str, Any]] = {'lo': 0, 'hi': 0}
+class ArgPlan(Record):
+    """What one parameter needs from its argument, computed once per graph or kernel."""
+
+    __slots__ = ('name', 'kind', 'dtype', 'type_name', 'ndim', 'needs_write', 'shape', 'lo', 'hi', 'array_type')
+    _defaults: ClassVar[dict[str, Any]] = {'lo': 0, 'hi': 0, 'array_type': None}
     name: str
     kind: int
     dtype: np.dtype | None
@@ -64,10 +67,15 @@ class _Plan(Record):
     shape: tuple[ShapeDim, ...] | None
     lo: int | float
     hi: int | float
+    array_type: NdArrayType | None   # arrays: the concrete type, whose `mismatch` words errors
 
 
 class ArgBinder:
-    """Checks a mapping of named arguments against parameters and packs the argument block."""
+    """Checks a mapping of named arguments against parameters and packs the argument block.
+
+    The one argument checker of kiln: the CPU runtime packs with `pack`; the CUDA runtime calls
+    `check_mapping`, `scalar`, `check_ndarray` and `check_shape` and adds only device-array checks.
+    """
 
     def __init__(self, params: tuple[ParamInfo, ...], owner: str) -> None:
         self.owner = owner
@@ -79,19 +87,16 @@ class ArgBinder:
         self.has_symbols = any(isinstance(d, str) for p in params if p.shape for d in p.shape)
 
     @staticmethod
-    def _plan(p: ParamInfo) -> _Plan:
+    def _plan(p: ParamInfo) -> ArgPlan:
         lay: ParamLayout = p.layout
+        st = SCALARS_BY_NAME[lay.dtype]
+        dt = st.np_dtype
         if lay.kind == "ndarray":
-            return _Plan(lay.name, _ARRAY, _np_dtype(lay.dtype), lay.dtype, lay.ndim,
-                         p.access in ("write", "readwrite"), p.shape)
-        dt = _np_dtype(lay.dtype)
-        if lay.dtype == "bool":
-            return _Plan(lay.name, _BOOL, dt, lay.dtype, 0, False, None)
-        if dt.kind in "iu":
-            info = np.iinfo(dt)
-            return _Plan(lay.name, _INT, dt, lay.dtype, 0, False, None, int(info.min), int(info.max))
-        finfo = np.finfo(dt)
-        return _Plan(lay.name, _FLOAT, dt, lay.dtype, 0, False, None, -float(finfo.max), float(finfo.max))
+            return ArgPlan(lay.name, _ARRAY, dt, lay.dtype, lay.ndim, p.access in ("write", "readwrite"), p.shape,
+                         array_type=NdArrayType(st, lay.ndim))
+        kind = _BOOL if st.is_bool else _INT if st.is_int else _FLOAT
+        lo, hi = value_range(st)
+        return ArgPlan(lay.name, kind, dt, lay.dtype, 0, False, None, lo, hi)
 
     # ------------------------------------------------------------------------------ per call
     def pack(self, args: Mapping[str, object]) -> bytes:
@@ -105,9 +110,9 @@ class ArgBinder:
 
     def _pack(self, args: Mapping[str, object], objects: bool) -> bytes:
         if type(args) is not dict and not isinstance(args, Mapping):
-            raise ArgumentError(f"{self.owner}: run() takes a dict of named arguments, got {type(args).__name__}")
+            self.check_mapping(args)
         if len(args) != len(self.names):
-            self._check_names(args)
+            self.check_names(args)
         values: list[object] = []
         symbols: dict[str, int] = {}
         # Plain tuples, unpacked in the loop header: the cheapest per-parameter access in CPython.
@@ -115,74 +120,88 @@ class ArgBinder:
             try:
                 a = args[name]
             except KeyError:
-                self._check_names(args)
+                self.check_names(args)
                 raise
             if is_array:
                 if type(a) is not _ndarray and not isinstance(a, _ndarray):
                     raise self._array_type_error(plan, a)
                 dt = a.dtype  # type: ignore[union-attr]
-                if dt is not dtype and dt != dtype:
-                    raise ArgumentError(f"{self.owner}: argument {name!r}: expected dtype {plan.type_name}, "
-                                        f"got {dt} (kiln never converts arrays)")
-                if a.ndim != ndim:  # type: ignore[union-attr]
-                    raise ArgumentError(f"{self.owner}: argument {name!r}: expected a {ndim}-D array, "
-                                        f"got {a.ndim}-D with shape {a.shape}")  # type: ignore[union-attr]
+                if (dt is not dtype and dt != dtype) or a.ndim != ndim:  # type: ignore[union-attr]
+                    self.check_ndarray(plan, a)  # type: ignore[arg-type]
                 # carray = C-contiguous, aligned and writeable: the common case in one test
                 if not a.flags.carray:  # type: ignore[union-attr]
-                    self._check_flags(plan, a.flags)  # type: ignore[union-attr]
+                    self._check_flags(plan, a.flags, False)  # type: ignore[union-attr]
                 shape = a.shape  # type: ignore[union-attr]
                 if shape_spec is not None:
-                    self._check_shape(plan, shape, symbols)
+                    self.check_shape(plan, shape, symbols)
                 values.append(id(a) if objects else data_pointer(a))  # type: ignore[arg-type]
                 values += shape
             else:
-                values.append(self._scalar(plan, a))
+                values.append(self.scalar(plan, a))
         return self.struct.pack(*values)
 
-    def _check_flags(self, plan: _Plan, flags: object) -> None:
-        if not flags.c_contiguous:  # type: ignore[attr-defined]
-            raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: array is not C-contiguous "
-                                     "(pass np.ascontiguousarray(x); kiln never copies arrays)")
-        if not flags.aligned:  # type: ignore[attr-defined]
-            raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: array data is not aligned to its "
-                                     "dtype (pass a copy)")
-        if plan.needs_write and not flags.writeable:  # type: ignore[attr-defined]
-            raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: array is read-only but the "
-                                     "compiled code writes to it")
+    # ------------------------------------------------------------------------------ checks
+    def check_mapping(self, args: object) -> None:
+        """`args` must be a mapping with exactly the parameter names as keys."""
+        if not isinstance(args, Mapping):
+            raise ArgumentError(f"{self.owner}: run() takes a dict of named arguments, got {type(args).__name__}")
+        if len(args) != len(self.names) or not self.name_set.issuperset(args):
+            self.check_names(args)
 
-    def _check_names(self, args: Mapping[str, object]) -> None:
+    def where(self, plan: ArgPlan) -> str:
+        return f"{self.owner}: argument {plan.name!r}"
+
+    def check_ndarray(self, plan: ArgPlan, a: np.ndarray, host_copy: bool = False) -> None:
+        """dtype, ndim, contiguity, alignment and writability of a numpy array argument
+        (`host_copy`: the array is copied to a device, so its alignment does not matter)."""
+        assert plan.array_type is not None
+        problem = plan.array_type.mismatch(from_numpy(a.dtype), a.ndim, str(a.dtype), a.shape)
+        if problem is not None:
+            raise ArgumentError(f"{self.where(plan)}: {problem}")
+        self._check_flags(plan, a.flags, host_copy)
+
+    def _check_flags(self, plan: ArgPlan, flags: Any, host_copy: bool) -> None:
+        if not flags.c_contiguous:
+            raise ArgumentValueError(f"{self.where(plan)}: array is not C-contiguous "
+                                     "(pass np.ascontiguousarray(x); kiln never copies arrays)")
+        if not flags.aligned and not host_copy:
+            raise ArgumentValueError(f"{self.where(plan)}: array data is not aligned to its dtype (pass a copy)")
+        if plan.needs_write and not flags.writeable:
+            raise ArgumentValueError(f"{self.where(plan)}: array is read-only but the compiled code writes to it")
+
+    def check_names(self, args: Mapping[str, object]) -> None:
         missing = [n for n in self.names if n not in args]
         if missing:
-            raise ArgumentError(f"{self.owner}: missing argument{'s' if len(missing) > 1 else ''} "
-                                f"{', '.join(map(repr, missing))}; expected {', '.join(self.names) or 'none'}")
+            raise missing_arguments(self.owner, missing, self.names)
         unknown = [str(n) for n in args if n not in self.name_set]
         raise ArgumentError(f"{self.owner}: unknown argument{'s' if len(unknown) > 1 else ''} "
                             f"{', '.join(map(repr, unknown))}; expected {', '.join(self.names) or 'none'}")
 
-    def _array_type_error(self, plan: _Plan, a: object) -> ArgumentError:
+    def _array_type_error(self, plan: ArgPlan, a: object) -> ArgumentError:
         hint = ""
         if hasattr(a, "__cuda_array_interface__") or hasattr(a, "__dlpack__"):
             hint = " (device arrays need a graph compiled for the cuda target)"
-        return ArgumentError(f"{self.owner}: argument {plan.name!r}: expected a numpy.ndarray of {plan.type_name} "
+        return ArgumentError(f"{self.where(plan)}: expected a numpy.ndarray of {plan.type_name} "
                              f"with ndim={plan.ndim}, got {type(a).__name__}{hint}")
 
-    def _check_shape(self, plan: _Plan, shape: tuple[int, ...], symbols: dict[str, int]) -> None:
+    def check_shape(self, plan: ArgPlan, shape: tuple[int, ...], symbols: dict[str, int]) -> None:
+        """Fixed dimensions and shape symbols (bound in `symbols` by earlier arguments of the run)."""
         assert plan.shape is not None
         for k, (want, got) in enumerate(zip(plan.shape, shape)):
             if want is None:
                 continue
             if isinstance(want, int):
                 if got != want:
-                    raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: dimension {k} must be "
-                                             f"{want}, got shape {shape}")
+                    raise ArgumentValueError(f"{self.where(plan)}: dimension {k} must be {want}, got shape {shape}")
             else:
                 bound = symbols.setdefault(want, got)
                 if bound != got:
                     raise ArgumentValueError(
-                        f"{self.owner}: argument {plan.name!r}: dimension {k} is {got} but shape symbol "
+                        f"{self.where(plan)}: dimension {k} is {got} but shape symbol "
                         f"{want!r} is {bound} from an earlier argument (shapes declared {plan.shape})")
 
-    def _scalar(self, plan: _Plan, v: object) -> object:
+    def scalar(self, plan: ArgPlan, v: object) -> object:
+        """The checked value of a scalar argument, as the block stores it."""
         # Fast paths first: plain Python numbers are what almost every call passes.
         t = type(v)
         if plan.kind == _FLOAT and (t is float or t is int):
@@ -192,8 +211,8 @@ class ArgBinder:
             return v
         return self._scalar_slow(plan, v)
 
-    def _scalar_slow(self, plan: _Plan, v: object) -> object:
-        where = f"{self.owner}: argument {plan.name!r}"
+    def _scalar_slow(self, plan: ArgPlan, v: object) -> object:
+        where = self.where(plan)
         if plan.kind == _BOOL:
             if isinstance(v, (bool, np.bool_)):
                 return bool(v)
@@ -216,14 +235,16 @@ class ArgBinder:
         return fv
 
 
-def _np_dtype(name: str) -> np.dtype:
-    from kiln.types import SCALARS_BY_NAME
-    return SCALARS_BY_NAME[name].np_dtype
+def missing_arguments(owner: str, missing: list[str], names: tuple[str, ...]) -> ArgumentError:
+    return ArgumentError(f"{owner}: missing argument{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(map(repr, missing))}; expected {', '.join(names) or 'none'}")
 
 
-def named_arguments(owner: str, names: tuple[str, ...], args: tuple[object, ...],
-                    kwargs: dict[str, object]) -> dict[str, object]:
-    """Positional and keyword arguments of a kernel call as one dict of named arguments."""
+def bind_call_arguments(owner: str, names: tuple[str, ...], args: tuple[object, ...],
+                        kwargs: Mapping[str, object]) -> dict[str, object]:
+    """Positional and keyword arguments of a call as one dict of named arguments: the one rule
+    for too many, unknown, doubly given and missing arguments (direct calls, CPU and CUDA
+    kernels). `owner` names the callee in messages, e.g. "kernel 'saxpy'"."""
     if len(args) > len(names):
         raise ArgumentError(f"{owner}: takes {len(names)} arguments, got {len(args)}")
     named = dict(zip(names, args))
@@ -233,4 +254,6 @@ def named_arguments(owner: str, names: tuple[str, ...], args: tuple[object, ...]
         if k not in names:
             raise ArgumentError(f"{owner}: has no parameter {k!r}; parameters: {', '.join(names)}")
         named[k] = v
+    if len(named) != len(names):
+        raise missing_arguments(owner, [n for n in names if n not in named], names)
     return named

@@ -10,14 +10,18 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Mapping
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from kiln._record import Record
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
-from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, ShapeDim, TargetInfo
+from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArtifactError, KilnError
 from kiln.runtime import threads
-from kiln.runtime.binding import DATA_OFFSET, ArgBinder, named_arguments
+from kiln.runtime.binding import DATA_OFFSET, ArgBinder, bind_call_arguments
+from kiln.runtime.runnable import ArgSpec, Runnable, arg_specs
+
+if TYPE_CHECKING:
+    from kiln.runtime.cuda import CudaModule
 
 _OBJ_ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64)
 
@@ -26,39 +30,17 @@ class KernelRuntimeError(KilnError, RuntimeError):
     """Native code reported a failure (a non-zero status from an entry point)."""
 
 
-class ArgSpec(Record):
-    """What a graph or kernel argument must be: printed by `CompiledGraph.args`."""
-
-    __slots__ = ('name', 'kind', 'dtype', 'ndim', 'shape', 'access')
-    name: str
-    kind: str  # "scalar" | "ndarray"
-    dtype: str
-    ndim: int
-    shape: tuple[ShapeDim, ...] | None
-    access: str
-
-    def __repr__(self) -> str:
-        if self.kind == "scalar":
-            return f"{self.name}: {self.dtype}"
-        shape = "" if self.shape is None else ", shape=(" + ", ".join(
-            "?" if d is None else str(d) for d in self.shape) + ("," if self.ndim == 1 else "") + ")"
-        return f"{self.name}: ndarray({self.dtype}, ndim={self.ndim}{shape}) [{self.access}]"
-
-
-def _specs(params: tuple[ParamInfo, ...]) -> list[ArgSpec]:
-    return [ArgSpec(p.layout.name, p.layout.kind, p.layout.dtype, p.layout.ndim, p.shape, p.access)
-            for p in params]
-
-
 class _Runnable:
-    """Shared by graphs and kernels: one argument check, one foreign call."""
+    """Shared by graphs and kernels (both satisfy the `Runnable` protocol): one argument check,
+    one foreign call."""
 
     def __init__(self, module: CompiledModule, owner: str, params: tuple[ParamInfo, ...], symbol: str) -> None:
         from kiln.runtime.native import ENTRY_TYPE
         self._module = module          # keeps the native code mapped while this object lives
         self._owner = owner
         self._binder = ArgBinder(params, owner)
-        self.args: list[ArgSpec] = _specs(params)
+        self.params = params
+        self.args: list[ArgSpec] = arg_specs(params)
         native = module._native
         fast = symbol + "_pyobj"
         self._pack = self._binder._pack
@@ -110,7 +92,7 @@ class CompiledKernel(_Runnable):
         if len(args) == len(names) and not kwargs:
             self.run(dict(zip(names, args)))
             return
-        self.run(named_arguments(self._owner, names, args, kwargs))
+        self.run(bind_call_arguments(self._owner, names, args, kwargs))
 
     def __repr__(self) -> str:
         return f"<CompiledKernel {self.name!r} args={self.args}>"
@@ -193,29 +175,30 @@ def _link(data: bytes, container: Container, source: str) -> CompiledModule:
         raise ArtifactError(f"{source}: {e}") from None
 
 
-def load_module(path: str | os.PathLike[str], device: str = "cpu") -> Any:
+def load_module(path: str | os.PathLike[str], device: str = "cpu") -> CompiledModule | CudaModule:
     """Load every graph and kernel of a .kiln file, for the CPU (a CompiledModule) or, with
     device="cuda", for the current GPU (a kiln.runtime.cuda.CudaModule; docs/cuda.md)."""
     if device != "cpu":
-        return _load_cuda(path, device, module=True)
+        return _cuda_runtime(device).load_module(path)  # type: ignore[no-any-return]
     source = os.fspath(path)
     return load_bytes(read_bytes(source), source)
 
 
-def _load_cuda(path: str | os.PathLike[str], device: str, module: bool) -> Any:
+def _cuda_runtime(device: str) -> ModuleType:
     if device != "cuda":
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     from kiln.runtime import cuda  # imports cuda-bindings lazily, only for GPU files
-    return cuda.load_module(path) if module else cuda.load(path)
+    return cuda
 
 
-def load(path: str | os.PathLike[str], device: str = "cpu") -> Any:
+def load(path: str | os.PathLike[str], device: str = "cpu") -> Runnable:
     """Load a .kiln file holding one graph and return that graph (a CompiledGraph, or with
     device="cuda" a kiln.runtime.cuda.CudaGraph)."""
     if device != "cpu":
-        return _load_cuda(path, device, module=False)
-    module = load_module(path)
+        return _cuda_runtime(device).load(path)  # type: ignore[no-any-return]
+    source = os.fspath(path)
+    module = load_bytes(read_bytes(source), source)
     if len(module.graphs) != 1:
-        raise ArtifactError(f"{os.fspath(path)}: holds {len(module.graphs)} graphs "
+        raise ArtifactError(f"{source}: holds {len(module.graphs)} graphs "
                             f"({', '.join(sorted(module.graphs)) or 'none'}); use kiln.load_module() and pick one")
     return next(iter(module.graphs.values()))

@@ -1,0 +1,186 @@
+"""Launching kiln kernels on a GPU: a module image loaded into a context, the launch nodes of a
+run, the launch-count expressions that size grids, and CUDA graphs replayed across runs."""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from typing import Any, Protocol
+
+from kiln.abi import SCALAR_FORMAT, SLOT, block_size
+from kiln.artifact.manifest import CudaLaunch, ParamInfo
+from kiln.errors import CudaError
+from kiln.runtime.cuda_driver import Device, check, driver
+
+
+class LoadedImage:
+    """A module image (cubin or PTX) loaded into one device's context: functions by PTX entry
+    name, and per entry the largest useful grid, i.e. one full wave of resident blocks (a
+    grid-stride loop gains nothing from more, and a partial second wave would be a long tail)."""
+
+    def __init__(self, dev: Device, image: bytes, kind: str, entries: list[str], block: int, source: str) -> None:
+        drv = driver()
+        self.dev = dev
+        dev.make_current()
+        self.image_kind = kind
+        self.mod = check(drv.cuModuleLoadData(image), f"{source}: loading {kind} (cuModuleLoadData)")
+        self.functions: dict[str, Any] = {}
+        self.max_grid: dict[str, int] = {}
+        for e in entries:
+            if e in self.functions:
+                continue
+            f = check(drv.cuModuleGetFunction(self.mod, e.encode()), f"{source}: cuModuleGetFunction({e})")
+            self.functions[e] = f
+            try:
+                occ = check(drv.cuOccupancyMaxActiveBlocksPerMultiprocessor(f, block, 0),
+                            "cuOccupancyMaxActiveBlocksPerMultiprocessor")
+            except CudaError:
+                occ = 2048 // block
+            self.max_grid[e] = max(1, dev.sm_count * max(1, int(occ)))
+
+
+class Node:
+    """One kernel launch of a run: function, grid, and its argument block gathered from the run's
+    block (graph args) and constants."""
+
+    __slots__ = ("entry", "mode", "count", "waves", "gather", "kparams", "nslots")
+
+    def __init__(self, launch: CudaLaunch, gather: list[Any], kparams: tuple[ParamInfo, ...]) -> None:
+        self.entry = launch.entry
+        self.mode = launch.mode
+        self.count = launch.count
+        self.waves = launch.waves
+        self.gather = gather          # per kernel param: (src_offset, size, name) or bytes
+        self.kparams = kparams
+        self.nslots = block_size([p.layout for p in kparams]) // SLOT
+
+
+class LaunchPlan(Protocol):
+    """What a CUDA graph needs from the graph or kernel it replays (kiln.runtime.cuda)."""
+
+    nodes: list[Node]
+    owner: str
+    block_size: int
+
+    def node_block(self, node: Node, block: bytes) -> bytes: ...
+
+    def grid(self, node: Node, kblock: bytes, lm: LoadedImage) -> int: ...
+
+
+def eval_host_expr(x: Any, scalars: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> int:
+    """Evaluate a launch-count expression tree written by kiln.codegen.nvptx (manifest cuda.launches)."""
+    op = x[0]
+    if op == "const":
+        return int(x[1])
+    if op == "shape":
+        return int(shapes[x[1]][x[2]])
+    if op == "arg":
+        return int(scalars[x[1]])
+    if op == "int":
+        return int(eval_host_expr(x[1], scalars, shapes))
+    vals = [eval_host_expr(a, scalars, shapes) for a in x[1:]]
+    if op == "+":
+        return vals[0] + vals[1]
+    if op == "-":
+        return vals[0] - vals[1]
+    if op == "*":
+        return vals[0] * vals[1]
+    if op == "//":
+        return vals[0] // vals[1] if vals[1] else 0
+    if op == "%":
+        return vals[0] % vals[1] if vals[1] else 0
+    if op == "min":
+        return min(vals)
+    if op == "max":
+        return max(vals)
+    raise ValueError(f"unknown host expression {op!r}")
+
+
+
+def param_array(kb: bytes, nslots: int) -> tuple[Any, Any]:
+    buf = ctypes.create_string_buffer(kb, max(8, len(kb)))
+    base = ctypes.addressof(buf)
+    ptrs = (ctypes.c_void_p * max(1, nslots))(*[base + SLOT * k for k in range(nslots)])
+    return buf, ptrs
+
+
+def decode_block(kparams: tuple[ParamInfo, ...], kb: bytes) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    scalars: dict[str, Any] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for p in kparams:
+        lay = p.layout
+        if lay.kind == "ndarray":
+            shapes[lay.name] = struct.unpack_from(f"<{lay.ndim}q", kb, lay.offset + SLOT)
+        else:
+            scalars[lay.name] = struct.unpack_from("<" + SCALAR_FORMAT[lay.dtype], kb, lay.offset)[0]
+    return scalars, shapes
+
+
+class GraphExec:
+    """A CUDA graph of one run's kernel nodes (one per launch, chained), instantiated."""
+
+    def __init__(self, r: LaunchPlan, lm: LoadedImage, block: bytes) -> None:
+        drv = driver()
+        self.r = r
+        self.lm = lm
+        self.block = block
+        self.graph = check(drv.cuGraphCreate(0), "cuGraphCreate")
+        self.nodes: list[Any] = []
+        self.node_blocks: list[bytes] = []
+        self.node_params: list[tuple[Any, Any, Any]] = []   # (CUDA_KERNEL_NODE_PARAMS, buffer, pointers)
+        prev = None
+        for node in r.nodes:
+            kb = r.node_block(node, block)
+            grid = r.grid(node, kb, lm)
+            params = self._params(node, kb, grid)
+            deps = [prev] if prev is not None else None
+            gnode = check(drv.cuGraphAddKernelNode(self.graph, deps, 1 if deps else 0, params[0]),
+                          f"{r.owner}: cuGraphAddKernelNode({node.entry})")
+            self.nodes.append(gnode)
+            self.node_blocks.append(kb)
+            self.node_params.append(params)
+            prev = gnode
+        self.exec = check(drv.cuGraphInstantiate(self.graph, 0), f"{r.owner}: cuGraphInstantiate")
+
+    def _params(self, node: Node, kb: bytes, grid: int) -> tuple[Any, Any, Any]:
+        drv = driver()
+        p = drv.CUDA_KERNEL_NODE_PARAMS()
+        p.func = self.lm.functions[node.entry]
+        p.gridDimX, p.gridDimY, p.gridDimZ = grid, 1, 1
+        p.blockDimX = 1 if node.mode == "single" else self.r.block_size
+        p.blockDimY = p.blockDimZ = 1
+        p.sharedMemBytes = 0
+        buf, ptrs = param_array(kb, node.nslots)
+        p.kernelParams = ctypes.addressof(ptrs) if node.nslots else 0
+        p.extra = 0
+        return p, buf, ptrs           # the driver copies the values on each call that takes p
+
+    def update(self, block: bytes) -> None:
+        """Only scalars changed (array pointers and shapes are the cache key): update the nodes
+        whose argument blocks differ, in place (the node's parameter buffer is rewritten and handed
+        to cuGraphExecKernelNodeSetParams again)."""
+        drv = driver()
+        r = self.r
+        for i, node in enumerate(r.nodes):
+            kb = r.node_block(node, block)
+            if kb == self.node_blocks[i]:
+                continue
+            p, buf, _ptrs = self.node_params[i]
+            ctypes.memmove(buf, kb, len(kb))
+            if node.count is not None:
+                grid = r.grid(node, kb, self.lm)
+                if grid != p.gridDimX:
+                    p.gridDimX = grid
+            err = drv.cuGraphExecKernelNodeSetParams(self.exec, self.nodes[i], p)
+            if err[0] != drv.CUresult.CUDA_SUCCESS:
+                check(err, f"{r.owner}: cuGraphExecKernelNodeSetParams")
+            self.node_blocks[i] = kb
+        self.block = block
+
+    def destroy(self) -> None:
+        drv = driver()
+        try:
+            drv.cuGraphExecDestroy(self.exec)
+            drv.cuGraphDestroy(self.graph)
+        except Exception:  # noqa: BLE001, S110 - best effort at teardown
+            pass

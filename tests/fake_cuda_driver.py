@@ -1,0 +1,95 @@
+"""A stand-in for cuda.bindings.driver that records what kiln's CUDA runtime asks of it (tests only).
+
+Device memory is host memory; nothing executes. It lets tests check the runtime's plumbing on a
+machine without a GPU: staging copies, argument blocks, grid sizes, CUDA-graph updates, streams.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import types
+
+LOG = []
+MEM = {}          # dptr -> ctypes buffer
+_next = [0x10000]
+
+
+class CUresult:
+    CUDA_SUCCESS = 0
+    CUDA_ERROR_NO_DEVICE = 100
+
+
+class CUdevice_attribute:
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 1
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 2
+    CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 3
+
+
+class CUDA_KERNEL_NODE_PARAMS:
+    pass
+
+
+def cuInit(flags): return (0,)
+def cuGetErrorName(err): return (0, b"ERR")
+def cuDeviceGetCount(): return (0, 1)
+def cuDeviceGet(i): return (0, 7)
+def cuDevicePrimaryCtxRetain(dev): return (0, 11)
+def cuDeviceGetAttribute(a, dev): return (0, {1: 9, 2: 0, 3: 4}[a])
+def cuCtxGetCurrent(): return (0, 11)
+def cuCtxSetCurrent(c): return (0,)
+def cuModuleLoadData(image):
+    LOG.append(("load", len(image)))
+    return (0, 99)
+def cuModuleGetFunction(mod, name): return (0, name.decode())
+def cuOccupancyMaxActiveBlocksPerMultiprocessor(f, block, smem): return (0, 2)
+def cuMemAlloc(n):
+    p = _next[0]
+    _next[0] += (n + 255) // 256 * 256 + 256
+    MEM[p] = ctypes.create_string_buffer(n)
+    return (0, p)
+def cuMemFree(p): MEM.pop(p, None); return (0,)
+def cuMemcpyHtoDAsync(dptr, src, n, s):
+    ctypes.memmove(MEM[dptr], src, n); LOG.append(("htod", n, s)); return (0,)
+def cuMemcpyDtoHAsync(dst, dptr, n, s):
+    ctypes.memmove(dst, MEM[dptr], n)
+    LOG.append(("dtoh", n, s))
+    return (0,)
+def cuStreamSynchronize(s): LOG.append(("sync", s)); return (0,)
+
+
+def _params_bytes(kernel_params, nslots):
+    if not kernel_params:
+        return b""
+    ptrs = (ctypes.c_void_p * nslots).from_address(kernel_params)
+    return b"".join(ctypes.string_at(p, 8) for p in ptrs)
+
+
+def cuLaunchKernel(f, gx, gy, gz, bx, by, bz, smem, s, kernel_params, extra):
+    LOG.append(("launch", f, gx, bx, s, _params_bytes(kernel_params, 4).hex()))
+    return (0,)
+def cuGraphCreate(flags): return (0, object())
+def cuGraphAddKernelNode(graph, deps, ndeps, p):
+    LOG.append(("node", p.func, p.gridDimX, p.blockDimX, ndeps, _params_bytes(p.kernelParams, 4).hex()))
+    return (0, object())
+def cuGraphInstantiate(g, flags): return (0, "exec")
+def cuGraphLaunch(e, s): LOG.append(("graphlaunch", s)); return (0,)
+def cuGraphExecKernelNodeSetParams(e, n, p): LOG.append(("setparams", p.func, p.gridDimX, _params_bytes(p.kernelParams, 4).hex())); return (0,)
+def cuGraphExecDestroy(e): return (0,)
+def cuGraphDestroy(g): return (0,)
+
+
+def install(monkeypatch):
+    """Make `from cuda.bindings import driver` find this module for one test."""
+    from kiln.runtime import cuda_driver
+
+    cuda = types.ModuleType("cuda")
+    bindings = types.ModuleType("cuda.bindings")
+    cuda.bindings = bindings
+    bindings.driver = sys.modules[__name__]
+    monkeypatch.setitem(sys.modules, "cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", sys.modules[__name__])
+    monkeypatch.setattr(cuda_driver, "_drv", None)
+    monkeypatch.setattr(cuda_driver.Device, "_all", {})
+    LOG.clear()
