@@ -1,0 +1,512 @@
+"""Compile time, cold, kiln beside Taichi and Numba in one run (issue 14's compile-time goals).
+
+Every number comes from a fresh subprocess (no in-process caches; kiln has no disk cache yet;
+Taichi's offline cache is off, TI_OFFLINE_CACHE=0 / ti.init(offline_cache=False); Numba njit
+without cache=True). Rows:
+
+1. one small kernel (saxpy): kiln direct first call and Module.add_kernel + compile, Taichi first
+   call (JIT), Numba first call;
+2. the 10-kernel chain of bench/coldstart: kiln GraphBuilder.compile() + first run, Taichi
+   ti.graph compile + first run, Numba 10 first calls;
+3. Taichi's mpm88 graph with N substeps appended (4 dispatches each): kiln
+   (bench/kiln_programs/mpm88_scalar.py) vs Taichi (bench/taichi_programs/mpm88.py, the graph of
+   mpm88_bench.py), compile + first run, and the per-dispatch cost from the slope over N.
+
+    PYTHONPATH=$PWD /work/venv/bin/python bench/compile_bench.py [--substeps 1 50 200 500] [--repeats 1]
+    PYTHONPATH=$PWD /work/venv/bin/python bench/compile_bench.py --stages   # where kiln's time goes
+
+`--stages` times kiln's compile stages by wrapping today's functions from outside (see
+bench/NOTES_COMPILE.md); the hook list names the current driver's functions and must follow it
+when the driver moves.
+"""
+
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DISPATCHES_PER_SUBSTEP = 4
+#: particles in the mpm88 compile rows: compile time does not depend on it, and a small run keeps
+#: the first run (which holds Taichi's JIT) from being drowned by execution time
+MPM_PARTICLES = 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# Children: each measures one thing in a fresh process and prints one JSON line
+# ---------------------------------------------------------------------------------------------
+
+def _kiln_saxpy():
+    import kiln as kl
+
+    @kl.kernel
+    def saxpy(a: kl.f32, x: kl.ndarray(kl.f32, ndim=1), y: kl.ndarray(kl.f32, ndim=1)):
+        for i in range(x.shape[0]):
+            y[i] = a * x[i] + y[i]
+
+    return kl, saxpy
+
+
+def child_kiln_saxpy_direct() -> dict:
+    import numpy as np
+    t0 = time.perf_counter()
+    _kl, saxpy = _kiln_saxpy()
+    t1 = time.perf_counter()
+    x, y = np.ones(1024, np.float32), np.zeros(1024, np.float32)
+    saxpy(2.0, x, y)
+    t2 = time.perf_counter()
+    saxpy(2.0, x, y)
+    t3 = time.perf_counter()
+    assert y[0] == 4.0
+    return {"import_s": t1 - t0, "compile_s": t2 - t1 - (t3 - t2), "first_s": t2 - t1}
+
+
+def child_kiln_saxpy_module() -> dict:
+    t0 = time.perf_counter()
+    kl, saxpy = _kiln_saxpy()
+    t1 = time.perf_counter()
+    m = kl.Module()
+    m.add_kernel(saxpy, kl.f32, kl.ndarray(kl.f32, ndim=1), kl.ndarray(kl.f32, ndim=1))
+    m.compile()
+    t2 = time.perf_counter()
+    return {"import_s": t1 - t0, "compile_s": t2 - t1, "first_s": t2 - t1}
+
+
+def child_taichi_saxpy() -> dict:
+    import numpy as np
+    t0 = time.perf_counter()
+    import taichi as ti
+    ti.init(arch=ti.cpu, offline_cache=False, log_level=ti.ERROR)
+
+    @ti.kernel
+    def saxpy(a: ti.f32, x: ti.types.ndarray(dtype=ti.f32, ndim=1), y: ti.types.ndarray(dtype=ti.f32, ndim=1)):
+        for i in range(x.shape[0]):
+            y[i] = a * x[i] + y[i]
+
+    t1 = time.perf_counter()
+    x, y = np.ones(1024, np.float32), np.zeros(1024, np.float32)
+    saxpy(2.0, x, y)
+    ti.sync()
+    t2 = time.perf_counter()
+    saxpy(2.0, x, y)
+    ti.sync()
+    t3 = time.perf_counter()
+    assert y[0] == 4.0
+    return {"import_s": t1 - t0, "compile_s": t2 - t1 - (t3 - t2), "first_s": t2 - t1}
+
+
+def child_numba_saxpy() -> dict:
+    import numpy as np
+    t0 = time.perf_counter()
+    from numba import njit
+
+    @njit
+    def saxpy(a, x, y):
+        for i in range(x.shape[0]):
+            y[i] = a * x[i] + y[i]
+
+    t1 = time.perf_counter()
+    x, y = np.ones(1024, np.float32), np.zeros(1024, np.float32)
+    saxpy(np.float32(2.0), x, y)
+    t2 = time.perf_counter()
+    saxpy(np.float32(2.0), x, y)
+    t3 = time.perf_counter()
+    assert y[0] == 4.0
+    return {"import_s": t1 - t0, "compile_s": t2 - t1 - (t3 - t2), "first_s": t2 - t1}
+
+
+def child_kiln_chain() -> dict:
+    import numpy as np
+    sys.path.insert(0, str(HERE / "coldstart"))
+    t0 = time.perf_counter()
+    import chain_kiln
+    t1 = time.perf_counter()
+    graph = chain_kiln.build()
+    t2 = time.perf_counter()
+    y = np.zeros(16, np.float32)
+    graph.run({"y": y})
+    t3 = time.perf_counter()
+    graph.run({"y": y})
+    t4 = time.perf_counter()
+    return {"import_s": t1 - t0, "compile_s": t2 - t1, "first_s": t3 - t1, "run_s": t4 - t3}
+
+
+def child_taichi_chain() -> dict:
+    import numpy as np
+    sys.path.insert(0, str(HERE / "coldstart"))
+    t0 = time.perf_counter()
+    import taichi as ti
+    ti.init(arch=ti.cpu, offline_cache=False, log_level=ti.ERROR)
+    import chain_taichi
+    t1 = time.perf_counter()
+    y_arg = ti.graph.Arg(ti.graph.ArgKind.NDARRAY, "y", dtype=ti.f32, ndim=1)
+    builder = ti.graph.GraphBuilder()
+    for k in chain_taichi.KERNELS:
+        builder.dispatch(k, y_arg)
+    graph = builder.compile()
+    t2 = time.perf_counter()
+    y = ti.ndarray(ti.f32, shape=16)
+    y.from_numpy(np.zeros(16, np.float32))
+    t2b = time.perf_counter()
+    graph.run({"y": y})
+    ti.sync()
+    t3 = time.perf_counter()
+    graph.run({"y": y})
+    ti.sync()
+    t4 = time.perf_counter()
+    return {"import_s": t1 - t0, "compile_s": t2 - t1, "first_s": (t3 - t2b) + (t2 - t1), "run_s": t4 - t3}
+
+
+def child_numba_chain() -> dict:
+    import numpy as np
+    sys.path.insert(0, str(HERE / "coldstart"))
+    t0 = time.perf_counter()
+    import chain_numba
+    from numba import njit
+    kernels = [njit(k.py_func) for k in chain_numba.KERNELS]   # the same source, cache off
+    t1 = time.perf_counter()
+    y = np.zeros(16, np.float32)
+    for k in kernels:
+        k(y)
+    t3 = time.perf_counter()
+    for k in kernels:
+        k(y)
+    t4 = time.perf_counter()
+    return {"import_s": t1 - t0, "compile_s": t3 - t1 - (t4 - t3), "first_s": t3 - t1, "run_s": t4 - t3}
+
+
+def child_kiln_mpm(substeps: int) -> dict:
+    sys.path.insert(0, str(HERE / "kiln_programs"))
+    t0 = time.perf_counter()
+    import mpm88_scalar as mpm
+    t1 = time.perf_counter()
+    state = mpm.random_state(MPM_PARTICLES)
+    t1b = time.perf_counter()
+    graph = mpm.build_graph(substeps).compile()
+    t2 = time.perf_counter()
+    graph.run(state)
+    t3 = time.perf_counter()
+    graph.run(state)
+    t4 = time.perf_counter()
+    x = state["x"]
+    return {"import_s": t1 - t0, "compile_s": t2 - t1b, "first_s": t3 - t1b, "run_s": t4 - t3,
+            "x_inside": bool(((x > 0) & (x < 1)).all())}
+
+
+def child_taichi_mpm(substeps: int) -> dict:
+    sys.path.insert(0, str(HERE / "taichi_programs"))
+    t0 = time.perf_counter()
+    import mpm88  # ti.init(arch=ti.cpu); TI_OFFLINE_CACHE=0 in our environment turns the cache off
+    import mpm88_bench
+    t1 = time.perf_counter()
+    arrays = mpm88.make_state(MPM_PARTICLES)
+    mpm88.init_random(*arrays[:4])           # compiles and runs init_random: not counted
+    state = dict(zip(["x", "v", "C", "J", "grid_v", "grid_m"], arrays))
+    mpm88.ti.sync()
+    t1b = time.perf_counter()
+    graph = mpm88_bench.build_graph(mpm88, substeps)
+    t2 = time.perf_counter()
+    graph.run(state)
+    mpm88.ti.sync()
+    t3 = time.perf_counter()
+    graph.run(state)
+    mpm88.ti.sync()
+    t4 = time.perf_counter()
+    x = state["x"].to_numpy()
+    return {"import_s": t1 - t0, "compile_s": t2 - t1b, "first_s": t3 - t1b, "run_s": t4 - t3,
+            "x_inside": bool(((x > 0) & (x < 1)).all())}
+
+
+CHILDREN = {
+    "kiln_saxpy_direct": child_kiln_saxpy_direct, "kiln_saxpy_module": child_kiln_saxpy_module,
+    "taichi_saxpy": child_taichi_saxpy, "numba_saxpy": child_numba_saxpy,
+    "kiln_chain": child_kiln_chain, "taichi_chain": child_taichi_chain, "numba_chain": child_numba_chain,
+    "kiln_mpm": child_kiln_mpm, "taichi_mpm": child_taichi_mpm,
+}
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ, ENABLE_TAICHI_HEADER_PRINT="0", TI_OFFLINE_CACHE="0")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env.pop("NUMBA_CACHE_DIR", None)
+    # An installed kiln has .pyc files, as Taichi and Numba have in site-packages; with
+    # PYTHONDONTWRITEBYTECODE kiln's lazily imported compiler would be byte-compiled from source
+    # inside every first compile (~0.2 s). main() warms __pycache__ with one untimed child.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def warm_bytecode() -> None:
+    """One untimed child that imports kiln's whole compiler, so later children load .pyc files."""
+    code = "import kiln, kiln.lang, kiln.compiler, kiln.codegen.emit, kiln.codegen.nvptx, kiln.runtime.compiled"
+    subprocess.run([sys.executable, "-c", code], env=child_env(), check=True)
+    run_child("kiln_chain")
+
+
+def run_child(name: str, *extra: str, repeats: int = 1) -> dict:
+    """The fastest of `repeats` fresh processes: on a loaded machine the minimum is the best
+    estimate of the work itself."""
+    runs = []
+    for _ in range(repeats):
+        proc = subprocess.run([sys.executable, __file__, "--child", name, *extra], capture_output=True,
+                              text=True, env=child_env(), check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"child {name} {extra} failed:\n{proc.stderr[-3000:]}")
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return min(runs, key=lambda r: r.get("first_s", r.get("total", 0.0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+def _slope(points: list[tuple[int, float]]) -> float:
+    """Least-squares slope of (dispatches, seconds), in seconds per dispatch."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else float("nan")
+
+
+def _taichi_cache_state() -> str:
+    path = Path.home() / ".cache" / "taichi" / "ticache"
+    n = sum(1 for _ in path.rglob("*")) if path.exists() else 0
+    return f"Taichi offline cache at {path}: {n} entries (unused here: offline_cache off in every child)"
+
+
+def _fmt(r: dict) -> str:
+    return f"{r['first_s'] * 1e3:.0f}"
+
+
+def main_table(substeps: list[int], repeats: int) -> None:
+    import llvmlite
+    import numba
+    import taichi
+
+    load = os.getloadavg()
+    print(f"kiln (this tree), llvmlite {llvmlite.__version__}; Taichi {'.'.join(map(str, taichi.__version__))} "
+          f"ti.cpu; Numba {numba.__version__}; {os.cpu_count()} CPUs, load average {load[0]:.1f} before the run")
+    print(_taichi_cache_state())
+    print("Every cell: a fresh process, the minimum of", repeats, "run(s); ms unless stated.\n")
+    warm_bytecode()
+
+    rows = {name: run_child(name, repeats=repeats) for name in (
+        "kiln_saxpy_direct", "kiln_saxpy_module", "taichi_saxpy", "numba_saxpy",
+        "kiln_chain", "taichi_chain", "numba_chain")}
+    print("| workload | kiln | Taichi | Numba |")
+    print("|---|---|---|---|")
+    kd, km, ts, ns = (rows[k] for k in ("kiln_saxpy_direct", "kiln_saxpy_module", "taichi_saxpy", "numba_saxpy"))
+    print(f"| saxpy, first call (compile + run) | {_fmt(kd)} (Module.add_kernel + compile: {_fmt(km)}) "
+          f"| {_fmt(ts)} | {_fmt(ns)} |")
+    kc, tc, nc = rows["kiln_chain"], rows["taichi_chain"], rows["numba_chain"]
+    print(f"| 10-kernel chain: compile + first run | {_fmt(kc)} (compile {kc['compile_s'] * 1e3:.0f}) "
+          f"| {_fmt(tc)} (ti.graph compile {tc['compile_s'] * 1e3:.0f}) | {_fmt(nc)} (10 first calls) |")
+    print(f"| (imports before the clock: kiln+kernels / taichi+ti.init / numba) | "
+          f"{kd['import_s'] * 1e3:.0f} | {ts['import_s'] * 1e3:.0f} | {ns['import_s'] * 1e3:.0f} |")
+
+    print(f"\nmpm88 graph, N substeps x 4 dispatches, {MPM_PARTICLES} particles: graph build + compile + first run, s "
+          "(compile alone; second run)")
+    print("| N | dispatches | kiln | Taichi | kiln / Taichi |")
+    print("|---|---|---|---|---|")
+    pts: dict[str, list[tuple[int, float]]] = {"kiln": [], "taichi": []}
+    for n in substeps:
+        k = run_child("kiln_mpm", str(n), repeats=repeats)
+        t = run_child("taichi_mpm", str(n), repeats=repeats)
+        # kiln compiles everything in compile() (its run times on a loaded machine are noisy,
+        # issue 14 part 1); Taichi compiles its kernels at the first run: first minus second run
+        pts["kiln"].append((n * DISPATCHES_PER_SUBSTEP, k["compile_s"]))
+        pts["taichi"].append((n * DISPATCHES_PER_SUBSTEP, t["first_s"] - t["run_s"]))
+        for peer, r in (("kiln", k), ("taichi", t)):
+            if not r["x_inside"]:
+                print(f"WARNING: {peer} particles left the box at N={n}: run timings invalid")
+        print(f"| {n} | {n * DISPATCHES_PER_SUBSTEP} | {k['first_s']:.2f} ({k['compile_s']:.2f}; {k['run_s']:.2f}) "
+              f"| {t['first_s']:.2f} ({t['compile_s']:.2f}; {t['run_s']:.2f}) | {k['first_s'] / t['first_s']:.1f}x |")
+    if len(substeps) > 1:
+        print("\nper-dispatch compile cost, least-squares slope over the dispatch count of kiln's compile() "
+              "and of Taichi's build + compile + first run minus its second run: "
+              f"kiln {_slope(pts['kiln']) * 1e3:.2f} ms/dispatch, Taichi {_slope(pts['taichi']) * 1e3:.2f} ms/dispatch")
+
+
+# ---------------------------------------------------------------------------------------------
+# --stages: where kiln's compile time goes (wrappers around today's functions, from outside)
+# ---------------------------------------------------------------------------------------------
+
+#: (module, attribute path, stage). The module's attribute is replaced by a timing wrapper, so a
+#: function imported by name into another module is hooked in THAT module. Follows the driver
+#: of today (kiln/compiler.py); a hook whose target is gone is reported and skipped.
+STAGE_HOOKS = (
+    ("kiln.lang.kernel", "Kernel.specialize", "front end (ast -> typed IR)"),
+    ("kiln.passes", "lower_aug_stores", "IR passes"),
+    ("kiln.passes", "fold_constants", "IR passes"),
+    ("kiln.compiler", "verify", "IR passes"),
+    ("kiln.passes", "make_names_unique", "make_names_unique"),
+    ("kiln.compiler", "_graph_param_infos", "graph IR + access analysis"),
+    ("kiln.compiler", "_kernel_info", "graph IR + access analysis"),
+    ("kiln.codegen.target", "init_llvm", "llvmlite init"),
+    ("kiln.codegen.target", "host_target", "host target query"),
+    ("kiln.codegen", "create_target_machine", "TargetMachine creation"),
+    ("kiln.codegen", "_emit", "LLVM IR building (llvmlite.ir)"),
+    ("llvmlite.ir", "Module.__repr__", "LLVM IR text (str(ir.Module))"),
+    ("llvmlite.binding", "parse_assembly", "llvm.parse_assembly"),
+    ("llvmlite.binding", "ModuleRef.verify", "verify"),
+    ("llvmlite.binding", "create_pass_builder", "optimisation pipeline (O3)"),
+    ("llvmlite.binding", "ModulePassManager.run", "optimisation pipeline (O3)"),
+    ("llvmlite.binding", "TargetMachine.emit_object", "object emission (codegen)"),
+    ("llvmlite.binding", "ModuleRef.__str__", "optimised IR text (ObjectCode.llvm_ir)"),
+    ("kiln.artifact.manifest", "Manifest.to_json", "manifest + container pack"),
+    ("kiln.artifact.container", "pack", "manifest + container pack"),
+    ("kiln.runtime.compiled", "load_bytes", "runtime link (unpack, checksums, ELF load)"),
+)
+
+
+class StageTimer:
+    """Exclusive time per stage: a hooked call nested in another is charged to itself only."""
+
+    def __init__(self) -> None:
+        self.exclusive: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.missing: list[str] = []
+        self._stack: list[float] = []
+
+    def hook(self, module_name: str, path: str, stage: str) -> None:
+        import importlib
+        import inspect
+        try:
+            owner = importlib.import_module(module_name)
+            *outer, attr = path.split(".")
+            for name in outer:
+                owner = getattr(owner, name)
+            original = inspect.getattr_static(owner, attr)
+        except (ImportError, AttributeError):
+            original = None
+        if original is None or isinstance(original, (staticmethod, classmethod)) or not callable(original):
+            self.missing.append(f"{module_name}.{path}")
+            return
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            self._stack.append(0.0)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent = time.perf_counter() - t0
+                nested = self._stack.pop()
+                self.exclusive[stage] = self.exclusive.get(stage, 0.0) + spent - nested
+                self.calls[stage] = self.calls.get(stage, 0) + 1
+                if self._stack:
+                    self._stack[-1] += spent
+
+        setattr(owner, attr, timed)
+
+
+def _stage_case(case: str):
+    """A function that compiles `case` once (recording outside the clock where possible)."""
+    import kiln as kl
+    if case == "saxpy":
+        _kl, saxpy = _kiln_saxpy()
+        module = kl.Module()
+        module.add_kernel(saxpy, kl.f32, kl.ndarray(kl.f32, ndim=1), kl.ndarray(kl.f32, ndim=1))
+        return module.compile
+    if case == "chain10":
+        sys.path.insert(0, str(HERE / "coldstart"))
+        import chain_kiln
+        return chain_kiln.build
+    if case.startswith("mpm"):
+        sys.path.insert(0, str(HERE / "kiln_programs"))
+        import mpm88_scalar
+        builder = mpm88_scalar.build_graph(int(case[3:]))
+        return builder.compile
+    raise SystemExit(f"unknown stage case {case!r}")
+
+
+def child_stages(case: str) -> dict:
+    t0 = time.perf_counter()
+    import llvmlite.binding  # noqa: F401  (the first compile of a process pays these imports)
+
+    import kiln.codegen.emit
+    import kiln.compiler  # noqa: F401
+    imports = time.perf_counter() - t0
+    timer = StageTimer()
+    for hook in STAGE_HOOKS:
+        timer.hook(*hook)
+    compile_fn = _stage_case(case)
+    t1 = time.perf_counter()
+    compile_fn()
+    total = time.perf_counter() - t1
+    return {"imports": imports, "total": total, "stages": timer.exclusive, "calls": timer.calls,
+            "missing": timer.missing}
+
+
+def child_profile(case: str) -> None:
+    import cProfile
+    import pstats
+
+    import kiln.compiler  # noqa: F401
+    compile_fn = _stage_case(case)
+    prof = cProfile.Profile()
+    prof.runcall(compile_fn)
+    stats = pstats.Stats(prof, stream=sys.stderr).strip_dirs()
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(30)
+
+
+def main_stages(cases: list[str], profile: str | None, repeats: int) -> None:
+    if profile:
+        subprocess.run([sys.executable, __file__, "--child", "profile", profile], env=child_env(), check=True)
+        return
+    warm_bytecode()
+    results = {c: run_child("stages", c, repeats=repeats) for c in cases}
+    print(f"kiln compile stages, exclusive time per stage (ms, share of the compile), one fresh process "
+          f"per case, load average {os.getloadavg()[0]:.1f}")
+    print("| stage | " + " | ".join(cases) + " |")
+    print("|---|" + "---|" * len(cases))
+    names = list(dict.fromkeys(h[2] for h in STAGE_HOOKS))
+    for name in [*names, "other (driver glue, dicts, not hooked)"]:
+        cells = []
+        for c in cases:
+            r = results[c]
+            t = r["stages"].get(name, 0.0) if not name.startswith("other") else r["total"] - sum(r["stages"].values())
+            calls = r["calls"].get(name)
+            cells.append(f"{t * 1e3:.0f} ({100 * t / r['total']:.0f}%)" + (f" x{calls}" if calls and calls > 1 else ""))
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("| **total compile()** | " + " | ".join(f"**{results[c]['total'] * 1e3:.0f}**" for c in cases) + " |")
+    print("| (before it: import llvmlite.binding + kiln.codegen) | "
+          + " | ".join(f"{results[c]['imports'] * 1e3:.0f}" for c in cases) + " |")
+    missing = sorted({m for r in results.values() for m in r["missing"]})
+    if missing:
+        print("hooks not found (the driver moved?):", ", ".join(missing))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--substeps", type=int, nargs="+", default=[1, 50, 200, 500])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--stages", nargs="*", metavar="CASE",
+                        help="per-stage timing of kiln's compiler for CASEs (saxpy chain10 mpm50 mpm500)")
+    parser.add_argument("--profile", metavar="CASE", help="cProfile one CASE's compile (to stderr)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "profile":
+        child_profile(args.rest[0])
+        return
+    if args.child == "stages":
+        print(json.dumps(child_stages(args.rest[0])))
+        return
+    if args.child:
+        print(json.dumps(CHILDREN[args.child](*map(int, args.rest))))
+        return
+    if args.stages is not None or args.profile:
+        main_stages(args.stages or ["saxpy", "chain10", "mpm50", "mpm500"], args.profile, args.repeats)
+        return
+    main_table(args.substeps, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
