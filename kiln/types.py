@@ -146,10 +146,12 @@ def value_range(t: ScalarType) -> tuple[int, int] | tuple[float, float]:
     return int_range(t)
 
 
-def wrap_int(t: ScalarType, v: int) -> int:
-    """`v` reduced modulo 2**bits into the range of integer type `t` (two's complement)."""
-    v &= (1 << t.bits) - 1
-    if t.kind == "i" and v >> (t.bits - 1):
+def wrap_int(value: int, t: ScalarType, *, bit_pattern: bool = False) -> int:
+    """`value` reduced modulo 2**bits into the range of integer type `t` (two's complement):
+    the value of type `t` (signed for signed types), or with `bit_pattern` the signed reading of
+    those bits (how LLVM spells a constant)."""
+    v = value & ((1 << t.bits) - 1)
+    if (bit_pattern or t.kind == "i") and v >> (t.bits - 1):
         v -= 1 << t.bits
     return v
 

@@ -114,8 +114,8 @@ def test_dtype_ranges_have_one_home() -> None:
         else:
             info = np.iinfo(t.np_dtype)
             assert int_range(t) == (info.min, info.max) == (t.min, t.max) == value_range(t)
-            assert wrap_int(t, info.max + 1) == info.min and wrap_int(t, info.min - 1) == info.max
-            assert wrap_int(t, -1) == (-1 if t.kind == "i" else info.max)
+            assert wrap_int(info.max + 1, t) == info.min and wrap_int(info.min - 1, t) == info.max
+            assert wrap_int(-1, t) == (-1 if t.kind == "i" else info.max)
 
 
 def test_array_fit_rule() -> None:

@@ -10,8 +10,7 @@ from llvmlite import ir
 
 from kiln.errors import KernelError
 from kiln.ir import nodes as N
-from kiln.ir.ops import wrap_int
-from kiln.types import NdArrayType, ScalarType
+from kiln.types import NdArrayType, ScalarType, wrap_int
 
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiln.ir.nodes import AtomicOp, BinaryOp, CompareOp
-from kiln.types import ScalarType
+from kiln.types import ScalarType, int_range
 
 
 @dataclass(frozen=True)
@@ -67,15 +67,6 @@ def atomicrmw_name(op: AtomicOp, t: ScalarType) -> str | None:
     return name
 
 
-def wrap_int(value: int, t: ScalarType, *, bit_pattern: bool = False) -> int:
-    """Two's-complement wrap of an int to `t`'s width: the value of type `t` (signed for signed
-    types), or with `bit_pattern` the signed reading of those bits (how LLVM spells a constant)."""
-    v = value & ((1 << t.bits) - 1)
-    if (bit_pattern or t.kind == "i") and v >> (t.bits - 1):
-        v -= 1 << t.bits
-    return v
-
-
 def reduction_identity(op: AtomicOp, t: ScalarType) -> bool | int | float:
     """The value `x` with `x op v == v` for every v of type `t` (what a private accumulator or a
     private array copy starts from)."""
@@ -83,9 +74,8 @@ def reduction_identity(op: AtomicOp, t: ScalarType) -> bool | int | float:
         low = op is AtomicOp.MAX
         if t.is_float:
             return float("-inf") if low else float("inf")
-        if t.kind == "i":
-            return -(1 << (t.bits - 1)) if low else (1 << (t.bits - 1)) - 1
-        return 0 if low else (1 << t.bits) - 1
+        lo, hi = int_range(t)
+        return lo if low else hi
     if op is AtomicOp.AND:
         return -1
     return 0.0 if t.is_float else 0

@@ -12,9 +12,9 @@ import math
 import numpy as np
 
 from kiln.ir import nodes as ir
-from kiln.ir.ops import COMPARE, PLAIN_BINARY, wrap_int
+from kiln.ir.ops import COMPARE, PLAIN_BINARY
 from kiln.passes.walk import rewrite_function
-from kiln.types import ScalarType, bool_
+from kiln.types import ScalarType, bool_, int_range, wrap_int
 
 _NOFOLD = object()
 
@@ -43,8 +43,7 @@ def convert(value: bool | float, src: ScalarType, dst: ScalarType) -> object:
             if not math.isfinite(value):
                 return _NOFOLD
             iv = int(value)  # truncates toward zero
-            lo, hi = (0, (1 << dst.bits) - 1) if dst.kind == "u" else (-(1 << (dst.bits - 1)),
-                                                                       (1 << (dst.bits - 1)) - 1)
+            lo, hi = int_range(dst)
             if not lo <= iv <= hi:
                 return _NOFOLD
             return iv
