@@ -3,6 +3,7 @@ optimise it, and emit machine code (an object file or assembly text such as PTX)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,10 @@ class LlvmOutput:
 
 
 def optimise_and_emit(module_text: str, tm: Any, *, opt_level: int, vectorize: bool,
-                      emit_object: bool, want_asm: bool = False, who: str = "kiln.codegen") -> LlvmOutput:
+                      emit_object: bool, want_asm: bool = False, who: str = "kiln.codegen",
+                      link: Callable[[Any], None] | None = None) -> LlvmOutput:
     """Parse + verify `module_text` (a code generator bug if that fails), set the triple and data
-    layout of target machine `tm`, run LLVM's O`opt_level` pipeline (loop unrolling always; loop
+    layout of target machine `tm`, call `link(module)` (NVPTX links libdevice there), run LLVM's O`opt_level` pipeline (loop unrolling always; loop
     and SLP vectorisation with `vectorize`), then emit an object (`emit_object`) or assembly."""
     try:
         mod = llvm.parse_assembly(module_text)
@@ -33,6 +35,8 @@ def optimise_and_emit(module_text: str, tm: Any, *, opt_level: int, vectorize: b
         raise KilnError(f"{who} produced invalid LLVM IR: {e}") from e
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)
+    if link is not None:
+        link(mod)
     if opt_level > 0:
         pto = llvm.create_pipeline_tuning_options(speed_level=min(3, opt_level))
         if vectorize:

@@ -4,8 +4,10 @@
 
 Everything that is not specific to the GPU (expressions, statements, int/float semantics, f16,
 funcs) comes from kiln.codegen.body_emitter: `NvptxBodyEmitter` adds only the parallel loop (a
-grid-stride loop) and the math functions LLVM cannot lower on NVPTX (there is no libm/libdevice),
-which are implemented in f64 LLVM IR in kiln.codegen.nvptx_math.
+grid-stride loop) and the math functions LLVM cannot lower on NVPTX (there is no libm): calls to
+NVIDIA's libdevice (`__nv_sinf` for f32, `__nv_sin` for f64; `__nv_fast_sinf` with fast_math),
+linked into the module before optimisation (kiln.codegen.libdevice), or, when libdevice is not
+found, kiln's own f64 code (kiln.codegen.nvptx_math; `PtxCode.math` says which).
 
 Kernel ABI on the GPU (docs/cuda.md): every PTX entry takes the kernel's packed argument block
 (kiln.abi) as one `.param .u64` per 8-byte slot, in block order, so the runtime launches with
@@ -19,6 +21,8 @@ this module emits one PTX entry per planned phase and refuses a kernel the plan 
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +32,13 @@ from llvmlite import ir
 
 from kiln.abi import block_size, layout_params
 from kiln.codegen.body_emitter import KernelBodyEmitter
+from kiln.codegen.libdevice import (
+    LIBDEVICE_MATH,
+    find_libdevice,
+    libdevice_function,
+    libdevice_turned_off,
+    link_libdevice,
+)
 from kiln.codegen.llvm_pipeline import optimise_and_emit
 from kiln.codegen.llvm_util import (
     DOUBLE,
@@ -90,6 +101,10 @@ class PtxCode:
     launches: dict[str, list[Launch]] = field(default_factory=dict)   # kernel IR name -> launches
     llvm_ir: str = ""                                                 # optimised module text
     asm: str = ""                                                     # the PTX again, with want_asm
+    #: where the math functions come from: "libdevice" or "builtin" (kiln.codegen.nvptx_math)
+    math: str = "builtin"
+    #: the libdevice functions the kernels call (inlined into the PTX), sorted
+    libdevice_calls: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,12 +156,34 @@ def _loop_count(kir: N.KernelIR, loop: N.ParallelFor, prefix: tuple[N.Stmt, ...]
 # ---------------------------------------------------------------------------------------------
 
 class NvptxModuleEmitter(ModuleEmitterBase):
-    """The PTX module: one `ptx_kernel` entry per planned launch phase, funcs, GPU math."""
+    """The PTX module: one `ptx_kernel` entry per planned launch phase, funcs, GPU math.
+    `libdevice`: math calls go to libdevice (linked in later by build_ptx) instead of kiln's own
+    f64 code; `fast_math`: f32 math uses libdevice's fast approximate variants where there are."""
 
-    def __init__(self, data_layout: str = "", triple: str = TRIPLE) -> None:
+    def __init__(self, data_layout: str = "", triple: str = TRIPLE, *, libdevice: bool = False,
+                 fast_math: bool = False) -> None:
         super().__init__(triple, data_layout)
         self.launches: dict[str, list[Launch]] = {}
         self.math = GpuMathLibrary(self)
+        self.libdevice = libdevice
+        self.fast_math = fast_math
+        self.libdevice_calls: set[str] = set()
+
+    def libdevice_fn(self, name: str, bits: int) -> ir.Function:
+        """The declaration of libdevice's `name` on `bits`-bit floats, flagging the module for
+        NVVMReflect the first time (denormals kept: `__CUDA_FTZ` is 0, as NVVM without -ftz)."""
+        sym = libdevice_function(name, bits, self.fast_math)
+        assert sym is not None, (name, bits)
+        if not self.libdevice_calls:
+            flag = self.module.add_metadata([ir.Constant(I32, 4), ir.MetaDataString(self.module, "nvvm-reflect-ftz"),
+                                             ir.Constant(I32, 0)])
+            self.module.add_named_metadata("llvm.module.flags").add(flag)
+        self.libdevice_calls.add(sym)
+        ty = FLOAT if bits == 32 else DOUBLE
+        nargs = 2 if name in ("atan2", "pow") else 1
+        fn = self.declare(sym, ty, [ty] * nargs)
+        fn.attributes.add("nounwind")
+        return fn
 
     def new_body_emitter(self, fir: N.FunctionIR, fn: ir.Function) -> NvptxBodyEmitter:
         return NvptxBodyEmitter(self, fir, fn)
@@ -233,7 +270,7 @@ class NvptxBodyEmitter(KernelBodyEmitter):
 
     me: NvptxModuleEmitter
 
-    # math: exp/log/sin/... have no NVPTX lowering without libdevice
+    # math: exp/log/sin/... have no NVPTX lowering without libdevice (or kiln's own code)
     def float_intrinsic(self, base: str, t: ScalarType, args: list[ir.Value]) -> ir.Value:
         short = base.removeprefix("llvm.")
         if short == "pow" and isinstance(args[1], ir.Constant):
@@ -249,17 +286,23 @@ class NvptxBodyEmitter(KernelBodyEmitter):
                 return ir.Constant(x.type, 1.0)
             if n == -1.0:
                 return b.fdiv(ir.Constant(x.type, 1.0), x)
-        if short in GPU_MATH:
+        if (self.me.libdevice and short in LIBDEVICE_MATH) or short in GPU_MATH:
             return self._gpu_math(short, t, args)
         return super().float_intrinsic(base, t, args)
 
     def libm(self, name: str, t: ScalarType, args: list[ir.Value]) -> ir.Value:
-        if name in GPU_MATH:
+        if (self.me.libdevice and name in LIBDEVICE_MATH) or name in GPU_MATH:
             return self._gpu_math(name, t, args)
         raise KilnError(f"codegen: math function {name!r} has no NVPTX lowering")
 
     def _gpu_math(self, name: str, t: ScalarType, args: list[ir.Value]) -> ir.Value:
         b = self.b
+        if self.me.libdevice:
+            # f16 computes in f32 (libdevice has no f16 math), like the CPU target
+            if t.bits == 16:
+                r = b.call(self.me.libdevice_fn(name, 32), [b.fpext(a, FLOAT) for a in args])
+                return b.fptrunc(r, HALF)
+            return b.call(self.me.libdevice_fn(name, t.bits), args)
         if t.bits != 64:
             args = [b.fpext(a, DOUBLE) for a in args]
         r = b.call(self.me.math.math_fn(name), args)
@@ -527,16 +570,46 @@ def create_nvptx_machine(arch: str = DEFAULT_PTX_ARCH, features: str = DEFAULT_P
     return llvm.Target.from_triple(TRIPLE).create_target_machine(cpu=arch, features=features, opt=opt)
 
 
+_warned_builtin_math = False
+
+
+def _warn_builtin_math() -> None:
+    global _warned_builtin_math
+    if not _warned_builtin_math:
+        _warned_builtin_math = True
+        warnings.warn("kiln: libdevice.10.bc was not found, so CUDA math functions use kiln's own f64 code "
+                      "(slow for f32 on most GPUs): pip install nvidia-nvvm (part of 'kiln[cuda]') or set "
+                      "KILN_LIBDEVICE=/path/to/libdevice.10.bc (docs/cuda.md, 'Math functions')", stacklevel=3)
+
+
 def build_ptx(kernels: Sequence[N.KernelIR], arch: str = DEFAULT_PTX_ARCH,
-              features: str = DEFAULT_PTX_FEATURES, opt_level: int = 3, want_asm: bool = False) -> PtxCode:
+              features: str = DEFAULT_PTX_FEATURES, opt_level: int = 3, want_asm: bool = False,
+              fast_math: bool = False, libdevice: str | bool = True) -> PtxCode:
     """Compile planned kernels to one PTX module (`.target arch`), with its launches. The PTX is
-    the assembly; `want_asm` also copies it into `PtxCode.asm` (for stage dumps)."""
+    the assembly; `want_asm` also copies it into `PtxCode.asm` (for stage dumps).
+
+    Math functions call libdevice, found by kiln.codegen.libdevice.find_libdevice (`libdevice`
+    True), at the path given (a str), or not at all (False: kiln's own f64 code, which is also
+    the fallback, with one warning, when libdevice is not found). `fast_math`: f32 sin, cos,
+    tan, exp, log, pow, log2, log10, tanh use libdevice's fast approximate variants
+    (docs/cuda.md gives their error)."""
     tm = create_nvptx_machine(arch, features, opt_level)
-    me = NvptxModuleEmitter(str(tm.target_data))
+    path = find_libdevice() if libdevice is True else (libdevice or None)
+    me = NvptxModuleEmitter(str(tm.target_data), libdevice=path is not None, fast_math=fast_math)
     me.add_kernels(kernels)
+    if path is None and me.math.used and libdevice is True and not libdevice_turned_off():
+        _warn_builtin_math()
+    link = None
+    if me.libdevice_calls:
+        assert path is not None
+        link = functools.partial(link_libdevice, path=path)
+        # NVVMReflect (which folds libdevice's configuration queries) runs in the optimisation
+        # pipeline: never skip it when libdevice is linked
+        opt_level = max(opt_level, 1)
     out = optimise_and_emit(str(me.module), tm, opt_level=opt_level, vectorize=False, emit_object=False,
-                            who="kiln.codegen.nvptx")
-    return PtxCode(out.asm, arch, dict(me.launches), out.llvm_ir, out.asm if want_asm else "")
+                            who="kiln.codegen.nvptx", link=link)
+    return PtxCode(out.asm, arch, dict(me.launches), out.llvm_ir, out.asm if want_asm else "",
+                   "libdevice" if path is not None else "builtin", tuple(sorted(me.libdevice_calls)))
 
 
 def host_math_ir(names: Sequence[str] = GPU_MATH) -> str:
