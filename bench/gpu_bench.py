@@ -310,7 +310,7 @@ def measure_all(torch, opts, rows: list[tuple[str, str, str]], res: dict) -> Non
     v = torch.zeros(side, side, device="cuda")
     t_k = gpu_time(torch, lambda: kst(u, v, stream=stream), reps)
     swaves = {}
-    for w in (4, 16):              # tuning probe (default for ndranges: 1 wave)
+    for w in (4, 32):              # tuning probe (default for coarsened stencils: 16 waves)
         kcuda.GRID_WAVES = w
         kst._plain.clear()
         swaves[w] = gpu_time(torch, lambda: kst(u, v, stream=stream), reps)
