@@ -15,8 +15,10 @@ Kernel ABI on the GPU (docs/cuda.md): every PTX entry takes the kernel's packed 
 
 Launches. kiln.passes.plan_parallel splits each kernel into launches (`KernelIR.launch_plan`:
 one grid-stride launch per parallel loop, single-thread launches for serial segments with side
-effects, stripped serial prefixes re-executed by every thread) and plans each loop's reductions;
-this module emits one PTX entry per planned phase and refuses a kernel the plan refused.
+effects, stripped serial prefixes re-executed by every thread) and plans each loop's reductions
+(combined per block, one atomic per block) and coarsening (stencils: several rows per thread with
+shared neighbour loads); this module emits one PTX entry per planned phase and refuses a kernel
+the plan refused. docs/cuda.md, "Code generation", says what each plan becomes.
 """
 
 from __future__ import annotations
@@ -387,13 +389,13 @@ class NvptxBodyEmitter(KernelBodyEmitter):
         gtid, stride, digits, sdig = self._grid_position(counts)
         # reductions (as planned on the loop): each thread accumulates privately over its whole
         # grid-stride loop, then shuffle trees and shared memory combine the block's partials and
-        # ONE atomic per block adds them (_flush_reductions_warp)
+        # ONE atomic per block adds them (_flush_reductions_block)
         self.start_reductions(plan)
         flat, ds = gtid, digits
         if plan.lockstep and UNROLL > 1:
             flat, ds = self._lockstep_loop(s, dims, counts, total, stride, sdig, gtid, digits)
         self._one_at_a_time_loop(s, dims, counts, total, stride, sdig, flat, ds)
-        self._flush_reductions_warp()
+        self._flush_reductions_block()
 
     def _sreg(self, name: str) -> ir.Value:
         f = self.me.declare(f"llvm.nvvm.read.ptx.sreg.{name}", I32, [])
@@ -631,7 +633,7 @@ class NvptxBodyEmitter(KernelBodyEmitter):
         g.align = 8
         return g
 
-    def _flush_reductions_warp(self) -> None:
+    def _flush_reductions_block(self) -> None:
         """The planned reductions' per-thread partials, combined over the BLOCK: a shuffle tree
         per warp, the warps' results through shared memory, a shuffle tree in warp 0, and ONE
         atomic per block (per warp issued 8x the atomics to one address, all at the end of the
