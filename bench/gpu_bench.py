@@ -3,6 +3,8 @@
     PYTHONPATH=. python3 bench/gpu_bench.py [--quick] [--json out.json]
 
 Rows:
+- a math-heavy row: `sin(x) * exp(-y * y)` over 2^26 f32 (libdevice) beside PyTorch;
+- reductions: sum (one element), sum + sum of squares (two), max, beside torch;
 - saxpy / 5-point stencil effective bandwidth (bytes a perfect kernel moves / time) beside a
   device-to-device copy (torch `copy_`, the anchor) and the same expression in PyTorch;
 - a graph of 100 tiny kernels: kiln replaying its CUDA graph (wall clock per run() / 100, and GPU
@@ -43,6 +45,25 @@ def stencil(u: kl.ndarray(kl.f32, ndim=2), v: kl.ndarray(kl.f32, ndim=2)):
 def ksum(x: kl.ndarray(kl.f32, ndim=1), out: kl.ndarray(kl.f32, ndim=1)):
     for i in range(x.shape[0]):
         out[0] += x[i]
+
+
+@kl.kernel
+def ksum_sq(x: kl.ndarray(kl.f32, ndim=1), out: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0]):
+        out[0] += x[i]
+        out[1] += x[i] * x[i]
+
+
+@kl.kernel
+def kmax(x: kl.ndarray(kl.f32, ndim=1), out: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0]):
+        kl.atomic_max(out[0], x[i])
+
+
+@kl.kernel
+def gauss_wave(x: kl.ndarray(kl.f32, ndim=1), y: kl.ndarray(kl.f32, ndim=1), o: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0]):
+        o[i] = kl.sin(x[i]) * kl.exp(-y[i] * y[i])
 
 
 @kl.kernel
@@ -97,16 +118,144 @@ print(repr({"kind": m.image_kind(), "imports_ms": (t_imports - t_start) * 1e3,
 """
 
 
+def reduction_rows(torch, cm, x, n: int, reps: int, bw_copy: float, res: dict) -> list[tuple[str, str, str]]:
+    """Sum with other grid sizes (tuning probe), sum + sum of squares into two elements, max."""
+    from kiln.runtime import cuda as kcuda
+    stream = torch.cuda.current_stream()
+    acc = torch.zeros(2, device="cuda")
+    rows = []
+
+    def row(label: str, t: float, key: str, note: str = "") -> tuple[str, str, str]:
+        bw = n * 4 / t / 1e9
+        res[key] = bw
+        return (label, f"{bw:,.0f} GB/s", f"{100 * bw / bw_copy:.0f}% of copy{note}")
+
+    ks = cm.kernels["sum"]
+    for w in (2, 4):
+        kcuda.GRID_WAVES = w
+        ks._plain.clear()
+        rows.append(row(f"  sum kiln, grid of {w} waves", gpu_time(torch, lambda: ks(x, acc, stream=stream), reps),
+                        f"sum_kiln_{w}waves_GBs"))
+    kcuda.GRID_WAVES = None
+    ks._plain.clear()
+    k2, km = cm.kernels["sum_sq"], cm.kernels["max"]
+    acc.zero_()
+    k2(x, acc, stream=stream)
+    torch.cuda.synchronize()
+    assert abs(acc[1].item() - (x.double() ** 2).sum().item()) < 1e-3 * n, "sum of squares mismatch"
+    rows.append(row("sum + sum of squares kiln (2 elements)", gpu_time(torch, lambda: k2(x, acc, stream=stream), reps),
+                    "sum_sq_kiln_GBs"))
+    rows.append(row("  torch (x.sum(), linalg.vector_norm(x))",
+                    gpu_time(torch, lambda: (torch.sum(x), torch.linalg.vector_norm(x)), reps), "sum_sq_torch_GBs",
+                    "; sum + norm, two passes"))
+    acc.fill_(-1.0)
+    km(x, acc, stream=stream)
+    torch.cuda.synchronize()
+    assert acc[0].item() == x.max().item(), "max mismatch"
+    rows.append(row("max reduction kiln (kl.atomic_max)", gpu_time(torch, lambda: km(x, acc, stream=stream), reps),
+                    "max_kiln_GBs"))
+    rows.append(row("  torch.max", gpu_time(torch, lambda: torch.max(x), reps), "max_torch_GBs"))
+    return rows
+
+
+def stencil_coarsen_rows(torch, u, v, side: int, reps: int, bw_copy: float, res: dict) -> list[tuple[str, str, str]]:
+    """The stencil compiled with other coarsening factors (kiln.passes.plan_parallel.COARSEN_FACTOR;
+    1 = not coarsened, one thread per element as before)."""
+    import importlib
+    plan_parallel = importlib.import_module("kiln.passes.plan_parallel")   # the module, not the pass
+    stream = torch.cuda.current_stream()
+    saved = plan_parallel.COARSEN_FACTOR
+    rows = []
+    for factor in (1, 4, 16, 32):
+        plan_parallel.COARSEN_FACTOR = factor
+        try:
+            m = kl.Module(targets=["cuda"])
+            m.add_kernel(stencil, name="stencil")
+            k = m.compile().kernels["stencil"]
+        finally:
+            plan_parallel.COARSEN_FACTOR = saved
+        bw = 2 * side * side * 4 / gpu_time(torch, lambda k=k: k(u, v, stream=stream), reps) / 1e9
+        res[f"stencil_kiln_coarsen{factor}_GBs"] = bw
+        label = "not coarsened" if factor == 1 else f"{factor} rows per thread"
+        rows.append((f"  stencil kiln, {label}", f"{bw:,.0f} GB/s", f"{100 * bw / bw_copy:.0f}% of copy"))
+    return rows
+
+
+def math_rows(torch, kmath, n: int, reps: int, bw_copy: float, res: dict,
+              with_compile: bool = False) -> list[tuple[str, str, str]]:
+    """`o = sin(x) * exp(-y * y)` over n f32: kiln (libdevice, and fast_math) beside PyTorch,
+    as bandwidth (12 bytes per element) so the copy anchor applies."""
+    from kiln.codegen import nvptx
+    from kiln.codegen.libdevice import find_libdevice
+    x = torch.rand(n, device="cuda") * 20 - 10
+    y = torch.rand(n, device="cuda") * 4 - 2
+    o = torch.empty(n, device="cuda")
+    stream = torch.cuda.current_stream()
+    ref = torch.sin(x) * torch.exp(-y * y)
+    kmath(x, y, o, stream=stream)
+    torch.cuda.synchronize()
+    assert torch.allclose(o, ref, atol=1e-5, rtol=1e-5), "math row mismatch"
+    times = {"kiln": gpu_time(torch, lambda: kmath(x, y, o, stream=stream), reps),
+             "torch": gpu_time(torch, lambda: torch.mul(torch.sin(x), torch.exp(-y * y), out=o), reps)}
+    saved = nvptx.build_ptx
+    try:   # the compile option is not wired to kl.Module yet: the codegen API takes it
+        import functools
+        nvptx.build_ptx = functools.partial(saved, fast_math=True)
+        mf = kl.Module(targets=["cuda"])
+        mf.add_kernel(gauss_wave, name="math")
+        kfast = mf.compile().kernels["math"]
+    finally:
+        nvptx.build_ptx = saved
+    times["kiln fast_math"] = gpu_time(torch, lambda: kfast(x, y, o, stream=stream), reps)
+    if with_compile:
+        try:
+            tc = torch.compile(lambda a, b: torch.sin(a) * torch.exp(-b * b))
+            tc(x, y)
+            times["torch.compile"] = gpu_time(torch, lambda: tc(x, y), reps)
+        except Exception as e:  # noqa: BLE001 - no triton on the machine
+            print("torch.compile unavailable:", e)
+    rows = []
+    for name, t in times.items():
+        bw = 3 * n * 4 / t / 1e9
+        res[f"math_{name.replace(' ', '_').replace('.', '_')}_GBs"] = bw
+        note = f"{100 * bw / bw_copy:.0f}% of copy, {t * 1e6:.0f} us"
+        if name == "kiln":
+            note += f" (math: {'libdevice' if find_libdevice() else 'builtin f64'})"
+        rows.append((f"sin(x)*exp(-y*y) {name}", f"{bw:,.0f} GB/s", note))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default="")
+    ap.add_argument("--torch-compile", action="store_true", help="add torch.compile to the math row (slow start)")
     opts = ap.parse_args()
     import torch
 
     rows: list[tuple[str, str, str]] = []
     res: dict[str, float | str] = {}
-    dev = torch.cuda.get_device_name()
+    try:
+        measure_all(torch, opts, rows, res)
+    finally:   # what was measured before a failure still prints
+        print_table(torch, rows)
+        if opts.json:
+            with open(opts.json, "w") as f:
+                json.dump(res, f, indent=1)
+
+
+def print_table(torch, rows: list[tuple[str, str, str]]) -> None:
+    if not rows:
+        return
+    w = max(len(r[0]) for r in rows)
+    print(f"\nkiln cuda benchmark on {torch.cuda.get_device_name()} (torch {torch.__version__})")
+    print(f"{'case'.ljust(w)}  {'result':>18}  note")
+    print("-" * (w + 40))
+    for a, b, c in rows:
+        print(f"{a.ljust(w)}  {b:>18}  {c}")
+
+
+def measure_all(torch, opts, rows: list[tuple[str, str, str]], res: dict) -> None:
     n = (1 << 24) if opts.quick else (1 << 26)
     reps = 10 if opts.quick else 30
 
@@ -115,6 +264,9 @@ def main() -> None:
     mod.add_kernel(saxpy, name="saxpy")
     mod.add_kernel(stencil, name="stencil")
     mod.add_kernel(ksum, name="sum")
+    mod.add_kernel(gauss_wave, name="math")
+    mod.add_kernel(ksum_sq, name="sum_sq")
+    mod.add_kernel(kmax, name="max")
     cm = mod.compile()
     ks, kst = cm.kernels["saxpy"], cm.kernels["stencil"]
     x = torch.rand(n, device="cuda")
@@ -149,14 +301,16 @@ def main() -> None:
     assert abs(acc.item() - x.double().sum().item()) < 1e-3 * n, "sum mismatch"
     res.update(sum_kiln_GBs=n * 4 / t_k / 1e9, sum_torch_GBs=n * 4 / t_t / 1e9)
     rows += [("sum reduction kiln (out[0] += x[i])", f"{n * 4 / t_k / 1e9:,.0f} GB/s",
-              f"{100 * n * 4 / t_k / 1e9 / bw_copy:.0f}% of copy; warp shuffle + 1 atomic/warp"),
+              f"{100 * n * 4 / t_k / 1e9 / bw_copy:.0f}% of copy; block tree + 1 atomic/block"),
              ("sum reduction torch.sum", f"{n * 4 / t_t / 1e9:,.0f} GB/s", f"{100 * n * 4 / t_t / 1e9 / bw_copy:.0f}% of copy")]
+    rows += reduction_rows(torch, cm, x, n, reps, bw_copy, res)
+    rows += math_rows(torch, cm.kernels["math"], n, reps, bw_copy, res, opts.torch_compile)
     side = 4096 if opts.quick else 8192
     u = torch.rand(side, side, device="cuda")
     v = torch.zeros(side, side, device="cuda")
     t_k = gpu_time(torch, lambda: kst(u, v, stream=stream), reps)
     swaves = {}
-    for w in (4, 16):              # tuning probe (default for ndranges: 1 wave)
+    for w in (4, 32):              # tuning probe (default for coarsened stencils: 16 waves)
         kcuda.GRID_WAVES = w
         kst._plain.clear()
         swaves[w] = gpu_time(torch, lambda: kst(u, v, stream=stream), reps)
@@ -204,8 +358,11 @@ def main() -> None:
     sb = 2 * side * side * 4
     bw_k, bw_t = sb / t_k / 1e9, sb / t_t / 1e9
     res.update(stencil_kiln_GBs=bw_k, stencil_torch_GBs=bw_t)
-    rows += [(f"5-pt stencil kiln ({side}^2 f32)", f"{bw_k:,.0f} GB/s", f"{100 * bw_k / bw_copy:.0f}% of copy"),
+    from kiln.passes.plan_parallel import COARSEN_FACTOR
+    rows += [(f"5-pt stencil kiln ({side}^2 f32)", f"{bw_k:,.0f} GB/s",
+              f"{100 * bw_k / bw_copy:.0f}% of copy; coarsened, {COARSEN_FACTOR} rows per thread"),
              ("5-pt stencil torch (slices)", f"{bw_t:,.0f} GB/s", f"{100 * bw_t / bw_copy:.0f}% of copy")]
+    rows += stencil_coarsen_rows(torch, u, v, side, reps, bw_copy, res)
     for w, tw in swaves.items():
         res[f"stencil_kiln_{w}waves_GBs"] = sb / tw / 1e9
         rows.append((f"  stencil kiln, grid of {w} waves", f"{sb / tw / 1e9:,.0f} GB/s",
@@ -280,15 +437,6 @@ def main() -> None:
             rows.append((f"load {label} -> first result ({r['kind']})", f"{r['load_run_ms']:.1f} ms",
                          f"+ cuInit/context {r['ctx_ms']:.0f} ms; imports {r['imports_ms']:.0f} ms"))
 
-    w = max(len(r[0]) for r in rows)
-    print(f"\nkiln cuda benchmark on {dev} (torch {torch.__version__})")
-    print(f"{'case'.ljust(w)}  {'result':>18}  note")
-    print("-" * (w + 40))
-    for a, b, c in rows:
-        print(f"{a.ljust(w)}  {b:>18}  {c}")
-    if opts.json:
-        with open(opts.json, "w") as f:
-            json.dump(res, f, indent=1)
 
 
 if __name__ == "__main__":

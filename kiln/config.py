@@ -68,6 +68,12 @@ SETTINGS: tuple[Setting, ...] = (
             "folder for `KILN_DUMP` files (created when needed)."),
     Setting("timing", "KILN_TIMING", False, _flag,
             "`1`: print a table of the time spent in each compile stage to stderr after each compile."),
+    Setting("libdevice", "KILN_LIBDEVICE", "", _text,
+            "CUDA compiles: path of `libdevice.10.bc`, or `builtin` to use kiln's own math; empty: "
+            "search cuda-pathfinder, the `nvidia-nvvm` wheel, `CUDA_HOME`/`CUDA_PATH`, /usr/local/cuda."),
+    Setting("cuda_home", "CUDA_HOME", "", _text,
+            "a CUDA toolkit folder searched for libdevice (`CUDA_PATH` is read when this is empty)."),
+    Setting("cuda_path", "CUDA_PATH", "", _text, "as `CUDA_HOME`, the Windows spelling."),
     Setting("verify", "KILN_VERIFY", False, _flag,
             "`1`: run the IR verifier after every pass (always on under pytest); otherwise it runs "
             "once, after the last pass."),
@@ -85,6 +91,9 @@ class Config:
     dump: tuple[str, ...]
     dump_dir: str
     timing: bool
+    libdevice: str
+    cuda_home: str
+    cuda_path: str
     verify: bool
 
     def __init__(self, **values: Any) -> None:

@@ -83,6 +83,10 @@ HOST_EXPR_OPS: dict[str, int] = {"const": 1, "arg": 1, "shape": 2, "int": 1, "+"
 LAUNCH_MODES = ("loop", "single")
 
 
+#: where a cuda target's math functions come from (kiln.codegen.libdevice)
+MATH_LIBRARIES = ("libdevice", "builtin")
+
+
 class CudaLaunch(Record):
     """One GPU launch of a kernel (docs/format.md, `cuda.launches`)."""
 
@@ -105,14 +109,15 @@ class CudaLaunch(Record):
 class CudaSection(Record):
     """The top-level `cuda` object: what the CUDA runtime needs besides the target's blobs."""
 
-    __slots__ = ('block_size', 'ptx', 'cubins', 'launches', 'cubins_missing', 'nvjitlink')
-    _defaults: ClassVar[dict[str, Any]] = {'cubins_missing': None, 'nvjitlink': None}
+    __slots__ = ('block_size', 'ptx', 'cubins', 'launches', 'cubins_missing', 'nvjitlink', 'math')
+    _defaults: ClassVar[dict[str, Any]] = {'cubins_missing': None, 'nvjitlink': None, 'math': None}
     block_size: int                               # threads per block of every loop launch
     ptx: str                                      # blob name of the PTX text
     cubins: dict[str, str]                        # "sm_90" -> cubin blob name
     launches: dict[str, tuple[CudaLaunch, ...]]   # kernel IR name -> its launches in order
     cubins_missing: str | None                    # why the writer built no cubins
     nvjitlink: str | None                         # version that linked the cubins
+    math: str | None                              # "libdevice" or "builtin" (informative)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"block_size": self.block_size, "ptx": self.ptx, "cubins": dict(self.cubins),
@@ -121,6 +126,8 @@ class CudaSection(Record):
             d["cubins_missing"] = self.cubins_missing
         if self.nvjitlink is not None:
             d["nvjitlink"] = self.nvjitlink
+        if self.math is not None:
+            d["math"] = self.math
         return d
 
 
@@ -241,7 +248,10 @@ class _Reader:
         for arch, blob in cubins.items():
             if not isinstance(blob, str) or blob not in blobs:
                 self.fail(f"cuda.cubins.{arch}", f"names a blob that is not in the cuda target: {blob!r}")
-        optional = [None if k not in sec else self.field(sec, k, "cuda", str) for k in ("cubins_missing", "nvjitlink")]
+        optional = [None if k not in sec else self.field(sec, k, "cuda", str)
+                    for k in ("cubins_missing", "nvjitlink", "math")]
+        if optional[2] not in (None, *MATH_LIBRARIES):
+            self.fail("cuda.math", f"expected one of {MATH_LIBRARIES}, got {optional[2]!r}")
         table = self.field(sec, "launches", "cuda", dict)
         for kname in table:
             if kname not in kernels:
@@ -256,7 +266,7 @@ class _Reader:
                 self.fail(path, "a kernel needs at least one launch")
             kparams = {p.layout.name: p.layout for p in kinfo.params}
             launches[kname] = tuple(self.launch(ln, f"{path}[{i}]", kparams) for i, ln in enumerate(raw))
-        return CudaSection(block, ptx, dict(cubins), launches, optional[0], optional[1])
+        return CudaSection(block, ptx, dict(cubins), launches, optional[0], optional[1], optional[2])
 
     def launch(self, ln: Any, path: str, kparams: dict[str, ParamLayout]) -> CudaLaunch:
         entry = self.field(ln, "entry", path, str)

@@ -34,12 +34,12 @@ class LlvmOutput:
 
 def optimise_and_emit(module_text: str, tm: Any, *, opt_level: int, vectorize: bool,
                       emit_object: bool, want_asm: bool = False, who: str = "kiln.codegen",
-                      stage: StageHook = no_stage) -> LlvmOutput:
+                      stage: StageHook = no_stage, link: Callable[[Any], None] | None = None) -> LlvmOutput:
     """Parse + verify `module_text` (a code generator bug if that fails), set the triple and data
-    layout of target machine `tm`, run LLVM's O`opt_level` pipeline (loop unrolling always; loop
-    and SLP vectorisation with `vectorize`), then emit an object (`emit_object`) or assembly."""
+    layout of target machine `tm`, call `link(module)` (NVPTX links libdevice there), run LLVM's
+    O`opt_level` pipeline (loop unrolling always; loop and SLP vectorisation with `vectorize`), then emit an object (`emit_object`) or assembly."""
     with stage("llvm optimise"):
-        mod = _parse_and_optimise(module_text, tm, opt_level=opt_level, vectorize=vectorize, who=who)
+        mod = _parse_and_optimise(module_text, tm, opt_level=opt_level, vectorize=vectorize, who=who, link=link)
     with stage("object emit"):
         if not emit_object:
             return LlvmOutput(str(mod), b"", tm.emit_assembly(mod))
@@ -48,7 +48,8 @@ def optimise_and_emit(module_text: str, tm: Any, *, opt_level: int, vectorize: b
         return LlvmOutput(str(mod), obj, tm.emit_assembly(mod) if want_asm else "")
 
 
-def _parse_and_optimise(module_text: str, tm: Any, *, opt_level: int, vectorize: bool, who: str) -> Any:
+def _parse_and_optimise(module_text: str, tm: Any, *, opt_level: int, vectorize: bool, who: str,
+                        link: Callable[[Any], None] | None) -> Any:
     try:
         mod = llvm.parse_assembly(module_text)
         mod.verify()
@@ -56,6 +57,8 @@ def _parse_and_optimise(module_text: str, tm: Any, *, opt_level: int, vectorize:
         raise KilnError(f"{who} produced invalid LLVM IR: {e}") from e
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)
+    if link is not None:
+        link(mod)
     if opt_level > 0:
         pto = llvm.create_pipeline_tuning_options(speed_level=min(3, opt_level))
         if vectorize:

@@ -1,7 +1,9 @@
-"""f64 math functions for the NVPTX target, written in LLVM IR (there is no libm or libdevice
-on NVPTX): range reduction + polynomials. `MathBuilder` emits the body of one
-`double kiln_math_<name>(double[, double])`; `GpuMathLibrary.math_fn` declares and caches those
-functions in a module (f32/f16 callers go through f64 and round)."""
+"""kiln's own f64 math functions for the NVPTX target, written in LLVM IR: range reduction +
+polynomials. The FALLBACK for when NVIDIA's libdevice is not found (kiln.codegen.libdevice, the
+default path): f32 callers go through f64 and round, which is accurate but slow on GPUs whose f64
+rate is 1/32-1/64 of f32. `MathBuilder` emits the body of one `double kiln_math_<name>(double[,
+double])`; `GpuMathLibrary.math_fn` declares and caches those functions in a module. Accuracy:
+docs/cuda.md, "Math functions" (tests/test_cuda.py checks it on the CPU through MCJIT)."""
 
 from __future__ import annotations
 
@@ -37,6 +39,11 @@ class GpuMathLibrary:
     def __init__(self, me: ModuleEmitterBase) -> None:
         self.me = me
         self._fns: dict[str, ir.Function] = {}
+
+    @property
+    def used(self) -> bool:
+        """Whether any function was emitted (so the module computes math with this fallback)."""
+        return bool(self._fns)
 
     def math_fn(self, name: str) -> ir.Function:
         fn = self._fns.get(name)

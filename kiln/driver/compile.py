@@ -53,7 +53,8 @@ def compile_program(request: CompileRequest, options: CompileOptions | None = No
     out = _NativeOutputs(kernels, graphs)
     if request.cpu_target is not None:
         _build_cpu(pipe, unit, request.cpu_target, kernels, graphs, out)
-    cuda_doc = _build_cuda(pipe, unit, kernels, request.cuda_archs, out) if request.cuda else None
+    cuda_doc = (_build_cuda(pipe, unit, kernels, request.cuda_archs, out, fast_math=request.fast_math)
+                if request.cuda else None)
     # 4. Manifest + container.
     with pipe.stage("pack"):
         doc = _manifest(request, graphs, kernels, lowering, exported, out).to_json()
@@ -134,14 +135,14 @@ def _build_cpu(pipe: Pipeline, unit: str, cpu_target: str, kernels: Sequence[Ker
 
 
 def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: Sequence[str] | None,
-                out: _NativeOutputs) -> dict[str, Any]:
+                out: _NativeOutputs, *, fast_math: bool = False) -> dict[str, Any]:
     """PTX for every kernel, cubins for `archs` when nvJitLink is importable (kiln.codegen.nvptx);
     returns the manifest's CUDA launch section."""
     # lazy, as above; modules rather than names because tests replace their functions
     from kiln.codegen import cuda_link, nvptx
 
     with pipe.stage("ptx"):
-        ptx = nvptx.build_ptx(kernels)
+        ptx = nvptx.build_ptx(kernels, fast_math=fast_math)
     pipe.dump("ptx", unit, "ptx", lambda: ptx.ptx)
     archs = tuple(nvptx.DEFAULT_CUBIN_ARCHS if archs is None else archs)
     names = ["cuda.ptx"]
@@ -166,7 +167,7 @@ def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: S
         block_size=nvptx.BLOCK_SIZE, ptx="cuda.ptx", cubins={arch: f"cuda.{arch}.cubin" for arch in built},
         launches={name: tuple(CudaLaunch(ln.entry, ln.mode, None if ln.count is None else tuple(
             tuple(dim) for dim in ln.count), ln.waves) for ln in ls) for name, ls in ptx.launches.items()},
-        cubins_missing=why, nvjitlink=cuda_link.nvjitlink_version() if why is None else None)
+        cubins_missing=why, nvjitlink=cuda_link.nvjitlink_version() if why is None else None, math=ptx.math)
     return section.to_json()    # the manifest's typed `cuda` section (kiln.artifact.manifest)
 
 

@@ -57,6 +57,7 @@ class CompileRequest:
     cpu_target: str | None = "host"          # a CPU target name, or None: no CPU code
     cuda: bool = False                       # also build PTX (+ cubins) for CUDA
     cuda_archs: tuple[str, ...] | None = None
+    fast_math: bool = False                  # CUDA: libdevice's fast f32 sin/cos/exp/log/... variants
 
 
 def resolve_targets(target: str, targets: Sequence[Any] | None) -> tuple[str | None, bool]:

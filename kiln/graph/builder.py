@@ -125,14 +125,15 @@ class GraphBuilder(Sequential):
         return GraphSpec(name, tuple(args.values()), dispatches)
 
     def compile(self, target: str = "host", name: str = "main", targets: list[str] | None = None,
-                cuda_archs: list[str] | None = None, dump: str | Sequence[str] | None = None) -> CompiledGraph:
+                cuda_archs: list[str] | None = None, dump: str | Sequence[str] | None = None,
+                fast_math: bool = False) -> CompiledGraph:
         """Compile for the host CPU (or a portable baseline such as "x86-64-v2"); `targets`
-        (e.g. ["cpu", "cuda"]) and `cuda_archs` as in `kl.Module` (docs/cuda.md); `dump` as in
-        `kl.Module.compile`."""
+        (e.g. ["cpu", "cuda"]), `cuda_archs` and `fast_math` as in `kl.Module` (docs/cuda.md);
+        `dump` as in `kl.Module.compile`."""
         self.check(name)
         cpu_target, cuda = resolve_targets(target, targets)
         request = CompileRequest((self.spec(name),), (), cpu_target, cuda,
-                                 None if cuda_archs is None else tuple(cuda_archs))
+                                 None if cuda_archs is None else tuple(cuda_archs), fast_math)
         return compile_and_link(request, dump).graphs[name]
 
 

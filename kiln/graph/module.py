@@ -25,13 +25,15 @@ class Module:
 
     `targets` (default: the CPU target alone) lists what the file holds: "cpu" (built for
     `target`) and/or "cuda" (PTX plus cubins for `cuda_archs`, default sm_80 and sm_90; see
-    docs/cuda.md). `compile()` returns the CPU module when "cpu" is among them, else a
+    docs/cuda.md). `fast_math=True` lets CUDA f32 math use libdevice's fast variants (lower
+    accuracy, see the ulp table in docs/cuda.md). `compile()` returns the CPU module when "cpu" is among them, else a
     `kiln.runtime.cuda.CudaModule`.
     """
 
     def __init__(self, target: str = "host", targets: list[str] | tuple[str, ...] | None = None,
-                 cuda_archs: list[str] | tuple[str, ...] | None = None) -> None:
+                 cuda_archs: list[str] | tuple[str, ...] | None = None, fast_math: bool = False) -> None:
         self.target = target
+        self.fast_math = fast_math
         self.targets = None if targets is None else tuple(targets)
         self.cuda_archs = None if cuda_archs is None else tuple(cuda_archs)
         self.graphs: dict[str, GraphBuilder] = {}
@@ -86,7 +88,7 @@ class Module:
         cpu_target, cuda = resolve_targets(self.target, self.targets)
         graphs = tuple(builder.spec(name) for name, builder in self.graphs.items())
         kernels = tuple(KernelSpec(name, k, types) for name, (k, types) in self.kernels.items())
-        return CompileRequest(graphs, kernels, cpu_target, cuda, self.cuda_archs)
+        return CompileRequest(graphs, kernels, cpu_target, cuda, self.cuda_archs, self.fast_math)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         self.compile().save(path)

@@ -332,6 +332,19 @@ class SharedAtomicArray:
 
 
 @dataclass(frozen=True)
+class Coarsening:
+    """GPU thread coarsening of a neighbour-reading loop (a stencil): each thread runs `factor`
+    consecutive iterations of dimension `dim` (step 1) and loads each element of the arrays in
+    `reuse` once for all of them: `u[i - 1, j]`, `u[i, j]` and `u[i + 1, j]` of consecutive rows
+    are the same elements, kept in registers (a sliding window). Those arrays are only read in
+    the loop (under every name: like CUDA's __restrict__)."""
+
+    dim: int
+    factor: int
+    reuse: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ParallelPlan:
     """How a parallel loop is run (kiln.passes.plan_parallel decides, codegen obeys)."""
 
@@ -344,6 +357,8 @@ class ParallelPlan:
     #: the body is straight-line assignments, stores and planned reductions, so a GPU thread may
     #: run several iterations in lock step (kiln.codegen.nvptx)
     lockstep: bool = False
+    #: the GPU runs this loop coarsened (None: one iteration per grid-stride step)
+    coarsen: Coarsening | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,12 @@ then merge the copy into the real array with one atomic per element that changed
 generator does that only when the array is small (a run-time check) and keeps the atomic loop for
 larger arrays. Arrays that are scalar reductions keep the cheaper scalar path.
 
+Stencils (`Coarsening`, GPU only). A 2-D/3-D loop whose body reads an array it never writes at
+several offsets along the slowest dimension (`u[i - 1, j] + u[i + 1, j]`) is planned coarsened:
+each GPU thread runs COARSEN_FACTOR consecutive rows of one column and loads each element of
+such arrays once for all of them (a sliding window in registers), instead of every row loading
+its neighbours again (kiln.codegen.nvptx). The CPU target ignores it.
+
 GPU launches (`LaunchPlan`). A kernel body is split at its top-level parallel loops:
 - no parallel loop: ONE launch of one thread running the whole body ("single");
 - otherwise one launch per parallel loop ("loop"), plus one single-thread launch per top-level
@@ -62,7 +68,7 @@ def reduction_key(e: ir.AtomicRMW) -> ReductionKey:
 # Reductions and private arrays of one loop
 # ---------------------------------------------------------------------------------------------
 
-def _assigned(body: tuple[ir.Stmt, ...]) -> set[str]:
+def assigned_locals(body: tuple[ir.Stmt, ...]) -> set[str]:
     names: set[str] = set()
     for n in walk(body):
         if isinstance(n, ir.Assign):
@@ -104,7 +110,7 @@ def _other_uses(loop: ir.ParallelFor) -> set[str]:
 
 def find_reductions(loop: ir.ParallelFor) -> list[ReductionKey]:
     """The privatisable atomics of `loop`, one key per (array, op, indices), in body order."""
-    assigned = _assigned(loop.body) | {d.var for d in loop.dims}
+    assigned = assigned_locals(loop.body) | {d.var for d in loop.dims}
     candidates: dict[str, list[ReductionKey]] = {}
     disqualified: set[str] = set()
     for a in _statement_atomics(loop):
@@ -186,16 +192,98 @@ def _lockstep_ok(loop: ir.ParallelFor, reductions: set[ReductionKey]) -> bool:
     return True
 
 
+# ---------------------------------------------------------------------------------------------
+# Stencils: thread coarsening with register reuse along the slowest dimension (GPU)
+# ---------------------------------------------------------------------------------------------
+
+#: iterations of the coarsened dimension one GPU thread runs (a tuning knob: bench/gpu_bench.py
+#: probes other values on the 5-point stencil; < 2 turns coarsening off)
+COARSEN_FACTOR = 8
+
+ReuseKey = tuple[int, tuple[ir.Expr, ...]]
+
+
+def dim_offset(e: ir.Expr, var: str) -> int | None:
+    """c when `e` is `var`, `var + c` or `var - c` (c an int constant), else None."""
+    if isinstance(e, ir.Var) and e.name == var:
+        return 0
+    if isinstance(e, ir.Binary) and e.op in (ir.BinaryOp.ADD, ir.BinaryOp.SUB):
+        lhs, rhs = e.lhs, e.rhs
+        if isinstance(lhs, ir.Var) and lhs.name == var and isinstance(rhs, ir.Const) and isinstance(rhs.value, int) \
+                and not isinstance(rhs.value, bool):
+            return rhs.value if e.op is ir.BinaryOp.ADD else -rhs.value
+        if e.op is ir.BinaryOp.ADD and isinstance(rhs, ir.Var) and rhs.name == var and isinstance(lhs, ir.Const) \
+                and isinstance(lhs.value, int) and not isinstance(lhs.value, bool):
+            return lhs.value
+    return None
+
+
+def reuse_key(load: ir.Load, dim: int, var: str, assigned: set[str]) -> ReuseKey | None:
+    """(offset along `dim`, the other indices without locations) of a load whose index `dim` is
+    `var + offset` and whose other indices are the same for every iteration of `var` (they use
+    neither `var` nor locals the body assigns): two loads with keys (c, k) and (c', k) read the
+    same element when the iteration with `var = v` and the one with `var = v + c - c'` run."""
+    if dim >= len(load.indices):
+        return None
+    off = dim_offset(load.indices[dim], var)
+    if off is None:
+        return None
+    others = tuple(ix for d, ix in enumerate(load.indices) if d != dim)
+    for n in walk(others):
+        if isinstance(n, ir.Var) and (n.name == var or n.name in assigned):
+            return None
+        if isinstance(n, (ir.Load, ir.AtomicRMW, ir.Call)):
+            return None
+    return off, tuple(without_locs(ix) for ix in others)
+
+
+def _written_in(loop: ir.ParallelFor) -> set[str]:
+    out: set[str] = set()
+    for n in walk(loop.body):
+        if isinstance(n, (ir.Store, ir.AugStore, ir.AtomicRMW)):
+            out.add(n.array.name)
+        elif isinstance(n, ir.Call):
+            out.update(a.name for a in n.args if isinstance(a, ir.ArrayRef))
+    return out
+
+
+def plan_coarsening(loop: ir.ParallelFor, lockstep: bool, reductions: bool) -> ir.Coarsening | None:
+    """Coarsen a 2-D/3-D loop along its slowest dimension (0, step 1) when its straight-line body
+    (`lockstep`, no reductions) reads some array the loop never writes at two or more offsets
+    along that dimension with the other indices equal (`u[i - 1, j]` and `u[i + 1, j]`): then
+    consecutive iterations share those loads, and one thread running `COARSEN_FACTOR`
+    consecutive rows loads each element once."""
+    if len(loop.dims) < 2 or not lockstep or reductions or COARSEN_FACTOR < 2:
+        return None
+    d0 = loop.dims[0]
+    if not (isinstance(d0.step, ir.Const) and d0.step.value == 1):
+        return None
+    assigned = assigned_locals(loop.body)
+    written = _written_in(loop)
+    offsets: dict[tuple[str, tuple[ir.Expr, ...]], set[int]] = {}
+    for n in walk(loop.body):
+        if isinstance(n, ir.Load) and n.array.name not in written:
+            key = reuse_key(n, 0, d0.var, assigned)
+            if key is not None:
+                offsets.setdefault((n.array.name, key[1]), set()).add(key[0])
+    reuse = tuple(dict.fromkeys(name for (name, _), offs in offsets.items() if len(offs) >= 2))
+    if not reuse:
+        return None
+    return ir.Coarsening(0, COARSEN_FACTOR, reuse)
+
+
 def plan_loop(loop: ir.ParallelFor) -> ir.ParallelPlan:
     """The plan of one parallel loop (see the module docstring)."""
     keys = find_reductions(loop)
     private, shared = _array_plan(loop, {key[0] for key in keys})
+    lockstep = _lockstep_ok(loop, set(keys))
     return ir.ParallelPlan(
         reductions=tuple(ir.ScalarReduction(name, op, idx) for name, op, idx in keys),
         private_arrays=tuple(ir.PrivateArray(name, op) for name, op in private.items()),
         shared_atomics=tuple(ir.SharedAtomicArray(name, why) for name, why in shared.items()),
         heavy_iterations=any(isinstance(n, (ir.For, ir.While, ir.Call)) for n in walk(loop.body)),
-        lockstep=_lockstep_ok(loop, set(keys)),
+        lockstep=lockstep,
+        coarsen=plan_coarsening(loop, lockstep, bool(keys)),
     )
 
 

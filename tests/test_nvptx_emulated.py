@@ -1,0 +1,196 @@
+"""The NVPTX code generator's loops run on the CPU: the module kiln.codegen.nvptx emits, with the
+GPU's special registers (thread/block index and size) turned into globals, compiled for the host
+with MCJIT and run thread by thread, for any grid. This checks the generated control flow
+(grid-stride loops, coarsened stencil loops with shared loads and their partial groups) against
+numpy without a GPU; tests/test_cuda.py runs the same kernels on a real one."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import struct
+
+import numpy as np
+import pytest
+
+import kiln as kl
+
+try:
+    from kiln.codegen.nvptx import nvptx_available
+    NVPTX_REASON = nvptx_available()
+except ImportError as e:  # pragma: no cover - llvmlite missing
+    NVPTX_REASON = str(e)
+
+pytestmark = pytest.mark.skipif(NVPTX_REASON is not None, reason=f"no NVPTX target: {NVPTX_REASON}")
+
+SREGS = ("tid", "ntid", "ctaid", "nctaid")
+
+
+class EmulatedKernel:
+    """One planned kernel's PTX entries, compiled for the host; `run(*arrays_and_scalars,
+    block=..., grid=...)` runs every launch phase over a grid of `grid` blocks of `block` threads."""
+
+    def __init__(self, kernel, types) -> None:
+        import llvmlite.binding as llvm
+        from kiln.driver import lower_kernel
+
+        from kiln.codegen.nvptx import NvptxModuleEmitter
+        self.kir = lower_kernel(kernel, types)
+        me = NvptxModuleEmitter(triple="", libdevice=False)
+        me.add_kernels([self.kir])
+        self.launches = me.launches[self.kir.kernel.name]
+        text = str(me.module).replace("llvm.nvvm.read.ptx.sreg.", "kiln_emu_sreg.").replace("ptx_kernel ", "")
+        defs = []
+        for r in SREGS:
+            text = re.sub(rf'declare i32 @"kiln_emu_sreg\.{r}\.x"\(\)[^\n]*\n', "", text)
+            defs.append(f'@"kiln_emu_{r}" = global i32 0\n'
+                        f'define i32 @"kiln_emu_sreg.{r}.x"() {{\n  %v = load i32, ptr @"kiln_emu_{r}"\n  ret i32 %v\n}}\n')
+        mod = llvm.parse_assembly(text + "\n".join(defs))
+        mod.verify()
+        tm = llvm.Target.from_default_triple().create_target_machine(opt=2)
+        self.engine = llvm.create_mcjit_compiler(mod, tm)
+        self.engine.finalize_object()
+        self.regs = {r: ctypes.c_int32.from_address(self.engine.get_global_value_address(f"kiln_emu_{r}"))
+                     for r in SREGS}
+        self.entries = []
+        for ln in self.launches:
+            nslots = len(me.module.get_global(ln.entry).args)
+            fty = ctypes.CFUNCTYPE(None, *([ctypes.c_uint64] * nslots))
+            self.entries.append((ln, fty(self.engine.get_function_address(ln.entry))))
+
+    def run(self, *args, block: int = 32, grid: int = 3) -> None:
+        slots: list[int] = []
+        for a in args:
+            if isinstance(a, np.ndarray):
+                assert a.flags.c_contiguous
+                slots.append(a.ctypes.data)
+                slots += list(a.shape)
+            else:
+                slots.append(struct.unpack("<Q", struct.pack("<d" if isinstance(a, float) else "<q", a))[0])
+        for ln, fn in self.entries:
+            nblocks = 1 if ln.mode == "single" else grid
+            nthreads = 1 if ln.mode == "single" else block
+            self.regs["ntid"].value = nthreads
+            self.regs["nctaid"].value = nblocks
+            for bi in range(nblocks):
+                self.regs["ctaid"].value = bi
+                for ti in range(nthreads):
+                    self.regs["tid"].value = ti
+                    fn(*slots)
+
+
+@kl.kernel
+def stencil5(u: kl.ndarray(kl.f64, ndim=2), v: kl.ndarray(kl.f64, ndim=2)):
+    for i, j in kl.ndrange((1, u.shape[0] - 1), (1, u.shape[1] - 1)):
+        v[i, j] = 0.25 * (u[i - 1, j] + u[i + 1, j] + u[i, j - 1] + u[i, j + 1]) - u[i, j]
+
+
+@kl.kernel
+def stencil_locals(u: kl.ndarray(kl.f64, ndim=2), w: kl.ndarray(kl.f64, ndim=1), v: kl.ndarray(kl.f64, ndim=2)):
+    # a local per row, a wider window (i - 2 .. i + 1), a column weight, a conditional read
+    for i, j in kl.ndrange((2, u.shape[0] - 1), u.shape[1]):
+        up = u[i - 2, j] + u[i - 1, j]
+        down = u[i + 1, j] if j > 0 else u[i, j]
+        v[i, j] = w[j] * (up - 2.0 * u[i, j] + down)
+
+
+@kl.kernel
+def stencil3d(u: kl.ndarray(kl.f64, ndim=3), v: kl.ndarray(kl.f64, ndim=3)):
+    for k, i, j in kl.ndrange((1, u.shape[0] - 1), (1, u.shape[1] - 1), (1, u.shape[2] - 1)):
+        v[k, i, j] = (u[k - 1, i, j] + u[k + 1, i, j] + u[k, i - 1, j] + u[k, i + 1, j]
+                      + u[k, i, j - 1] + u[k, i, j + 1] - 6.0 * u[k, i, j])
+
+
+def _ref5(u):
+    v = np.zeros_like(u)
+    v[1:-1, 1:-1] = 0.25 * (u[:-2, 1:-1] + u[2:, 1:-1] + u[1:-1, :-2] + u[1:-1, 2:]) - u[1:-1, 1:-1]
+    return v
+
+
+A2 = kl.ndarray(kl.f64, ndim=2)
+
+
+def test_stencils_are_planned_coarsened():
+    e = EmulatedKernel(stencil5, (A2, A2))
+    co = e.kir.kernel.body[0].plan.coarsen
+    assert co is not None and co.dim == 0 and co.factor >= 2 and co.reuse == ("u",)
+    assert e.launches[0].coarsen == (0, co.factor)
+    assert e.launches[0].to_json()["count"][0][2] == ["const", co.factor]    # groups of rows
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (10, 7), (11, 40), (2 + 8 * 3, 5), (37, 29)])
+@pytest.mark.parametrize("block,grid", [(32, 1), (7, 3), (64, 8)])
+def test_coarsened_stencil_matches_numpy(shape, block, grid):
+    e = EmulatedKernel(stencil5, (A2, A2))
+    u = np.random.default_rng(1).random(shape)
+    v = np.zeros_like(u)
+    e.run(u, v, block=block, grid=grid)
+    np.testing.assert_array_equal(v, _ref5(u))
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (12, 9), (21, 33)])
+def test_coarsened_stencil_with_locals_and_lazy_reads(shape):
+    e = EmulatedKernel(stencil_locals, (A2, kl.ndarray(kl.f64, ndim=1), A2))
+    assert e.kir.kernel.body[0].plan.coarsen is not None
+    rng = np.random.default_rng(2)
+    u = rng.random(shape)
+    w = rng.random(shape[1])
+    v = np.zeros_like(u)
+    e.run(u, w, v, block=16, grid=2)
+    ref = np.zeros_like(u)
+    for i in range(2, shape[0] - 1):
+        for j in range(shape[1]):
+            down = u[i + 1, j] if j > 0 else u[i, j]
+            ref[i, j] = w[j] * (u[i - 2, j] + u[i - 1, j] - 2.0 * u[i, j] + down)
+    np.testing.assert_allclose(v, ref, rtol=0, atol=1e-15)
+
+
+def test_coarsened_3d_stencil():
+    A3 = kl.ndarray(kl.f64, ndim=3)
+    e = EmulatedKernel(stencil3d, (A3, A3))
+    assert e.kir.kernel.body[0].plan.coarsen is not None
+    u = np.random.default_rng(3).random((13, 6, 7))
+    v = np.zeros_like(u)
+    e.run(u, v, block=32, grid=2)
+    ref = np.zeros_like(u)
+    c = u[1:-1, 1:-1, 1:-1]
+    ref[1:-1, 1:-1, 1:-1] = (u[:-2, 1:-1, 1:-1] + u[2:, 1:-1, 1:-1] + u[1:-1, :-2, 1:-1] + u[1:-1, 2:, 1:-1]
+                             + u[1:-1, 1:-1, :-2] + u[1:-1, 1:-1, 2:] - 6.0 * c)
+    np.testing.assert_allclose(v, ref, rtol=0, atol=1e-14)
+
+
+@kl.kernel
+def in_place_rows(u: kl.ndarray(kl.f64, ndim=2)):
+    for i, j in kl.ndrange((1, u.shape[0]), u.shape[1]):
+        u[i, j] = u[i, j] + u[i - 1, j] * 0.0 + 1.0
+
+
+@kl.kernel
+def strided_rows(u: kl.ndarray(kl.f64, ndim=2), v: kl.ndarray(kl.f64, ndim=2)):
+    for i, j in kl.ndrange((1, u.shape[0] - 1, 2), u.shape[1]):
+        v[i, j] = u[i - 1, j] + u[i + 1, j]
+
+
+@kl.kernel
+def one_offset(u: kl.ndarray(kl.f64, ndim=2), v: kl.ndarray(kl.f64, ndim=2)):
+    for i, j in kl.ndrange(u.shape[0], (1, u.shape[1] - 1)):
+        v[i, j] = u[i, j - 1] + u[i, j + 1]
+
+
+@pytest.mark.parametrize("kernel", [in_place_rows, strided_rows, one_offset])
+def test_loops_without_row_reuse_are_not_coarsened(kernel):
+    # written arrays are never shared (in_place_rows), step != 1 (strided_rows), and neighbours
+    # only along the fast dim need no register window (one_offset)
+    e = EmulatedKernel(kernel, (A2,) * len(kernel.annotations))
+    assert e.kir.kernel.body[0].plan.coarsen is None
+    assert e.launches[0].coarsen is None
+
+
+def test_emulated_grid_stride_loop_without_coarsening():
+    e = EmulatedKernel(strided_rows, (A2, A2))
+    u = np.random.default_rng(4).random((9, 5))
+    v = np.zeros_like(u)
+    e.run(u, v, block=8, grid=2)
+    ref = np.zeros_like(u)
+    ref[1:-1:2] = u[0:-2:2] + u[2::2]
+    np.testing.assert_array_equal(v, ref)
