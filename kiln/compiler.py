@@ -50,7 +50,6 @@ def lower_kernel(kernel: Any, param_types: ParamTypes) -> KernelIR:
 def compile_module(module: Module) -> bytes:
     """Compile every graph and kernel of `module` for its targets (its CPU target unless
     `module.targets` says otherwise, e.g. ["cpu", "cuda"]); return the file's bytes."""
-    from kiln.codegen import build_object
     from kiln.codegen.target import named_target
 
     # 1. Specialise each distinct (kernel, parameter types) once, whatever uses it; kernels and
@@ -81,20 +80,13 @@ def compile_module(module: Module) -> bytes:
 
     # 3. Native code: one object for all kernels and graph entry points (CPU), PTX + cubins (CUDA).
     kernels = _unique_kernels(list(lowered.values()))
-    cpu_target, want_cuda = _split_targets(module)
+    cpu_targets, want_cuda = _split_targets(module)
     tinfos: list[TargetInfo] = []
     blobs: dict[str, bytes] = {}
     kentries: dict[str, dict[str, str]] = {k.kernel.name: {} for k in kernels}
     gentries: dict[str, dict[str, str]] = {g.name: {} for g in graphs}
-    if cpu_target is not None:
-        target = named_target(cpu_target)
-        obj = build_object(kernels, graphs, target)
-        tinfos.append(TargetInfo("cpu", "cpu", target.arch, target.triple, target.cpu, target.features, ("cpu.o",)))
-        blobs["cpu.o"] = obj.blob
-        for k in kernels:
-            kentries[k.kernel.name]["cpu"] = obj.kernel_symbols[k.kernel.name]
-        for g in graphs:
-            gentries[g.name]["cpu"] = obj.graph_symbols[g.name]
+    for cpu_target in cpu_targets or ():
+        _build_cpu_target(named_target(cpu_target), kernels, graphs, tinfos, blobs, kentries, gentries)
     cuda_doc = None
     if want_cuda:
         cuda_doc = _build_cuda(kernels, getattr(module, "cuda_archs", None), tinfos, blobs, kentries)
@@ -119,28 +111,112 @@ def compile_module(module: Module) -> bytes:
     return container.pack(doc, blobs)
 
 
-def _split_targets(module: Module) -> tuple[str | None, bool]:
-    """(CPU target name or None, whether to build CUDA) from `module.targets` (None: CPU only)."""
+def _split_targets(module: Module) -> tuple[tuple[str, ...] | None, bool]:
+    """(CPU target names or None, whether to build CUDA) from `module.targets` (None: CPU only).
+    Several CPU targets are allowed when they are for different architectures, e.g.
+    ["x86-64-v2", "aarch64"]: the file then holds one object per architecture."""
+    from kiln.codegen.target import named_target
     from kiln.errors import TargetError
 
     targets = getattr(module, "targets", None)
     if targets is None:
-        return module.target, False
-    cpu: str | None = None
+        return (module.target,), False
+    cpus: list[str] = []
+    arches: dict[str, str] = {}
     cuda = False
     for t in targets:
-        if t == "cuda":
+        if t == "cuda" and not cuda:
             cuda = True
-        elif t == "cpu":
-            cpu = module.target
-        elif isinstance(t, str) and cpu is None:
-            cpu = t                       # a CPU target name ("host", "x86-64-v2", ...)
-        else:
+            continue
+        name = module.target if t == "cpu" else t
+        if not isinstance(t, str) or t == "cuda" or name in cpus:
             raise TargetError(f"unknown or repeated target {t!r} in targets={list(targets)!r}; "
-                              "use 'cpu' (or a CPU target name) and/or 'cuda'")
-    if cpu is None and not cuda:
+                              "use 'cpu' (or CPU target names, one per architecture) and/or 'cuda'")
+        arch = named_target(name).arch      # TargetError for an unknown name
+        if arch in arches:
+            raise TargetError(f"targets={list(targets)!r}: {arches[arch]!r} and {t!r} are both {arch} "
+                              "targets; a file holds one CPU target per architecture")
+        arches[arch] = t
+        cpus.append(name)
+    if not cpus and not cuda:
         raise TargetError("targets=[] names no target")
-    return cpu, cuda
+    return (tuple(cpus) or None), cuda
+
+
+def cpu_target_names(arch: str) -> tuple[str, str]:
+    """(manifest target name, object blob name) of the CPU target for `arch`: x86-64 keeps the
+    names of files written before aarch64 existed ("cpu", "cpu.o"); others are "cpu.<arch>"."""
+    if arch == "x86_64":
+        return "cpu", "cpu.o"
+    return f"cpu.{arch}", f"cpu.{arch}.o"
+
+
+def _build_cpu_target(target: Any, kernels: Sequence[KernelIR], graphs: Sequence[GraphIR],
+                      tinfos: list[TargetInfo], blobs: dict[str, bytes],
+                      kentries: dict[str, dict[str, str]], gentries: dict[str, dict[str, str]]) -> None:
+    """One relocatable object holding every kernel and graph entry point for one CPU target."""
+    from kiln.codegen import build_object  # looked up at each compile (tests/conftest.py wraps it)
+
+    obj = build_object(kernels, graphs, target)
+    tname, blob_name = cpu_target_names(target.arch)
+    tinfos.append(TargetInfo(tname, "cpu", target.arch, target.triple, target.cpu, target.features, (blob_name,)))
+    blobs[blob_name] = obj.blob
+    for k in kernels:
+        kentries[k.kernel.name][tname] = obj.kernel_symbols[k.kernel.name]
+    for g in graphs:
+        gentries[g.name][tname] = obj.graph_symbols[g.name]
+
+
+def link_compiled(data: bytes) -> Any:
+    """Link freshly compiled file bytes into this process (a CompiledModule), or, when the file
+    holds CPU code only for other architectures (cross-compiling, e.g. target="aarch64" on an
+    x86-64 machine), wrap them in a CrossCompiledModule that can be saved but not run here."""
+    from kiln.runtime.compiled import load_bytes
+    from kiln.runtime.hostcpu import host_arch
+
+    doc = container.unpack(data, source="<compiled module>").manifest
+    arches = [t.get("arch") for t in doc.get("targets", []) if t.get("kind") == "cpu"]  # type: ignore[union-attr]
+    if host_arch() in arches:
+        return load_bytes(data, source="<compiled module>")
+    return CrossCompiledModule(data, doc, [str(a) for a in arches])
+
+
+class CrossCompiledModule:
+    """A module compiled for other machines: `save()`/`to_bytes()` work, running raises."""
+
+    def __init__(self, data: bytes, doc: dict[str, Any], arches: list[str]) -> None:
+        self._data = data
+        self.arches = arches
+        self.graphs = {name: CrossCompiledGraph(self, name) for name in doc.get("graphs", {})}
+        self.kernels = {name: CrossCompiledGraph(self, name) for name in doc.get("exported_kernels", {})}
+
+    def save(self, path: Any) -> None:
+        container.write_bytes(path, self._data)
+
+    def to_bytes(self) -> bytes:
+        return self._data
+
+    def __repr__(self) -> str:
+        return f"<CrossCompiledModule for {', '.join(self.arches)} graphs={sorted(self.graphs)}>"
+
+
+class CrossCompiledGraph:
+    """A graph or kernel of a CrossCompiledModule: save it here, run it on its machine."""
+
+    def __init__(self, module: CrossCompiledModule, name: str) -> None:
+        self._module = module
+        self.name = name
+
+    def save(self, path: Any) -> None:
+        self._module.save(path)
+
+    def run(self, args: Any) -> None:
+        from kiln.errors import ArtifactError
+        from kiln.runtime.hostcpu import host_arch
+        raise ArtifactError(f"{self.name!r} was compiled for {', '.join(self._module.arches)}, this machine is "
+                            f"{host_arch()}: save() it and run it there (or with the C runtime, c/)")
+
+    __call__ = run
 
 
 def _build_cuda(kernels: Sequence[KernelIR], archs: Sequence[str] | None, tinfos: list[TargetInfo],

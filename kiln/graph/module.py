@@ -77,13 +77,12 @@ class Module:
     def compile(self) -> CompiledModule:
         """Compile everything to native code and link it into this process."""
         if self._compiled is None:
-            from kiln.compiler import _split_targets, compile_module
-            from kiln.runtime.compiled import load_bytes
+            from kiln.compiler import _split_targets, compile_module, link_compiled
             if _split_targets(self)[0] is None:      # CUDA only: nothing to link on the CPU
                 from kiln.runtime.cuda import load_bytes as load_cuda_bytes
                 self._compiled = load_cuda_bytes(compile_module(self), source="<compiled module>")  # type: ignore[assignment]
             else:
-                self._compiled = load_bytes(compile_module(self), source="<compiled module>")
+                self._compiled = link_compiled(compile_module(self))
         return self._compiled
 
     def save(self, path: str | os.PathLike[str]) -> None:
