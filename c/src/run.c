@@ -220,14 +220,33 @@ static kiln_status scalar_int(const kiln_graph *g, const kiln_arg_info *info, co
     return KILN_OK;
 }
 
+/* a double as Python's repr() writes it: the shortest digits that read back the same, positional
+ * for 1e-4 <= |v| < 1e16 (with ".0" when integral), else d.ddde+XX */
+static void python_repr(char *buf, size_t n, double v) {
+    if (!isfinite(v)) {
+        snprintf(buf, n, isnan(v) ? "nan" : v < 0 ? "-inf" : "inf");
+        return;
+    }
+    int p = 1;
+    for (; p < 17; p++) {
+        snprintf(buf, n, "%.*e", p - 1, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    int exp = atoi(strchr(buf, 'e') + 1);
+    if (v != 0 && (exp < -4 || exp >= 16)) return;      /* already d.ddde+XX */
+    snprintf(buf, n, "%.*f", p - 1 - exp > 0 ? p - 1 - exp : 0, v);
+    if (!strchr(buf, '.')) strncat(buf, ".0", n - strlen(buf) - 1);
+}
+
 static kiln_status scalar_float(const kiln_graph *g, const kiln_arg_info *info, const kiln_arg *a, uint8_t *slot,
                                 kiln_error *err) {
     double v = a->kind == KILN_VALUE_FLOAT ? a->value.f
                : a->kind == KILN_VALUE_UINT ? (double)a->value.u : (double)a->value.i;
     double max = info->dtype == KILN_F16 ? 65504.0 : info->dtype == KILN_F32 ? 3.4028234663852886e38 : 0;
     if (max && isfinite(v) && fabs(v) > max) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "%.17g is out of range for %s", v, kiln_dtype_name(info->dtype));
+        char msg[160], num[64];
+        python_repr(num, sizeof num, v);
+        snprintf(msg, sizeof msg, "%s is out of range for %s", num, kiln_dtype_name(info->dtype));
         return fail_arg(g, err, KILN_ERR_SCALAR_RANGE, info->name, msg);
     }
     if (info->dtype == KILN_F64) {
