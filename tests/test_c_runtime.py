@@ -641,3 +641,25 @@ def test_cpp_header(installed: Path, saxpy_file: Path, tmp_path: Path) -> None:
     assert out[1].startswith("caught 8 graph 'main': missing arguments 'x', 'y', 'out'")
     assert out[2] == "caught 3"                 # the executable itself is not a kiln file
     assert out[3] == f"graphs 1 arch {host_arch()}"
+
+
+def test_cpu_features_checked_like_python(c_native: CRuntime, tmp_path: Path) -> None:
+    """A file for this exact CPU loads; one needing a feature this CPU lacks is refused, in the
+    Python loader's words."""
+    from kiln.runtime.hostcpu import AARCH64_FEATURE_FLAGS, X86_FEATURE_FLAGS, missing_features
+    host = _save(_saxpy_graph(), tmp_path / "host.kiln", ["host"])
+    assert c_native.call("list", str(host)).splitlines()[-1] == "ok"
+    table = X86_FEATURE_FLAGS if host_arch() == "x86_64" else AARCH64_FEATURE_FLAGS
+    lacking = [f for f in table if missing_features("+" + f)]
+    if not lacking:
+        pytest.skip("this CPU has every feature kiln knows: nothing to refuse")
+    c = container.unpack(host.read_bytes())
+    doc = {k: v for k, v in c.manifest.items() if k != "blobs"}
+    doc["targets"][0]["features"] += f",+{lacking[0]}"  # type: ignore[index]
+    path = tmp_path / "needs.kiln"
+    path.write_bytes(container.pack(doc, {k: bytes(v) for k, v in c.blobs.items()}))
+    got, message = _status(c_native.call("list", str(path)).strip())
+    assert got == STATUS["KILN_ERR_NO_TARGET"], message
+    with pytest.raises(ArtifactError) as e:
+        kl.load(path)
+    assert message == str(e.value)

@@ -165,7 +165,8 @@ static int run(const char *spec_path) {
             sscanf(line, "threads %d", &threads) == 1)
             continue;
         if (sscanf(line, "scalar %127s %15s %127s", name, kind, value) == 3) {
-            char *n = strdup(name);
+            char *n = arrays[nargs].name;        /* the slot's storage holds the name */
+            snprintf(n, sizeof arrays[nargs].name, "%s", name);
             if (strcmp(kind, "bool") == 0) args[nargs++] = kiln_arg_bool(n, atoi(value));
             else if (strcmp(kind, "int") == 0) args[nargs++] = kiln_arg_i64(n, strtoll(value, NULL, 10));
             else if (strcmp(kind, "uint") == 0) args[nargs++] = kiln_arg_u64(n, strtoull(value, NULL, 10));
