@@ -32,6 +32,7 @@ from kiln.types import NdArrayType, ScalarType
 
 if TYPE_CHECKING:
     from kiln.graph.module import Module
+    from kiln.runtime.compiled import CompiledModule
 
 KILN_VERSION = "0.1.0"
 
@@ -167,7 +168,7 @@ def _build_cpu_target(target: Any, kernels: Sequence[KernelIR], graphs: Sequence
         gentries[g.name][tname] = obj.graph_symbols[g.name]
 
 
-def link_compiled(data: bytes) -> Any:
+def link_compiled(data: bytes) -> CompiledModule | CrossCompiledModule:
     """Link freshly compiled file bytes into this process (a CompiledModule), or, when the file
     holds CPU code only for other architectures (cross-compiling, e.g. target="aarch64" on an
     x86-64 machine), wrap them in a CrossCompiledModule that can be saved but not run here."""
@@ -175,20 +176,23 @@ def link_compiled(data: bytes) -> Any:
     from kiln.runtime.hostcpu import host_arch
 
     doc = container.unpack(data, source="<compiled module>").manifest
-    arches = [t.get("arch") for t in doc.get("targets", []) if t.get("kind") == "cpu"]  # type: ignore[union-attr]
+    targets = doc.get("targets")
+    arches = [str(t.get("arch")) for t in targets if isinstance(t, dict) and t.get("kind") == "cpu"] \
+        if isinstance(targets, list) else []
     if host_arch() in arches:
         return load_bytes(data, source="<compiled module>")
-    return CrossCompiledModule(data, doc, [str(a) for a in arches])
+    return CrossCompiledModule(data, doc, arches)
 
 
 class CrossCompiledModule:
     """A module compiled for other machines: `save()`/`to_bytes()` work, running raises."""
 
-    def __init__(self, data: bytes, doc: dict[str, Any], arches: list[str]) -> None:
+    def __init__(self, data: bytes, doc: dict[str, object], arches: list[str]) -> None:
         self._data = data
         self.arches = arches
-        self.graphs = {name: CrossCompiledGraph(self, name) for name in doc.get("graphs", {})}
-        self.kernels = {name: CrossCompiledGraph(self, name) for name in doc.get("exported_kernels", {})}
+        graphs, kernels = doc.get("graphs"), doc.get("exported_kernels")
+        self.graphs = {str(n): CrossCompiledGraph(self, str(n)) for n in (graphs if isinstance(graphs, dict) else {})}
+        self.kernels = {str(n): CrossCompiledGraph(self, str(n)) for n in (kernels if isinstance(kernels, dict) else {})}
 
     def save(self, path: Any) -> None:
         container.write_bytes(path, self._data)

@@ -82,7 +82,8 @@ class Module:
                 from kiln.runtime.cuda import load_bytes as load_cuda_bytes
                 self._compiled = load_cuda_bytes(compile_module(self), source="<compiled module>")  # type: ignore[assignment]
             else:
-                self._compiled = link_compiled(compile_module(self))
+                # a CrossCompiledModule (code for other machines only) saves like a CompiledModule
+                self._compiled = link_compiled(compile_module(self))  # type: ignore[assignment]
         return self._compiled
 
     def save(self, path: str | os.PathLike[str]) -> None:
