@@ -663,3 +663,31 @@ def test_cpu_features_checked_like_python(c_native: CRuntime, tmp_path: Path) ->
     with pytest.raises(ArtifactError) as e:
         kl.load(path)
     assert message == str(e.value)
+
+
+def test_example_under_qemu(c_aarch64: CRuntime, heat_file: Path, tmp_path: Path) -> None:
+    """The same example, cross-built for aarch64 and run under qemu-user on the two-arch file."""
+    exe = tmp_path / "heat_a64"
+    _run(["aarch64-linux-gnu-gcc", "-std=c11", "-O2", "-Wall", "-Werror", "-D_POSIX_C_SOURCE=200809L",
+          f"-I{C_DIR / 'include'}", str(ROOT / "examples" / "c" / "heat.c"), str(c_aarch64.build / "libkiln.a"),
+          "-lm", "-ldl", "-lpthread", "-o", str(exe)])
+    out = _run([*c_aarch64.prefix, str(exe), str(heat_file), "1"]).stdout
+    assert "aarch64 code (generic)" in out and "kiln demo: OK" in out, out
+
+
+def test_targets_one_per_architecture() -> None:
+    from kiln.compiler import _split_targets, cpu_target_names
+    assert _split_targets(kl.Module(targets=["x86-64-v2", "cortex-a76", "cuda"])) == (
+        ("x86-64-v2", "cortex-a76"), True)
+    assert _split_targets(kl.Module(target="x86-64-v3", targets=["cpu", "aarch64"]))[0] == ("x86-64-v3", "aarch64")
+    assert _split_targets(kl.Module(targets=["cuda"])) == (None, True)
+    with pytest.raises(kl.TargetError, match="both aarch64 targets"):
+        _split_targets(kl.Module(targets=["aarch64", "neoverse-n1"]))
+    with pytest.raises(kl.TargetError, match="unknown target 'arm7'"):
+        _split_targets(kl.Module(targets=["arm7"]))
+    assert cpu_target_names("x86_64") == ("cpu", "cpu.o")
+    assert cpu_target_names("aarch64") == ("cpu.aarch64", "cpu.aarch64.o")
+    from kiln.codegen.target import named_target
+    spec = named_target("neoverse-n1")
+    assert (spec.arch, spec.triple, spec.cpu) == ("aarch64", "aarch64-unknown-linux-gnu", "neoverse-n1")
+    assert "+lse" in spec.features

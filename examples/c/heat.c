@@ -103,7 +103,11 @@ int main(int argc, char **argv) {
         ref_energies[r] = total(ru);
     }
     double err_u = 0, err_e = 0;
-    for (int i = 0; i < H * W; i++) err_u = fmax(err_u, fabs((double)u[i] - (double)ru[i]));
+    for (int i = 0; i < H * W; i++) {
+        /* not fmax(): GCC 12's aarch64 vectorizer crashes on that reduction (an ICE) */
+        double d = fabs((double)u[i] - (double)ru[i]);
+        if (d > err_u) err_u = d;
+    }
     for (int r = 0; r < runs; r++) err_e = fmax(err_e, fabs(energies[r] - ref_energies[r]) / fabs(ref_energies[r]));
     printf("  run      %8.2f ms   per graph run, %d runs\n", 1e3 * best, runs);
     printf("  check    max |u - reference| = %.2e, energy rel. error = %.2e, energy after each run:", err_u, err_e);
