@@ -55,6 +55,7 @@ class CRuntime:
     prefix: list[str]       # [] or the qemu command line
     exe: Path
     build: Path
+    cc: str                 # the C compiler of this build
 
     def call(self, *args: str) -> str:
         return _run([*self.prefix, str(self.exe), *args]).stdout
@@ -114,10 +115,11 @@ def _cmake_build(build: Path, extra: list[str]) -> Path:
     return build
 
 
-def _driver(cc: str, build: Path) -> Path:
-    exe = build / "kiln_case"
+def _program(cc: str, build: Path, name: str) -> Path:
+    """c/tests/<name>.c linked against the static library of `build`."""
+    exe = build / name
     _run([cc, "-std=c11", "-O2", "-Wall", "-Werror", "-D_POSIX_C_SOURCE=200809L", f"-I{C_DIR / 'include'}",
-          str(C_DIR / "tests" / "kiln_case.c"), str(build / "libkiln.a"), "-lm", "-ldl", "-lpthread",
+          str(C_DIR / "tests" / f"{name}.c"), str(build / "libkiln.a"), "-lm", "-ldl", "-lpthread",
           "-o", str(exe)])
     return exe
 
@@ -129,7 +131,7 @@ def c_native(tmp_path_factory: pytest.TempPathFactory) -> CRuntime:
         pytest.skip(f"{', '.join(missing)} not found: install the Debian packages {NATIVE_PACKAGES}")
     build = _cmake_build(tmp_path_factory.mktemp("c-native") / "build", [])
     target = "x86-64-v2" if host_arch() == "x86_64" else "aarch64"
-    return CRuntime(host_arch(), target, [], _driver("gcc", build), build)
+    return CRuntime(host_arch(), target, [], _program("gcc", build, "kiln_case"), build, "gcc")
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +147,7 @@ def c_aarch64(tmp_path_factory: pytest.TempPathFactory, c_native: CRuntime) -> C
         "-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
         "-DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc", "-DKILN_BUILD_SHARED=OFF"])
     return CRuntime("aarch64", "aarch64", ["qemu-aarch64", "-L", str(A64_SYSROOT)],
-                    _driver("aarch64-linux-gnu-gcc", build), build)
+                    _program("aarch64-linux-gnu-gcc", build, "kiln_case"), build, "aarch64-linux-gnu-gcc")
 
 
 @pytest.fixture(params=["native", "aarch64"])
@@ -224,6 +226,13 @@ def test_cpu_graph_matches_numpy(crt: CRuntime, saxpy_file: Path, tmp_path: Path
     np.testing.assert_array_equal(out["y"], want_y)
     np.testing.assert_allclose(out["out"][0], want_y.astype(np.float64).sum(), rtol=1e-6)
     np.testing.assert_array_equal(out["x"], x)          # read-only arguments stay as they were
+
+
+def test_api_edge_cases(crt: CRuntime, saxpy_file: Path) -> None:
+    """c/tests/api_test.c: NULL handling, every status name, argument order, repeated names, empty
+    arrays, explicit strides, thread counts, and four threads running one graph at once."""
+    out = _run([*crt.prefix, str(_program(crt.cc, crt.build, "api_test")), str(saxpy_file)]).stdout
+    assert out.strip().splitlines()[-1] == "api_test: 0 failures", out
 
 
 def test_aarch64_only_file(c_aarch64: CRuntime, tmp_path: Path) -> None:
