@@ -214,13 +214,16 @@ class CrossCompiledGraph:
     def save(self, path: Any) -> None:
         self._module.save(path)
 
-    def run(self, args: Any) -> None:
+    def run(self, *args: Any, **kwargs: Any) -> None:
         from kiln.errors import ArtifactError
         from kiln.runtime.hostcpu import host_arch
         raise ArtifactError(f"{self.name!r} was compiled for {', '.join(self._module.arches)}, this machine is "
                             f"{host_arch()}: save() it and run it there (or with the C runtime, c/)")
 
     __call__ = run
+
+    def __repr__(self) -> str:
+        return f"<CrossCompiledGraph {self.name!r} for {', '.join(self._module.arches)}>"
 
 
 def _build_cuda(kernels: Sequence[KernelIR], archs: Sequence[str] | None, tinfos: list[TargetInfo],

@@ -250,6 +250,7 @@ def test_aarch64_only_file(c_aarch64: CRuntime, tmp_path: Path) -> None:
         kl.load(path)
     with pytest.raises(ArtifactError, match="compiled for aarch64"):
         compiled.run({})
+    assert "aarch64" in repr(compiled)
 
 
 def test_python_picks_its_architecture_from_a_two_arch_file(saxpy_file: Path) -> None:
