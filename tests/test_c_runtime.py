@@ -611,7 +611,7 @@ CPP_PROGRAM = r"""
 #include <vector>
 #include "kiln.hpp"
 
-int main(int argc, char **argv) {
+int main(int, char **argv) {
     kiln::Module m(argv[1]);
     kiln::Graph g = m.graph("main");
     std::vector<float> x(8, 1.0f), y(8, 2.0f);
@@ -644,7 +644,7 @@ def test_cpp_header(installed: Path, saxpy_file: Path, tmp_path: Path) -> None:
     src.write_text(CPP_PROGRAM)
     exe = tmp_path / "t"
     libdir = next(p.parent for p in installed.rglob("libkiln.so"))
-    _run(["g++", "-std=c++11", "-Wall", "-Werror", str(src), *_pkg_config(installed, "--cflags", "--libs"),
+    _run(["g++", "-std=c++11", "-Wall", "-Wextra", "-pedantic", "-Werror", str(src), *_pkg_config(installed, "--cflags", "--libs"),
           "-o", str(exe)])
     out = _run([str(exe), str(saxpy_file)], env=dict(os.environ, LD_LIBRARY_PATH=str(libdir))).stdout.splitlines()
     assert out[0] == "y0 5 out 40"

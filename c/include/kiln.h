@@ -214,9 +214,16 @@ KILN_API const char *kiln_dtype_name(kiln_dtype dtype);
 
 /* ---------------------------------------------------------------- argument helpers */
 
+/* a zero-initialised kiln_arg in both languages without -Wextra noise */
+#ifdef __cplusplus
+#define KILN_ZERO_ARG_ {}
+#else
+#define KILN_ZERO_ARG_ {0}
+#endif
+
 static inline kiln_arg kiln_arg_array(const char *name, kiln_dtype dtype, void *data, int ndim,
                                       const int64_t *shape) {
-    kiln_arg a = {0};
+    kiln_arg a = KILN_ZERO_ARG_;
     a.name = name;
     a.kind = KILN_ARG_ARRAY;
     a.dtype = dtype;
@@ -234,7 +241,7 @@ static inline kiln_arg kiln_arg_array_const(const char *name, kiln_dtype dtype, 
 }
 
 static inline kiln_arg kiln_arg_bool(const char *name, int value) {
-    kiln_arg a = {0};
+    kiln_arg a = KILN_ZERO_ARG_;
     a.name = name;
     a.kind = KILN_VALUE_BOOL;
     a.value.b = value != 0;
@@ -242,7 +249,7 @@ static inline kiln_arg kiln_arg_bool(const char *name, int value) {
 }
 
 static inline kiln_arg kiln_arg_i64(const char *name, int64_t value) {
-    kiln_arg a = {0};
+    kiln_arg a = KILN_ZERO_ARG_;
     a.name = name;
     a.kind = KILN_VALUE_INT;
     a.value.i = value;
@@ -250,7 +257,7 @@ static inline kiln_arg kiln_arg_i64(const char *name, int64_t value) {
 }
 
 static inline kiln_arg kiln_arg_u64(const char *name, uint64_t value) {
-    kiln_arg a = {0};
+    kiln_arg a = KILN_ZERO_ARG_;
     a.name = name;
     a.kind = KILN_VALUE_UINT;
     a.value.u = value;
@@ -258,7 +265,7 @@ static inline kiln_arg kiln_arg_u64(const char *name, uint64_t value) {
 }
 
 static inline kiln_arg kiln_arg_f64(const char *name, double value) {
-    kiln_arg a = {0};
+    kiln_arg a = KILN_ZERO_ARG_;
     a.name = name;
     a.kind = KILN_VALUE_FLOAT;
     a.value.f = value;
