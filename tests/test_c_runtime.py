@@ -710,3 +710,42 @@ def test_every_function_is_documented() -> None:
     assert len(names) >= 25
     doc = (ROOT / "docs" / "c-api.md").read_text()
     assert sorted(n for n in names if f"`{n}(" not in doc and f"{n}(" not in doc) == []
+
+
+def _example(name: str) -> Any:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"kiln_example_{name}", ROOT / "examples" / f"{name}.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def example_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The Python examples' graphs (kl.func calls, atomics, u8 and i64 arrays) for both machines."""
+    tmp = tmp_path_factory.mktemp("examples")
+    return {name: _save(_example(name).build(), tmp / f"{name}.kiln", _both_targets())
+            for name in ("particles", "image_filter")}
+
+
+def test_example_graphs_match_python(crt: CRuntime, example_files: dict[str, Path], tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    n = 5000
+    particles = {"x": rng.random(n, dtype=np.float32), "y": rng.random(n, dtype=np.float32),
+                 "vx": rng.random(n, dtype=np.float32) - 0.5, "vy": rng.random(n, dtype=np.float32) - 0.5,
+                 "dt": 1.0 / 600, "energy": np.zeros(1)}
+    h, w = 60, 80
+    image = rng.random((h, w), dtype=np.float32)
+    filters = {"image": image, "tmp": np.zeros_like(image), "smooth": np.zeros_like(image),
+               "mask": np.zeros((h, w), np.uint8), "threshold": 0.05, "edges": np.zeros(1, np.int64)}
+    for name, args in (("particles", particles), ("image_filter", filters)):
+        ref = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in args.items()}
+        kl.load(example_files[name]).run(ref)
+        status, out = crt.run(example_files[name], "main", args, tmp_path, threads=2)
+        assert status == "ok", (name, status)
+        for k, v in out.items():
+            if v.dtype.kind == "f":    # FMA contraction and reduction order differ between machines
+                np.testing.assert_allclose(v, ref[k], rtol=1e-5, atol=1e-6, err_msg=f"{name}.{k}")
+            else:
+                np.testing.assert_array_equal(v, ref[k], err_msg=f"{name}.{k}")
