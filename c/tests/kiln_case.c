@@ -4,6 +4,7 @@
  *   kiln_case version
  *   kiln_case header FILE            check_file_header on the file's bytes
  *   kiln_case list FILE [memory]     graphs and their arguments (memory: load from bytes)
+ *   kiln_case load FILE...           load and free each file (fuzzing): "loaded N refused M"
  *   kiln_case run SPEC               run as described by SPEC, one directive a line:
  *       file PATH
  *       graph NAME
@@ -92,6 +93,19 @@ static int list(const char *path, int from_memory) {
     }
     kiln_module_free(m);
     printf("ok\n");
+    return 0;
+}
+
+static int load_many(int n, char **paths) {
+    int loaded = 0, refused = 0;
+    for (int i = 0; i < n; i++) {
+        kiln_module *m = NULL;
+        kiln_error err;
+        if (kiln_module_load_file(paths[i], &m, &err) == KILN_OK) loaded++;
+        else refused++;
+        kiln_module_free(m);
+    }
+    printf("loaded %d refused %d\n", loaded, refused);
     return 0;
 }
 
@@ -221,6 +235,7 @@ int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "header") == 0) return header(argv[2]);
     if (argc >= 3 && strcmp(argv[1], "list") == 0) return list(argv[2], argc >= 4);
     if (argc >= 3 && strcmp(argv[1], "run") == 0) return run(argv[2]);
-    fprintf(stderr, "usage: kiln_case version | header FILE | list FILE [memory] | run SPEC\n");
+    if (argc >= 2 && strcmp(argv[1], "load") == 0) return load_many(argc - 2, argv + 2);
+    fprintf(stderr, "usage: kiln_case version | header FILE | list FILE [memory] | load FILE... | run SPEC\n");
     return 1;
 }
