@@ -95,8 +95,8 @@ def _compile_direct(kernel: Kernel, types: ParamTypes, device: str) -> Any:
     """Compile one specialisation for `device` and link it in this process."""
     # __name__ is an identifier except for lambdas and the like, which cannot be kernels
     spec = KernelSpec(kernel.name, kernel, types)
-    request = (CompileRequest(kernels=(spec,), cpu_target=None, cuda=True) if device == "cuda"
-               else CompileRequest(kernels=(spec,), cpu_target="host"))
+    request = (CompileRequest(kernels=(spec,), cpu_targets=(), cuda=True) if device == "cuda"
+               else CompileRequest(kernels=(spec,), cpu_targets=("host",)))
     return compile_and_link(request).kernels[kernel.name]
 
 

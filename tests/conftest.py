@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import pytest
 
-#: R_X86_64_PC32 and R_X86_64_PLT32: what kiln's objects contain (kiln/codegen/target.py).
-ALLOWED_RELOCATION_TYPES = frozenset({2, 4})
 _FORBIDDEN_SECTION_PREFIXES = (".init_array", ".fini_array", ".preinit_array", ".ctors", ".dtors",
                                ".tdata", ".tbss")
 
@@ -22,7 +20,12 @@ _violations: list[str] = []
 
 def object_contract_violations(blob: bytes) -> list[str]:
     """Every way `blob` breaks the object-code contract (empty if it complies)."""
-    from kiln.codegen.target import elf_relocation_types, elf_section_names, object_external_symbols
+    from kiln.codegen.target import (
+        CONTRACT_RELOCATION_TYPES,
+        elf_relocation_types,
+        elf_section_names,
+        object_external_symbols,
+    )
     from kiln.errors import ArtifactError
     from kiln.runtime.elf import ALLOWED_EXTERNAL_SYMBOLS, inspect_elf_object
 
@@ -30,14 +33,15 @@ def object_contract_violations(blob: bytes) -> list[str]:
     bad_syms = object_external_symbols(blob) - ALLOWED_EXTERNAL_SYMBOLS
     if bad_syms:
         out.append(f"undefined symbols outside ALLOWED_EXTERNAL_SYMBOLS: {sorted(bad_syms)}")
-    bad_relocs = elf_relocation_types(blob) - ALLOWED_RELOCATION_TYPES
+    machine = int.from_bytes(blob[18:20], "little")     # e_machine: x86-64 or aarch64
+    bad_relocs = elf_relocation_types(blob) - CONTRACT_RELOCATION_TYPES.get(machine, frozenset())
     if bad_relocs:
-        out.append(f"relocation types other than PC32/PLT32: {sorted(bad_relocs)}")
+        out.append(f"relocation types outside CONTRACT_RELOCATION_TYPES[{machine}]: {sorted(bad_relocs)}")
     bad_secs = [s for s in elf_section_names(blob) if s.startswith(_FORBIDDEN_SECTION_PREFIXES)]
     if bad_secs:
         out.append(f"forbidden sections: {bad_secs}")
     try:
-        inspect_elf_object(blob)
+        inspect_elf_object(blob, machines=frozenset(CONTRACT_RELOCATION_TYPES))
     except ArtifactError as e:
         out.append(f"inspect_elf_object refuses it: {e}")
     return out

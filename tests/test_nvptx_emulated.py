@@ -32,9 +32,9 @@ class EmulatedKernel:
 
     def __init__(self, kernel, types) -> None:
         import llvmlite.binding as llvm
-        from kiln.driver import lower_kernel
 
         from kiln.codegen.nvptx import NvptxModuleEmitter
+        from kiln.driver import lower_kernel
         self.kir = lower_kernel(kernel, types)
         me = NvptxModuleEmitter(triple="", libdevice=False)
         me.add_kernels([self.kir])

@@ -59,9 +59,8 @@ def all_math(x: kl.ndarray(ndim=1), y: kl.ndarray(ndim=1), o: kl.ndarray(ndim=2)
 
 
 def _ptx_of(dtype, **kw):
-    from kiln.driver import lower_kernel
-
     from kiln.codegen.nvptx import build_ptx
+    from kiln.driver import lower_kernel
     a1, a2 = kl.ndarray(dtype, ndim=1), kl.ndarray(dtype, ndim=2)
     return build_ptx([lower_kernel(all_math, (a1, a1, a2))], **kw)
 
@@ -116,9 +115,8 @@ def test_libdevice_path_given_explicitly():
 
 @needs_nvptx
 def test_kernels_without_math_do_not_link_libdevice():
-    from kiln.driver import lower_kernel
-
     from kiln.codegen.nvptx import build_ptx
+    from kiln.driver import lower_kernel
 
     @kl.kernel
     def plain(x: kl.ndarray(kl.f32, ndim=1)):

@@ -34,10 +34,11 @@ def _summary(path: str) -> dict[str, Any]:
                 entry["cubins_missing"] = m.cuda.cubins_missing
             if m.cuda is not None:
                 entry["block_size"] = m.cuda.block_size
-        if t.kind == "cpu" and t.arch == "x86_64":
-            from kiln.runtime.elf import inspect_elf_object
+        if t.kind == "cpu" and t.arch in ("x86_64", "aarch64"):
+            from kiln.runtime.elf import EM_AARCH64, EM_X86_64, inspect_elf_object
+            machine = EM_X86_64 if t.arch == "x86_64" else EM_AARCH64   # validated, not loaded
             try:
-                info = inspect_elf_object(bytes(c.blobs[t.blobs[0]]))
+                info = inspect_elf_object(bytes(c.blobs[t.blobs[0]]), machines=frozenset({machine}))
                 entry["object_check"] = f"ok ({len(info.sections)} sections)"
             except KilnError as e:
                 entry["object_check"] = f"FAILED: {e}"

@@ -2,9 +2,12 @@
 
 OBJECT_CONTRACT (what every object blob produced by `kiln.codegen.build_object` looks like):
 
-- Format: ELF64 little-endian relocatable object (ET_REL), machine x86-64.
+- Format: ELF64 little-endian relocatable object (ET_REL), machine x86-64 or aarch64
+  (docs/object-code.md documents both; `CONTRACT_RELOCATION_TYPES` lists, per machine, the
+  relocation types kiln's objects contain).
 - Relocation model "pic", code model "small": the code is position independent and every
-  reference inside the object is RIP-relative within +-2 GiB. All exported symbols and the
+  reference inside the object is PC-relative (x86-64: RIP-relative within +-2 GiB; aarch64:
+  adrp/add pairs within +-4 GiB, calls within +-128 MiB). All exported symbols and the
   runtime globals are `dso_local`, so kiln never goes through a GOT. Relocation types in practice:
   R_X86_64_PC32 (rodata constant pools, .data/.bss globals) and R_X86_64_PLT32 (calls, including
   calls to external libm/mem* functions; the loader must supply a stub/trampoline when the
@@ -71,6 +74,31 @@ RUNTIME_GLOBALS: tuple[str, ...] = (
 GENERIC_TRIPLE = "x86_64-unknown-linux-gnu"
 NAMED_CPUS = ("x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4")
 
+AARCH64_TRIPLE = "aarch64-unknown-linux-gnu"
+#: aarch64 target names -> (LLVM cpu, LLVM features). The features are what the CPU name implies
+#: that the runtime can check against /proc/cpuinfo (kiln.runtime.hostcpu.AARCH64_FEATURE_FLAGS),
+#: recorded in the manifest so that a loader refuses code this core cannot run.
+AARCH64_CPUS: dict[str, tuple[str, str]] = {
+    "aarch64": ("generic", "+neon"),
+    "aarch64-generic": ("generic", "+neon"),
+    "cortex-a53": ("cortex-a53", "+neon,+crc"),
+    "cortex-a72": ("cortex-a72", "+neon,+crc"),
+    "cortex-a76": ("cortex-a76", "+neon,+crc,+lse,+rdm,+rcpc,+dotprod,+fullfp16"),
+    "neoverse-n1": ("neoverse-n1", "+neon,+crc,+lse,+rdm,+rcpc,+dotprod,+fullfp16"),
+    "neoverse-v1": ("neoverse-v1", "+neon,+crc,+lse,+rdm,+rcpc,+dotprod,+fullfp16,+sve"),
+    "apple-m1": ("apple-m1", "+neon,+crc,+lse,+rdm,+rcpc,+dotprod,+fullfp16"),
+}
+
+#: ELF e_machine -> relocation types kiln's objects contain (the suite checks every object it
+#: compiles against this; the loaders accept more, see docs/object-code.md)
+EM_X86_64, EM_AARCH64 = 62, 183
+CONTRACT_RELOCATION_TYPES: dict[int, frozenset[int]] = {
+    EM_X86_64: frozenset({2, 4}),                   # R_X86_64_PC32, R_X86_64_PLT32
+    # ABS64, PREL32, ADR_PREL_PG_HI21, ADD_ABS_LO12_NC, LDST8/16/32/64/128_ABS_LO12_NC, JUMP26,
+    # CALL26
+    EM_AARCH64: frozenset({257, 261, 275, 277, 278, 284, 285, 286, 299, 282, 283}),
+}
+
 
 @dataclass(frozen=True)
 class TargetSpec:
@@ -96,11 +124,17 @@ _initialized = False
 
 
 def init_llvm() -> None:
-    """Initialise llvmlite's native target once (lazily)."""
+    """Initialise llvmlite's targets once (lazily): the native one, and every target llvmlite
+    ships (AArch64 for cross-compiling, NVPTX) where this build has them."""
     global _initialized
     if not _initialized:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
+        try:
+            llvm.initialize_all_targets()
+            llvm.initialize_all_asmprinters()
+        except (AttributeError, RuntimeError):  # pragma: no cover - a native-only llvmlite build
+            pass
         _initialized = True
 
 
@@ -108,22 +142,31 @@ def host_target() -> TargetSpec:
     init_llvm()
     triple = llvm.get_process_triple()
     arch = triple.split("-", 1)[0]
-    if arch not in ("x86_64", "amd64"):
-        raise TargetError(f"kiln only generates x86-64 code; this host is {triple!r}")
+    if arch in ("x86_64", "amd64"):
+        arch = "x86_64"
+    elif arch in ("aarch64", "arm64"):
+        arch = "aarch64"
+    else:
+        raise TargetError(f"kiln only generates x86-64 and aarch64 code; this host is {triple!r}")
     try:
         features = llvm.get_host_cpu_features().flatten()
     except RuntimeError:
         features = ""
-    return TargetSpec("x86_64", triple, llvm.get_host_cpu_name(), features, "host")
+    return TargetSpec(arch, triple, llvm.get_host_cpu_name(), features, "host")
 
 
 def named_target(name: str) -> TargetSpec:
-    """"host" or a portable x86-64 micro-architecture level ("x86-64", "x86-64-v2/v3/v4")."""
+    """"host", a portable x86-64 micro-architecture level ("x86-64", "x86-64-v2/v3/v4"), or an
+    aarch64 target: "aarch64" / "aarch64-generic" (any ARMv8-A core with NEON) or a named core
+    (`AARCH64_CPUS`, e.g. "cortex-a76", "neoverse-n1")."""
     if name == "host":
         return host_target()
     if name in NAMED_CPUS:
         return TargetSpec("x86_64", GENERIC_TRIPLE, name, "", name)
-    raise TargetError(f"unknown target {name!r}; expected one of {['host', *NAMED_CPUS]}")
+    if name in AARCH64_CPUS:
+        cpu, features = AARCH64_CPUS[name]
+        return TargetSpec("aarch64", AARCH64_TRIPLE, cpu, features, name)
+    raise TargetError(f"unknown target {name!r}; expected one of {['host', *NAMED_CPUS, *AARCH64_CPUS]}")
 
 
 def create_target_machine(spec: TargetSpec, opt_level: int = 3) -> llvm.TargetMachine:
@@ -145,14 +188,19 @@ _SHT_RELA = 4
 _RELA_INFO = struct.Struct("<8xQ8x")       # r_offset, r_info, r_addend: only r_info is read
 
 
+def _inspect(blob: bytes) -> Any:
+    """The runtime's inspector (the one ELF reader), for objects of any architecture kiln emits."""
+    return inspect_elf_object(blob, machines=frozenset(CONTRACT_RELOCATION_TYPES))
+
+
 def elf_section_names(blob: bytes) -> list[str]:
-    return [s.name for s in inspect_elf_object(blob).sections]
+    return [s.name for s in _inspect(blob).sections]
 
 
 def elf_relocation_types(blob: bytes) -> set[int]:
     """The relocation types used by every RELA section of the object."""
     types: set[int] = set()
-    for sec in inspect_elf_object(blob).sections:
+    for sec in _inspect(blob).sections:
         if sec.type == _SHT_RELA:
             for (info,) in _RELA_INFO.iter_unpack(blob[sec.offset:sec.offset + sec.size]):
                 types.add(info & 0xFFFFFFFF)
@@ -162,8 +210,8 @@ def elf_relocation_types(blob: bytes) -> set[int]:
 def object_external_symbols(blob: bytes) -> set[str]:
     """Names of the undefined symbols an object blob references (ArtifactError if the inspector
     refuses the object, e.g. for a symbol outside ALLOWED_EXTERNAL_SYMBOLS)."""
-    return set(inspect_elf_object(blob).externals)
+    return set(_inspect(blob).externals)
 
 
 def object_exported_symbols(blob: bytes) -> set[str]:
-    return set(inspect_elf_object(blob).exports)
+    return set(_inspect(blob).exports)

@@ -30,6 +30,7 @@ from kiln.artifact.manifest import (
 )
 from kiln.driver.pipeline import CompileOptions, Pipeline
 from kiln.driver.request import CompileRequest, GraphArgSpec, GraphSpec, ParamTypes
+from kiln.errors import TargetError
 from kiln.ir.analysis import array_access
 from kiln.ir.graph import ArgBinding, ConstBinding, Dispatch, GraphIR
 from kiln.ir.nodes import KernelIR
@@ -51,8 +52,8 @@ def compile_program(request: CompileRequest, options: CompileOptions | None = No
     kernels = lowering.unique_kernels()
     # 3. Native code: one object for all kernels and graph entry points (CPU), PTX + cubins (CUDA).
     out = _NativeOutputs(kernels, graphs)
-    if request.cpu_target is not None:
-        _build_cpu(pipe, unit, request.cpu_target, kernels, graphs, out)
+    for cpu_target in _cpu_targets(request.cpu_targets):
+        _build_cpu(pipe, unit, cpu_target, kernels, graphs, out)
     cuda_doc = (_build_cuda(pipe, unit, kernels, request.cuda_archs, out, fast_math=request.fast_math)
                 if request.cuda else None)
     # 4. Manifest + container.
@@ -114,24 +115,49 @@ class _NativeOutputs:
         self.graph_entries: dict[str, dict[str, str]] = {g.name: {} for g in graphs}
 
 
-def _build_cpu(pipe: Pipeline, unit: str, cpu_target: str, kernels: Sequence[KernelIR],
+def _cpu_targets(names: Sequence[str]) -> list[Any]:
+    """The TargetSpec of each CPU target name; a file holds at most one per architecture."""
+    if not names:
+        return []
+    from kiln import codegen  # lazy, as in _build_cpu
+
+    specs, seen = [], {}
+    for name in names:
+        spec = codegen.named_target(name)       # TargetError for an unknown name
+        if spec.arch in seen:
+            raise TargetError(f"targets {seen[spec.arch]!r} and {name!r} are both {spec.arch} targets; "
+                              "a file holds one CPU target per architecture")
+        seen[spec.arch] = name
+        specs.append(spec)
+    return specs
+
+
+def cpu_target_names(arch: str) -> tuple[str, str]:
+    """(manifest target name, object blob name) of the CPU target for `arch`: x86-64 keeps the
+    names of files written before aarch64 existed ("cpu", "cpu.o"); others are "cpu.<arch>"."""
+    if arch == "x86_64":
+        return "cpu", "cpu.o"
+    return f"cpu.{arch}", f"cpu.{arch}.o"
+
+
+def _build_cpu(pipe: Pipeline, unit: str, target: Any, kernels: Sequence[KernelIR],
                graphs: Sequence[GraphIR], out: _NativeOutputs) -> None:
     """One x86-64/aarch64 ELF object for every kernel and graph entry point."""
     # lazy: LLVM (llvmlite) is imported by the first compile, not when kernels or graphs are defined
     from kiln import codegen
 
-
-    target = codegen.named_target(cpu_target)
     obj = codegen.build_object(kernels, graphs, target, stage=pipe.stage, want_asm="asm" in pipe.options.dump)
-    pipe.dump("llvm", unit, "llvm_emit", lambda: obj.llvm_ir_unoptimised)
-    pipe.dump("llvm", unit, "llvm_optimise", lambda: obj.llvm_ir)
-    pipe.dump("asm", unit, "object_emit", lambda: obj.asm)
-    out.targets.append(TargetInfo("cpu", "cpu", target.arch, target.triple, target.cpu, target.features, ("cpu.o",)))
-    out.blobs["cpu.o"] = obj.blob
+    tname, blob_name = cpu_target_names(target.arch)
+    prefix = "" if tname == "cpu" else f"{tname}."     # dump names stay short for the usual x86-64 file
+    pipe.dump("llvm", unit, f"{prefix}llvm_emit", lambda: obj.llvm_ir_unoptimised)
+    pipe.dump("llvm", unit, f"{prefix}llvm_optimise", lambda: obj.llvm_ir)
+    pipe.dump("asm", unit, f"{prefix}object_emit", lambda: obj.asm)
+    out.targets.append(TargetInfo(tname, "cpu", target.arch, target.triple, target.cpu, target.features, (blob_name,)))
+    out.blobs[blob_name] = obj.blob
     for k in kernels:
-        out.kernel_entries[k.kernel.name]["cpu"] = obj.kernel_symbols[k.kernel.name]
+        out.kernel_entries[k.kernel.name][tname] = obj.kernel_symbols[k.kernel.name]
     for g in graphs:
-        out.graph_entries[g.name]["cpu"] = obj.graph_symbols[g.name]
+        out.graph_entries[g.name][tname] = obj.graph_symbols[g.name]
 
 
 def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: Sequence[str] | None,

@@ -54,29 +54,31 @@ class KernelSpec:
 class CompileRequest:
     graphs: tuple[GraphSpec, ...] = ()
     kernels: tuple[KernelSpec, ...] = ()
-    cpu_target: str | None = "host"          # a CPU target name, or None: no CPU code
+    #: CPU target names ("host", "x86-64-v2", "aarch64", ...), at most one per architecture;
+    #: empty: no CPU code
+    cpu_targets: tuple[str, ...] = ("host",)
     cuda: bool = False                       # also build PTX (+ cubins) for CUDA
     cuda_archs: tuple[str, ...] | None = None
     fast_math: bool = False                  # CUDA: libdevice's fast f32 sin/cos/exp/log/... variants
 
 
-def resolve_targets(target: str, targets: Sequence[Any] | None) -> tuple[str | None, bool]:
-    """(CPU target name or None, whether to build CUDA) from a `targets` list such as
-    ["cpu", "cuda"]; None means the CPU target `target` alone."""
+def resolve_targets(target: str, targets: Sequence[Any] | None) -> tuple[tuple[str, ...], bool]:
+    """(CPU target names, whether to build CUDA) from a `targets` list such as ["cpu", "cuda"] or
+    ["x86-64-v2", "aarch64", "cuda"]; None means the CPU target `target` alone. Several CPU
+    targets must be for different architectures (checked by the driver, which knows them)."""
     if targets is None:
-        return target, False
-    cpu: str | None = None
+        return (target,), False
+    cpus: list[str] = []
     cuda = False
     for t in targets:
-        if t == "cuda":
+        if t == "cuda" and not cuda:
             cuda = True
-        elif t == "cpu":
-            cpu = target
-        elif isinstance(t, str) and cpu is None:
-            cpu = t                       # a CPU target name ("host", "x86-64-v2", ...)
-        else:
+            continue
+        name = target if t == "cpu" else t
+        if not isinstance(t, str) or t == "cuda" or name in cpus:
             raise TargetError(f"unknown or repeated target {t!r} in targets={list(targets)!r}; "
-                              "use 'cpu' (or a CPU target name) and/or 'cuda'")
-    if cpu is None and not cuda:
+                              "use 'cpu' (or CPU target names, one per architecture) and/or 'cuda'")
+        cpus.append(name)
+    if not cpus and not cuda:
         raise TargetError("targets=[] names no target")
-    return cpu, cuda
+    return tuple(cpus), cuda

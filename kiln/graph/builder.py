@@ -131,8 +131,8 @@ class GraphBuilder(Sequential):
         (e.g. ["cpu", "cuda"]), `cuda_archs` and `fast_math` as in `kl.Module` (docs/cuda.md);
         `dump` as in `kl.Module.compile`."""
         self.check(name)
-        cpu_target, cuda = resolve_targets(target, targets)
-        request = CompileRequest((self.spec(name),), (), cpu_target, cuda,
+        cpu_targets, cuda = resolve_targets(target, targets)
+        request = CompileRequest((self.spec(name),), (), cpu_targets, cuda,
                                  None if cuda_archs is None else tuple(cuda_archs), fast_math)
         return compile_and_link(request, dump).graphs[name]
 

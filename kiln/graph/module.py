@@ -85,10 +85,10 @@ class Module:
 
     def compile_request(self) -> CompileRequest:
         """This module as the driver's plain-data input."""
-        cpu_target, cuda = resolve_targets(self.target, self.targets)
+        cpu_targets, cuda = resolve_targets(self.target, self.targets)
         graphs = tuple(builder.spec(name) for name, builder in self.graphs.items())
         kernels = tuple(KernelSpec(name, k, types) for name, (k, types) in self.kernels.items())
-        return CompileRequest(graphs, kernels, cpu_target, cuda, self.cuda_archs, self.fast_math)
+        return CompileRequest(graphs, kernels, cpu_targets, cuda, self.cuda_archs, self.fast_math)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         self.compile().save(path)

@@ -1,0 +1,279 @@
+/* kiln.h: run saved kiln graphs (.kiln files) from C, without Python.
+ *
+ * The one public header of libkiln (C11). A .kiln file is written by kiln's Python compiler
+ * (`GraphBuilder.compile(...).save(path)`); this library loads it (checksums, manifest, a validated
+ * ELF object for this machine, W^X mapping) and runs its graphs on caller-owned arrays.
+ * docs/c-api.md documents every function; docs/format.md and docs/object-code.md the file.
+ *
+ *     kiln_error err;
+ *     kiln_module *m;
+ *     if (kiln_module_load_file("model.kiln", &m, &err) != KILN_OK) { puts(err.message); ... }
+ *     const kiln_graph *g = kiln_module_find_graph(m, "main");
+ *     int64_t n = 1024;
+ *     kiln_arg args[] = {kiln_arg_f64("a", 2.0),
+ *                        kiln_arg_array_const("x", KILN_F32, xs, 1, &n),
+ *                        kiln_arg_array("y", KILN_F32, ys, 1, &n)};
+ *     if (kiln_graph_run(g, args, 3, &err) != KILN_OK) { puts(err.message); ... }
+ *     kiln_module_free(m);
+ */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define KILN_API
+#elif defined(__GNUC__)
+#define KILN_API __attribute__((visibility("default")))
+#else
+#define KILN_API
+#endif
+
+/* ---------------------------------------------------------------- versions */
+
+#define KILN_VERSION_MAJOR 0
+#define KILN_VERSION_MINOR 1
+#define KILN_VERSION_PATCH 0
+#define KILN_VERSION_STRING "0.1.0"
+
+/* The newest .kiln file format this library reads (any 1.y file loads: minor versions only add
+ * optional fields). */
+#define KILN_FORMAT_MAJOR 1
+#define KILN_FORMAT_MINOR 0
+
+/* The most dimensions an array argument may have (kiln.types.MAX_NDIM). */
+#define KILN_MAX_NDIM 8
+
+/* ---------------------------------------------------------------- errors */
+
+typedef enum kiln_status {
+    KILN_OK = 0,
+    KILN_ERR_INVALID_ARGUMENT = 1, /* API misuse: a NULL pointer, an index out of range */
+    KILN_ERR_IO = 2,               /* the file cannot be read */
+    KILN_ERR_FORMAT = 3,           /* not a kiln file, damaged (checksums), bad manifest */
+    KILN_ERR_VERSION = 4,          /* file format newer than this library */
+    KILN_ERR_ELF = 5,              /* the object code was refused by the ELF validator/loader */
+    KILN_ERR_NO_TARGET = 6,        /* no code for this machine's architecture or CPU features */
+    KILN_ERR_NOT_FOUND = 7,        /* no graph of that name */
+    KILN_ERR_MISSING_ARGUMENT = 8, /* a graph argument was not given */
+    KILN_ERR_UNKNOWN_ARGUMENT = 9, /* an argument name the graph does not have (or given twice) */
+    KILN_ERR_KIND = 10,            /* scalar given for an array or the reverse; wrong scalar type */
+    KILN_ERR_DTYPE = 11,           /* array element type differs (kiln never converts arrays) */
+    KILN_ERR_RANK = 12,            /* array has the wrong number of dimensions */
+    KILN_ERR_SHAPE = 13,           /* fixed size or shape symbol violated */
+    KILN_ERR_STRIDES = 14,         /* array is not C-contiguous */
+    KILN_ERR_READ_ONLY = 15,       /* read-only array given for an argument the code writes */
+    KILN_ERR_ALIGNMENT = 16,       /* array data not aligned to its element size, or NULL */
+    KILN_ERR_SCALAR_RANGE = 17,    /* scalar value out of range for the parameter's dtype */
+    KILN_ERR_RUNTIME = 18,         /* native code returned a non-zero status */
+    KILN_ERR_OUT_OF_MEMORY = 19,   /* malloc or mmap failed */
+    KILN_ERR_SYSTEM = 20           /* mprotect or another system call failed */
+} kiln_status;
+
+/* A status plus a human-readable message (same wording as the Python runtime's exceptions). */
+typedef struct kiln_error {
+    kiln_status code;
+    char message[512];
+} kiln_error;
+
+/* ---------------------------------------------------------------- types */
+
+typedef enum kiln_dtype {
+    KILN_BOOL = 0,
+    KILN_I8 = 1,
+    KILN_I16 = 2,
+    KILN_I32 = 3,
+    KILN_I64 = 4,
+    KILN_U8 = 5,
+    KILN_U16 = 6,
+    KILN_U32 = 7,
+    KILN_U64 = 8,
+    KILN_F16 = 9, /* IEEE binary16, passed as its 16-bit pattern */
+    KILN_F32 = 10,
+    KILN_F64 = 11
+} kiln_dtype;
+
+typedef enum kiln_kind { KILN_SCALAR = 0, KILN_ARRAY = 1 } kiln_kind;
+
+/* How the compiled code uses an array argument (scalars report KILN_ACCESS_READ). */
+typedef enum kiln_access {
+    KILN_ACCESS_NONE = 0,
+    KILN_ACCESS_READ = 1,
+    KILN_ACCESS_WRITE = 2,
+    KILN_ACCESS_READWRITE = 3
+} kiln_access;
+
+/* What a graph argument must be. Strings are owned by the module. */
+typedef struct kiln_arg_info {
+    const char *name;
+    kiln_kind kind;
+    kiln_dtype dtype;
+    int ndim;           /* 0 for scalars */
+    kiln_access access;
+    int has_shape;      /* 1 when the graph declares a shape for this array */
+    /* per dimension (when has_shape): a fixed size (>= 0) or -1; shape_symbol[k] is the symbol
+     * name (all dimensions naming one symbol must be equal within a run) or NULL */
+    int64_t shape_size[KILN_MAX_NDIM];
+    const char *shape_symbol[KILN_MAX_NDIM];
+} kiln_arg_info;
+
+/* How a scalar argument's value is given (KILN_ARG_ARRAY marks an array argument). */
+typedef enum kiln_value_kind {
+    KILN_VALUE_BOOL = 0,
+    KILN_VALUE_INT = 1,    /* value.i: for integer and float parameters */
+    KILN_VALUE_UINT = 2,   /* value.u: for integer and float parameters (values above INT64_MAX) */
+    KILN_VALUE_FLOAT = 3,  /* value.f: for float parameters only (as Python: no implicit truncation) */
+    KILN_ARG_ARRAY = 4
+} kiln_value_kind;
+
+/* One named argument of a run. Build it with the kiln_arg_* helpers below. */
+typedef struct kiln_arg {
+    const char *name;
+    kiln_value_kind kind;
+    union {
+        int b;
+        int64_t i;
+        uint64_t u;
+        double f;
+    } value;
+    /* arrays */
+    kiln_dtype dtype;
+    int ndim;
+    void *data;               /* first element; NULL only for an empty array */
+    const int64_t *shape;     /* ndim extents */
+    const int64_t *strides;   /* ndim byte strides, or NULL for C-contiguous */
+    int read_only;            /* 1: the caller forbids writes (refused for written arguments) */
+} kiln_arg;
+
+/* ---------------------------------------------------------------- library */
+
+/* The library version, e.g. "0.1.0". */
+KILN_API const char *kiln_version(void);
+
+/* The newest file format version this library reads (major, minor); either pointer may be NULL. */
+KILN_API void kiln_format_version(int *major, int *minor);
+
+/* Whether a file's header (its first 64 bytes or more) is a .kiln file this library can read.
+ * Checks the magic, the format version and the flags only (no checksums). */
+KILN_API kiln_status kiln_check_file_header(const void *data, size_t size, kiln_error *err);
+
+/* A short message for a status code ("shape mismatch", ...); never NULL. */
+KILN_API const char *kiln_status_name(kiln_status status);
+
+/* ---------------------------------------------------------------- modules */
+
+typedef struct kiln_module kiln_module;
+typedef struct kiln_graph kiln_graph;
+
+/* Read, verify and link a .kiln file. On success *out owns the mapped code; free it with
+ * kiln_module_free. On failure *out is NULL and err (if not NULL) says why. */
+KILN_API kiln_status kiln_module_load_file(const char *path, kiln_module **out, kiln_error *err);
+
+/* The same from bytes in memory (the bytes are not referenced after the call returns). */
+KILN_API kiln_status kiln_module_load_memory(const void *data, size_t size, kiln_module **out,
+                                             kiln_error *err);
+
+/* Unmap the code and free everything; graphs of the module become invalid. NULL is allowed. */
+KILN_API void kiln_module_free(kiln_module *module);
+
+/* The CPU target chosen for this machine: arch ("x86_64", "aarch64") and LLVM cpu name. */
+KILN_API const char *kiln_module_arch(const kiln_module *module);
+KILN_API const char *kiln_module_cpu(const kiln_module *module);
+
+/* Threads used by parallel loops (libgomp, loaded with dlopen; 1 when it is absent). The default
+ * is KILN_NUM_THREADS or the number of CPUs this process may run on. */
+KILN_API kiln_status kiln_module_set_num_threads(kiln_module *module, int n, kiln_error *err);
+KILN_API int kiln_module_num_threads(const kiln_module *module);
+
+/* Graphs, in manifest (name) order. */
+KILN_API size_t kiln_module_graph_count(const kiln_module *module);
+KILN_API const kiln_graph *kiln_module_graph(const kiln_module *module, size_t index);
+KILN_API const kiln_graph *kiln_module_find_graph(const kiln_module *module, const char *name);
+
+/* ---------------------------------------------------------------- graphs */
+
+KILN_API const char *kiln_graph_name(const kiln_graph *graph);
+KILN_API size_t kiln_graph_arg_count(const kiln_graph *graph);
+KILN_API kiln_status kiln_graph_arg_info(const kiln_graph *graph, size_t index, kiln_arg_info *out);
+
+/* Check every argument (names, kinds, dtypes, ranks, shapes and shape symbols, strides,
+ * alignment, writability, scalar ranges), then run the graph's whole dispatch list natively,
+ * once. Nothing runs, and no array is touched, unless every check passes. Thread-safe: several
+ * threads may run graphs of one module at once (on different arrays). */
+KILN_API kiln_status kiln_graph_run(const kiln_graph *graph, const kiln_arg *args, size_t nargs,
+                                    kiln_error *err);
+
+/* Size in bytes of one element of a dtype (1, 2, 4 or 8), and its name ("f32"). */
+KILN_API size_t kiln_dtype_size(kiln_dtype dtype);
+KILN_API const char *kiln_dtype_name(kiln_dtype dtype);
+
+/* ---------------------------------------------------------------- argument helpers */
+
+/* a zero-initialised kiln_arg in both languages without -Wextra noise */
+#ifdef __cplusplus
+#define KILN_ZERO_ARG_ {}
+#else
+#define KILN_ZERO_ARG_ {0}
+#endif
+
+static inline kiln_arg kiln_arg_array(const char *name, kiln_dtype dtype, void *data, int ndim,
+                                      const int64_t *shape) {
+    kiln_arg a = KILN_ZERO_ARG_;
+    a.name = name;
+    a.kind = KILN_ARG_ARRAY;
+    a.dtype = dtype;
+    a.data = data;
+    a.ndim = ndim;
+    a.shape = shape;
+    return a;
+}
+
+static inline kiln_arg kiln_arg_array_const(const char *name, kiln_dtype dtype, const void *data,
+                                            int ndim, const int64_t *shape) {
+    kiln_arg a = kiln_arg_array(name, dtype, (void *)data, ndim, shape);
+    a.read_only = 1;
+    return a;
+}
+
+static inline kiln_arg kiln_arg_bool(const char *name, int value) {
+    kiln_arg a = KILN_ZERO_ARG_;
+    a.name = name;
+    a.kind = KILN_VALUE_BOOL;
+    a.value.b = value != 0;
+    return a;
+}
+
+static inline kiln_arg kiln_arg_i64(const char *name, int64_t value) {
+    kiln_arg a = KILN_ZERO_ARG_;
+    a.name = name;
+    a.kind = KILN_VALUE_INT;
+    a.value.i = value;
+    return a;
+}
+
+static inline kiln_arg kiln_arg_u64(const char *name, uint64_t value) {
+    kiln_arg a = KILN_ZERO_ARG_;
+    a.name = name;
+    a.kind = KILN_VALUE_UINT;
+    a.value.u = value;
+    return a;
+}
+
+static inline kiln_arg kiln_arg_f64(const char *name, double value) {
+    kiln_arg a = KILN_ZERO_ARG_;
+    a.name = name;
+    a.kind = KILN_VALUE_FLOAT;
+    a.value.f = value;
+    return a;
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_H */

@@ -1,0 +1,140 @@
+// kiln.hpp: a thin C++ layer over kiln.h (C++11). RAII handles; errors as kiln::Error exceptions,
+// or, with KILN_NO_EXCEPTIONS defined, as a returned kiln_status plus kiln::Module::last_error().
+//
+//     kiln::Module m("model.kiln");                    // throws kiln::Error on a bad file
+//     kiln::Graph g = m.graph("main");
+//     int64_t n = 1024;
+//     g.run({kiln_arg_f64("a", 2.0), kiln_arg_array("y", KILN_F32, ys.data(), 1, &n)});
+#ifndef KILN_HPP
+#define KILN_HPP
+
+#include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kiln.h"
+
+#ifndef KILN_NO_EXCEPTIONS
+#include <stdexcept>
+#endif
+
+namespace kiln {
+
+#ifndef KILN_NO_EXCEPTIONS
+// Thrown for every failing call; code() is the kiln_status, what() the message.
+class Error : public std::runtime_error {
+public:
+    explicit Error(const kiln_error &e) : std::runtime_error(e.message), code_(e.code) {}
+    kiln_status code() const noexcept { return code_; }
+
+private:
+    kiln_status code_;
+};
+#endif
+
+namespace detail {
+inline kiln_status check(kiln_status st, const kiln_error &e) {
+#ifndef KILN_NO_EXCEPTIONS
+    if (st != KILN_OK) throw Error(e);
+#else
+    (void)e;
+#endif
+    return st;
+}
+}  // namespace detail
+
+// A graph of a Module (borrowed: valid while its Module lives).
+class Graph {
+public:
+    Graph() = default;
+    explicit Graph(const kiln_graph *g) : g_(g) {}
+    const char *name() const { return kiln_graph_name(g_); }
+    size_t arg_count() const { return kiln_graph_arg_count(g_); }
+    kiln_arg_info arg_info(size_t i) const {
+        kiln_arg_info info{};
+        kiln_graph_arg_info(g_, i, &info);
+        return info;
+    }
+    // Check every argument, then run once (see kiln_graph_run).
+    kiln_status run(const kiln_arg *args, size_t n) const {
+        return detail::check(kiln_graph_run(g_, args, n, &err_), err_);
+    }
+    kiln_status run(std::initializer_list<kiln_arg> args) const { return run(args.begin(), args.size()); }
+    kiln_status run(const std::vector<kiln_arg> &args) const { return run(args.data(), args.size()); }
+    const kiln_error &last_error() const { return err_; }
+    explicit operator bool() const { return g_ != nullptr; }
+    const kiln_graph *get() const { return g_; }
+
+private:
+    const kiln_graph *g_ = nullptr;
+    mutable kiln_error err_{};
+};
+
+// An owned, loaded .kiln file. Move-only; the code is unmapped when it is destroyed.
+class Module {
+public:
+    Module() = default;
+    explicit Module(const std::string &path) { load_file(path); }
+    Module(const void *data, size_t size) { load_memory(data, size); }
+    ~Module() { kiln_module_free(m_); }
+    Module(const Module &) = delete;
+    Module &operator=(const Module &) = delete;
+    Module(Module &&o) noexcept : m_(o.m_), err_(o.err_) { o.m_ = nullptr; }
+    Module &operator=(Module &&o) noexcept {
+        if (this != &o) {
+            kiln_module_free(m_);
+            m_ = o.m_;
+            err_ = o.err_;
+            o.m_ = nullptr;
+        }
+        return *this;
+    }
+
+    kiln_status load_file(const std::string &path) {
+        reset();
+        return detail::check(kiln_module_load_file(path.c_str(), &m_, &err_), err_);
+    }
+    kiln_status load_memory(const void *data, size_t size) {
+        reset();
+        return detail::check(kiln_module_load_memory(data, size, &m_, &err_), err_);
+    }
+    void reset() {
+        kiln_module_free(m_);
+        m_ = nullptr;
+    }
+
+    // The graph named `name`; throws (or returns an empty Graph) when there is none.
+    Graph graph(const std::string &name) const {
+        const kiln_graph *g = kiln_module_find_graph(m_, name.c_str());
+        if (!g) {
+            kiln_error e{};
+            e.code = KILN_ERR_NOT_FOUND;
+            std::string msg = "no graph named '" + name + "'";
+            msg.copy(e.message, sizeof e.message - 1);
+            err_ = e;
+            detail::check(KILN_ERR_NOT_FOUND, err_);
+        }
+        return Graph(g);
+    }
+    std::vector<Graph> graphs() const {
+        std::vector<Graph> out;
+        for (size_t i = 0; i < kiln_module_graph_count(m_); i++) out.emplace_back(kiln_module_graph(m_, i));
+        return out;
+    }
+    kiln_status set_num_threads(int n) { return detail::check(kiln_module_set_num_threads(m_, n, &err_), err_); }
+    int num_threads() const { return kiln_module_num_threads(m_); }
+    const char *arch() const { return kiln_module_arch(m_); }
+    const char *cpu() const { return kiln_module_cpu(m_); }
+    const kiln_error &last_error() const { return err_; }
+    explicit operator bool() const { return m_ != nullptr; }
+    kiln_module *get() const { return m_; }
+
+private:
+    kiln_module *m_ = nullptr;
+    mutable kiln_error err_{};
+};
+
+}  // namespace kiln
+
+#endif  // KILN_HPP

@@ -1,0 +1,212 @@
+/* Loading a module: container, manifest, the CPU target for this machine, the ELF object, the
+ * runtime globals (threads), and the graph table (kiln/runtime/compiled.py's _link). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "module.h"
+
+static kiln_status pick_target(const kiln_manifest *m, const kiln_target **out, kiln_error *err) {
+    const char *arch = kiln_host_arch();
+    char archs[256] = "", problems[400] = "";
+    int ncpu = 0;
+    for (size_t i = 0; i < m->ntargets; i++) {
+        const kiln_target *t = &m->targets[i];
+        if (strcmp(t->kind, "cpu") != 0) continue;
+        size_t used = strlen(archs);
+        snprintf(archs + used, sizeof archs - used, "%s%s", ncpu++ ? ", " : "", t->arch);
+        if (strcmp(t->arch, arch) != 0) continue;
+        char missing[256];
+        kiln_missing_features(t->features, missing, sizeof missing);
+        if (!missing[0]) {
+            *out = t;
+            return KILN_OK;
+        }
+        used = strlen(problems);
+        snprintf(problems + used, sizeof problems - used, "%s%s (%s) needs CPU features this machine lacks: %s",
+                 used ? "; " : "", t->name, t->cpu, missing);
+    }
+    if (!ncpu) return kiln_fail(err, KILN_ERR_NO_TARGET, "the file has no CPU code");
+    if (!problems[0])
+        return kiln_fail(err, KILN_ERR_NO_TARGET, "compiled for %s, this machine is %s", archs, arch);
+    return kiln_fail(err, KILN_ERR_NO_TARGET,
+                     "cannot run here: %s. Recompile with a portable target, e.g. compile(target='%s')", problems,
+                     strcmp(arch, "x86_64") == 0 ? "x86-64-v2" : "aarch64");
+}
+
+static const char *entry_for(const kiln_graph_desc *g, const char *target) {
+    for (size_t i = 0; i < g->nentries; i++)
+        if (strcmp(g->entry_targets[i], target) == 0) return g->entry_symbols[i];
+    return NULL;
+}
+
+/* distinct shape symbols of a graph, and per (param, dim) the symbol's index or -1 */
+static kiln_status index_symbols(kiln_graph *g, kiln_error *err) {
+    const kiln_graph_desc *d = g->desc;
+    g->sym_index = malloc((d->nparams + 1) * KILN_MAX_NDIM * sizeof *g->sym_index);
+    const char **names = calloc(d->nparams * KILN_MAX_NDIM + 1, sizeof *names);
+    if (!g->sym_index || !names) {
+        free(names);
+        return kiln_fail(err, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    g->nsymbols = 0;
+    for (size_t p = 0; p < d->nparams; p++) {
+        for (int k = 0; k < KILN_MAX_NDIM; k++) {
+            const char *s = d->params[p].info.shape_symbol[k];
+            int idx = -1;
+            for (int j = 0; s && j < g->nsymbols; j++)
+                if (strcmp(names[j], s) == 0) idx = j;
+            if (s && idx < 0) {
+                idx = g->nsymbols++;
+                names[idx] = s;
+            }
+            g->sym_index[p * KILN_MAX_NDIM + k] = idx;
+        }
+    }
+    free(names);
+    return KILN_OK;
+}
+
+static kiln_status link_graphs(kiln_module *m, kiln_error *err) {
+    m->ngraphs = m->manifest.ngraphs;
+    m->graphs = calloc(m->ngraphs + 1, sizeof *m->graphs);
+    if (!m->graphs) return kiln_fail(err, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t i = 0; i < m->ngraphs; i++) {
+        kiln_graph *g = &m->graphs[i];
+        g->module = m;
+        g->desc = &m->manifest.graphs[i];
+        const char *sym = entry_for(g->desc, m->target->name);
+        if (!sym)
+            return kiln_fail(err, KILN_ERR_FORMAT, "graph '%s' has no entry point for target '%s'", g->desc->name,
+                             m->target->name);
+        uintptr_t a = kiln_elf_code_address(&m->object, sym, err);
+        if (!a) return KILN_ERR_ELF;
+        g->entry = (kiln_entry_fn)a;
+        snprintf(g->owner, sizeof g->owner, "graph '%s'", g->desc->name);
+        kiln_status st = index_symbols(g, err);
+        if (st != KILN_OK) return st;
+    }
+    return KILN_OK;
+}
+
+kiln_status kiln_module_set_num_threads(kiln_module *m, int n, kiln_error *err) {
+    if (!m) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "module is NULL");
+    if (n < 1) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "set_num_threads: expected a positive integer, got %d", n);
+    static const char *const globals[3] = {"kiln_rt_gomp_parallel", "kiln_rt_omp_get_thread_num",
+                                           "kiln_rt_omp_get_num_threads"};
+    void *gomp[3] = {NULL, NULL, NULL};
+    int have = n > 1 && kiln_gomp_functions(gomp);
+    for (int i = 0; i < 3; i++) {
+        uintptr_t a = kiln_elf_data_address(&m->object, globals[i], sizeof(void *), err);
+        if (!a) return KILN_ERR_ELF;
+        if (have) memcpy((void *)a, &gomp[i], sizeof(void *));   /* NULL pointers stay: serial */
+    }
+    uintptr_t a = kiln_elf_data_address(&m->object, "kiln_rt_num_threads", sizeof(int32_t), err);
+    if (!a) return KILN_ERR_ELF;
+    int32_t v = have ? n : 1;
+    memcpy((void *)a, &v, sizeof v);
+    m->num_threads = v;
+    return KILN_OK;
+}
+
+int kiln_module_num_threads(const kiln_module *m) { return m ? m->num_threads : 0; }
+
+static kiln_status link_module(const uint8_t *data, size_t size, kiln_module *m, kiln_error *err) {
+    kiln_container c;
+    kiln_status st = kiln_container_unpack(data, size, &c, err);
+    if (st != KILN_OK) return st;
+    st = kiln_manifest_parse(c.doc, &c, &m->manifest, err);
+    if (st == KILN_OK) st = pick_target(&m->manifest, &m->target, err);
+    if (st == KILN_OK && m->target->nblobs != 1)
+        st = kiln_fail(err, KILN_ERR_FORMAT, "CPU target '%s' must have exactly one object blob", m->target->name);
+    const kiln_blob *blob = NULL;
+    for (size_t i = 0; st == KILN_OK && i < c.nblobs; i++)
+        if (strcmp(c.blobs[i].name, m->target->blobs[0]) == 0) blob = &c.blobs[i];
+    if (st == KILN_OK) st = kiln_elf_load(blob->data, blob->size, &m->object, err);
+    kiln_container_free(&c);
+    if (st == KILN_OK) st = link_graphs(m, err);
+    if (st == KILN_OK) st = kiln_module_set_num_threads(m, kiln_default_threads(), err);
+    return st;
+}
+
+kiln_status kiln_module_load_memory(const void *data, size_t size, kiln_module **out, kiln_error *err) {
+    if (!out) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (!data && size) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "data is NULL");
+    kiln_module *m = calloc(1, sizeof *m);
+    if (!m) return kiln_fail(err, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+    kiln_status st = link_module(data, size, m, err);
+    if (st != KILN_OK) {
+        kiln_module_free(m);
+        return st;
+    }
+    *out = m;
+    return KILN_OK;
+}
+
+kiln_status kiln_module_load_file(const char *path, kiln_module **out, kiln_error *err) {
+    if (!out || !path) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "path or out is NULL");
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return kiln_fail(err, KILN_ERR_IO, "cannot read %s: cannot open the file", path);
+    uint8_t *buf = NULL;
+    size_t size = 0, cap = 0;
+    for (;;) {
+        if (size == cap) {
+            cap = cap ? 2 * cap : 1 << 16;
+            uint8_t *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return kiln_fail(err, KILN_ERR_OUT_OF_MEMORY, "out of memory reading %s", path);
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + size, 1, cap - size, f);
+        size += got;
+        if (got == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return kiln_fail(err, KILN_ERR_IO, "cannot read %s: read error", path);
+    }
+    kiln_status st = kiln_module_load_memory(buf, size, out, err);
+    free(buf);
+    if (st != KILN_OK) kiln_error_prefix(err, path);
+    return st;
+}
+
+void kiln_module_free(kiln_module *m) {
+    if (!m) return;
+    for (size_t i = 0; m->graphs && i < m->ngraphs; i++) free(m->graphs[i].sym_index);
+    free(m->graphs);
+    kiln_elf_unload(&m->object);
+    kiln_manifest_free(&m->manifest);
+    free(m);
+}
+
+const char *kiln_module_arch(const kiln_module *m) { return m && m->target ? m->target->arch : NULL; }
+const char *kiln_module_cpu(const kiln_module *m) { return m && m->target ? m->target->cpu : NULL; }
+size_t kiln_module_graph_count(const kiln_module *m) { return m ? m->ngraphs : 0; }
+
+const kiln_graph *kiln_module_graph(const kiln_module *m, size_t index) {
+    return m && index < m->ngraphs ? &m->graphs[index] : NULL;
+}
+
+const kiln_graph *kiln_module_find_graph(const kiln_module *m, const char *name) {
+    for (size_t i = 0; m && name && i < m->ngraphs; i++)
+        if (strcmp(m->graphs[i].desc->name, name) == 0) return &m->graphs[i];
+    return NULL;
+}
+
+const char *kiln_graph_name(const kiln_graph *g) { return g ? g->desc->name : NULL; }
+size_t kiln_graph_arg_count(const kiln_graph *g) { return g ? g->desc->nparams : 0; }
+
+kiln_status kiln_graph_arg_info(const kiln_graph *g, size_t index, kiln_arg_info *out) {
+    if (!g || !out || index >= g->desc->nparams) return KILN_ERR_INVALID_ARGUMENT;
+    *out = g->desc->params[index].info;
+    return KILN_OK;
+}
