@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 import llvmlite.binding as llvm
 
 from kiln.errors import TargetError
-from kiln.runtime.elf import inspect_elf_object
+from kiln.runtime.elf import ObjectInfo, inspect_elf_object
 
 _LIBM_BASE = (
     "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "exp", "exp2",
@@ -188,7 +188,7 @@ _SHT_RELA = 4
 _RELA_INFO = struct.Struct("<8xQ8x")       # r_offset, r_info, r_addend: only r_info is read
 
 
-def _inspect(blob: bytes) -> Any:
+def _inspect(blob: bytes) -> ObjectInfo:
     """The runtime's inspector (the one ELF reader), for objects of any architecture kiln emits."""
     return inspect_elf_object(blob, machines=frozenset(CONTRACT_RELOCATION_TYPES))
 
