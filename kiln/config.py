@@ -80,6 +80,58 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+class Knob:
+    """One tuning knob of the code generators: a constant chosen from measurements, kept here so
+    that every knob is listed, documented and changed in one place (read at import by `used_in`)."""
+
+    __slots__ = ("field", "value", "used_in", "doc")
+
+    def __init__(self, field: str, value: int, used_in: str, doc: str) -> None:
+        self.field = field
+        self.value = value
+        self.used_in = used_in
+        self.doc = doc
+
+
+#: every tuning knob, in the order of the documentation table
+TUNING_KNOBS: tuple[Knob, ...] = (
+    Knob("min_parallel_iters", 4096, "kiln.codegen.cpu_module",
+         "CPU: a parallel loop with fewer (weighted) iterations runs on the calling thread; the "
+         "default of the `kiln_rt_min_parallel_iters` global the runtime may overwrite."),
+    Knob("heavy_iteration_weight", 256, "kiln.codegen.cpu_body",
+         "CPU: how many simple iterations one iteration holding a loop or a call is assumed to cost."),
+    Knob("private_limit", 2048, "kiln.codegen.cpu_body",
+         "CPU: largest array (elements) a chunk privatises for histogram-style atomics (a stack copy "
+         "cleared and merged per chunk)."),
+    Knob("cuda_block_size", 256, "kiln.codegen.nvptx", "CUDA: threads per block of every launch."),
+    Knob("cuda_unroll", 4, "kiln.codegen.nvptx",
+         "CUDA: iterations a thread runs in lock step in the grid-stride loop."),
+    Knob("cuda_loop_waves_1d", 16, "kiln.codegen.nvptx",
+         "CUDA: grid cap of 1-D loops without reductions, in waves of resident blocks."),
+    Knob("cuda_loop_waves_coarsened", 16, "kiln.codegen.nvptx",
+         "CUDA: grid cap of coarsened (stencil) loops, in waves (H200 5-point stencil: 60% of copy "
+         "with 1 wave, 67% with 4, 78% with 16)."),
+    Knob("cuda_coarsen_factor", 8, "kiln.passes.plan_parallel",
+         "CUDA: rows of the slowest dimension one thread runs in a coarsened stencil loop (< 2: off)."),
+)
+
+
+class Tuning:
+    """The tuning knobs as attributes (`TUNING.private_limit`), read-only."""
+
+    __slots__ = tuple(k.field for k in TUNING_KNOBS)
+
+    def __init__(self) -> None:
+        for k in TUNING_KNOBS:
+            object.__setattr__(self, k.field, k.value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("kiln.config.TUNING is read-only; change the knob in TUNING_KNOBS")
+
+
+TUNING = Tuning()
+
+
 class Config:
     """The settings in force (frozen: use `replace` or `configured` for a changed copy)."""
 

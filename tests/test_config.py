@@ -71,3 +71,14 @@ def test_import_kiln_does_not_read_the_configuration() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_tuning_knob_is_read_where_the_table_says() -> None:
+    import importlib
+    import inspect
+
+    for knob in config.TUNING_KNOBS:
+        source = inspect.getsource(importlib.import_module(knob.used_in))
+        assert f"TUNING.{knob.field}" in source, f"{knob.field} is not read by {knob.used_in}"
+    with pytest.raises(AttributeError):
+        config.TUNING.private_limit = 1  # type: ignore[misc]

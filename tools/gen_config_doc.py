@@ -29,6 +29,15 @@ replace `KILN_DUMP` for one compile. Dumps, timing and the pass pipeline are des
 [architecture.md](architecture.md#watching-a-compile).
 """
 
+TUNING_HEADER = """
+## Tuning knobs
+
+Constants of the code generators chosen from measurements (bench/NOTES.md, bench/NOTES_GPU.md).
+They are not read from the environment: changing one changes the code kiln emits, so it is an
+edit of `TUNING_KNOBS` in kiln/config.py (and the benchmarks rerun).
+
+"""
+
 
 def _default_text(value: object) -> str:
     if value == () or value == "":
@@ -40,12 +49,15 @@ def _default_text(value: object) -> str:
 
 def config_doc() -> str:
     sys.path.insert(0, str(ROOT))
-    from kiln.config import SETTINGS
+    from kiln.config import SETTINGS, TUNING_KNOBS
 
     rows = ["| variable | `Config` field | default | meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
         rows.append(f"| `{s.env}` | `{s.field}` | {_default_text(s.default)} | {s.doc} |")
-    return HEADER + "\n".join(rows) + "\n" + FOOTER
+    knobs = ["| knob (`kiln.config.TUNING`) | value | read by | meaning |", "|---|---|---|---|"]
+    for k in TUNING_KNOBS:
+        knobs.append(f"| `{k.field}` | `{k.value}` | `{k.used_in}` | {k.doc} |")
+    return HEADER + "\n".join(rows) + "\n" + FOOTER + TUNING_HEADER + "\n".join(knobs) + "\n"
 
 
 def main() -> int:

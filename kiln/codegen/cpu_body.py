@@ -27,18 +27,19 @@ from kiln.codegen.llvm_util import (
     reg_type,
 )
 from kiln.codegen.module_base import ModuleEmitterBase
+from kiln.config import TUNING
 from kiln.ir import nodes as N
 from kiln.ir.ops import atomicrmw_name
 from kiln.types import INDEX, ScalarType
 
 #: how many simple iterations one parallel iteration containing a loop or call is assumed to cost
-#: (a tuning knob: the loop runs on threads when count * weight >= kiln_rt_min_parallel_iters)
-HEAVY_ITERATION_WEIGHT = 256
+#: (the loop runs on threads when count * weight >= kiln_rt_min_parallel_iters; kiln.config)
+HEAVY_ITERATION_WEIGHT = TUNING.heavy_iteration_weight
 
-#: Largest array (in elements) that a chunk privatises (a tuning knob): the private copy lives on
+#: Largest array (in elements) that a chunk privatises (kiln.config): the private copy lives on
 #: the thread's stack (PRIVATE_LIMIT * 8 bytes at most per array), is cleared before and scanned
 #: after every chunk (O(PRIVATE_LIMIT), under a microsecond), and should stay in L1/L2.
-PRIVATE_LIMIT = 2048
+PRIVATE_LIMIT = TUNING.private_limit
 
 
 class ParallelRuntime(Protocol):

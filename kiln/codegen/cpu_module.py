@@ -25,6 +25,7 @@ from kiln.codegen.llvm_util import (
     mem_type,
 )
 from kiln.codegen.module_base import ModuleEmitterBase
+from kiln.config import TUNING
 from kiln.errors import KilnError
 from kiln.ir import nodes as N
 from kiln.ir.graph import ArgBinding, GraphIR
@@ -65,7 +66,7 @@ class CpuModuleEmitter(ModuleEmitterBase):
         self.g_tnum = gv("kiln_rt_omp_get_thread_num", PTR, ir.Constant(PTR, None))
         self.g_tcount = gv("kiln_rt_omp_get_num_threads", PTR, ir.Constant(PTR, None))
         self.g_nthreads = gv("kiln_rt_num_threads", I32, ir.Constant(I32, 1))
-        self.g_miniters = gv("kiln_rt_min_parallel_iters", I64, ir.Constant(I64, 4096))
+        self.g_miniters = gv("kiln_rt_min_parallel_iters", I64, ir.Constant(I64, TUNING.min_parallel_iters))
 
     # -- kernels and graphs ----------------------------------------------------------------
     def add_kernels(self, kernels: Sequence[N.KernelIR]) -> None:

@@ -59,6 +59,7 @@ from kiln.codegen.llvm_util import (
 )
 from kiln.codegen.module_base import ModuleEmitterBase
 from kiln.codegen.nvptx_math import GPU_MATH, GpuMathLibrary
+from kiln.config import TUNING
 from kiln.errors import KernelError, KilnError, TargetError
 from kiln.ir import nodes as N
 from kiln.ir.analysis import walk
@@ -70,15 +71,12 @@ TRIPLE = "nvptx64-nvidia-cuda"
 DEFAULT_PTX_ARCH = "sm_80"
 DEFAULT_PTX_FEATURES = "+ptx78"       # PTX ISA 7.8: CUDA 11.8+ drivers JIT it
 DEFAULT_CUBIN_ARCHS = ("sm_80", "sm_90")
-#: threads per block of every launch (a tuning knob; the runtime reads it from the manifest)
-BLOCK_SIZE = 256
-#: iterations a thread runs in lock step in the grid-stride loop (a tuning knob)
-UNROLL = 4
-#: grid cap of 1-D loops without reductions, in waves of resident blocks (a tuning knob)
-LOOP_WAVES_1D = 16
-#: grid cap of coarsened (stencil) loops, in waves (a tuning knob: on an H200 the 5-point
-#: stencil coarsened by 8 ran at 60% of copy with 1 wave, 67% with 4, 78% with 16)
-LOOP_WAVES_COARSENED = 16
+# tuning knobs (documented in kiln/config.py, TUNING_KNOBS); the runtime reads the block size
+# from the manifest
+BLOCK_SIZE = TUNING.cuda_block_size
+UNROLL = TUNING.cuda_unroll
+LOOP_WAVES_1D = TUNING.cuda_loop_waves_1d
+LOOP_WAVES_COARSENED = TUNING.cuda_loop_waves_coarsened
 
 
 @dataclass

@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from kiln.config import TUNING
 from kiln.errors import KernelError
 from kiln.ir import nodes as ir
 from kiln.ir.analysis import array_access, walk, without_locs
@@ -196,9 +197,9 @@ def _lockstep_ok(loop: ir.ParallelFor, reductions: set[ReductionKey]) -> bool:
 # Stencils: thread coarsening with register reuse along the slowest dimension (GPU)
 # ---------------------------------------------------------------------------------------------
 
-#: iterations of the coarsened dimension one GPU thread runs (a tuning knob: bench/gpu_bench.py
-#: probes other values on the 5-point stencil; < 2 turns coarsening off)
-COARSEN_FACTOR = 8
+#: iterations of the coarsened dimension one GPU thread runs (kiln.config; bench/gpu_bench.py
+#: probes other values on the 5-point stencil by setting this attribute; < 2 turns it off)
+COARSEN_FACTOR = TUNING.cuda_coarsen_factor
 
 ReuseKey = tuple[int, tuple[ir.Expr, ...]]
 
