@@ -20,6 +20,7 @@ from kiln.errors import (
     KernelError,
     KernelTypeError,
     KilnError,
+    MissingExtraError,
     TargetError,
 )
 from kiln.types import (
@@ -77,7 +78,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ArgumentError", "ArgumentValueError", "ArtifactError", "CudaError", "KernelError", "KernelTypeError", "KilnError",
-    "TargetError", "bool_", "f16", "f32", "f64", "i8", "i16", "i32", "i64", "ndarray", "u8", "u16", "u32",
+    "MissingExtraError", "TargetError", "bool_", "f16", "f32", "f64", "i8", "i16", "i32", "i64", "ndarray", "u8", "u16", "u32",
     "u64",
 ]
 __all__ += list(_LAZY)

@@ -50,6 +50,8 @@ def lower_kernel(kernel: Any, param_types: ParamTypes) -> KernelIR:
 def compile_module(module: Module) -> bytes:
     """Compile every graph and kernel of `module` for its targets (its CPU target unless
     `module.targets` says otherwise, e.g. ["cpu", "cuda"]); return the file's bytes."""
+    from kiln._extras import require
+    require("llvmlite", extra="compile", purpose="compiling kernels and graphs")  # before codegen imports it
     from kiln.codegen import build_object
     from kiln.codegen.target import named_target
 
@@ -174,8 +176,10 @@ def _build_cuda(kernels: Sequence[KernelIR], archs: Sequence[str] | None, tinfos
         doc["cubins_missing"] = why
         if archs:
             import warnings
+
+            from kiln._extras import install_command
             warnings.warn(f"kiln: the cuda target holds PTX only (no cubins for {', '.join(archs)}): {why}. "
-                          "Loading it costs a driver JIT (~0.1 s); pip install 'kiln[cuda]' to link cubins "
+                          f"Loading it costs a driver JIT (~0.1 s); {install_command('cuda')} to link cubins "
                           "ahead of time.", stacklevel=4)
     else:
         doc["nvjitlink"] = nvjitlink_version()

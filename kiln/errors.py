@@ -58,3 +58,18 @@ class TargetError(KilnError):
 class CudaError(KilnError):
     """The CUDA target cannot run here (no GPU, no driver, no cuda-bindings, no usable code in the
     file) or a CUDA driver call failed. The message says which and what to do."""
+
+
+class MissingExtraError(KilnError, ImportError):
+    """Something needs an optional part of kiln whose packages are not installed (the `compile`
+    extra for compiling, `cuda` for GPUs). The message names the pip command that installs it;
+    `extra` is the extra's name and `install` that command (kiln._extras builds both)."""
+
+    def __init__(self, message: str, *, extra: str, install: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+        self.install = install
+
+
+class MissingCudaExtraError(MissingExtraError, CudaError):
+    """The `cuda` extra is missing: a CudaError too, so code that handles CUDA failures sees it."""

@@ -109,3 +109,117 @@ def test_inspect_cuda_target(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "target cuda: cuda, PTX for sm_80" in out and "cubins: none" in out
     assert "blob cuda.ptx:" in out
+
+
+def _kiln(*args: str, stdin_closed_after: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "kiln", *args], capture_output=True, text=True, env=env,
+                          check=False, timeout=300)
+
+
+def test_version() -> None:
+    proc = _kiln("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"kiln {kl.__version__}"
+
+
+def test_closed_pipe_is_quiet(model: Path) -> None:
+    """`kiln inspect file | head -1`: the reader closes the pipe early; no traceback, exit 0."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(f'"{sys.executable}" -m kiln inspect "{model}" | head -c 1; exit ${{PIPESTATUS[0]}}',
+                          shell=True, executable="/bin/bash", capture_output=True, text=True, env=env, check=False)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0
+
+
+def test_errors_are_typed_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "junk.kiln"
+    bad.write_bytes(b"not a kiln file at all")
+    proc = _kiln("inspect", str(bad))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("kiln inspect: error: ArtifactError: ")
+    assert "Traceback" not in proc.stderr
+
+
+def _demo_like_graph() -> kl.GraphBuilder:
+    x = kl.Arg("x", kl.ndarray(kl.f32, ndim=1), shape=("n",))
+    y = kl.Arg("y", kl.ndarray(kl.f32, ndim=1), shape=("n",))
+    g = kl.GraphBuilder()
+    g.dispatch(saxpy, 0.5, x, y)                 # prologue
+    for _ in range(120):                        # a loop recorded 120 times: period 2
+        g.dispatch(saxpy, kl.Arg("a", kl.f32), x, y)
+        g.dispatch(saxpy, 1.0, y, x)
+    return g
+
+
+def test_fold_groups_repeated_sequences() -> None:
+    from kiln.cli.graph_picture import Step, fold
+    a, b, c = (Step(k, (), ()) for k in "abc")
+    blocks = fold([c, a, b, a, b, a, b, c])
+    assert [(blk.repeat, [s.kernel for s in blk.steps], blk.first) for blk in blocks] == [
+        (1, ["c"], 0), (3, ["a", "b"], 1), (1, ["c"], 7)]
+    assert [blk.repeat for blk in fold([a] * 300)] == [300]
+    assert fold([]) == []
+
+
+def test_inspect_svg_and_dot(tmp_path: Path, capsys) -> None:
+    import xml.etree.ElementTree as ET
+    path = tmp_path / "loop.kiln"
+    _demo_like_graph().compile().save(path)
+    svg, dot = tmp_path / "g.svg", tmp_path / "g.dot"
+    assert main(["inspect", str(path), "--svg", str(svg), "--dot", str(dot)]) == 0
+    root = ET.parse(svg).getroot()          # well-formed XML
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "graph 'main': 241 dispatches, 3 arguments" in texts
+    assert "x120  (dispatches 1-240)" in texts
+    assert "0: saxpy(0.5:f32, x, y)" in texts and "2: saxpy(1.0:f32, y, x)" in texts
+    # 241 dispatches drawn as 3 rows plus the block header: the picture stays small.
+    assert len([t for t in texts if t and t[0].isdigit() and ": saxpy(" in t]) == 3
+    text = dot.read_text()
+    assert 'subgraph "cluster_1" { label="x120";' in text
+    assert '"arg:x" -> "d1";' in text and '"d1" -> "arg:y" [color=firebrick];' in text
+    assert main(["inspect", str(path), "--dot", "-"]) == 0
+    assert capsys.readouterr().out.startswith('digraph "main" {')
+
+
+def test_committed_demo_picture_is_current(tmp_path: Path) -> None:
+    """docs/demo_graph.svg is `kiln inspect --svg` of the demo graph (regenerate it if this fails)."""
+    from kiln.cli.demo import build_graph
+    path = tmp_path / "heat.kiln"
+    build_graph().compile().save(path)
+    out = tmp_path / "heat.svg"
+    assert main(["inspect", str(path), "--svg", str(out)]) == 0
+    assert out.read_text() == (ROOT / "docs" / "demo_graph.svg").read_text()
+
+
+def test_run_device_cuda_without_gpu_is_a_clear_error(model: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros(3, np.float32))
+    proc = _kiln("run", str(model), "--device", "cuda", "--arg", f"x={tmp_path / 'x.npy'}")
+    # This file has no cuda target: whatever the machine, a typed error, never a traceback.
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("kiln run: error: ")
+
+
+BLOCK_LLVMLITE = '''
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "llvmlite" or name.startswith("llvmlite."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Block())
+from kiln.cli.main import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+@pytest.mark.parametrize("command", [["demo"], ["bench", "--quick"]])
+def test_missing_compile_extra_names_the_install_command(command: list[str]) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", BLOCK_LLVMLITE, *command], capture_output=True, text=True,
+                          env=env, check=False, timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "MissingExtraError" in proc.stderr
+    assert 'pip install "kiln-aot[compile]"' in proc.stderr

@@ -83,6 +83,12 @@ class _Runnable:
         """Write the .kiln file this object came from (the whole module it belongs to)."""
         self._module.save(path)
 
+    def __reduce__(self) -> tuple[Any, tuple[bytes, str, str, str]]:
+        """Pickle as the file's bytes plus this graph's or kernel's name: the receiving process
+        links the file again (no code objects travel; the receiver needs only the runtime)."""
+        kind = "graph" if isinstance(self, CompiledGraph) else "kernel"
+        return _unpickle, (bytes(self._module._data), kind, self.name, "cpu")  # type: ignore[attr-defined]
+
 
 class CompiledGraph(_Runnable):
     """A compiled graph: `run({"name": value, ...})` runs its whole dispatch list natively."""
@@ -136,7 +142,12 @@ class CompiledModule:
         write_bytes(path, self._data)
 
     def to_bytes(self) -> bytes:
+        """The .kiln file's bytes (what `save` writes and `load_bytes` reads)."""
         return self._data
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes, str, str, str]]:
+        """Pickle as the file's bytes (see `_Runnable.__reduce__`)."""
+        return _unpickle, (bytes(self._data), "module", "", "cpu")
 
     def __repr__(self) -> str:
         return (f"<CompiledModule target={self.target.name}:{self.target.cpu} graphs={sorted(self.graphs)} "
@@ -219,3 +230,19 @@ def load(path: str | os.PathLike[str], device: str = "cpu") -> Any:
         raise ArtifactError(f"{os.fspath(path)}: holds {len(module.graphs)} graphs "
                             f"({', '.join(sorted(module.graphs)) or 'none'}); use kiln.load_module() and pick one")
     return next(iter(module.graphs.values()))
+
+
+def _unpickle(data: bytes, kind: str, name: str, device: str) -> Any:
+    """Rebuild a pickled CompiledModule ("module"), CompiledGraph ("graph") or CompiledKernel
+    ("kernel") from its file bytes by linking them in this process."""
+    if device == "cuda":
+        from kiln.runtime import cuda
+        module: Any = cuda.load_bytes(data, source="<unpickled>")
+    else:
+        module = load_bytes(data, source="<unpickled>")
+    if kind == "module":
+        return module
+    table = module.graphs if kind == "graph" else module.kernels
+    if name not in table:
+        raise ArtifactError(f"<unpickled>: the file has no {kind} {name!r}")
+    return table[name]

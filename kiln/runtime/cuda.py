@@ -4,7 +4,7 @@
     m.graphs["main"].run({"x": x, "y": y, "a": 2.0}, stream=None, use_graph=True)
     m.kernels["saxpy"](2.0, x, y)
 
-No PyTorch/CuPy dependency: only `cuda.bindings.driver` (pip install "kiln[cuda]") and numpy.
+No PyTorch/CuPy dependency: only `cuda.bindings.driver` (pip install "kiln-aot[cuda]") and numpy.
 Nothing touches the driver until the first run, so CPU-only machines can open, inspect and
 save files with CUDA targets.
 
@@ -58,10 +58,11 @@ def driver() -> Any:
     global _drv
     if _drv is not None:
         return _drv
+    from kiln._extras import require
     try:
-        from cuda.bindings import driver as drv  # type: ignore[import-not-found]
-    except ImportError as e:
-        raise CudaError(f"the cuda target needs cuda-bindings: pip install 'kiln[cuda]' ({e})") from None
+        drv = require("cuda.bindings.driver", extra="cuda", purpose="the cuda target")
+    except CudaError:   # MissingCudaExtraError: already names the install command
+        raise
     except Exception as e:  # noqa: BLE001 - e.g. libcuda missing at import time
         raise CudaError(f"cannot load the CUDA driver bindings: {e}") from None
     try:
