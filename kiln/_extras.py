@@ -17,6 +17,7 @@ DISTRIBUTION = "kiln-aot"
 EXTRAS: dict[str, str] = {
     "compile": "compiling kernels and graphs (llvmlite)",
     "cuda": "running on NVIDIA GPUs and building cubins (cuda-bindings, nvidia-nvjitlink)",
+    "dask": "running saved graphs on a Dask cluster (dask[array,distributed])",
 }
 
 
