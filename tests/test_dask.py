@@ -4,6 +4,8 @@ import the compiler."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,19 @@ def scale2d(s: kl.f32, src: kl.ndarray(kl.f32, ndim=2), dst: kl.ndarray(kl.f32, 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=2, dashboard_address=None,
-                                  worker_dashboard_address=None) as cluster, distributed.Client(cluster) as c:
-        yield c
+    # One kiln thread per task: two worker processes of two threads each share this machine.
+    # The workers inherit the environment and read it when they import kiln.
+    saved = os.environ.get("KILN_NUM_THREADS")
+    os.environ["KILN_NUM_THREADS"] = "1"
+    try:
+        with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=2, dashboard_address=None,
+                                      worker_dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+            yield c
+    finally:
+        if saved is None:
+            del os.environ["KILN_NUM_THREADS"]
+        else:
+            os.environ["KILN_NUM_THREADS"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +134,14 @@ def test_bad_arguments(client: Any, saxpy_file: Path) -> None:
         kd.sweep(step, [{"b": 1.0}], {"x": np.zeros(3, np.float32)})
     with pytest.raises(ArgumentError, match="expected a compiled graph"):
         kd.ship(object(), client)
+
+
+def test_sweep_particles_example(client: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).resolve().parents[1] / "examples" / "sweep_particles.py"
+    spec = importlib.util.spec_from_file_location("example_sweep_particles", path)
+    assert spec and spec.loader
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main(n=3000, frames=4, client=client) == 0
+    out = capsys.readouterr().out
+    assert "sweep_particles: OK" in out and out.count("max |state - numpy| = 0.00e+00") == 4
