@@ -158,3 +158,67 @@ def test_fresh_numpy_only_venv_runs_a_saved_file(wheel: Path, tmp_path: Path) ->
     assert 'MissingExtraError: compiling kernels and graphs needs llvmlite' in run.stdout
     assert 'pip install "kiln-aot[compile]"' in run.stdout
     assert str(env_dir) in run.stdout.split("RAN", 1)[1]     # the installed copy, not the checkout
+
+
+# --- what editors and type checkers see -------------------------------------------------------
+
+def _type_checking_names() -> set[str]:
+    import ast
+    tree = ast.parse((ROOT / "kiln" / "__init__.py").read_text())
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom)
+                for alias in imp.names:
+                    assert alias.asname == alias.name, f"{alias.name}: use `import X as X` (marks a re-export)"
+                    names.add(alias.name)
+    return names
+
+
+def test_type_checking_block_names_every_lazy_name() -> None:
+    """The static view (TYPE_CHECKING imports) and the lazy attributes (_LAZY) list the same
+    names, so a name added to one and not the other fails here."""
+    assert _type_checking_names() == set(kl._LAZY)
+    assert set(kl.__all__) >= set(kl._LAZY)
+    for name in kl._LAZY:            # each static import points where the lazy one does
+        assert getattr(kl, name) is not None
+
+
+def test_jedi_completes_the_public_api() -> None:
+    jedi = pytest.importorskip("jedi")
+    completions = {c.name for c in jedi.Script("import kiln as kl\nkl.", path=str(ROOT / "x.py"),
+                                               project=jedi.Project(str(ROOT))).complete(2, 3)}
+    assert {"kernel", "GraphBuilder", "load", "Arg", "ndrange", "CompiledGraph", "MissingExtraError"} <= completions
+    (load,) = jedi.Script("import kiln as kl\nkl.load", project=jedi.Project(str(ROOT))).infer(2, 5)
+    assert load.full_name == "kiln.runtime.compiled.load"
+
+
+def test_mypy_clean_and_checking(tmp_path: Path) -> None:
+    """mypy with the project's configuration (pyproject.toml) on kiln/ and examples/ finds no
+    error, while a user program with mistakes gets them reported: in host code and in scalar
+    use (the plugin's view of kl.f32 as float). One mypy run: it is the slow part."""
+    pytest.importorskip("mypy")
+    source = (ROOT / "examples" / "typed_saxpy.py").read_text()
+    broken = source.replace("        y[i] = a * x[i] + y[i]\n", "        y[i] = a.real_part * x[i]\n")
+    broken = broken.replace('step.run({"a": 0.5, "x": x, "y": y})', 'step.run(["a", 0.5])')
+    broken = broken.replace("g.dispatch(saturate, y)", "g.dispatchh(saturate, y)")
+    (tmp_path / "broken_user.py").write_text(broken)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))      # the plugin is kiln.mypy_plugin
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "kiln", "examples",
+                           str(tmp_path / "broken_user.py")], capture_output=True, text=True, cwd=ROOT, env=env,
+                          check=False, timeout=900)
+    errors = [line for line in proc.stdout.splitlines() if ": error:" in line]
+    assert all(line.startswith(str(tmp_path)) for line in errors), proc.stdout   # kiln/, examples/: clean
+    assert len(errors) == 3, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert '"float" has no attribute "real_part"' in out
+    assert '"GraphBuilder" has no attribute "dispatchh"' in out
+    assert 'Argument 1 to "run" of "_Runnable" has incompatible type "list[object]"' in out
+
+
+def test_ruff_clean() -> None:
+    pytest.importorskip("ruff")
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "kiln", "tests", "examples", "bench"],
+                          capture_output=True, text=True, cwd=ROOT, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

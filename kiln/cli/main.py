@@ -28,13 +28,14 @@ def _summary(path: str) -> dict[str, Any]:
 
     c = read_file(path)   # verifies the manifest and every blob checksum
     m = Manifest.from_json(c.manifest, set(c.blobs))
+    doc: dict[str, Any] = c.manifest     # verified JSON: read its optional parts as plain data
     targets = []
     for t in m.targets:
         runnable = t.kind == "cpu" and t.arch == host_arch() and not missing_features(t.features)
         entry: dict[str, Any] = {"name": t.name, "kind": t.kind, "arch": t.arch, "cpu": t.cpu,
                                  "triple": t.triple, "features": t.features, "runs_here": runnable}
         if t.kind == "cuda":
-            cuda = c.manifest.get("cuda") if isinstance(c.manifest.get("cuda"), dict) else {}
+            cuda = doc["cuda"] if isinstance(doc.get("cuda"), dict) else {}
             entry["cubins"] = sorted(cuda.get("cubins", {})) if isinstance(cuda.get("cubins"), dict) else []
             entry["ptx"] = "cuda.ptx" in t.blobs
             if "cubins_missing" in cuda:
@@ -53,7 +54,7 @@ def _summary(path: str) -> dict[str, Any]:
         "file": path, "size": c.size, "format_version": ".".join(map(str, m.format_version)),
         "kiln_version": m.kiln_version, "created": m.created, "targets": targets,
         "blobs": [{"name": b["name"], "size": b["size"], "sha256": b["sha256"], "verified": True}
-                  for b in c.manifest["blobs"]],  # type: ignore[union-attr]
+                  for b in doc["blobs"]],
         "graphs": {g.name: {"args": [_param(p) for p in g.params],
                             "dispatches": [{"kernel": m.kernels[d.kernel].display_name, "ir_name": d.kernel,
                                             "bindings": [b.arg if b.kind == "arg" else f"{b.value}:{b.dtype}"
