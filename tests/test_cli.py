@@ -183,16 +183,6 @@ def test_inspect_svg_and_dot(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().out.startswith('digraph "main" {')
 
 
-def test_committed_demo_picture_is_current(tmp_path: Path) -> None:
-    """docs/demo_graph.svg is `kiln inspect --svg` of the demo graph (regenerate it if this fails)."""
-    from kiln.cli.demo import build_graph
-    path = tmp_path / "heat.kiln"
-    build_graph().compile().save(path)
-    out = tmp_path / "heat.svg"
-    assert main(["inspect", str(path), "--svg", str(out)]) == 0
-    assert out.read_text() == (ROOT / "docs" / "demo_graph.svg").read_text()
-
-
 def test_run_device_cuda_without_gpu_is_a_clear_error(model: Path, tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.zeros(3, np.float32))
     proc = _kiln("run", str(model), "--device", "cuda", "--arg", f"x={tmp_path / 'x.npy'}")
