@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -213,3 +214,41 @@ def test_missing_compile_extra_names_the_install_command(command: list[str]) -> 
     assert "Traceback" not in proc.stderr
     assert "MissingExtraError" in proc.stderr
     assert 'pip install "kiln-aot[compile]"' in proc.stderr
+
+
+def test_picture_of_a_file_with_several_graphs(tmp_path: Path, capsys) -> None:
+    m = kl.Module()
+    for name, const in (("first", 1.0), ("second", 2.0)):
+        g = kl.GraphBuilder()
+        g.dispatch(saxpy, const, kl.Arg("x", kl.ndarray(kl.f32, ndim=1)), kl.Arg("y", kl.ndarray(kl.f32, ndim=1)))
+        m.add_graph(name, g)
+    path = tmp_path / "two.kiln"
+    m.save(path)
+    assert main(["inspect", str(path), "--dot", "-"]) == 2
+    assert "choose one with --graph" in capsys.readouterr().err
+    assert main(["inspect", str(path), "--dot", "-", "--graph", "second"]) == 0
+    assert '"d0" [label="0: saxpy(2.0:f32, x, y)", shape=box];' in capsys.readouterr().out
+    assert main(["inspect", str(path), "--svg", "-", "--graph", "nope"]) == 2
+    assert "has no graph 'nope'" in capsys.readouterr().err
+
+
+def test_run_device_cuda_on_a_cuda_file_here(tmp_path: Path) -> None:
+    """A file with a cuda target, run with --device cuda: on a GPU machine it runs; elsewhere the
+    message says what is missing (cuda-bindings, a driver or a GPU), never a traceback."""
+    g = kl.GraphBuilder()
+    g.dispatch(saxpy, kl.Arg("a", kl.f32), kl.Arg("x", kl.ndarray(kl.f32, ndim=1)),
+               kl.Arg("y", kl.ndarray(kl.f32, ndim=1)))
+    path = tmp_path / "gpu.kiln"
+    g.compile(targets=["cpu", "cuda"], cuda_archs=[]).save(path)     # PTX only: no nvJitLink needed
+    x = np.arange(4, dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.ones(4, np.float32))
+    proc = _kiln("run", str(path), "--device", "cuda", "--arg", f"x={tmp_path / 'x.npy'}", "--arg",
+                 f"y={tmp_path / 'y.npy'}", "--arg", "a=2", "--out", f"y={tmp_path / 'out.npy'}")
+    assert "Traceback" not in proc.stderr
+    if proc.returncode == 0:
+        assert "on cuda" in proc.stdout
+        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), 2 * x + 1)
+    else:
+        assert proc.returncode == 2
+        assert re.match(r"kiln run: error: (MissingCudaExtraError|CudaError): ", proc.stderr), proc.stderr
