@@ -160,6 +160,23 @@ def test_fresh_numpy_only_venv_runs_a_saved_file(wheel: Path, tmp_path: Path) ->
     assert str(env_dir) in run.stdout.split("RAN", 1)[1]     # the installed copy, not the checkout
 
 
+def test_fresh_venv_with_the_compile_extra_runs_the_demo(wheel: Path, tmp_path: Path) -> None:
+    """The other half of 'done': the wheel with its compile extra, and the `kiln` console script."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "-q",
+                           f"{wheel}[compile]"], capture_output=True, text=True, env=env, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    kiln_script = env_dir / "bin" / "kiln"
+    version = subprocess.run([str(kiln_script), "--version"], capture_output=True, text=True, env=env, check=False)
+    assert version.stdout.strip() == f"kiln {kl.__version__}"
+    demo = subprocess.run([str(kiln_script), "demo"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          check=False, timeout=600)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "kiln demo: OK" in demo.stdout
+
+
 # --- what editors and type checkers see -------------------------------------------------------
 
 def _type_checking_names() -> set[str]:
