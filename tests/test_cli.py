@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -182,6 +183,9 @@ def test_inspect_svg_and_dot(tmp_path: Path, capsys) -> None:
     assert '"arg:x" -> "d1";' in text and '"d1" -> "arg:y" [color=firebrick];' in text
     assert main(["inspect", str(path), "--dot", "-"]) == 0
     assert capsys.readouterr().out.startswith('digraph "main" {')
+    if shutil.which("dot"):             # Graphviz, where installed, accepts the text
+        proc = subprocess.run(["dot", "-Tsvg", str(dot)], capture_output=True, text=True, check=False, timeout=120)
+        assert proc.returncode == 0 and "<svg" in proc.stdout, proc.stderr
 
 
 def test_run_device_cuda_without_gpu_is_a_clear_error(model: Path, tmp_path: Path) -> None:
