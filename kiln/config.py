@@ -121,6 +121,15 @@ class Tuning:
 
     __slots__ = tuple(k.field for k in TUNING_KNOBS)
 
+    min_parallel_iters: int
+    heavy_iteration_weight: int
+    private_limit: int
+    cuda_block_size: int
+    cuda_unroll: int
+    cuda_loop_waves_1d: int
+    cuda_loop_waves_coarsened: int
+    cuda_coarsen_factor: int
+
     def __init__(self) -> None:
         for k in TUNING_KNOBS:
             object.__setattr__(self, k.field, k.value)

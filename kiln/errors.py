@@ -88,3 +88,20 @@ class CudaError(KilnError):
     file) or a CUDA driver call failed. The message says which and what to do."""
 
     names_stage_in_message = False
+
+
+class MissingExtraError(KilnError, ImportError):
+    """Something needs an optional part of kiln whose packages are not installed (the `compile`
+    extra for compiling, `cuda` for GPUs). The message names the pip command that installs it;
+    `extra` is the extra's name and `install` that command (kiln._extras builds both)."""
+
+    names_stage_in_message = False
+
+    def __init__(self, message: str, *, extra: str, install: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+        self.install = install
+
+
+class MissingCudaExtraError(MissingExtraError, CudaError):
+    """The `cuda` extra is missing: a CudaError too, so code that handles CUDA failures sees it."""

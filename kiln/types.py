@@ -187,6 +187,13 @@ class NdArrayType:
         return hash(("NdArrayType", self.dtype, self.ndim))
 
     @property
+    def rank(self) -> int:
+        """The number of native dimensions of a concrete array type (what codegen and the ABI use)."""
+        if self.ndim is None:
+            raise TypeError(f"{self!r} has no fixed number of dimensions")
+        return self.ndim
+
+    @property
     def is_concrete(self) -> bool:
         return self.dtype is not None and self.ndim is not None
 

@@ -35,7 +35,8 @@ class Layer:
 #: kiln's layers, bottom first. A module may import its own layer and every layer reachable
 #: through `uses`; anything else runs up (or across) a layer.
 LAYERS: tuple[Layer, ...] = (
-    Layer("base", ("kiln._version", "kiln._record", "kiln.types", "kiln.errors", "kiln.config", "kiln.abi"),
+    Layer("base", ("kiln._version", "kiln._record", "kiln._extras", "kiln.types", "kiln.errors", "kiln.config",
+                   "kiln.abi"),
           (), "dtypes, errors, configuration, the argument-block ABI"),
     Layer("ir", ("kiln.ir",), ("base",), "typed kernel IR, graph IR, builtins table, verifier, printer"),
     Layer("artifact", ("kiln.artifact",), ("base",), "the .kiln container and manifest"),

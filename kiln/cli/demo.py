@@ -1,3 +1,5 @@
+# mypy: disable-error-code="valid-type"
+# (kernel array annotations are calls, which mypy rejects: kiln/mypy_plugin.py explains)
 """`kiln demo`: build a 2-D heat-diffusion graph, save it, run it in a fresh process, check it.
 
 The fresh process (`python -m kiln.cli.demo_child FILE`) blocks imports of the front end, the
@@ -18,13 +20,13 @@ from kiln.cli.demo_reference import GRID, PAIRS_PER_RUN, RUNS, SOURCE
 
 
 @kl.kernel
-def diffuse(u: kl.ndarray(kl.f32, ndim=2), v: kl.ndarray(kl.f32, ndim=2), alpha: kl.f32):
+def diffuse(u: kl.ndarray(kl.f32, ndim=2), v: kl.ndarray(kl.f32, ndim=2), alpha: kl.f32) -> None:
     for i, j in kl.ndrange((1, u.shape[0] - 1), (1, u.shape[1] - 1)):
         v[i, j] = u[i, j] + alpha * (u[i - 1, j] + u[i + 1, j] + u[i, j - 1] + u[i, j + 1] - 4.0 * u[i, j])
 
 
 @kl.kernel
-def heat_source(v: kl.ndarray(kl.f32, ndim=2), strength: kl.f32):
+def heat_source(v: kl.ndarray(kl.f32, ndim=2), strength: kl.f32) -> None:
     ci = v.shape[0] // 2
     cj = v.shape[1] // 2
     for i, j in kl.ndrange((ci - 4, ci + 4), (cj - 4, cj + 4)):
@@ -32,7 +34,7 @@ def heat_source(v: kl.ndarray(kl.f32, ndim=2), strength: kl.f32):
 
 
 @kl.kernel
-def total_heat(u: kl.ndarray(kl.f32, ndim=2), energy: kl.ndarray(kl.f64, ndim=1)):
+def total_heat(u: kl.ndarray(kl.f32, ndim=2), energy: kl.ndarray(kl.f64, ndim=1)) -> None:
     for i, j in kl.ndrange(u.shape[0], u.shape[1]):
         energy[0] += u[i, j]
 

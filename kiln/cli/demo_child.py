@@ -26,6 +26,7 @@ def main(path: str, runs: int) -> int:
     from kiln.cli.demo_reference import initial_state, reference
     t1 = time.perf_counter()
     step = kl.load(path)
+    assert isinstance(step, kl.CompiledGraph)     # the demo file holds one CPU graph
     t2 = time.perf_counter()
     u, v = initial_state()
     energy = np.zeros(1, np.float64)

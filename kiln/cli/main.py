@@ -1,9 +1,15 @@
-"""The `kiln` command line: demo, inspect, run, bench."""
+"""The `kiln` command line: demo, inspect, run, bench.
+
+Errors kiln raises on purpose (KilnError), bad values and missing files end with one line on
+stderr naming the error type, and exit code 2; never a traceback. A reader that closes the pipe
+early (`kiln inspect f.kiln | head -1`) ends the command quietly.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -22,6 +28,7 @@ def _summary(path: str) -> dict[str, Any]:
 
     c = read_file(path)   # verifies the manifest and every blob checksum
     m = Manifest.from_json(c.manifest, set(c.blobs))
+    doc: dict[str, Any] = c.manifest     # verified JSON: read its optional parts as plain data
     targets = []
     for t in m.targets:
         runnable = t.kind == "cpu" and t.arch == host_arch() and not missing_features(t.features)
@@ -47,7 +54,7 @@ def _summary(path: str) -> dict[str, Any]:
         "file": path, "size": c.size, "format_version": ".".join(map(str, m.format_version)),
         "kiln_version": m.kiln_version, "created": m.created, "targets": targets,
         "blobs": [{"name": b["name"], "size": b["size"], "sha256": b["sha256"], "verified": True}
-                  for b in c.manifest["blobs"]],  # type: ignore[union-attr]
+                  for b in doc["blobs"]],
         "graphs": {g.name: {"args": [_param(p) for p in g.params],
                             "dispatches": [{"kernel": m.kernels[d.kernel].display_name, "ir_name": d.kernel,
                                             "bindings": [b.arg if b.kind == "arg" else f"{b.value}:{b.dtype}"
@@ -77,8 +84,37 @@ def _fmt_param(p: dict[str, Any]) -> str:
     return f"{p['name']}: ndarray({p['dtype']}, ndim={p['ndim']}{shape}) [{p['access']}]"
 
 
+def _pick_graph(names: list[str], wanted: str | None, file: str) -> str:
+    if wanted is None:
+        if len(names) != 1:
+            raise KilnError(f"{file} holds graphs {sorted(names)}: choose one with --graph")
+        return names[0]
+    if wanted not in names:
+        raise KilnError(f"{file} has no graph {wanted!r}; it has {sorted(names)}")
+    return wanted
+
+
+def _write_picture(s: dict[str, Any], ns: argparse.Namespace) -> None:
+    from kiln.cli.graph_picture import to_dot, to_svg
+    graph = _pick_graph(list(s["graphs"]), ns.graph, ns.file)
+    for path, render in ((ns.svg, to_svg), (ns.dot, to_dot)):
+        if path is None:
+            continue
+        text = render(s, graph)
+        if path == "-":
+            sys.stdout.write(text)
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            print(f"wrote {path} (graph {graph!r}, {len(s['graphs'][graph]['dispatches'])} dispatches)",
+                  file=sys.stderr)
+
+
 def cmd_inspect(ns: argparse.Namespace) -> int:
     s = _summary(ns.file)
+    if ns.svg is not None or ns.dot is not None:
+        _write_picture(s, ns)
+        return 0
     if ns.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -131,17 +167,14 @@ def cmd_run(ns: argparse.Namespace) -> int:
     import numpy as np
 
     from kiln.runtime.compiled import load_module
+    from kiln.runtime.runnable import ArgSpec
 
-    mod = load_module(ns.file)
-    if ns.graph is None:
-        if len(mod.graphs) != 1:
-            raise KilnError(f"{ns.file} holds graphs {sorted(mod.graphs)}: choose one with --graph")
-        graph = next(iter(mod.graphs.values()))
-    elif ns.graph in mod.graphs:
-        graph = mod.graphs[ns.graph]
-    else:
-        raise KilnError(f"{ns.file} has no graph {ns.graph!r}; it has {sorted(mod.graphs)}")
-    specs = {a.name: a for a in graph.args}
+    mod = load_module(ns.file, device=ns.device)
+    graph = mod.graphs[_pick_graph(list(mod.graphs), ns.graph, ns.file)]
+    # CPU graphs list ArgSpecs; CUDA graphs list the manifest's ParamInfos.
+    specs = {a.name: a for a in (
+        a if isinstance(a, ArgSpec) else ArgSpec(a.layout.name, a.layout.kind, a.layout.dtype, a.layout.ndim,
+                                                 a.shape, a.access) for a in graph.args)}
     values: dict[str, Any] = {}
     for item in ns.arg:
         name, sep, value = item.partition("=")
@@ -163,7 +196,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     for name, path in outs:
         np.save(path, values[name])
-    print(f"ran graph {graph.name!r} {ns.repeat}x in {1e3 * dt:.3f} ms; wrote {', '.join(p for _, p in outs) or 'nothing'}")
+    print(f"ran graph {graph.name!r} on {ns.device} {ns.repeat}x in {1e3 * dt:.3f} ms; wrote {', '.join(p for _, p in outs) or 'nothing'}")
     return 0
 
 
@@ -173,7 +206,9 @@ def cmd_bench(ns: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kiln import __version__
     p = argparse.ArgumentParser(prog="kiln", description="Bake compute graphs ahead of time.")
+    p.add_argument("--version", action="version", version=f"kiln {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="build, save, reload in a fresh process and run a heat-diffusion graph")
     d.add_argument("--output", "-o", help="keep the saved .kiln file at this path")
@@ -181,10 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="summarise and verify a .kiln file")
     i.add_argument("file")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
+    i.add_argument("--svg", metavar="OUT.svg", help="draw the graph (arguments, dispatches, reads and writes) "
+                   "as SVG; '-' for stdout")
+    i.add_argument("--dot", metavar="OUT.dot", help="the same picture as Graphviz text; '-' for stdout")
+    i.add_argument("--graph", help="graph to draw (needed when the file holds several)")
     i.set_defaults(fn=cmd_inspect)
     r = sub.add_parser("run", help="run a saved graph on .npy inputs")
     r.add_argument("file")
     r.add_argument("--graph", help="graph name (needed when the file holds several)")
+    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="run on the CPU (default) or the current CUDA GPU (the file needs a cuda target)")
     r.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
                    help="an array from a .npy file, or a scalar value")
     r.add_argument("--out", action="append", default=[], metavar="NAME=FILE.npy",
@@ -198,11 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 a failed check, 2 an error)."""
     ns = build_parser().parse_args(argv)
     try:
-        return int(ns.fn(ns))
+        code = int(ns.fn(ns))
+        sys.stdout.flush()      # a closed pipe shows up here, inside the handler below
+        return code
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): not an error. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (KilnError, ValueError, OSError) as e:
-        print(f"kiln {ns.cmd}: error: {e}", file=sys.stderr)
+        print(f"kiln {ns.cmd}: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
 
 

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="valid-type"
+# (kernel array annotations are calls, which mypy rejects: kiln/mypy_plugin.py explains)
 """`kiln bench`: a quick look at this machine: dispatch overhead and saxpy bandwidth beside numpy
 and a parallel memory-copy anchor. bench/run.py compares against Taichi, Warp and Numba."""
 
@@ -6,6 +8,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -13,18 +17,18 @@ import kiln as kl
 
 
 @kl.kernel
-def _saxpy(a: kl.f32, x: kl.ndarray(kl.f32, ndim=1), y: kl.ndarray(kl.f32, ndim=1)):
+def _saxpy(a: kl.f32, x: kl.ndarray(kl.f32, ndim=1), y: kl.ndarray(kl.f32, ndim=1)) -> None:
     for i in range(x.shape[0]):
         y[i] = a * x[i] + y[i]
 
 
 @kl.kernel
-def _tiny(x: kl.ndarray(kl.f32, ndim=1), k: kl.f32):
+def _tiny(x: kl.ndarray(kl.f32, ndim=1), k: kl.f32) -> None:
     for i in range(x.shape[0]):
         x[i] = x[i] * 0.5 + k
 
 
-def _best(fn, repeat: int) -> float:
+def _best(fn: Callable[[], object], repeat: int) -> float:
     fn()
     times = []
     for _ in range(repeat):
@@ -85,7 +89,7 @@ def main(quick: bool = False) -> int:
     return 0
 
 
-def _time_loop(fn, args, n: int) -> float:
+def _time_loop(fn: Callable[[dict[str, Any]], None], args: dict[str, Any], n: int) -> float:
     t = time.perf_counter()
     for _ in range(n):
         fn(args)

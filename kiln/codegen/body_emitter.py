@@ -57,7 +57,7 @@ class KernelBodyEmitter(ExprEmitter):
             if isinstance(p.type, NdArrayType):
                 ptr = next(args)
                 ptr.name = f"{p.name}.data"
-                ext = [next(args) for _ in range(p.type.ndim)]
+                ext = [next(args) for _ in range(p.type.rank)]
                 for d, e in enumerate(ext):
                     e.name = f"{p.name}.n{d}"
                 self.arrays[p.name] = ArrayVal(ptr, ext, p.type)

@@ -7,6 +7,7 @@ per chunk; planned private arrays (histograms) are scattered into stack copies w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from llvmlite import ir
@@ -290,7 +291,7 @@ class CpuBodyEmitter(KernelBodyEmitter):
         old = b.load(p, typ=reg_type(t), align=t.itemsize)
         b.store(self.rmw_op(e.op, old, v, t), p, align=t.itemsize)
 
-    def _index_loop(self, n: ir.Value, name: str, body) -> None:
+    def _index_loop(self, n: ir.Value, name: str, body: Callable[[ir.Value], None]) -> None:
         """for k in [0, n): body(k), at the builder's position (k is an i64)."""
         b = self.b
         pre = b.block

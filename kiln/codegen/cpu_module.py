@@ -104,7 +104,7 @@ class CpuModuleEmitter(ModuleEmitterBase):
                 return gep(b, block, [ir.Constant(I64, off)], inbounds=True, source_etype=I8)
             if isinstance(p.type, NdArrayType):
                 args.append(b.load(at(pl.offset), typ=PTR, align=8, name=f"{p.name}.data"))
-                for d in range(p.type.ndim):
+                for d in range(p.type.rank):
                     args.append(b.load(at(pl.offset + SLOT * (d + 1)), typ=I64, align=8,
                                        name=f"{p.name}.n{d}"))
             else:

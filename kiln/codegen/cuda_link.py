@@ -1,6 +1,6 @@
 """PTX -> cubin ahead of time with nvJitLink (cuda-bindings' `cuda.bindings.nvjitlink`).
 
-Needs `pip install "kiln[cuda]"` (cuda-bindings + the nvidia-nvjitlink wheel that ships
+Needs `pip install "kiln-aot[cuda]"` (cuda-bindings + the nvidia-nvjitlink wheel that ships
 libnvJitLink.so). No GPU and no driver are needed: nvJitLink is a pure compiler library.
 
     nvjitlink_available() -> None | reason
@@ -50,7 +50,7 @@ def nvjitlink_available() -> str | None:
     try:
         _nvjitlink()
     except ImportError as e:
-        return f"cuda-bindings is not installed ({e}); pip install 'kiln[cuda]'"
+        return f"cuda-bindings is not installed ({e}); pip install 'kiln-aot[cuda]'"
     except Exception as e:  # noqa: BLE001 - missing shared library, wrong version...
         return f"nvJitLink is not usable: {e}"
     return None

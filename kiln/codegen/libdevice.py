@@ -14,7 +14,7 @@ When libdevice is not found, kiln.codegen.nvptx falls back to its own f64 math
 Where libdevice comes from, first hit wins:
 1. `KILN_LIBDEVICE=path` (`KILN_LIBDEVICE=builtin` turns libdevice off: kiln's own math);
 2. `cuda.pathfinder.find_bitcode_lib("device")` when cuda-pathfinder is importable;
-3. the `nvidia-nvvm` wheel (`pip install nvidia-nvvm`, part of `kiln[cuda]`):
+3. the `nvidia-nvvm` wheel (`pip install nvidia-nvvm`, part of `kiln-aot[cuda]`):
    site-packages/nvidia/*/nvvm/libdevice/libdevice.10.bc;
 4. a CUDA toolkit: $CUDA_HOME or $CUDA_PATH, then /usr/local/cuda, under nvvm/libdevice/.
 """

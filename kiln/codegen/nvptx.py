@@ -752,7 +752,7 @@ def _warn_builtin_math() -> None:
     if not _warned_builtin_math:
         _warned_builtin_math = True
         warnings.warn("kiln: libdevice.10.bc was not found, so CUDA math functions use kiln's own f64 code "
-                      "(slow for f32 on most GPUs): pip install nvidia-nvvm (part of 'kiln[cuda]') or set "
+                      "(slow for f32 on most GPUs): pip install nvidia-nvvm (part of 'kiln-aot[cuda]') or set "
                       "KILN_LIBDEVICE=/path/to/libdevice.10.bc (docs/cuda.md, 'Math functions')", stacklevel=3)
 
 

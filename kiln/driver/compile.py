@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kiln import config, passes
+from kiln._extras import install_command, require
 from kiln._version import KILN_VERSION
 from kiln.abi import layout_params
 from kiln.artifact import container
@@ -40,6 +41,8 @@ from kiln.types import ScalarType
 
 def compile_program(request: CompileRequest, options: CompileOptions | None = None) -> bytes:
     """Compile every graph and kernel of `request` for its targets; return the file's bytes."""
+    # a runtime-only install gets a MissingExtraError naming the pip command, before any work
+    require("llvmlite", extra="compile", purpose="compiling kernels and graphs")
     pipe = Pipeline(options or CompileOptions.from_config(config.current()))
     unit = _unit_name(request)
     # 1. Front end and IR passes, once per distinct (kernel, parameter types), whatever uses it.
@@ -121,7 +124,8 @@ def _cpu_targets(names: Sequence[str]) -> list[Any]:
         return []
     from kiln import codegen  # lazy, as in _build_cpu
 
-    specs, seen = [], {}
+    specs: list[Any] = []
+    seen: dict[str, str] = {}
     for name in names:
         spec = codegen.named_target(name)       # TargetError for an unknown name
         if spec.arch in seen:
@@ -187,7 +191,7 @@ def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: S
         out.kernel_entries[k.kernel.name]["cuda"] = ptx.launches[k.kernel.name][0].entry
     if why is not None and archs:
         warnings.warn(f"kiln: the cuda target holds PTX only (no cubins for {', '.join(archs)}): {why}. "
-                      "Loading it costs a driver JIT (~0.1 s); pip install 'kiln[cuda]' to link cubins "
+                      f"Loading it costs a driver JIT (~0.1 s); {install_command('cuda')} to link cubins "
                       "ahead of time.", stacklevel=5)  # the caller of GraphBuilder/Module.compile
     section = CudaSection(
         block_size=nvptx.BLOCK_SIZE, ptx="cuda.ptx", cubins={arch: f"cuda.{arch}.cubin" for arch in built},

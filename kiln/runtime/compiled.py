@@ -11,7 +11,7 @@ import ctypes
 import os
 from collections.abc import Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, TargetInfo
@@ -64,6 +64,12 @@ class _Runnable:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the .kiln file this object came from (the whole module it belongs to)."""
         self._module.save(path)
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes, str, str, str]]:
+        """Pickle as the file's bytes plus this graph's or kernel's name: the receiving process
+        links the file again (no code objects travel; the receiver needs only the runtime)."""
+        kind = "graph" if isinstance(self, CompiledGraph) else "kernel"
+        return _unpickle, (bytes(self._module._data), kind, self.name, "cpu")  # type: ignore[attr-defined]
 
 
 class CompiledGraph(_Runnable):
@@ -118,7 +124,12 @@ class CompiledModule:
         write_bytes(path, self._data)
 
     def to_bytes(self) -> bytes:
+        """The .kiln file's bytes (what `save` writes and `load_bytes` reads)."""
         return self._data
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes, str, str, str]]:
+        """Pickle as the file's bytes (see `_Runnable.__reduce__`)."""
+        return _unpickle, (bytes(self._data), "module", "", "cpu")
 
     def __repr__(self) -> str:
         return (f"<CompiledModule target={self.target.name}:{self.target.cpu} graphs={sorted(self.graphs)} "
@@ -179,7 +190,7 @@ def load_module(path: str | os.PathLike[str], device: str = "cpu") -> CompiledMo
     """Load every graph and kernel of a .kiln file, for the CPU (a CompiledModule) or, with
     device="cuda", for the current GPU (a kiln.runtime.cuda.CudaModule; docs/cuda.md)."""
     if device != "cpu":
-        return _cuda_runtime(device).load_module(path)  # type: ignore[no-any-return]
+        return _cuda_runtime(device).load_module(path)
     source = os.fspath(path)
     return load_bytes(read_bytes(source), source)
 
@@ -191,14 +202,36 @@ def _cuda_runtime(device: str) -> ModuleType:
     return cuda
 
 
+@overload
+def load(path: str | os.PathLike[str], device: Literal["cpu"] = "cpu") -> CompiledGraph: ...
+@overload
+def load(path: str | os.PathLike[str], device: str) -> Runnable: ...
+
+
 def load(path: str | os.PathLike[str], device: str = "cpu") -> Runnable:
     """Load a .kiln file holding one graph and return that graph (a CompiledGraph, or with
     device="cuda" a kiln.runtime.cuda.CudaGraph)."""
     if device != "cpu":
-        return _cuda_runtime(device).load(path)  # type: ignore[no-any-return]
+        return _cuda_runtime(device).load(path)
     source = os.fspath(path)
     module = load_bytes(read_bytes(source), source)
     if len(module.graphs) != 1:
         raise ArtifactError(f"{source}: holds {len(module.graphs)} graphs "
                             f"({', '.join(sorted(module.graphs)) or 'none'}); use kiln.load_module() and pick one")
     return next(iter(module.graphs.values()))
+
+
+def _unpickle(data: bytes, kind: str, name: str, device: str) -> Any:
+    """Rebuild a pickled CompiledModule ("module"), CompiledGraph ("graph") or CompiledKernel
+    ("kernel") from its file bytes by linking them in this process."""
+    if device == "cuda":
+        from kiln.runtime import cuda
+        module: Any = cuda.load_bytes(data, source="<unpickled>")
+    else:
+        module = load_bytes(data, source="<unpickled>")
+    if kind == "module":
+        return module
+    table = module.graphs if kind == "graph" else module.kernels
+    if name not in table:
+        raise ArtifactError(f"<unpickled>: the file has no {kind} {name!r}")
+    return table[name]

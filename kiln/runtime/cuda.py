@@ -4,7 +4,7 @@
     m.graphs["main"].run({"x": x, "y": y, "a": 2.0}, stream=None, use_graph=True)
     m.kernels["saxpy"](2.0, x, y)
 
-No PyTorch/CuPy dependency: only `cuda.bindings.driver` (pip install "kiln[cuda]") and numpy.
+No PyTorch/CuPy dependency: only `cuda.bindings.driver` (pip install "kiln-aot[cuda]") and numpy.
 Nothing touches the driver until the first run, so CPU-only machines can open, inspect and
 save files with CUDA targets.
 

@@ -16,10 +16,11 @@ def driver() -> Any:
     global _drv
     if _drv is not None:
         return _drv
+    from kiln._extras import require
     try:
-        from cuda.bindings import driver as drv  # type: ignore[import-not-found]
-    except ImportError as e:
-        raise CudaError(f"the cuda target needs cuda-bindings: pip install 'kiln[cuda]' ({e})") from None
+        drv = require("cuda.bindings.driver", extra="cuda", purpose="the cuda target")
+    except CudaError:   # MissingCudaExtraError: already names the install command
+        raise
     except Exception as e:  # noqa: BLE001 - e.g. libcuda missing at import time
         raise CudaError(f"cannot load the CUDA driver bindings: {e}") from None
     try:

@@ -23,11 +23,8 @@ _initialized = False
 
 
 def _llvm() -> Any:
-    try:
-        import llvmlite.binding as llvm
-    except ImportError as e:   # pragma: no cover - depends on the install
-        raise ArtifactError("the MCJIT object loader needs llvmlite (pip install llvmlite)") from e
-    return llvm
+    from kiln._extras import require
+    return require("llvmlite.binding", extra="compile", purpose="the MCJIT object loader")
 
 
 def _host_target_machine(llvm: Any) -> Any:
