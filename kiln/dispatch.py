@@ -136,7 +136,16 @@ def _type_of(kernel: Kernel, name: str, ann: ScalarType | NdArrayType, value: An
         raise ArgumentError(f"{where}: expected a {ann.ndim}-D array, got {value.ndim}-D with shape {value.shape}")
     if not 1 <= value.ndim <= 8:
         raise ArgumentError(f"{where}: arrays of {value.ndim} dimensions are not supported (1..8)")
-    return NdArrayType(dt, value.ndim)
+    _check_element_shape(where, ann, tuple(value.shape))
+    return NdArrayType(dt, value.ndim, ann.element_shape)
+
+
+def _check_element_shape(where: str, ann: NdArrayType, shape: tuple[int, ...]) -> None:
+    """An ndarray of vectors/matrices keeps its element dimensions last: numpy (n, 2) is vec2[n]."""
+    es = ann.element_shape
+    if es and (len(shape) <= len(es) or shape[len(shape) - len(es):] != es):
+        raise ArgumentError(f"{where}: expected an array of {ann.element_type!r} (element shape {es}, the "
+                            f"last dimension(s)), got shape {shape}")
 
 
 def _device_array_type(where: str, ann: NdArrayType, value: Any) -> NdArrayType:
@@ -155,4 +164,5 @@ def _device_array_type(where: str, ann: NdArrayType, value: Any) -> NdArrayType:
         raise ArgumentError(f"{where}: expected dtype {ann.dtype.name}, got {dtype_name} (kiln never converts arrays)")
     if ann.ndim is not None and ann.ndim != len(shape):
         raise ArgumentError(f"{where}: expected a {ann.ndim}-D array, got {len(shape)}-D with shape {shape}")
-    return NdArrayType(dt, len(shape))
+    _check_element_shape(where, ann, tuple(shape))
+    return NdArrayType(dt, len(shape), ann.element_shape)

@@ -30,15 +30,19 @@ class TargetInfo(Record):
 
 
 class ParamInfo(Record):
-    __slots__ = ('layout', 'access', 'shape')
+    __slots__ = ('layout', 'access', 'shape', 'element_shape')
     layout: ParamLayout
     access: str  # how the code uses an ndarray (ACCESS_MODES)
     shape: tuple[ShapeDim, ...] | None  # graph params only: declared shape constraints
+    #: ndarrays of vectors/matrices: the trailing dimensions of each element (() for scalars)
+    element_shape: tuple[int, ...]
 
-    def __init__(self, layout: ParamLayout, access: str, shape: tuple[ShapeDim, ...] | None = None) -> None:
+    def __init__(self, layout: ParamLayout, access: str, shape: tuple[ShapeDim, ...] | None = None,
+                 element_shape: tuple[int, ...] = ()) -> None:
         self.layout = layout
         self.access = access
         self.shape = shape
+        self.element_shape = element_shape
 
 
 class KernelInfo(Record):
@@ -93,6 +97,8 @@ class Manifest(Record):
             d = p.layout.to_json() | {"access": p.access}
             if p.shape is not None:
                 d["shape"] = list(p.shape)
+            if p.element_shape:
+                d["element_shape"] = list(p.element_shape)
             return d
 
         return {
@@ -229,8 +235,18 @@ class _Reader:
                     if not ok:
                         self.fail(f"{where}.shape[{j}]", f"expected a size, a symbol name or null, got {d!r}")
                 shape = tuple(shape_val)
-            out.append(ParamInfo(layout, access, shape))
+            out.append(ParamInfo(layout, access, shape, self.element_shape(p, where, kind, ndim)))
         return tuple(out)
+
+    def element_shape(self, p: Any, where: str, kind: str, ndim: int) -> tuple[int, ...]:
+        """Optional (absent in files written before vectors): the trailing element dimensions."""
+        if p.get("element_shape") is None:
+            return ()
+        es = self.field(p, "element_shape", where, list)
+        if kind != "ndarray" or not 1 <= len(es) < ndim or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 4 for d in es):
+            self.fail(f"{where}.element_shape", f"expected 1 or 2 sizes in 1..4, fewer than ndim={ndim}")
+        return tuple(es)
 
     def kernel(self, name: str, k: Any, path: str, target_names: set[str]) -> KernelInfo:
         display = self.field(k, "display_name", path, str)

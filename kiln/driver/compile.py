@@ -32,7 +32,7 @@ from kiln.ir.analysis import array_access
 from kiln.ir.graph import ArgBinding, ConstBinding, Dispatch, GraphIR
 from kiln.ir.nodes import KernelIR
 from kiln.ir.printer import format_graph
-from kiln.types import ScalarType
+from kiln.types import NdArrayType, ScalarType
 
 
 def compile_program(request: CompileRequest, options: CompileOptions | None = None) -> bytes:
@@ -212,7 +212,8 @@ def _const(value: Any, t: ScalarType) -> bool | int | float:
 def _kernel_info(kir: KernelIR, entries: dict[str, str]) -> KernelInfo:
     access = array_access(kir)
     layout = layout_params([(p.name, p.type) for p in kir.kernel.params])
-    params = tuple(ParamInfo(lay, access.get(lay.name, "none")) for lay in layout)
+    params = tuple(ParamInfo(lay, access.get(lay.name, "none"), None, _element_shape(p.type))
+                   for lay, p in zip(layout, kir.kernel.params))
     return KernelInfo(kir.kernel.name, kir.display_name or kir.kernel.name, params, entries)
 
 
@@ -229,5 +230,9 @@ def _graph_param_infos(args: Sequence[GraphArgSpec], g: GraphIR, by_ir: dict[str
     for a, lay in zip(args, layout):
         m = modes[a.name] - {"none"}
         acc = "readwrite" if m == {"read", "write"} else next(iter(m)) if m else "none"
-        out.append(ParamInfo(lay, acc if lay.kind == "ndarray" else "read", a.shape))
+        out.append(ParamInfo(lay, acc if lay.kind == "ndarray" else "read", a.shape, _element_shape(a.type)))
     return tuple(out)
+
+
+def _element_shape(t: object) -> tuple[int, ...]:
+    return t.element_shape if isinstance(t, NdArrayType) else ()

@@ -40,6 +40,8 @@ class Arg:
                 raise ValueError(f"kl.Arg {name!r}: graph arrays need a dtype and ndim, got {type!r}")
             if shape is not None:
                 shape = tuple(shape)
+                if type.element_shape and len(shape) == type.outer_ndim:
+                    shape += type.element_shape  # shapes of vector arrays may leave out the element dims
                 if len(shape) != type.ndim:
                     raise ValueError(f"kl.Arg {name!r}: shape {shape} has {len(shape)} dimensions, "
                                      f"the array has ndim={type.ndim}")
@@ -165,7 +167,8 @@ def _match(where: str, ann: ScalarType | NdArrayType, a: Arg) -> ScalarType | Nd
         return ann
     if not isinstance(t, NdArrayType):
         raise ArgumentError(f"{where}: expects {ann!r}, got scalar {a!r}")
-    if (ann.dtype is not None and ann.dtype != t.dtype) or (ann.ndim is not None and ann.ndim != t.ndim):
+    if (ann.dtype is not None and ann.dtype != t.dtype) or (ann.ndim is not None and ann.ndim != t.ndim) or (
+            ann.element_shape != t.element_shape):
         raise ArgumentError(f"{where}: expects {ann!r}, got {a!r}")
     return t
 

@@ -174,7 +174,8 @@ class Compilable:
             if not isinstance(t, NdArrayType) or not t.is_concrete:
                 raise ArgumentError(f"parameter '{pname}' of {self.kind} '{self.name}' needs a concrete "
                                     f"ndarray type, got {t!r}")
-            if (ann.dtype is not None and ann.dtype != t.dtype) or (ann.ndim is not None and ann.ndim != t.ndim):
+            if (ann.dtype is not None and ann.dtype != t.dtype) or (ann.ndim is not None and ann.ndim != t.ndim) or (
+                    ann.element_shape != t.element_shape):
                 raise ArgumentError(f"parameter '{pname}' of {self.kind} '{self.name}' is {ann!r}, got {t!r}")
             out.append(t)
         return tuple(out)

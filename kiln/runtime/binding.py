@@ -53,8 +53,8 @@ def data_pointer(a: np.ndarray) -> int:
 
 
 class _Plan(Record):
-    __slots__ = ('name', 'kind', 'dtype', 'type_name', 'ndim', 'needs_write', 'shape', 'lo', 'hi')
-    _defaults: ClassVar[dict[str, Any]] = {'lo': 0, 'hi': 0}
+    __slots__ = ('name', 'kind', 'dtype', 'type_name', 'ndim', 'needs_write', 'shape', 'lo', 'hi', 'element_dims')
+    _defaults: ClassVar[dict[str, Any]] = {'lo': 0, 'hi': 0, 'element_dims': 0}
     name: str
     kind: int
     dtype: np.dtype | None
@@ -64,6 +64,7 @@ class _Plan(Record):
     shape: tuple[ShapeDim, ...] | None
     lo: int | float
     hi: int | float
+    element_dims: int  # trailing dims of a vector/matrix element (0: scalar elements)
 
 
 class ArgBinder:
@@ -82,8 +83,13 @@ class ArgBinder:
     def _plan(p: ParamInfo) -> _Plan:
         lay: ParamLayout = p.layout
         if lay.kind == "ndarray":
+            shape = p.shape
+            if p.element_shape and shape is None:
+                # ndarrays of vectors: the element dims are checked like declared sizes, so plain
+                # scalar arrays (shape None) keep their check-free fast path
+                shape = (None,) * (lay.ndim - len(p.element_shape)) + tuple(p.element_shape)
             return _Plan(lay.name, _ARRAY, _np_dtype(lay.dtype), lay.dtype, lay.ndim,
-                         p.access in ("write", "readwrite"), p.shape)
+                         p.access in ("write", "readwrite"), shape, element_dims=len(p.element_shape))
         dt = _np_dtype(lay.dtype)
         if lay.dtype == "bool":
             return _Plan(lay.name, _BOOL, dt, lay.dtype, 0, False, None)
@@ -172,6 +178,10 @@ class ArgBinder:
             if want is None:
                 continue
             if isinstance(want, int):
+                if got != want and k >= plan.ndim - plan.element_dims:
+                    raise ArgumentError(f"{self.owner}: argument {plan.name!r}: expected an array of elements "
+                                        f"of shape {plan.shape[plan.ndim - plan.element_dims:]} (the last "
+                                        f"dimension(s)), got shape {shape}")
                 if got != want:
                     raise ArgumentValueError(f"{self.owner}: argument {plan.name!r}: dimension {k} must be "
                                              f"{want}, got shape {shape}")
