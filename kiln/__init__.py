@@ -65,7 +65,7 @@ _LAZY.update({name: "kiln.lang.builtins_py" for name in _BUILTINS})
 _VECTOR_TYPES = ("vec2", "vec3", "vec4", "ivec2", "ivec3", "ivec4", "uvec2", "uvec3", "uvec4", "mat2", "mat3",
                  "mat4", "MatrixType")
 _LAZY.update({name: "kiln.types" for name in _VECTOR_TYPES})
-_LAZY.update({"math": "kiln.lang.kmath", "Vector": "kiln.lang.kmath", "Matrix": "kiln.lang.kmath"})
+_LAZY.update({name: "kiln.lang.kmath" for name in ("math", "Vector", "Matrix", "svd", "polar_decompose")})
 
 
 def __getattr__(name: str) -> Any:

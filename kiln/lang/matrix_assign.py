@@ -26,6 +26,7 @@ from kiln.lang.values import (
     Lit,
     MatrixVal,
     Scalar,
+    TupleVal,
     Value,
     arith_type,
     cast_to,
@@ -288,3 +289,30 @@ def _describe_local(lv: MatrixLocal) -> str:
 def scalar_into_vector_local(name: str, lv: MatrixLocal) -> LangError:
     return type_error(f"'{name}' is a vector local of type {_describe_local(lv)} and cannot be assigned a scalar "
                       f"(assign a component such as {name}[0] or fill with {name} = kl.types.vector(...)(x))")
+
+
+def unpack(cx: Any, target: ast.Tuple, v: Value, loc: ir.Loc) -> Stmts:
+    """`a, b = value` where value is a tuple-valued call (`kl.svd`): its items are locals or
+    constants already, so they are assigned in order without staging."""
+    if not isinstance(v, TupleVal) or len(v.items) != len(target.elts):
+        n = len(v.items) if isinstance(v, TupleVal) else 1
+        raise LangError(f"tuple assignment needs {len(target.elts)} values on the right, got {n}")
+    out: Stmts = []
+    for t_node, item in zip(target.elts, v.items):
+        out += cx.assign_target(t_node, item, loc)
+    return out
+
+
+def take_pending(cx: Any) -> Stmts:
+    stmts = getattr(cx, "pending_stmts", None)
+    if not stmts:
+        return []
+    cx.pending_stmts = []
+    return list(stmts)
+
+
+def no_pending(cx: Any, where: str) -> None:
+    if getattr(cx, "pending_stmts", None):
+        cx.pending_stmts = []
+        raise LangError(f"kl.svd() and kl.polar_decompose() cannot be used in {where}; assign the result to "
+                        f"variables first")

@@ -13,6 +13,7 @@ from typing import Any
 
 from kiln.ir import nodes as ir
 from kiln.lang import matrices as mx
+from kiln.lang import matrix_decomp as decomp
 from kiln.lang.kmath import VECTOR_FUNCS, Matrix, Vector
 from kiln.lang.transformer import LocalVar
 from kiln.lang.values import (
@@ -219,6 +220,8 @@ def _matrix(v: Value, name: str) -> MatrixVal:
 
 def apply(cx: Any, name: str, args: list[Value], node: ast.Call) -> Value:
     """A vector function or method, by name, on visited arguments (the receiver first)."""
+    if name in ("svd", "polar_decompose"):
+        return getattr(decomp, name)(cx, args, node)  # type: ignore[no-any-return]
     _arity(name, args)
     loc = cx.loc(node)
     binary = cx.binary

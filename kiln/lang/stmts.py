@@ -54,7 +54,9 @@ class StmtMixin(ExprMixin):
     def stmts(self, body: list[ast.stmt]) -> Stmts:
         out: Stmts = []
         for s in body:
-            out.extend(self.visit(s))
+            stmts = self.visit(s)
+            out.extend(vec_assign.take_pending(self))  # locals that kl.svd() & co. computed first
+            out.extend(stmts)
         return out
 
     # -- locals ----------------------------------------------------------------------------
@@ -135,6 +137,8 @@ class StmtMixin(ExprMixin):
         if len(node.targets) != 1:
             raise LangError("chained assignment (a = b = ...) is not supported in kernels")
         target, loc = node.targets[0], self.loc(node)
+        if isinstance(target, ast.Tuple) and not isinstance(node.value, ast.Tuple):
+            return vec_assign.unpack(self, target, self.visit(node.value), loc)  # U, S, V = kl.svd(F)
         if isinstance(target, ast.Tuple):
             if not isinstance(node.value, ast.Tuple) or len(node.value.elts) != len(target.elts):
                 raise LangError("tuple assignment needs a tuple of the same length on the right")
@@ -268,6 +272,7 @@ class StmtMixin(ExprMixin):
         if node.orelse:
             raise LangError("while ... else is not supported in kernels")
         cond = truthy(self.scalar(node.test), self.loc(node.test))
+        vec_assign.no_pending(self, "a while condition")
         self.loops.append(LoopCtx("serial", node.lineno))
         try:
             body = self.block(node.body)
