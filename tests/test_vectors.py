@@ -432,3 +432,32 @@ def test_decompositions_3x3_and_in_while_conditions_are_clear_errors() -> None:
     src = ("@kl.kernel\ndef bad(a: kl.ndarray(kl.mat2, ndim=1)):\n    for i in range(a.shape[0]):\n"
            "        while kl.polar_decompose(a[i])[1][0, 0] > 1.0:\n            a[i] *= 0.5\n")
     _error(src, (M2,), r"cannot be used in a while condition")
+
+
+@kl.kernel
+def documented_forms(x: V3, vol: kl.ndarray(kl.f32, ndim=3), out: kl.ndarray(kl.f32, ndim=2)):
+    for i in range(x.shape[0]):
+        v: kl.vec3 = 0.0
+        v += abs(-x[i])
+        iv = kl.ivec2(1.7, 2)
+        bits = (iv | kl.ivec2(4, 8)) ^ 1
+        I = kl.Vector([i % 2, 1])
+        out[i, 0] = v.sum()
+        out[i, 1] = bits.sum() + (~iv).x
+        out[i, 2] = vol[I, 2]
+        sw = v.xxyy
+        out[i, 3] = sw.sum() + sw.n
+        s = kl.math.clamp(x[i].x, 0.25, 0.5)
+        out[i, 4] = s + kl.math.sign(x[i] - 0.5).sum()
+
+
+def test_documented_forms() -> None:
+    x = rand(6, 3)
+    vol = rand(2, 2, 3)
+    out = np.zeros((6, 5), np.float32)
+    documented_forms(x, vol, out)
+    np.testing.assert_allclose(out[:, 0], x.sum(1), rtol=1e-6)
+    assert (out[:, 1] == ((1 | 4) ^ 1) + ((2 | 8) ^ 1) + ~1).all()
+    np.testing.assert_allclose(out[:, 2], vol[np.arange(6) % 2, 1, 2])
+    np.testing.assert_allclose(out[:, 3], 2 * x[:, 0] + 2 * x[:, 1] + 4, rtol=1e-6)
+    np.testing.assert_allclose(out[:, 4], np.clip(x[:, 0], 0.25, 0.5) + np.sign(x - 0.5).sum(1), rtol=1e-6)
