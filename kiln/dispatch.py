@@ -19,7 +19,7 @@ from kiln.driver import CompileRequest, KernelSpec, ParamTypes
 from kiln.errors import ArgumentError
 from kiln.graph.linking import compile_and_link
 from kiln.lang.kernel import Kernel
-from kiln.types import SCALARS_BY_NAME, NdArrayType, ScalarType, from_numpy
+from kiln.types import SCALARS_BY_NAME, MatrixType, NdArrayType, ScalarType, from_numpy
 
 DEVICES = ("cpu", "cuda")
 
@@ -85,7 +85,7 @@ def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, A
     if compiled is None:
         compiled = _compile_direct(kernel, types, device)
         kernel._call_cache[(device, types)] = compiled
-        if all(isinstance(a, ScalarType) or a.is_concrete for a in kernel.annotations):
+        if all(isinstance(a, ScalarType | MatrixType) or a.is_concrete for a in kernel.annotations):
             kernel._fixed = (device, compiled)
     compiled.run(bound)
 
@@ -120,8 +120,8 @@ def _bind(kernel: Kernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict
 def _type_of(kernel: Kernel, name: str, ann: ScalarType | NdArrayType, value: Any) -> ScalarType | NdArrayType:
     """The concrete parameter type for a direct call; arrays must match the annotation exactly
     (no conversion), detailed value checks happen in the runtime binder."""
-    if isinstance(ann, ScalarType):
-        return ann
+    if isinstance(ann, ScalarType | MatrixType):
+        return ann  # checked (and spread, for vectors) by the runtime binder
     where = f"kernel {kernel.name!r}: argument {name!r}"
     if not isinstance(value, np.ndarray):
         if hasattr(value, "__cuda_array_interface__") or hasattr(value, "__dlpack__"):

@@ -461,3 +461,39 @@ def test_documented_forms() -> None:
     np.testing.assert_allclose(out[:, 2], vol[np.arange(6) % 2, 1, 2])
     np.testing.assert_allclose(out[:, 3], 2 * x[:, 0] + 2 * x[:, 1] + 4, rtol=1e-6)
     np.testing.assert_allclose(out[:, 4], np.clip(x[:, 0], 0.25, 0.5) + np.sign(x - 0.5).sum(1), rtol=1e-6)
+
+
+# ----------------------------------------------------------------- vector kernel arguments
+@kl.kernel
+def affine(x: V2, g: kl.vec2, m: kl.mat2, s: kl.f32):
+    for i in range(x.shape[0]):
+        x[i] = m @ x[i] * s + g
+
+
+def test_vector_and_matrix_kernel_arguments_direct() -> None:
+    x = rand(5, 2)
+    want = x @ np.float32([[0, 1], [1, 0]]).T * 2 + [1, 2]
+    affine(x, (1.0, 2.0), [[0, 1], [1, 0]], 2.0)
+    np.testing.assert_allclose(x, want, rtol=1e-6)
+    affine(x, np.float32([0, 0]), np.eye(2), 1.0)  # the compiled kernel's binder from now on
+    np.testing.assert_allclose(x, want, rtol=1e-6)
+    with pytest.raises(kl.ArgumentError, match=r"argument 'g': expected a f32 vector/matrix of shape \(2,\)"):
+        affine(x, (1.0, 2.0, 3.0), np.eye(2), 1.0)
+    with pytest.raises(kl.ArgumentError, match=r"argument 'm'"):
+        affine(x, (1.0, 2.0), "eye", 1.0)
+
+
+def test_vector_graph_args_and_constants(tmp_path: Path) -> None:
+    g = kl.GraphBuilder()
+    g.dispatch(affine, kl.Arg("x", V2), kl.Arg("g", kl.vec2), ((0.0, 1.0), (1.0, 0.0)), 2.0)
+    with pytest.raises(kl.ArgumentError, match=r"expects kl.mat2"):
+        g.dispatch(affine, kl.Arg("x", V2), kl.Arg("g", kl.vec2), (1.0, 2.0), 2.0)
+    path = tmp_path / "affine.kiln"
+    g.compile().save(path)
+    loaded = kl.load(path)
+    x = rand(7, 2)
+    want = x[:, ::-1] * 2 + [3, -1]
+    loaded.run({"x": x, "g": [3.0, -1.0]})
+    np.testing.assert_allclose(x, want, rtol=1e-6)
+    with pytest.raises(kl.ArgumentError, match=r"shape \(2,\)"):
+        loaded.run({"x": x, "g": 1.0})

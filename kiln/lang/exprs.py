@@ -43,6 +43,7 @@ from kiln.types import (
     DEFAULT_FLOAT,
     DEFAULT_INT,
     INDEX,
+    MatrixType,
     NdArrayType,
     ScalarType,
     bool_,
@@ -496,6 +497,9 @@ class ExprMixin(ASTTransformer):
         args: list[ir.Expr | ir.ArrayRef] = []
         types: list[ScalarType | NdArrayType] = []
         for pname, ann, a in zip(func.param_names, func.annotations, node.args):
+            if isinstance(ann, MatrixType):
+                raise type_error(f"func '{func.name}': parameter '{pname}' is a vector; funcs take scalars "
+                                 f"and arrays only (pass the components)", a)
             v = self.visit(a)
             if isinstance(ann, NdArrayType):
                 if not isinstance(v, ir.ArrayRef):

@@ -253,6 +253,8 @@ def aug_store(cx: Any, target: ast.expr, op: ir.BinaryOp | None, v: Value, loc: 
 def assign_local(cx: Any, name: str, v: Value, loc: ir.Loc, ann: ScalarType | MatrixType | None) -> Stmts:
     """`v = <vector>` (declaring `v` on first assignment) or `v: kl.vec3 = ...`."""
     lv = cx.scope.locals.get(name)
+    if name in cx.scope.params and lv is None:
+        raise LangError(f"cannot assign to parameter '{name}' here; copy it first: {name}_copy = {name}")
     if isinstance(ann, ScalarType):
         raise type_error(f"'{name}' is annotated {ann.name} but assigned {describe(v)}")
     if isinstance(lv, MatrixLocal):
@@ -316,3 +318,11 @@ def no_pending(cx: Any, where: str) -> None:
         cx.pending_stmts = []
         raise LangError(f"kl.svd() and kl.polar_decompose() cannot be used in {where}; assign the result to "
                         f"variables first")
+
+
+def vector_params(cx: Any, name: str, t: MatrixType, loc: ir.Loc) -> list[ir.Param]:
+    """A kernel parameter of vector/matrix type: IR params `name.0`, `name.1`, ... (the binder
+    spreads the caller's tuple or array over them) and a read-only vector value in scope."""
+    params = [ir.Param(f"{name}.{k}", t.dtype, loc) for k in range(t.size)]
+    cx.scope.params[name] = MatrixVal(t.shape, t.dtype, tuple(ir.Var(t.dtype, loc, p.name) for p in params))
+    return params

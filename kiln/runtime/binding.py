@@ -20,7 +20,7 @@ from kiln.abi import ParamLayout, block_struct
 from kiln.artifact.manifest import ParamInfo, ShapeDim
 from kiln.errors import ArgumentError, ArgumentValueError
 
-_ARRAY, _BOOL, _INT, _FLOAT = 0, 1, 2, 3
+_ARRAY, _BOOL, _INT, _FLOAT, _VECTOR = 0, 1, 2, 3, 4
 
 
 def _probe_data_offset() -> int:
@@ -53,8 +53,9 @@ def data_pointer(a: np.ndarray) -> int:
 
 
 class _Plan(Record):
-    __slots__ = ('name', 'kind', 'dtype', 'type_name', 'ndim', 'needs_write', 'shape', 'lo', 'hi', 'element_dims')
-    _defaults: ClassVar[dict[str, Any]] = {'lo': 0, 'hi': 0, 'element_dims': 0}
+    __slots__ = ('name', 'kind', 'dtype', 'type_name', 'ndim', 'needs_write', 'shape', 'lo', 'hi', 'element_dims',
+                 'parts')
+    _defaults: ClassVar[dict[str, Any]] = {'lo': 0, 'hi': 0, 'element_dims': 0, 'parts': ()}
     name: str
     kind: int
     dtype: np.dtype | None
@@ -65,6 +66,7 @@ class _Plan(Record):
     lo: int | float
     hi: int | float
     element_dims: int  # trailing dims of a vector/matrix element (0: scalar elements)
+    parts: tuple[_Plan, ...]  # a vector/matrix scalar param: one plan per component
 
 
 class ArgBinder:
@@ -72,12 +74,31 @@ class ArgBinder:
 
     def __init__(self, params: tuple[ParamInfo, ...], owner: str) -> None:
         self.owner = owner
-        self.names = tuple(p.layout.name for p in params)
-        self.name_set = frozenset(self.names)
         self.struct = block_struct([p.layout for p in params])
-        self.plans = tuple(self._plan(p) for p in params)
+        self.plans = self._plans(params)
+        self.names = tuple(p.name for p in self.plans)
+        self.name_set = frozenset(self.names)
         self.fast_plans = tuple((p.name, p.kind == _ARRAY, p.dtype, p.ndim, p.shape, p) for p in self.plans)
         self.has_symbols = any(isinstance(d, str) for p in params if p.shape for d in p.shape)
+
+    @classmethod
+    def _plans(cls, params: tuple[ParamInfo, ...]) -> tuple[_Plan, ...]:
+        """One plan per argument: a vector/matrix scalar argument `g` is laid out as the
+        consecutive scalar params `g.0`, `g.1`, ... that carry its element_shape."""
+        out: list[_Plan] = []
+        i = 0
+        while i < len(params):
+            p = params[i]
+            if p.layout.kind != "scalar" or not p.element_shape:
+                out.append(cls._plan(p))
+                i += 1
+                continue
+            n = math.prod(p.element_shape)
+            parts = tuple(cls._plan(q) for q in params[i:i + n])
+            out.append(_Plan(p.layout.name.rsplit(".", 1)[0], _VECTOR, None, p.layout.dtype, 0, False,
+                             tuple(p.element_shape), parts=parts))
+            i += n
+        return tuple(out)
 
     @staticmethod
     def _plan(p: ParamInfo) -> _Plan:
@@ -141,9 +162,23 @@ class ArgBinder:
                     self._check_shape(plan, shape, symbols)
                 values.append(id(a) if objects else data_pointer(a))  # type: ignore[arg-type]
                 values += shape
-            else:
+            elif plan.kind != _VECTOR:
                 values.append(self._scalar(plan, a))
+            else:
+                values += self._vector(plan, a)
         return self.struct.pack(*values)
+
+    def _vector(self, plan: _Plan, v: object) -> list[object]:
+        """A vector/matrix argument: a tuple, list or numpy array of the element shape."""
+        try:
+            arr = np.asarray(v)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.shape != plan.shape or arr.dtype.kind not in "biuf":
+            got = f"shape {arr.shape}" if arr is not None and arr.dtype.kind in "biuf" else type(v).__name__
+            raise ArgumentError(f"{self.owner}: argument {plan.name!r}: expected a {plan.type_name} vector/matrix "
+                                f"of shape {plan.shape} (a tuple, list or numpy array), got {got}")
+        return [self._scalar(part, x) for part, x in zip(plan.parts, arr.ravel().tolist())]
 
     def _check_flags(self, plan: _Plan, flags: object) -> None:
         if not flags.c_contiguous:  # type: ignore[attr-defined]
