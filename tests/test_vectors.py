@@ -497,3 +497,23 @@ def test_vector_graph_args_and_constants(tmp_path: Path) -> None:
     np.testing.assert_allclose(x, want, rtol=1e-6)
     with pytest.raises(kl.ArgumentError, match=r"shape \(2,\)"):
         loaded.run({"x": x, "g": 1.0})
+
+
+@kl.kernel
+def list_stores(gv: kl.types.ndarray(dtype=kl.math.vec2, ndim=2), w_out: kl.ndarray(kl.f32, ndim=2)):
+    for i, j in kl.ndrange(gv.shape[0], gv.shape[1]):
+        gv[i, j] = [0.5, i]
+        fx = kl.vec2(0.25, 0.75) + j
+        w = kl.Matrix([0.5 * (1.5 - fx) ** 2, 0.75 - (fx - 1.0) ** 2])  # rows from vectors: 2x2
+        w_out[i, j] = w[1, 0] + w[0, 1]
+
+
+def test_list_stores_and_matrix_of_vector_rows() -> None:
+    gv = np.ones((3, 4, 2), np.float32)
+    w_out = np.zeros((3, 4), np.float32)
+    list_stores(gv, w_out)
+    np.testing.assert_array_equal(gv[..., 0], 0.5)
+    np.testing.assert_array_equal(gv[..., 1], np.arange(3)[:, None] + np.zeros(4))
+    j = np.arange(4, dtype=np.float32)
+    want = (0.75 - (0.25 + j - 1.0) ** 2) + 0.5 * (1.5 - (0.75 + j)) ** 2
+    np.testing.assert_allclose(w_out, np.broadcast_to(want, (3, 4)), rtol=1e-6)

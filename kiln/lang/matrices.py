@@ -357,7 +357,6 @@ def _type_name(t: MatrixType) -> str:
 def construct_untyped(cx: Any, kind: str, node: ast.Call) -> MatrixVal:
     """`kl.Vector([a, b])`, `kl.Vector(captured_tuple)`, `kl.Matrix([[a, b], [c, d]])`, with an
     optional `dt=` keyword."""
-    loc = cx.loc(node)
     if len(node.args) != 1:
         raise type_error(f"kl.{kind}() takes one list of values, got {len(node.args)} arguments")
     dt: ScalarType | None = None
@@ -365,7 +364,13 @@ def construct_untyped(cx: Any, kind: str, node: ast.Call) -> MatrixVal:
         if kw.arg not in ("dt", "dtype"):
             raise LangError(f"kl.{kind}() has no keyword argument '{kw.arg}'", kw)
         dt = _dtype_arg(cx, kw.value)
-    arg = node.args[0]
+    return literal(cx, node.args[0], kind, dt)
+
+
+def literal(cx: Any, arg: ast.expr, kind: str, dt: ScalarType | None) -> MatrixVal:
+    """The value of `[a, b]` / `[[a, b], [c, d]]` (or a vector or captured tuple) as kind
+    ("Vector" or "Matrix") of elements `dt` (None: from the elements)."""
+    loc = cx.loc(arg)
     shape = _list_shape(arg)
     items = _flatten_args(cx, [arg])
     if shape is None:
@@ -376,11 +381,15 @@ def construct_untyped(cx: Any, kind: str, node: ast.Call) -> MatrixVal:
             shape = np.shape(v.obj)
         else:
             shape = (len(items),)
+    if len(shape) == 1 and len(items) != shape[0] and len(items) % shape[0] == 0:
+        shape = (shape[0], len(items) // shape[0])  # a list of vectors: its rows
     if kind == "Vector" and len(shape) != 1:
         raise type_error(f"kl.Vector() takes a flat list of values, got shape {shape} (use kl.Matrix)")
     if kind == "Matrix" and len(shape) == 1:
         shape = (shape[0], 1)  # Taichi: a Matrix of a flat list is a column
     _check_shape(shape, f"kl.{kind}()")
+    if int(np.prod(shape)) != len(items):
+        raise type_error(f"kl.{kind}(): {len(items)} values do not fill shape {shape}")
     if dt is not None:
         return make(shape, [cx.cast(v, dt, cx.loc(n)) for v, n in items])
     return _unify(shape, [v for v, _ in items], loc)

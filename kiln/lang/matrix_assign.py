@@ -326,3 +326,12 @@ def vector_params(cx: Any, name: str, t: MatrixType, loc: ir.Loc) -> list[ir.Par
     params = [ir.Param(f"{name}.{k}", t.dtype, loc) for k in range(t.size)]
     cx.scope.params[name] = MatrixVal(t.shape, t.dtype, tuple(ir.Var(t.dtype, loc, p.name) for p in params))
     return params
+
+
+def store_list(cx: Any, target: ast.expr, value: ast.List, loc: ir.Loc) -> Stmts | None:
+    """`x[i] = [0.0, 0.0]`: a list literal stored into a vector element or component slots."""
+    got = places_of(cx, target)
+    if got is None:
+        return None
+    shape = got[0]
+    return store(cx, target, mx.literal(cx, value, "Matrix" if len(shape) == 2 else "Vector", None), loc)

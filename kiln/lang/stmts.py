@@ -156,6 +156,10 @@ class StmtMixin(ExprMixin):
             for t_node, v in zip(target.elts, vals):
                 out.extend(self.assign_target(t_node, v, loc))
             return out
+        if isinstance(node.value, ast.List) and isinstance(target, ast.Subscript | ast.Attribute):
+            stored = vec_assign.store_list(self, target, node.value, loc)  # grid_v[i, j] = [0.0, 0.0]
+            if stored is not None:
+                return stored
         return self.assign_target(target, self.visit(node.value), loc)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> Stmts:
