@@ -165,7 +165,7 @@ class MatrixType:
     def __call__(self, *args: object) -> np.ndarray:
         # Outside a kernel a vector type builds a numpy array (kernels capture it as a constant);
         # inside, the front end turns the call into a constructor and never runs this.
-        if len(args) == 1 and np.ndim(args[0]) == 0:
+        if len(args) == 1 and np.ndim(args[0]) == 0:  # type: ignore[arg-type]
             return np.full(self.shape, args[0], dtype=self.dtype.np_dtype)
         flat = np.concatenate([np.ravel(np.asarray(a)) for a in args]) if args else np.zeros(0)
         if flat.size != self.size:

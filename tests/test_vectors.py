@@ -517,3 +517,19 @@ def test_list_stores_and_matrix_of_vector_rows() -> None:
     j = np.arange(4, dtype=np.float32)
     want = (0.75 - (0.25 + j - 1.0) ** 2) + 0.5 * (1.5 - (0.75 + j)) ** 2
     np.testing.assert_allclose(w_out, np.broadcast_to(want, (3, 4)), rtol=1e-6)
+
+
+@kl.kernel
+def selects(x: V2, y: V2):
+    for i in range(x.shape[0]):
+        v = x[i]
+        y[i] = v if v.x > 0.5 else -v
+        y[i] += kl.select(v > 0.5, v, kl.vec2(0.0))
+
+
+def test_vector_selects() -> None:
+    x = rand(16, 2)
+    y = np.zeros_like(x)
+    selects(x, y)
+    want = np.where(x[:, :1] > 0.5, x, -x) + np.where(x > 0.5, x, 0)
+    np.testing.assert_allclose(y, want)

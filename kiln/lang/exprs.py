@@ -228,7 +228,7 @@ class ExprMixin(ASTTransformer):
                              f"{len(vals)} index(es)")
         out = []
         for v, e in vals:
-            if isinstance(v, TupleVal | ShapeOf | Static | ir.ArrayRef):
+            if isinstance(v, TupleVal | ShapeOf | Static | ir.ArrayRef | VoidCall | MatrixVal):
                 raise type_error(f"array index must be an integer, got {describe(v)}", e)
             out.append(index_expr(v, self.loc(e), "array index"))
         return tuple(out)
@@ -347,8 +347,11 @@ class ExprMixin(ASTTransformer):
         return ir.Select(t, loc, c, cast_to(a, t, loc), cast_to(b, t, loc))
 
     def visit_IfExp(self, node: ast.IfExp) -> Value:
-        return self.select(self.scalar(node.test), self.scalar(node.body), self.scalar(node.orelse),
-                           self.loc(node))
+        body, orelse = self.visit(node.body), self.visit(node.orelse)
+        if isinstance(body, MatrixVal) or isinstance(orelse, MatrixVal):
+            return vec.select(self, self.scalar(node.test), body, orelse, self.loc(node))
+        return self.select(self.scalar(node.test), self.as_scalar(body, node.body),
+                           self.as_scalar(orelse, node.orelse), self.loc(node))
 
     # -- calls -----------------------------------------------------------------------------
     def visit_Call(self, node: ast.Call) -> Value:
@@ -408,8 +411,10 @@ class ExprMixin(ASTTransformer):
             return self.builtin_call(stub.name, node)
         if stub.kind == "select":
             self._arity("select", 3, node)
-            c, a, b = (self.scalar(x) for x in node.args)
-            return self.select(c, a, b, loc)
+            c, a, b = (self.visit(x) for x in node.args)
+            if any(isinstance(x, MatrixVal) for x in (c, a, b)):
+                return vec.select(self, c, a, b, loc)
+            return self.select(*(self.as_scalar(x, n) for x, n in zip((c, a, b), node.args)), loc)
         if stub.kind == "cast":
             self._arity("cast", 2, node)
             tv = self.visit(node.args[1])

@@ -18,9 +18,9 @@ from kiln.types import MatrixType, NdArrayType, ScalarType
 def mangle(qualname: str, types: tuple[ScalarType | NdArrayType, ...]) -> str:
     """`clamp` with (f32, f32, f32) -> `clamp__f32_f32_f32`; arrays are `f32a2` (dtype + ndim)."""
     base = re.sub(r"[^0-9A-Za-z_]", "_", qualname.replace(".<locals>.", "."))
-    parts = [f"{t.dtype.name}a{t.ndim}" if isinstance(t, NdArrayType) else
+    parts = [f"{t.dtype.name}a{t.ndim}" if isinstance(t, NdArrayType) else  # type: ignore[union-attr]
              f"{t.dtype.name}v{'x'.join(map(str, t.shape))}" if isinstance(t, MatrixType) else t.name
-             for t in types]  # type: ignore[union-attr]
+             for t in types]
     return base + "__" + "_".join(parts) if parts else base + "__"
 
 

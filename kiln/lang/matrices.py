@@ -10,6 +10,7 @@ StmtMixin), whose scalar operations (`binary`, `compare`, `builtin_call_values`,
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -241,7 +242,7 @@ def _float_items(cx: Any, m: MatrixVal, loc: ir.Loc) -> MatrixVal:
     return make(m.shape, [cast_to(x, arith_type(t), loc) for x in m.items])
 
 
-def _det(cx: Any, rows: list[list[Scalar]], loc: ir.Loc) -> Scalar:
+def _det(cx: Any, rows: Sequence[Sequence[Scalar]], loc: ir.Loc) -> Scalar:
     """Laplace expansion along the first row (n <= 4: at most 24 products)."""
     n = len(rows)
     if n == 1:
@@ -251,7 +252,7 @@ def _det(cx: Any, rows: list[list[Scalar]], loc: ir.Loc) -> Scalar:
                          _mul(cx, rows[0][1], rows[1][0], loc), loc)
     acc: Scalar | None = None
     for j in range(n):
-        minor = [r[:j] + r[j + 1:] for r in rows[1:]]
+        minor = [list(r[:j]) + list(r[j + 1:]) for r in rows[1:]]
         term = _mul(cx, rows[0][j], _det(cx, minor, loc), loc)
         if acc is None:
             acc = term
@@ -278,7 +279,7 @@ def inverse(cx: Any, v: Value, loc: ir.Loc) -> Value:
     for i in range(n):
         for j in range(n):
             # adj[i][j] = (-1)^(i+j) * det(minor without row j and column i)
-            minor = [r[:i] + r[i + 1:] for k, r in enumerate(rows) if k != j]
+            minor = [list(r[:i]) + list(r[i + 1:]) for k, r in enumerate(rows) if k != j]
             c = _mul(cx, _det(cx, minor, loc), inv_det, loc)  # type: ignore[arg-type]
             if (i + j) % 2:
                 c = cx.binary(ir.BinaryOp.SUB, Lit(0), c, loc)

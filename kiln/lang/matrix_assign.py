@@ -102,6 +102,7 @@ def places_of(cx: Any, node: ast.expr) -> tuple[tuple[int, ...], list[Place]] | 
                 return None
             idx = cx.array_indices(base, node.slice)
             loc = cx.loc(node)
+            assert base.type.dtype is not None  # arrays in kernels are concrete
             return base.type.element_shape, [_Place(base.type.dtype, arr=base, idx=idx + comp)
                                              for comp in _element_indices(base, loc)]
         inner = places_of(cx, node.value)

@@ -155,6 +155,7 @@ def load_element(cx: Any, arr: ir.ArrayRef, node: ast.Subscript) -> MatrixVal:
     idx = cx.array_indices(arr, node.slice)
     loc = cx.loc(node)
     dtype = arr.type.dtype
+    assert dtype is not None  # arrays in kernels are concrete
     return mx.make(arr.type.element_shape, [ir.Load(dtype, loc, arr, idx + comp)
                                             for comp in _element_indices(arr, loc)])
 
@@ -305,3 +306,9 @@ def cast(cx: Any, v: Value, tv: Value, loc: ir.Loc) -> Value:
 def builtin(cx: Any, name: str, args: list[Value], node: ast.AST) -> Value:
     """A scalar math builtin applied element-wise (`kl.sqrt(v)`, `kl.max(v, 0.0)`)."""
     return mx.zip_map(cx, lambda *xs: cx.builtin_call_values(name, list(xs), node), args, cx.loc(node), name)
+
+
+def select(cx: Any, cond: Value, a: Value, b: Value, loc: ir.Loc) -> Value:
+    """`a if c else b` / `kl.select(c, a, b)` with vectors: element-wise (a bool vector condition
+    picks per element); both sides are evaluated, as kl.select always does."""
+    return mx.zip_map(cx, lambda c, x, y: cx.select(c, x, y, loc), [cond, a, b], loc, "select")

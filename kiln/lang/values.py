@@ -78,12 +78,12 @@ class VoidCall:
 
 @dataclass(frozen=True)
 class MatrixVal:
-    """A vector (`shape == (n,)`) or matrix (`(n, m)`) value: scalar IR expressions or weak
-    literals, row-major. Its operations expand into scalar IR in kiln.lang.matrices."""
+    """A vector (`shape == (n,)`) or matrix (`(n, m)`) value: scalar IR expressions of type
+    `dtype`, row-major. Its operations expand into scalar IR in kiln.lang.matrices."""
 
     shape: tuple[int, ...]
     dtype: ScalarType
-    items: tuple[ir.Expr | Lit, ...]
+    items: tuple[ir.Expr, ...]
 
 
 Value = ir.Expr | ir.ArrayRef | Lit | Static | ShapeOf | TupleVal | VoidCall | MatrixVal
