@@ -425,13 +425,50 @@ def test_svd_and_polar_decompose_2x2_against_numpy() -> None:
     np.testing.assert_array_equal(r[0], eye)  # the zero matrix: (I, 0), as Taichi
 
 
-def test_decompositions_3x3_and_in_while_conditions_are_clear_errors() -> None:
-    src = ("@kl.kernel\ndef bad(a: kl.ndarray(kl.mat3, ndim=1)):\n    for i in range(a.shape[0]):\n"
-           "        U, S, V = kl.svd(a[i])\n")
-    _error(src, (M3,), r"3x3 matrices is not supported yet")
+@pytest.mark.parametrize(("dt", "tol"), [(kl.f64, 1e-9), (kl.f32, 2e-5)])
+def test_svd_and_polar_decompose_3x3_against_numpy(dt, tol: float) -> None:
+    m3 = kl.ndarray(kl.types.matrix(3, 3, dt), ndim=1)
+
+    @kl.kernel
+    def decompose3(a: m3, u: m3, s: m3, v: m3, r: m3, p: m3):
+        for i in range(a.shape[0]):
+            U, S, V = kl.svd(a[i])
+            u[i] = U
+            s[i] = S
+            v[i] = V
+            R, P = kl.polar_decompose(a[i])
+            r[i] = R
+            p[i] = P
+
+    a = (RNG.random((200, 3, 3)) * 2 - 1).astype(dt.np_dtype)
+    a[0] = 0
+    a[1] = np.diag([1.0, 3.0, 2.0])
+    a[2] = np.outer([1, 2, 3], [1, -1, 2])  # rank 1
+    a[3] = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]  # rank 2
+    a[4] = np.diag([1, 1, -1])
+    u, s, v, r, p = (np.zeros_like(a) for _ in range(5))
+    decompose3(a, u, s, v, r, p)
+    eye = np.broadcast_to(np.eye(3), a.shape)
+    np.testing.assert_allclose(u @ s @ v.transpose(0, 2, 1), a, atol=tol)
+    for q in (u, v, r):  # rotations, as Taichi's
+        np.testing.assert_allclose(q @ q.transpose(0, 2, 1), eye, atol=tol)
+        np.testing.assert_allclose(np.linalg.det(q.astype(np.float64)), 1.0, atol=tol)
+    np.testing.assert_allclose(s * (1 - np.eye(3)), 0.0)
+    sv = np.linalg.svd(a.astype(np.float64), compute_uv=False)
+    np.testing.assert_allclose(np.abs(np.stack([s[:, 0, 0], s[:, 1, 1], s[:, 2, 2]], 1)), sv, atol=tol)
+    nonsingular = np.abs(np.linalg.det(a.astype(np.float64))) > 1e-3
+    assert (np.sign(s[:, 2, 2]) == np.sign(np.linalg.det(a.astype(np.float64))))[nonsingular].all()
+    np.testing.assert_allclose(r @ p, a, atol=tol)
+    np.testing.assert_allclose(p, p.transpose(0, 2, 1), atol=tol)
+
+
+def test_decompositions_are_not_allowed_in_while_conditions() -> None:
     src = ("@kl.kernel\ndef bad(a: kl.ndarray(kl.mat2, ndim=1)):\n    for i in range(a.shape[0]):\n"
            "        while kl.polar_decompose(a[i])[1][0, 0] > 1.0:\n            a[i] *= 0.5\n")
     _error(src, (M2,), r"cannot be used in a while condition")
+    src = ("@kl.kernel\ndef bad(a: kl.ndarray(kl.vec3, ndim=1)):\n    for i in range(a.shape[0]):\n"
+           "        U, S, V = kl.svd(a[i])\n")
+    _error(src, (V3,), r"svd\(\) needs a 2x2 or 3x3 matrix")
 
 
 @kl.kernel
