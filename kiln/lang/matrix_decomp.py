@@ -13,6 +13,7 @@ statement: kiln.lang.matrix_assign.take_pending), so the expression trees stay s
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from typing import Any
 
 from kiln.ir import nodes as ir
@@ -63,17 +64,17 @@ class _Emitter:
     def fn(self, name: str, *xs: Scalar) -> Scalar:
         return self.cx.builtin_call_values(name, list(xs), self.node)
 
-    def mat(self, rows: list[list[Scalar]]) -> MatrixVal:
+    def mat(self, rows: Sequence[Sequence[Scalar]]) -> MatrixVal:
         n = len(rows)
         return mx.make((n, n), [materialize(cast_to(x, self.t, self.loc), self.loc) for r in rows for x in r])
 
-    def dot(self, a: list[Scalar], b: list[Scalar]) -> Scalar:
+    def dot(self, a: Sequence[Scalar], b: Sequence[Scalar]) -> Scalar:
         acc = self.b(B.MUL, a[0], b[0])
         for x, y in zip(a[1:], b[1:]):
             acc = self.b(B.ADD, acc, self.b(B.MUL, x, y))
         return acc
 
-    def unit(self, v: list[Scalar], fallback: list[Scalar]) -> list[ir.Expr]:
+    def unit(self, v: Sequence[Scalar], fallback: Sequence[Scalar]) -> list[ir.Expr]:
         """v / |v|, or `fallback` when v is (nearly) zero."""
         n = self.tmp(self.fn("sqrt", self.dot(v, v)))
         ok = self.tmp(self.cmp(ir.CompareOp.GT, n, Lit(1e-30)))
@@ -145,7 +146,7 @@ def svd(cx: Any, args: list[Value], node: ast.Call) -> Value:
     if args[0].shape == (3, 3):  # type: ignore[union-attr]
         u, sig, v = _svd3(e, args[0])  # type: ignore[arg-type]
         zero = Lit(0.0)
-        smat = [[sig[0], zero, zero], [zero, sig[1], zero], [zero, zero, sig[2]]]
+        smat: list[list[Scalar]] = [[sig[0], zero, zero], [zero, sig[1], zero], [zero, zero, sig[2]]]
         return TupleVal((e.mat([[u[j][i] for j in range(3)] for i in range(3)]), e.mat(smat),
                          e.mat([[v[j][i] for j in range(3)] for i in range(3)])))  # type: ignore[arg-type]
     r, p = _polar(e, args[0])  # type: ignore[arg-type]
@@ -166,8 +167,8 @@ def svd(cx: Any, args: list[Value], node: ast.Call) -> Value:
     v = [[e.tmp(e.sel(swap, neg_s, c)), e.tmp(e.sel(swap, c, s))],
          [e.tmp(e.sel(swap, neg_c, neg_s)), e.tmp(e.sel(swap, neg_s, c))]]
     hi, lo = e.sel(swap, sig2, sig1), e.sel(swap, sig1, sig2)
-    u = [[e.b(B.ADD, e.b(B.MUL, r[i][0], v[0][j]), e.b(B.MUL, r[i][1], v[1][j])) for j in range(2)] for i in range(2)]
-    return TupleVal((e.mat(u), e.mat([[hi, Lit(0.0)], [Lit(0.0), lo]]), e.mat(v)))  # type: ignore[arg-type]
+    u2x2: list[list[Scalar]] = [[e.b(B.ADD, e.b(B.MUL, r[i][0], v[0][j]), e.b(B.MUL, r[i][1], v[1][j])) for j in range(2)] for i in range(2)]
+    return TupleVal((e.mat(u2x2), e.mat([[hi, Lit(0.0)], [Lit(0.0), lo]]), e.mat(v)))  # type: ignore[arg-type]
 
 
 #: cyclic Jacobi sweeps over the 3 off-diagonal pairs of A^T A (quadratic convergence: 6 sweeps
@@ -205,7 +206,7 @@ def _jacobi3(e: _Emitter, s: list[list[Scalar]]) -> tuple[list[Scalar], list[lis
     return [s[0][0], s[1][1], s[2][2]], v
 
 
-def _svd3(e: _Emitter, a: MatrixVal) -> tuple[list[list[ir.Expr]], list[Scalar], list[list[Scalar]]]:
+def _svd3(e: _Emitter, a: MatrixVal) -> tuple[list[list[ir.Expr]], list[ir.Expr], list[list[Scalar]]]:
     """U columns, singular values and V columns of a 3x3 matrix (one-sided: the eigenvectors of
     A^T A give V; U's columns are A v normalised, the third their cross product)."""
     rows = [[e.tmp(a.items[i * 3 + j]) for j in range(3)] for i in range(3)]
@@ -233,11 +234,11 @@ def _svd3(e: _Emitter, a: MatrixVal) -> tuple[list[list[ir.Expr]], list[Scalar],
     w = [e.b(B.SUB, x, e.b(B.MUL, proj, y)) for x, y in zip(av[1], u0)]
     # a vector orthogonal to u0 for a rank-1 (or zero) A
     xs = e.tmp(e.cmp(ir.CompareOp.LT, e.fn("abs", u0[0]), Lit(0.9)))
-    ax = [e.sel(xs, Lit(1.0), Lit(0.0)), e.sel(xs, Lit(0.0), Lit(1.0)), Lit(0.0)]
+    ax: list[Scalar] = [e.sel(xs, Lit(1.0), Lit(0.0)), e.sel(xs, Lit(0.0), Lit(1.0)), Lit(0.0)]
     perp = [e.b(B.SUB, e.b(B.MUL, u0[(k + 1) % 3], ax[(k + 2) % 3]), e.b(B.MUL, u0[(k + 2) % 3], ax[(k + 1) % 3]))
             for k in range(3)]
     u1 = e.unit(w, [e.tmp(x) for x in e.unit(perp, [Lit(0.0), Lit(1.0), Lit(0.0)])])
     u2 = [e.tmp(e.b(B.SUB, e.b(B.MUL, u0[(k + 1) % 3], u1[(k + 2) % 3]), e.b(B.MUL, u0[(k + 2) % 3], u1[(k + 1) % 3])))
           for k in range(3)]
     sig = [e.tmp(e.dot(u0, av[0])), e.tmp(e.dot(u1, av[1])), e.tmp(e.dot(u2, av[2]))]
-    return [u0, u1, u2], sig, [v0, v1, v2]
+    return [u0, u1, u2], sig, [list(v0), list(v1), list(v2)]
