@@ -570,3 +570,12 @@ def test_vector_selects() -> None:
     selects(x, y)
     want = np.where(x[:, :1] > 0.5, x, -x) + np.where(x > 0.5, x, 0)
     np.testing.assert_allclose(y, want)
+
+
+def test_host_side_vector_ndarrays() -> None:
+    x = kl.Vector.ndarray(2, kl.f32, shape=5)
+    c = kl.Matrix.ndarray(2, 2, kl.f32, shape=(3, 4))
+    assert x.shape == (5, 2) and x.dtype == np.float32 and c.shape == (3, 4, 2, 2)
+    scale_v2(x)
+    with pytest.raises(ValueError, match="1..4"):
+        kl.Vector.ndarray(5, kl.f32, shape=2)

@@ -155,6 +155,13 @@ class Vector:
         return arr.astype(dt.np_dtype) if dt is not None else arr
 
     @staticmethod
+    def ndarray(n: int, dt: ScalarType, shape: int | tuple[int, ...]) -> np.ndarray:
+        """Host-side storage for `kl.ndarray(kl.types.vector(n, dt), ...)`: zeros of shape
+        shape + (n,) (Taichi's `ti.Vector.ndarray`; kiln's ndarrays are numpy arrays)."""
+        outer = (shape,) if isinstance(shape, int) else tuple(shape)
+        return np.zeros(outer + (vector(n, dt).shape[0],), dt.np_dtype)
+
+    @staticmethod
     @_kernel_fn("Vector.zero")
     def zero(dt: ScalarType, n: int) -> Any:
         return np.zeros(n, dt.np_dtype)
@@ -172,6 +179,12 @@ class Matrix:
     def __new__(cls, rows: Any, dt: ScalarType | None = None) -> Any:  # type: ignore[misc]
         arr = np.asarray(rows)
         return arr.astype(dt.np_dtype) if dt is not None else arr
+
+    @staticmethod
+    def ndarray(n: int, m: int, dt: ScalarType, shape: int | tuple[int, ...]) -> np.ndarray:
+        """Host-side storage for an ndarray of n x m matrices: zeros of shape shape + (n, m)."""
+        outer = (shape,) if isinstance(shape, int) else tuple(shape)
+        return np.zeros(outer + matrix(n, m, dt).shape, dt.np_dtype)
 
     @staticmethod
     @_kernel_fn("Matrix.zero")

@@ -190,7 +190,7 @@ def _stage(cx: Any, items: list[Scalar], places: list[Place], loc: ir.Loc) -> tu
         if isinstance(x, Lit | ir.Const):
             staged.append(x)
             continue
-        name = f"vtmp.{loc.line}.{loc.col}.{k}"
+        name = f"vtmp.{loc.line}.{loc.col}.{k}.{x.type.name}"  # one type per name, even when unrolled
         cx.local_decls[name] = x.type
         out.append(ir.Assign(loc, name, x))
         staged.append(ir.Var(x.type, loc, name))

@@ -46,7 +46,7 @@ class _Emitter:
         e = cast_to(v, self.t, self.loc) if not isinstance(v, ir.Expr) or v.type != bool_ else v
         if isinstance(e, ir.Const | ir.Var):
             return e
-        name = f"decomp.{self.loc.line}.{self.loc.col}.{self.count}"
+        name = f"decomp.{self.loc.line}.{self.loc.col}.{self.count}.{e.type.name}"
         self.count += 1
         self.cx.local_decls[name] = e.type
         pending(self.cx).append(ir.Assign(self.loc, name, e))
