@@ -579,3 +579,24 @@ def test_host_side_vector_ndarrays() -> None:
     scale_v2(x)
     with pytest.raises(ValueError, match="1..4"):
         kl.Vector.ndarray(5, kl.f32, shape=2)
+
+
+@kl.func
+def spring_force(d: kl.vec3, rest: kl.f32, k: kl.f32) -> kl.f32:
+    return k * (d.norm() - rest)
+
+
+@kl.kernel
+def springs(x: V3, f: F1):
+    for i in range(x.shape[0]):
+        f[i] = spring_force(x[i] - kl.vec3(0.5), 0.25, 2.0)
+
+
+def test_vector_arguments_to_funcs() -> None:
+    x = rand(10, 3)
+    f = np.zeros(10, np.float32)
+    springs(x, f)
+    np.testing.assert_allclose(f, 2 * (np.linalg.norm(x - 0.5, axis=1) - 0.25), rtol=1e-5, atol=1e-6)
+    src = ("@kl.func\ndef g(v: kl.vec2) -> kl.f32:\n    return v.x\n\n@kl.kernel\ndef bad(o: kl.ndarray(kl.f32, ndim=1)):\n"
+           "    for i in range(o.shape[0]):\n        o[i] = g(kl.vec3(1.0))\n")
+    _error(src, (F1,), r"argument 'v' of func 'g' expects kl.vec2, got a vector of shape \(3,\)")

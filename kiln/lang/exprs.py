@@ -502,10 +502,11 @@ class ExprMixin(ASTTransformer):
         args: list[ir.Expr | ir.ArrayRef] = []
         types: list[ScalarType | NdArrayType] = []
         for pname, ann, a in zip(func.param_names, func.annotations, node.args):
-            if isinstance(ann, MatrixType):
-                raise type_error(f"func '{func.name}': parameter '{pname}' is a vector; funcs take scalars "
-                                 f"and arrays only (pass the components)", a)
             v = self.visit(a)
+            if isinstance(ann, MatrixType):  # one IR argument per element, as kernels' vector params
+                args += vec.func_argument(self, func.name, pname, ann, v, a)
+                types.append(ann)  # type: ignore[arg-type]
+                continue
             if isinstance(ann, NdArrayType):
                 if not isinstance(v, ir.ArrayRef):
                     raise type_error(f"argument '{pname}' of func '{func.name}' must be an array, got "

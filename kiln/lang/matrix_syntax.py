@@ -23,6 +23,7 @@ from kiln.lang.values import (
     Scalar,
     Static,
     Value,
+    cast_to,
     describe,
     index_expr,
     type_error,
@@ -312,3 +313,13 @@ def select(cx: Any, cond: Value, a: Value, b: Value, loc: ir.Loc) -> Value:
     """`a if c else b` / `kl.select(c, a, b)` with vectors: element-wise (a bool vector condition
     picks per element); both sides are evaluated, as kl.select always does."""
     return mx.zip_map(cx, lambda c, x, y: cx.select(c, x, y, loc), [cond, a, b], loc, "select")
+
+
+def func_argument(cx: Any, func: str, pname: str, ann: MatrixType, v: Value, node: ast.expr) -> list[ir.Expr]:
+    """The IR arguments of a vector passed to a func parameter annotated with a vector type."""
+    if not isinstance(v, MatrixVal) or v.shape != ann.shape:
+        raise type_error(f"argument '{pname}' of func '{func}' expects {ann!r}, got {describe(v)}", node)
+    if v.dtype.is_float and not ann.dtype.is_float:
+        raise type_error(f"argument '{pname}' of func '{func}' expects {ann!r}, got elements of type "
+                         f"{v.dtype.name} (use .cast())", node)
+    return [cast_to(x, ann.dtype, cx.loc(node)) for x in v.items]
