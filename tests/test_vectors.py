@@ -600,3 +600,36 @@ def test_vector_arguments_to_funcs() -> None:
     src = ("@kl.func\ndef g(v: kl.vec2) -> kl.f32:\n    return v.x\n\n@kl.kernel\ndef bad(o: kl.ndarray(kl.f32, ndim=1)):\n"
            "    for i in range(o.shape[0]):\n        o[i] = g(kl.vec3(1.0))\n")
     _error(src, (F1,), r"argument 'v' of func 'g' expects kl.vec2, got a vector of shape \(3,\)")
+
+
+def test_manifest_element_shapes_are_validated() -> None:
+    import json
+    import struct
+
+    from kiln.artifact import container
+    from kiln.runtime.compiled import load_bytes
+
+    g = kl.GraphBuilder()
+    g.dispatch(affine, kl.Arg("x", V2), kl.Arg("g", kl.vec2), ((1.0, 0.0), (0.0, 1.0)), 1.0)
+    m = kl.Module()
+    m.add_graph("main", g)
+    data = m.compile().to_bytes()
+
+    def edited(edit) -> bytes:
+        m_len = struct.unpack_from("<Q", data, 24)[0]
+        doc = json.loads(data[64:64 + m_len])
+        edit(doc)
+        entry = doc.pop("blobs")[0]
+        return container.pack(doc, {entry["name"]: data[entry["offset"]:entry["offset"] + entry["size"]]})
+
+    params = lambda d: d["graphs"]["main"]["params"]  # noqa: E731
+    load_bytes(edited(lambda d: None))
+    with pytest.raises(kl.ArtifactError, match="element_shape"):
+        load_bytes(edited(lambda d: params(d)[0].__setitem__("element_shape", [2, 2])))  # ndim 2 array
+    with pytest.raises(kl.ArtifactError, match="vector argument 'g' needs 2 scalar params"):
+        load_bytes(edited(lambda d: params(d)[2].__delitem__("element_shape")))
+    with pytest.raises(kl.ArtifactError, match="element_shape"):
+        load_bytes(edited(lambda d: params(d)[0].__setitem__("element_shape", [9])))
+    old = edited(lambda d: [p.pop("element_shape", None) for p in params(d)[:1]])
+    x = rand(3, 2)
+    load_bytes(old).graphs["main"].run({"x": x, "g": (0.0, 0.0)})  # an array without element_shape still runs
