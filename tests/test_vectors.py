@@ -622,7 +622,7 @@ def test_manifest_element_shapes_are_validated() -> None:
         entry = doc.pop("blobs")[0]
         return container.pack(doc, {entry["name"]: data[entry["offset"]:entry["offset"] + entry["size"]]})
 
-    params = lambda d: d["graphs"]["main"]["params"]  # noqa: E731
+    params = lambda d: d["graphs"]["main"]["params"]
     load_bytes(edited(lambda d: None))
     with pytest.raises(kl.ArtifactError, match="element_shape"):
         load_bytes(edited(lambda d: params(d)[0].__setitem__("element_shape", [2, 2])))  # ndim 2 array
