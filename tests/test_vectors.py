@@ -633,3 +633,22 @@ def test_manifest_element_shapes_are_validated() -> None:
     old = edited(lambda d: [p.pop("element_shape", None) for p in params(d)[:1]])
     x = rand(3, 2)
     load_bytes(old).graphs["main"].run({"x": x, "g": (0.0, 0.0)})  # an array without element_shape still runs
+
+
+@kl.kernel
+def svd_in_if(a: M2, out: F1):
+    for i in range(a.shape[0]):
+        out[i] = 0.0
+        if kl.svd(a[i])[1][0, 0] > 1.0:
+            out[i] = 1.0
+
+
+def test_decomposition_in_an_if_test_is_computed_before_the_if() -> None:
+    a = (RNG.random((50, 2, 2)) * 2 - 1).astype(np.float32)
+    out = np.zeros(50, np.float32)
+    svd_in_if(a, out)
+    np.testing.assert_array_equal(out, (np.linalg.svd(a, compute_uv=False)[:, 0] > 1.0).astype(np.float32))
+    text = format_ir(lower_kernel(svd_in_if, (M2, F1)))
+    first_if = text.index("if ")
+    assigned_after = [ln for ln in text[first_if:].splitlines() if ln.strip().startswith("decomp.")]
+    assert text.rfind("decomp.", 0, first_if) > 0 and not assigned_after

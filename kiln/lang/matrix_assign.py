@@ -314,6 +314,10 @@ def take_pending(cx: Any) -> Stmts:
     return list(stmts)
 
 
+def restore_pending(cx: Any, stmts: Stmts) -> None:
+    cx.pending_stmts = stmts
+
+
 def no_pending(cx: Any, where: str) -> None:
     if getattr(cx, "pending_stmts", None):
         cx.pending_stmts = []

@@ -52,11 +52,13 @@ class StmtMixin(ExprMixin):
             self.nesting -= 1
 
     def stmts(self, body: list[ast.stmt]) -> Stmts:
+        outer = vec_assign.take_pending(self)  # an enclosing `if` test's helpers stay outside this body
         out: Stmts = []
         for s in body:
             stmts = self.visit(s)
             out.extend(vec_assign.take_pending(self))  # locals that kl.svd() & co. computed first
             out.extend(stmts)
+        vec_assign.restore_pending(self, outer)
         return out
 
     # -- locals ----------------------------------------------------------------------------
@@ -198,7 +200,7 @@ class StmtMixin(ExprMixin):
             dtype = arr.type.dtype
             assert dtype is not None
             if isinstance(rhs, MatrixVal):
-                raise type_error(f"cannot add {describe(rhs)} to a scalar array element")
+                raise type_error(f"cannot update a scalar array element with {describe(rhs)}")
             value = self.as_scalar(rhs, node.value)
             aop = _AUG_ATOMIC.get(type(node.op))
             if aop is not None:
