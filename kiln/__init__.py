@@ -64,6 +64,11 @@ _BUILTINS = (
 )
 # END GENERATED
 _LAZY.update({name: "kiln.lang.builtins_py" for name in _BUILTINS})
+# vectors and matrices (kiln.types names are cheap; kl.math is Taichi's ti.math namespace)
+_VECTOR_TYPES = ("vec2", "vec3", "vec4", "ivec2", "ivec3", "ivec4", "uvec2", "uvec3", "uvec4", "mat2", "mat3",
+                 "mat4", "MatrixType")
+_LAZY.update({name: "kiln.types" for name in _VECTOR_TYPES})
+_LAZY.update({name: "kiln.lang.kmath" for name in ("math", "Vector", "Matrix", "svd", "polar_decompose")})
 
 
 if TYPE_CHECKING:

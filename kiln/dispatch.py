@@ -20,7 +20,7 @@ from kiln.errors import ArgumentError
 from kiln.graph.linking import compile_and_link
 from kiln.lang.kernel import Kernel
 from kiln.runtime.binding import bind_call_arguments
-from kiln.types import MAX_NDIM, SCALARS_BY_NAME, NdArrayType, ScalarType, from_numpy
+from kiln.types import MAX_NDIM, SCALARS_BY_NAME, MatrixType, NdArrayType, ScalarType, from_numpy
 
 DEVICES = ("cpu", "cuda")
 
@@ -86,7 +86,7 @@ def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, A
     if compiled is None:
         compiled = _compile_direct(kernel, types, device)
         kernel._call_cache[(device, types)] = compiled
-        if all(isinstance(a, ScalarType) or a.is_concrete for a in kernel.annotations):
+        if all(isinstance(a, ScalarType | MatrixType) or a.is_concrete for a in kernel.annotations):
             kernel._fixed = (device, compiled)
     compiled.run(bound)
 
@@ -107,8 +107,8 @@ def _bind(kernel: Kernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict
 def _type_of(kernel: Kernel, name: str, ann: ScalarType | NdArrayType, value: Any) -> ScalarType | NdArrayType:
     """The concrete parameter type for a direct call; arrays must match the annotation exactly
     (no conversion), detailed value checks happen in the runtime binder."""
-    if isinstance(ann, ScalarType):
-        return ann
+    if isinstance(ann, ScalarType | MatrixType):
+        return ann  # checked (and spread, for vectors) by the runtime binder
     where = f"kernel {kernel.name!r}: argument {name!r}"
     if not isinstance(value, np.ndarray):
         if hasattr(value, "__cuda_array_interface__") or hasattr(value, "__dlpack__"):
@@ -122,7 +122,16 @@ def _type_of(kernel: Kernel, name: str, ann: ScalarType | NdArrayType, value: An
         raise ArgumentError(f"{where}: {problem}")
     if not 1 <= value.ndim <= MAX_NDIM:
         raise ArgumentError(f"{where}: arrays of {value.ndim} dimensions are not supported (1..{MAX_NDIM})")
-    return NdArrayType(dt, value.ndim)
+    _check_element_shape(where, ann, tuple(value.shape))
+    return NdArrayType(dt, value.ndim, ann.element_shape)
+
+
+def _check_element_shape(where: str, ann: NdArrayType, shape: tuple[int, ...]) -> None:
+    """An ndarray of vectors/matrices keeps its element dimensions last: numpy (n, 2) is vec2[n]."""
+    es = ann.element_shape
+    if es and (len(shape) <= len(es) or shape[len(shape) - len(es):] != es):
+        raise ArgumentError(f"{where}: expected an array of {ann.element_type!r} (element shape {es}, the "
+                            f"last dimension(s)), got shape {shape}")
 
 
 def _device_array_type(where: str, ann: NdArrayType, value: Any) -> NdArrayType:
@@ -140,4 +149,5 @@ def _device_array_type(where: str, ann: NdArrayType, value: Any) -> NdArrayType:
     problem = ann.mismatch(dt, len(shape), dtype_name, shape)
     if problem is not None:
         raise ArgumentError(f"{where}: {problem}")
-    return NdArrayType(dt, len(shape))
+    _check_element_shape(where, ann, tuple(shape))
+    return NdArrayType(dt, len(shape), ann.element_shape)

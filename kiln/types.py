@@ -161,30 +161,118 @@ def from_numpy(dtype: np.dtype) -> ScalarType | None:
     return _BY_NP.get(np.dtype(dtype))
 
 
-class NdArrayType:
-    """A C-contiguous n-dimensional array of one scalar dtype (`kl.ndarray(kl.f32, ndim=2)`).
+MAX_MATRIX_DIM = 4
 
+
+class MatrixType:
+    """A small vector (`shape == (n,)`) or matrix (`shape == (n, m)`) of one scalar dtype:
+    `kl.vec3`, `kl.mat2`, `kl.types.vector(n, dt)`. Inside kernels these are front-end values
+    expanded into scalar IR (kiln.lang.matrices); calling one constructs a value."""
+
+    __slots__ = ("dtype", "shape")
+    shape: tuple[int, ...]
+    dtype: ScalarType
+
+    def __init__(self, shape: tuple[int, ...], dtype: ScalarType) -> None:
+        object.__setattr__(self, "shape", tuple(shape))
+        object.__setattr__(self, "dtype", dtype)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return (type(other) is MatrixType and other.shape == self.shape  # type: ignore[attr-defined]
+                and other.dtype == self.dtype)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(("MatrixType", self.shape, self.dtype))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (MatrixType, (self.shape, self.dtype))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    def __call__(self, *args: object) -> np.ndarray:
+        # Outside a kernel a vector type builds a numpy array (kernels capture it as a constant);
+        # inside, the front end turns the call into a constructor and never runs this.
+        if len(args) == 1 and np.ndim(args[0]) == 0:  # type: ignore[arg-type]
+            return np.full(self.shape, args[0], dtype=self.dtype.np_dtype)
+        flat = np.concatenate([np.ravel(np.asarray(a)) for a in args]) if args else np.zeros(0)
+        if flat.size != self.size:
+            raise ValueError(f"{self!r} needs {self.size} values, got {flat.size}")
+        return flat.astype(self.dtype.np_dtype).reshape(self.shape)
+
+    def __repr__(self) -> str:
+        prefix = {"f32": "", "i32": "i", "u32": "u"}.get(self.dtype.name)
+        if prefix is not None and self.ndim == 1 and self.shape[0] > 1:
+            return f"kl.{prefix}vec{self.shape[0]}"
+        if self.dtype.name == "f32" and self.shape in ((2, 2), (3, 3), (4, 4)):
+            return f"kl.mat{self.shape[0]}"
+        if self.ndim == 1:
+            return f"kl.types.vector({self.shape[0]}, {self.dtype!r})"
+        return f"kl.types.matrix({self.shape[0]}, {self.shape[1]}, {self.dtype!r})"
+
+
+def _check_dim(what: str, n: object) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_MATRIX_DIM:
+        raise ValueError(f"{what} must be an int in 1..{MAX_MATRIX_DIM} (kiln keeps vectors and matrices "
+                         f"in registers), got {n!r}")
+    return n
+
+
+def vector(n: int, dtype: ScalarType) -> MatrixType:
+    """`kl.types.vector(3, kl.f32)`: the type of a vector of n elements (n in 1..4)."""
+    if not isinstance(dtype, ScalarType):
+        raise TypeError(f"kl.types.vector: dtype must be a kiln scalar type such as kl.f32, got {dtype!r}")
+    return MatrixType((_check_dim("vector size", n),), dtype)
+
+
+def matrix(n: int, m: int, dtype: ScalarType) -> MatrixType:
+    """`kl.types.matrix(2, 2, kl.f32)`: the type of an n x m matrix (n, m in 1..4)."""
+    if not isinstance(dtype, ScalarType):
+        raise TypeError(f"kl.types.matrix: dtype must be a kiln scalar type such as kl.f32, got {dtype!r}")
+    return MatrixType((_check_dim("matrix rows", n), _check_dim("matrix columns", m)), dtype)
+
+
+class NdArrayType:
+    """A C-contiguous n-dimensional array of one scalar dtype (`kl.ndarray(kl.f32, ndim=2)`), or
+    of small vectors/matrices (`kl.ndarray(kl.vec2, ndim=1)`).
+
+    `ndim` counts every native dimension, element dimensions included and LAST: an ndarray of
+    vec2 of length n is a numpy array of shape (n, 2), `ndim == 2`, `element_shape == (2,)`.
     `dtype` or `ndim` may be None in an annotation, meaning "any": the kernel is then specialised
     per call (or per graph Arg) once the concrete type is known.
     """
 
-    __slots__ = ("dtype", "ndim")
+    __slots__ = ("dtype", "element_shape", "ndim")
     dtype: ScalarType | None
     ndim: int | None
+    element_shape: tuple[int, ...]
 
-    def __init__(self, dtype: ScalarType | None, ndim: int | None) -> None:
+    def __init__(self, dtype: ScalarType | None, ndim: int | None, element_shape: tuple[int, ...] = ()) -> None:
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "ndim", ndim)
+        object.__setattr__(self, "element_shape", tuple(element_shape))
 
     def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
     def __eq__(self, other: object) -> bool:
         return (type(other) is NdArrayType and other.dtype == self.dtype  # type: ignore[attr-defined]
-                and other.ndim == self.ndim)  # type: ignore[attr-defined]
+                and other.ndim == self.ndim  # type: ignore[attr-defined]
+                and other.element_shape == self.element_shape)  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
-        return hash(("NdArrayType", self.dtype, self.ndim))
+        return hash(("NdArrayType", self.dtype, self.ndim, self.element_shape))
 
     @property
     def rank(self) -> int:
@@ -200,7 +288,8 @@ class NdArrayType:
     def accepts(self, concrete: NdArrayType) -> bool:
         """Whether an array of the concrete type `concrete` fits this annotation: the one rule every
         layer (front end, graph builder, direct calls, both runtimes) applies."""
-        return self.mismatch(concrete.dtype, concrete.ndim or 0) is None
+        return (self.mismatch(concrete.dtype, concrete.ndim or 0) is None
+                and self.element_shape == concrete.element_shape)
 
     def mismatch(self, dtype: ScalarType | None, ndim: int, shown_dtype: str | None = None,
                  shape: tuple[int, ...] | None = None) -> str | None:
@@ -214,19 +303,36 @@ class NdArrayType:
             return f"expected a {self.ndim}-D array, got {ndim}-D" + ("" if shape is None else f" with shape {shape}")
         return None
 
+    @property
+    def outer_ndim(self) -> int | None:
+        """Dimensions indexed by `x[i, j]`: the native ones less the element dimensions."""
+        return None if self.ndim is None else self.ndim - len(self.element_shape)
+
+    @property
+    def element_type(self) -> ScalarType | MatrixType | None:
+        if not self.element_shape or self.dtype is None:
+            return self.dtype
+        return MatrixType(self.element_shape, self.dtype)
+
     def __repr__(self) -> str:
-        return f"kl.ndarray({self.dtype!r}, ndim={self.ndim})"
+        return f"kl.ndarray({self.element_type!r}, ndim={self.outer_ndim})"
 
 
-def ndarray(dtype: ScalarType | None = None, ndim: int | None = None) -> NdArrayType:
+def ndarray(dtype: ScalarType | MatrixType | None = None, ndim: int | None = None) -> NdArrayType:
+    """`kl.ndarray(kl.f32, ndim=2)`; `kl.ndarray(kl.vec2, ndim=1)` is a numpy (n, 2) array."""
+    element_shape: tuple[int, ...] = ()
+    if isinstance(dtype, MatrixType):
+        element_shape, dtype = dtype.shape, dtype.dtype
     if dtype is not None and not isinstance(dtype, ScalarType):
-        raise TypeError(f"kl.ndarray: dtype must be a kiln scalar type such as kl.f32, got {dtype!r}")
-    if ndim is not None and (not isinstance(ndim, int) or not 1 <= ndim <= MAX_NDIM):
-        raise ValueError(f"kl.ndarray: ndim must be an int in 1..{MAX_NDIM}, got {ndim!r}")
-    return NdArrayType(dtype, ndim)
+        raise TypeError(f"kl.ndarray: dtype must be a kiln scalar, vector or matrix type such as kl.f32 "
+                        f"or kl.vec2, got {dtype!r}")
+    if ndim is not None and (not isinstance(ndim, int) or not 1 <= ndim + len(element_shape) <= MAX_NDIM
+                             or ndim < 1):
+        raise ValueError(f"kl.ndarray: ndim must be an int in 1..{MAX_NDIM - len(element_shape)}, got {ndim!r}")
+    return NdArrayType(dtype, None if ndim is None else ndim + len(element_shape), element_shape)
 
 
-KilnType = ScalarType | NdArrayType
+KilnType = ScalarType | NdArrayType | MatrixType
 
 _KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2}
 
@@ -278,3 +384,9 @@ def parse_type_name(name: str) -> ScalarType:
         return SCALARS_BY_NAME[name]
     except KeyError:
         raise ValueError(f"unknown scalar type {name!r}; expected one of {sorted(SCALARS_BY_NAME)}") from None
+
+
+vec2, vec3, vec4 = (vector(n, f32) for n in (2, 3, 4))
+ivec2, ivec3, ivec4 = (vector(n, i32) for n in (2, 3, 4))
+uvec2, uvec3, uvec4 = (vector(n, u32) for n in (2, 3, 4))
+mat2, mat3, mat4 = (matrix(n, n, f32) for n in (2, 3, 4))

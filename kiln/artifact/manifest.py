@@ -30,15 +30,19 @@ class TargetInfo(Record):
 
 
 class ParamInfo(Record):
-    __slots__ = ('layout', 'access', 'shape')
+    __slots__ = ('layout', 'access', 'shape', 'element_shape')
     layout: ParamLayout
     access: str  # how the code uses an ndarray (ACCESS_MODES)
     shape: tuple[ShapeDim, ...] | None  # graph params only: declared shape constraints
+    #: ndarrays of vectors/matrices: the trailing dimensions of each element (() for scalars)
+    element_shape: tuple[int, ...]
 
-    def __init__(self, layout: ParamLayout, access: str, shape: tuple[ShapeDim, ...] | None = None) -> None:
+    def __init__(self, layout: ParamLayout, access: str, shape: tuple[ShapeDim, ...] | None = None,
+                 element_shape: tuple[int, ...] = ()) -> None:
         self.layout = layout
         self.access = access
         self.shape = shape
+        self.element_shape = element_shape
 
 
 class KernelInfo(Record):
@@ -150,6 +154,8 @@ class Manifest(Record):
             d = p.layout.to_json() | {"access": p.access}
             if p.shape is not None:
                 d["shape"] = list(p.shape)
+            if p.element_shape:
+                d["element_shape"] = list(p.element_shape)
             return d
 
         return {
@@ -371,8 +377,38 @@ class _Reader:
                     if not ok:
                         self.fail(f"{where}.shape[{j}]", f"expected a size, a symbol name or null, got {d!r}")
                 shape = tuple(shape_val)
-            out.append(ParamInfo(layout, access, shape))
+            out.append(ParamInfo(layout, access, shape, self.element_shape(p, where, kind, ndim)))
+        self.vector_groups(out, path)
         return tuple(out)
+
+    def element_shape(self, p: Any, where: str, kind: str, ndim: int) -> tuple[int, ...]:
+        """Optional (absent in files written before vectors): the trailing element dimensions."""
+        if p.get("element_shape") is None:
+            return ()
+        es = self.field(p, "element_shape", where, list)
+        if not 1 <= len(es) <= 2 or (kind == "ndarray" and len(es) >= ndim) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 4 for d in es):
+            self.fail(f"{where}.element_shape", f"expected 1 or 2 sizes in 1..4 (fewer than ndim={ndim} for arrays)")
+        return tuple(es)
+
+    def vector_groups(self, params: list[ParamInfo], path: str) -> None:
+        """A vector argument `g` is the scalar params `g.0`, `g.1`, ... all with its element_shape."""
+        i = 0
+        while i < len(params):
+            p = params[i]
+            if p.layout.kind != "scalar" or not p.element_shape:
+                i += 1
+                continue
+            n = 1
+            for d in p.element_shape:
+                n *= d
+            base = p.layout.name.rsplit(".", 1)[0]
+            group = params[i:i + n]
+            if len(group) != n or any(q.layout.kind != "scalar" or q.element_shape != p.element_shape or
+                                      q.layout.name != f"{base}.{k}" for k, q in enumerate(group)):
+                self.fail(f"{path}.params[{i}]", f"vector argument {base!r} needs {n} scalar params "
+                                                  f"{base}.0..{base}.{n - 1} of element_shape {list(p.element_shape)}")
+            i += n
 
     def kernel(self, name: str, k: Any, path: str, target_names: set[str]) -> KernelInfo:
         display = self.field(k, "display_name", path, str)

@@ -13,6 +13,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from kiln import config, passes
 from kiln._extras import install_command, require
 from kiln._version import KILN_VERSION
@@ -36,7 +38,7 @@ from kiln.ir.analysis import array_access
 from kiln.ir.graph import ArgBinding, ConstBinding, Dispatch, GraphIR
 from kiln.ir.nodes import KernelIR
 from kiln.ir.printer import format_graph
-from kiln.types import ScalarType
+from kiln.types import MatrixType, NdArrayType, ScalarType
 
 
 def compile_program(request: CompileRequest, options: CompileOptions | None = None) -> bytes:
@@ -102,10 +104,15 @@ def _graph_ir(g: GraphSpec, lowering: _Lowering) -> GraphIR:
     dispatches = []
     for d in g.dispatches:
         kir = lowering.kernel_ir(d.kernel, d.param_types)
-        bindings = tuple(ArgBinding(a.name) if isinstance(a, GraphArgSpec) else ConstBinding(_const(a, t), t)  # type: ignore[arg-type]
-                         for a, t in zip(d.args, d.param_types))
-        dispatches.append(Dispatch(kir.kernel.name, bindings))
-    return GraphIR(g.name, tuple((a.name, a.type) for a in g.args), tuple(dispatches))
+        bindings: list[ArgBinding | ConstBinding] = []
+        for a, t in zip(d.args, d.param_types):
+            if isinstance(t, MatrixType):  # one binding per element (see _flat_args)
+                bindings += ([ArgBinding(f"{a.name}.{k}") for k in range(t.size)] if isinstance(a, GraphArgSpec)
+                             else [ConstBinding(_const(x, t.dtype), t.dtype) for x in np.ravel(a).tolist()])
+            else:
+                bindings.append(ArgBinding(a.name) if isinstance(a, GraphArgSpec) else ConstBinding(_const(a, t), t))  # type: ignore[arg-type]
+        dispatches.append(Dispatch(kir.kernel.name, tuple(bindings)))
+    return GraphIR(g.name, tuple((name, t) for name, t, _ in _flat_args(g.args)), tuple(dispatches))
 
 
 class _NativeOutputs:
@@ -204,12 +211,14 @@ def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: S
 def _manifest(request: CompileRequest, graphs: Sequence[GraphIR], kernels: Sequence[KernelIR],
               lowering: _Lowering, exported: dict[str, str], out: _NativeOutputs) -> Manifest:
     by_name = lowering.by_name()
+    user_types = {kir.kernel.name: types for (_, types), kir in lowering.lowered.items()}
     return Manifest(
         format_version=(container.FORMAT_MAJOR, container.FORMAT_MINOR),
         kiln_version=KILN_VERSION,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         targets=tuple(out.targets),
-        kernels={k.kernel.name: _kernel_info(k, out.kernel_entries[k.kernel.name]) for k in kernels},
+        kernels={k.kernel.name: _kernel_info(k, out.kernel_entries[k.kernel.name], user_types.get(k.kernel.name, ()))
+                 for k in kernels},
         graphs={g.name: GraphInfo(g.name, _graph_param_infos(spec.args, g, by_name),
                                   tuple(_dispatch_info(d) for d in g.dispatches), out.graph_entries[g.name])
                 for spec, g in zip(request.graphs, graphs)},
@@ -237,10 +246,13 @@ def _const(value: Any, t: ScalarType) -> bool | int | float:
     return float(value)
 
 
-def _kernel_info(kir: KernelIR, entries: dict[str, str]) -> KernelInfo:
+def _kernel_info(kir: KernelIR, entries: dict[str, str], user_types: ParamTypes) -> KernelInfo:
     access = array_access(kir)
     layout = layout_params([(p.name, p.type) for p in kir.kernel.params])
-    params = tuple(ParamInfo(lay, access.get(lay.name, "none")) for lay in layout)
+    # the front end lays a vector argument out as one scalar param per element
+    shapes = [_element_shape(t) for t in user_types for _ in range(t.size if isinstance(t, MatrixType) else 1)]
+    shapes += [()] * (len(layout) - len(shapes))
+    params = tuple(ParamInfo(lay, access.get(lay.name, "none"), None, es) for lay, es in zip(layout, shapes))
     return KernelInfo(kir.kernel.name, kir.display_name or kir.kernel.name, params, entries)
 
 
@@ -252,10 +264,32 @@ def _graph_param_infos(args: Sequence[GraphArgSpec], g: GraphIR, by_ir: dict[str
         for p, b in zip(kir.kernel.params, d.bindings):
             if isinstance(b, ArgBinding) and p.name in access:
                 modes[b.name].update({"readwrite": ("read", "write")}.get(access[p.name], (access[p.name],)))
-    layout = layout_params([(a.name, a.type) for a in args])
+    flat = _flat_args(args)
+    layout = layout_params([(name, t) for name, t, _ in flat])
+    shapes = {a.name: a.shape for a in args}
     out = []
-    for a, lay in zip(args, layout):
-        m = modes[a.name] - {"none"}
+    for (name, _, es), lay in zip(flat, layout):
+        if lay.kind != "ndarray":
+            out.append(ParamInfo(lay, "read", None, es))
+            continue
+        m = modes[name] - {"none"}
         acc = "readwrite" if m == {"read", "write"} else next(iter(m)) if m else "none"
-        out.append(ParamInfo(lay, acc if lay.kind == "ndarray" else "read", a.shape))
+        out.append(ParamInfo(lay, acc, shapes[name], es))
     return tuple(out)
+
+
+def _element_shape(t: object) -> tuple[int, ...]:
+    if isinstance(t, MatrixType):
+        return t.shape
+    return t.element_shape if isinstance(t, NdArrayType) else ()
+
+
+def _flat_args(args: Sequence[GraphArgSpec]) -> list[tuple[str, ScalarType | NdArrayType, tuple[int, ...]]]:
+    """Graph arguments as the native block sees them: a vector argument `g` is `g.0`, `g.1`..."""
+    out: list[tuple[str, ScalarType | NdArrayType, tuple[int, ...]]] = []
+    for a in args:
+        if isinstance(a.type, MatrixType):
+            out += [(f"{a.name}.{k}", a.type.dtype, a.type.shape) for k in range(a.type.size)]
+        else:
+            out.append((a.name, a.type, _element_shape(a.type)))
+    return out

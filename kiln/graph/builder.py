@@ -17,7 +17,7 @@ from kiln.driver import CompileRequest, DispatchSpec, GraphArgSpec, GraphSpec, r
 from kiln.errors import ArgumentError, ArgumentValueError
 from kiln.graph.linking import compile_and_link
 from kiln.lang.kernel import Kernel
-from kiln.types import NdArrayType, ScalarType
+from kiln.types import MatrixType, NdArrayType, ScalarType
 
 if TYPE_CHECKING:
     from kiln.runtime.compiled import CompiledGraph
@@ -40,6 +40,8 @@ class Arg:
                 raise ValueError(f"kl.Arg {name!r}: graph arrays need a dtype and ndim, got {type!r}")
             if shape is not None:
                 shape = tuple(shape)
+                if type.element_shape and len(shape) == type.outer_ndim:
+                    shape += type.element_shape  # shapes of vector arrays may leave out the element dims
                 if len(shape) != type.ndim:
                     raise ValueError(f"kl.Arg {name!r}: shape {shape} has {len(shape)} dimensions, "
                                      f"the array has ndim={type.ndim}")
@@ -49,11 +51,12 @@ class Arg:
                     if not ok:
                         raise ValueError(f"kl.Arg {name!r}: shape entries must be ints >= 0, symbol names or "
                                          f"None, got {d!r}")
-        elif isinstance(type, ScalarType):
+        elif isinstance(type, ScalarType | MatrixType):
             if shape is not None:
-                raise ValueError(f"kl.Arg {name!r}: a scalar argument has no shape")
+                raise ValueError(f"kl.Arg {name!r}: a scalar or vector argument has no shape")
         else:
-            raise TypeError(f"kl.Arg {name!r}: type must be a kiln scalar type or kl.ndarray(...), got {type!r}")
+            raise TypeError(f"kl.Arg {name!r}: type must be a kiln scalar type, a vector/matrix type such as "
+                            f"kl.vec2 or kl.ndarray(...), got {type!r}")
         self.name = name
         self.type = type
         self.shape = shape
@@ -152,6 +155,13 @@ def _record(kernel: Any, args: tuple[Any, ...]) -> RecordedDispatch:
         elif isinstance(ann, ScalarType):
             _check_const(where, ann, a)
             types.append(ann)
+        elif isinstance(ann, MatrixType):  # a constant vector: a tuple, list or array of the shape
+            if np.shape(a) != ann.shape:
+                raise ArgumentError(f"{where}: expects {ann!r} (a kl.Arg or a constant of shape {ann.shape}), "
+                                    f"got {a!r}")
+            for x in np.ravel(np.asarray(a, dtype=object)).tolist():
+                _check_const(where, ann.dtype, x)
+            types.append(ann)
         else:
             raise ArgumentError(f"{where}: an ndarray parameter needs a kl.Arg, got {type(a).__name__} "
                                 "(arrays are never baked into a graph)")
@@ -160,7 +170,7 @@ def _record(kernel: Any, args: tuple[Any, ...]) -> RecordedDispatch:
 
 def _match(where: str, ann: ScalarType | NdArrayType, a: Arg) -> ScalarType | NdArrayType:
     t = a.type
-    if isinstance(ann, ScalarType):
+    if isinstance(ann, ScalarType | MatrixType):
         if t != ann:
             raise ArgumentError(f"{where}: expects {ann!r}, got {a!r}")
         return ann

@@ -14,7 +14,16 @@ import numpy as np
 
 from kiln.errors import ArgumentError, KernelError
 from kiln.lang.transformer import SourceInfo
-from kiln.types import DEFAULT_FLOAT, DEFAULT_INT, NdArrayType, ScalarType, bool_, from_numpy, ndarray
+from kiln.types import (
+    DEFAULT_FLOAT,
+    DEFAULT_INT,
+    MatrixType,
+    NdArrayType,
+    ScalarType,
+    bool_,
+    from_numpy,
+    ndarray,
+)
 
 _ANN_CASTS: dict[int, ScalarType] = {id(int): DEFAULT_INT, id(float): DEFAULT_FLOAT, id(bool): bool_}
 
@@ -113,8 +122,8 @@ class Compilable:
         return ann
 
     def _to_type(self, ann: Any, node: ast.AST, what: str) -> ScalarType | NdArrayType:
-        if isinstance(ann, ScalarType | NdArrayType):
-            return ann
+        if isinstance(ann, ScalarType | NdArrayType | MatrixType):
+            return ann  # type: ignore[return-value]
         if ann is ndarray:
             return NdArrayType(None, None)
         if id(ann) in _ANN_CASTS:
@@ -166,7 +175,7 @@ class Compilable:
             raise ArgumentError(f"{self.kind} '{self.name}' has {len(anns)} parameter(s), got {len(types)} type(s)")
         out: list[ScalarType | NdArrayType] = []
         for pname, ann, t in zip(self.param_names, anns, types):
-            if isinstance(ann, ScalarType):
+            if isinstance(ann, ScalarType | MatrixType):
                 if t != ann:
                     raise ArgumentError(f"parameter '{pname}' of {self.kind} '{self.name}' is {ann!r}, got {t!r}")
                 out.append(ann)
@@ -174,7 +183,8 @@ class Compilable:
             if not isinstance(t, NdArrayType) or not t.is_concrete:
                 raise ArgumentError(f"parameter '{pname}' of {self.kind} '{self.name}' needs a concrete "
                                     f"ndarray type, got {t!r}")
-            if (ann.dtype is not None and ann.dtype != t.dtype) or (ann.ndim is not None and ann.ndim != t.ndim):
+            if (ann.dtype is not None and ann.dtype != t.dtype) or (ann.ndim is not None and ann.ndim != t.ndim) or (
+                    ann.element_shape != t.element_shape):
                 raise ArgumentError(f"parameter '{pname}' of {self.kind} '{self.name}' is {ann!r}, got {t!r}")
             out.append(t)
         return tuple(out)

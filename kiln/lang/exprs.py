@@ -11,12 +11,15 @@ import numpy as np
 
 from kiln.ir import nodes as ir
 from kiln.ir.builtins import BUILTINS, as_float
+from kiln.lang import matrices as mx
+from kiln.lang import matrix_syntax as vec
 from kiln.lang.builtins_py import PY_ALIASES, PY_BUILTINS, BuiltinStub
 from kiln.lang.callables import Compilable, Func
 from kiln.lang.transformer import ASTTransformer, LocalVar, LoopCtx, NameResolver, Scope
 from kiln.lang.values import (
     LangError,
     Lit,
+    MatrixVal,
     Scalar,
     ShapeOf,
     Static,
@@ -39,6 +42,7 @@ from kiln.types import (
     DEFAULT_FLOAT,
     DEFAULT_INT,
     INDEX,
+    MatrixType,
     NdArrayType,
     ScalarType,
     bool_,
@@ -103,13 +107,17 @@ class ExprMixin(ASTTransformer):
 
     # -- helpers ---------------------------------------------------------------------------
     def scalar(self, node: ast.expr) -> Scalar:
-        v = self.visit(node)
+        return self.as_scalar(self.visit(node), node)
+
+    def as_scalar(self, v: Value, node: ast.expr) -> Scalar:
         if isinstance(v, ir.Expr | Lit):
             return v
         if isinstance(v, ir.ArrayRef):
             raise type_error(f"array '{v.name}' cannot be used as a scalar value here", node)
         if isinstance(v, VoidCall):
             raise LangError(f"func '{v.name}' returns no value", node)
+        if isinstance(v, MatrixVal):
+            raise type_error(f"{describe(v)} cannot be used where a scalar is needed", node)
         raise LangError(f"{describe(v)} cannot be used as a value here", node)
 
     def expr(self, node: ast.expr) -> ir.Expr:
@@ -132,10 +140,14 @@ class ExprMixin(ASTTransformer):
                 return consts[name]
         if name in self.scope.locals:
             lv = self.scope.locals[name]
+            if isinstance(lv, vec.MatrixLocal):
+                return vec.local_value(self, name, lv, node)
             self.check_region(name, lv)
             return ir.Var(lv.type, self.loc(node), lv.ir_name)
         if name in self.scope.params:
             p = self.scope.params[name]
+            if isinstance(p, MatrixVal):
+                return p
             if isinstance(p, ir.ArrayRef):
                 return ir.ArrayRef(p.name, p.type, self.loc(node))
             return dataclasses.replace(p, loc=self.loc(node))  # type: ignore[type-var]
@@ -156,11 +168,13 @@ class ExprMixin(ASTTransformer):
     def visit_Attribute(self, node: ast.Attribute) -> Value:
         base = self.visit(node.value)
         attr = node.attr
+        if isinstance(base, MatrixVal):
+            return vec.attribute(self, base, node)
         if isinstance(base, ir.ArrayRef):
             if attr == "shape":
                 return ShapeOf(base)
             if attr == "ndim":
-                return Lit(base.type.ndim)  # type: ignore[arg-type]
+                return Lit(base.type.outer_ndim)  # type: ignore[arg-type]
             if attr == "dtype":
                 return Static(base.type.dtype)
             raise LangError(f"arrays have no attribute '{attr}' in kernels (use .shape, .ndim, .dtype)")
@@ -177,7 +191,7 @@ class ExprMixin(ASTTransformer):
         loc = self.loc(node)
         if isinstance(base, ShapeOf):
             idx = self.visit(node.slice)
-            ndim = base.array.type.ndim or 0
+            ndim = base.array.type.outer_ndim or 0
             if not isinstance(idx, Lit) or isinstance(idx.value, bool) or not isinstance(idx.value, int):
                 raise LangError("x.shape must be indexed with a constant integer")
             dim = idx.value + ndim if idx.value < 0 else idx.value
@@ -185,6 +199,10 @@ class ExprMixin(ASTTransformer):
                 raise LangError(f"shape index {idx.value} is out of range for array "
                                 f"'{base.array.name}' with {ndim} dimension(s)")
             return ir.Shape(INDEX, loc, base.array, dim)
+        if isinstance(base, MatrixVal):
+            return vec.subscript(self, base, node)
+        if isinstance(base, ir.ArrayRef) and base.type.element_shape:
+            return vec.load_element(self, base, node)
         if isinstance(base, ir.ArrayRef):
             indices = self.array_indices(base, node.slice)
             return ir.Load(base.type.dtype, loc, base, indices)  # type: ignore[arg-type]
@@ -201,24 +219,25 @@ class ExprMixin(ASTTransformer):
                 isinstance(e, ast.Slice) for e in sl.elts)):
             raise LangError("slicing is not supported in kernels; index one element at a time")
         elts = sl.elts if isinstance(sl, ast.Tuple) else [sl]
-        ndim = arr.type.ndim
-        if len(elts) != ndim:
+        ndim = arr.type.outer_ndim
+        vals = [(x, e) for e in elts for x in vec.expand_index(self.visit(e), e)]  # x[I]: I an ivec
+        if len(vals) != ndim:
             raise type_error(f"array '{arr.name}' has {ndim} dimension(s) but is indexed with "
-                             f"{len(elts)} index(es)")
+                             f"{len(vals)} index(es)")
         out = []
-        for e in elts:
-            v = self.visit(e)
-            if isinstance(v, TupleVal | ShapeOf | Static | ir.ArrayRef):
+        for v, e in vals:
+            if isinstance(v, TupleVal | ShapeOf | Static | ir.ArrayRef | VoidCall | MatrixVal):
                 raise type_error(f"array index must be an integer, got {describe(v)}", e)
             out.append(index_expr(v, self.loc(e), "array index"))
         return tuple(out)
 
     # -- operators -------------------------------------------------------------------------
     def visit_BinOp(self, node: ast.BinOp) -> Value:
-        op = _BINOPS.get(type(node.op))
-        if op is None:
-            raise LangError("the '@' operator is not supported in kernels")
-        return self.binary(op, self.scalar(node.left), self.scalar(node.right), self.loc(node))
+        op = _BINOPS.get(type(node.op))  # None: '@'
+        left, right = self.visit(node.left), self.visit(node.right)
+        if op is None or isinstance(left, MatrixVal) or isinstance(right, MatrixVal):
+            return mx.binop(self, op, left, right, self.loc(node))
+        return self.binary(op, self.as_scalar(left, node.left), self.as_scalar(right, node.right), self.loc(node))
 
     def binary(self, op: ir.BinaryOp, a: Scalar, b: Scalar, loc: ir.Loc) -> Scalar:
         if isinstance(a, Lit) and isinstance(b, Lit):
@@ -250,7 +269,10 @@ class ExprMixin(ASTTransformer):
         return ir.Binary(t, loc, op, cast_to(a, t, loc), cast_to(b, t, loc))
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> Value:
-        v = self.scalar(node.operand)
+        operand = self.visit(node.operand)
+        if isinstance(operand, MatrixVal):
+            return mx.unary(self, node, operand)
+        v = self.as_scalar(operand, node.operand)
         loc = self.loc(node)
         if isinstance(node.op, ast.Not):
             if isinstance(v, Lit):
@@ -296,7 +318,10 @@ class ExprMixin(ASTTransformer):
 
     def visit_Compare(self, node: ast.Compare) -> Value:
         loc = self.loc(node)
-        left = self.scalar(node.left)
+        first = self.visit(node.left)
+        if isinstance(first, MatrixVal) and len(node.ops) == 1 and type(node.ops[0]) in _CMPOPS:
+            return mx.compare(self, _CMPOPS[type(node.ops[0])], first, self.visit(node.comparators[0]), loc)
+        left = self.as_scalar(first, node.left)
         result: Scalar | None = None
         for op_node, right_node in zip(node.ops, node.comparators):
             op = _CMPOPS.get(type(op_node))
@@ -320,12 +345,18 @@ class ExprMixin(ASTTransformer):
         return ir.Select(t, loc, c, cast_to(a, t, loc), cast_to(b, t, loc))
 
     def visit_IfExp(self, node: ast.IfExp) -> Value:
-        return self.select(self.scalar(node.test), self.scalar(node.body), self.scalar(node.orelse),
-                           self.loc(node))
+        body, orelse = self.visit(node.body), self.visit(node.orelse)
+        if isinstance(body, MatrixVal) or isinstance(orelse, MatrixVal):
+            return vec.select(self, self.scalar(node.test), body, orelse, self.loc(node))
+        return self.select(self.scalar(node.test), self.as_scalar(body, node.body),
+                           self.as_scalar(orelse, node.orelse), self.loc(node))
 
     # -- calls -----------------------------------------------------------------------------
     def visit_Call(self, node: ast.Call) -> Value:
         fv = self.visit(node.func)
+        vector_result = vec.call(self, fv, node)  # vector types, kl.Vector, kl.math, v.norm()...
+        if vector_result is not None:
+            return vector_result
         if node.keywords:
             raise LangError("keyword arguments are not supported in calls inside kernels")
         if any(isinstance(a, ast.Starred) for a in node.args):
@@ -379,14 +410,19 @@ class ExprMixin(ASTTransformer):
         if stub.arity is not None:
             self._arity(stub.name, stub.arity, node)    # the registry's parameter count
         if stub.kind == "select":
-            c, a, b = (self.scalar(x) for x in node.args)
-            return self.select(c, a, b, loc)
+            c, a, b = (self.visit(x) for x in node.args)
+            if any(isinstance(x, MatrixVal) for x in (c, a, b)):
+                return vec.select(self, c, a, b, loc)
+            return self.select(*(self.as_scalar(x, n) for x, n in zip((c, a, b), node.args)), loc)
         if stub.kind == "cast":
             tv = self.visit(node.args[1])
             t = as_scalar_type(tv.obj) if isinstance(tv, Static) else None
             if t is None:
                 raise type_error("kl.cast() needs a kiln scalar type such as kl.f32 as its second argument")
-            return self.cast(self.scalar(node.args[0]), t, loc)
+            value = self.visit(node.args[0])
+            if isinstance(value, MatrixVal):
+                return vec.cast(self, value, tv, loc)
+            return self.cast(self.as_scalar(value, node.args[0]), t, loc)
         if stub.kind == "atomic":
             op = ir.AtomicOp(stub.name.removeprefix("atomic_"))
             sub = node.args[0]
@@ -425,10 +461,13 @@ class ExprMixin(ASTTransformer):
                             "static loop variables)")
         return v
 
-    def builtin_call(self, name: str, node: ast.Call) -> ir.Expr:
+    def builtin_call(self, name: str, node: ast.Call) -> Value:
         b = BUILTINS[name]
         self._arity(name, b.arity, node)
-        return self.builtin_call_values(name, [self.scalar(a) for a in node.args], node)
+        args = [self.visit(a) for a in node.args]
+        if any(isinstance(a, MatrixVal) for a in args):
+            return vec.builtin(self, name, args, node)
+        return self.builtin_call_values(name, [self.as_scalar(a, n) for a, n in zip(args, node.args)], node)
 
     def builtin_call_values(self, name: str, args: list[Scalar], node: ast.AST) -> ir.Expr:
         b = BUILTINS[name]
@@ -460,6 +499,10 @@ class ExprMixin(ASTTransformer):
         types: list[ScalarType | NdArrayType] = []
         for pname, ann, a in zip(func.param_names, func.annotations, node.args):
             v = self.visit(a)
+            if isinstance(ann, MatrixType):  # one IR argument per element, as kernels' vector params
+                args += vec.func_argument(self, func.name, pname, ann, v, a)
+                types.append(ann)  # type: ignore[arg-type]
+                continue
             if isinstance(ann, NdArrayType):
                 if not isinstance(v, ir.ArrayRef):
                     raise type_error(f"argument '{pname}' of func '{func.name}' must be an array, got "

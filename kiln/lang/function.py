@@ -8,16 +8,19 @@ import re
 from kiln.errors import KernelError
 from kiln.ir import nodes as ir
 from kiln.lang.callables import Compilable, Func
+from kiln.lang.matrix_assign import vector_params
 from kiln.lang.stmts import StmtMixin, always_returns
 from kiln.lang.transformer import LoopCtx, NameResolver, Scope, SourceInfo
 from kiln.lang.values import LangError, Value
-from kiln.types import NdArrayType, ScalarType
+from kiln.types import MatrixType, NdArrayType, ScalarType
 
 
 def mangle(qualname: str, types: tuple[ScalarType | NdArrayType, ...]) -> str:
     """`clamp` with (f32, f32, f32) -> `clamp__f32_f32_f32`; arrays are `f32a2` (dtype + ndim)."""
     base = re.sub(r"[^0-9A-Za-z_]", "_", qualname.replace(".<locals>.", "."))
-    parts = [f"{t.dtype.name}a{t.ndim}" if isinstance(t, NdArrayType) else t.name for t in types]  # type: ignore[union-attr]
+    parts = [f"{t.dtype.name}a{t.ndim}" if isinstance(t, NdArrayType) else  # type: ignore[union-attr]
+             f"{t.dtype.name}v{'x'.join(map(str, t.shape))}" if isinstance(t, MatrixType) else t.name
+             for t in types]
     return base + "__" + "_".join(parts) if parts else base + "__"
 
 
@@ -55,6 +58,9 @@ class FunctionCompiler(StmtMixin):
         assigned = {n.id for n in ast.walk(fdef) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         for arg, t in zip(fdef.args.posonlyargs + fdef.args.args, self.types):
             loc = self.loc(arg)
+            if isinstance(t, MatrixType):  # a vector argument: one scalar IR param per element
+                params += vector_params(self, arg.arg, t, loc)
+                continue
             params.append(ir.Param(arg.arg, t, loc))
             value: Value
             if isinstance(t, NdArrayType):

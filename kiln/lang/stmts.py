@@ -6,12 +6,14 @@ import ast
 from typing import Any
 
 from kiln.ir import nodes as ir
+from kiln.lang import matrix_assign as vec_assign
 from kiln.lang.builtins_py import BuiltinStub
 from kiln.lang.exprs import _BINOPS, ExprMixin, as_scalar_type
 from kiln.lang.transformer import LocalVar, LoopCtx
 from kiln.lang.values import (
     LangError,
     Lit,
+    MatrixVal,
     Scalar,
     Static,
     TupleVal,
@@ -26,7 +28,7 @@ from kiln.lang.values import (
     truthy,
     type_error,
 )
-from kiln.types import DEFAULT_INT, INDEX, ScalarType
+from kiln.types import DEFAULT_INT, INDEX, MatrixType, ScalarType
 
 _AUG_ATOMIC: dict[type, ir.AtomicOp] = {
     ast.Add: ir.AtomicOp.ADD, ast.Sub: ir.AtomicOp.SUB, ast.BitAnd: ir.AtomicOp.AND,
@@ -50,9 +52,13 @@ class StmtMixin(ExprMixin):
             self.nesting -= 1
 
     def stmts(self, body: list[ast.stmt]) -> Stmts:
+        outer = vec_assign.take_pending(self)  # an enclosing `if` test's helpers stay outside this body
         out: Stmts = []
         for s in body:
-            out.extend(self.visit(s))
+            stmts = self.visit(s)
+            out.extend(vec_assign.take_pending(self))  # locals that kl.svd() & co. computed first
+            out.extend(stmts)
+        vec_assign.restore_pending(self, outer)
         return out
 
     # -- locals ----------------------------------------------------------------------------
@@ -89,7 +95,12 @@ class StmtMixin(ExprMixin):
             self.scope.locals[name] = lv
         return lv
 
-    def assign_name(self, name: str, v: Value, loc: ir.Loc, ann: ScalarType | None = None) -> Stmts:
+    def assign_name(self, name: str, v: Value, loc: ir.Loc, ann: ScalarType | MatrixType | None = None) -> Stmts:
+        current = self.scope.locals.get(name)
+        if isinstance(v, MatrixVal) or isinstance(ann, MatrixType) or isinstance(current, vec_assign.MatrixLocal):
+            if isinstance(current, vec_assign.MatrixLocal) and not isinstance(v, MatrixVal) and ann is None:
+                raise vec_assign.scalar_into_vector_local(name, current)
+            return vec_assign.assign_local(self, name, v, loc, ann)
         if not isinstance(v, ir.Expr | Lit):
             if isinstance(v, ir.ArrayRef):
                 raise LangError(f"cannot assign array '{v.name}' to a variable: arrays are only "
@@ -112,6 +123,10 @@ class StmtMixin(ExprMixin):
     def assign_target(self, target: ast.expr, v: Value, loc: ir.Loc) -> Stmts:
         if isinstance(target, ast.Name):
             return self.assign_name(target.id, v, loc)
+        if isinstance(target, ast.Subscript | ast.Attribute):
+            stored = vec_assign.store(self, target, v, loc)  # vector elements and components
+            if stored is not None:
+                return stored
         if isinstance(target, ast.Subscript):
             arr, idx = self.array_target(target)
             if not isinstance(v, ir.Expr | Lit):
@@ -124,6 +139,8 @@ class StmtMixin(ExprMixin):
         if len(node.targets) != 1:
             raise LangError("chained assignment (a = b = ...) is not supported in kernels")
         target, loc = node.targets[0], self.loc(node)
+        if isinstance(target, ast.Tuple) and not isinstance(node.value, ast.Tuple):
+            return vec_assign.unpack(self, target, self.visit(node.value), loc)  # U, S, V = kl.svd(F)
         if isinstance(target, ast.Tuple):
             if not isinstance(node.value, ast.Tuple) or len(node.value.elts) != len(target.elts):
                 raise LangError("tuple assignment needs a tuple of the same length on the right")
@@ -141,6 +158,10 @@ class StmtMixin(ExprMixin):
             for t_node, v in zip(target.elts, vals):
                 out.extend(self.assign_target(t_node, v, loc))
             return out
+        if isinstance(node.value, ast.List) and isinstance(target, ast.Subscript | ast.Attribute):
+            stored = vec_assign.store_list(self, target, node.value, loc)  # grid_v[i, j] = [0.0, 0.0]
+            if stored is not None:
+                return stored
         return self.assign_target(target, self.visit(node.value), loc)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> Stmts:
@@ -149,6 +170,8 @@ class StmtMixin(ExprMixin):
         if node.value is None:
             raise LangError("a variable declaration needs a value: x: kl.f32 = 0.0")
         tv = self.visit(node.annotation)
+        if isinstance(tv, Static) and isinstance(tv.obj, MatrixType):
+            return self.assign_name(node.target.id, self.visit(node.value), self.loc(node), ann=tv.obj)
         t = as_scalar_type(tv.obj) if isinstance(tv, Static) else None
         if t is None:
             raise type_error("local variable annotations must be kiln scalar types such as kl.f32",
@@ -157,19 +180,28 @@ class StmtMixin(ExprMixin):
 
     def visit_AugAssign(self, node: ast.AugAssign) -> Stmts:
         loc = self.loc(node)
-        op = _BINOPS.get(type(node.op))
-        if op is None:
-            raise LangError("the '@=' operator is not supported in kernels")
+        op = _BINOPS.get(type(node.op))  # None: '@='
         target = node.target
+        rhs = self.visit(node.value)
+        if isinstance(target, ast.Name | ast.Subscript | ast.Attribute):
+            stored = vec_assign.aug_store(self, target, op, rhs, loc)
+            if stored is not None:
+                return stored
+        if op is None:
+            raise LangError("the '@=' operator needs a matrix or vector target")
         if isinstance(target, ast.Name):
             cur = self.scalar(target)
-            new = self.binary(op, cur, self.scalar(node.value), loc)
+            if isinstance(rhs, MatrixVal):
+                raise type_error(f"'{target.id}' is a scalar and cannot be updated with {describe(rhs)}")
+            new = self.binary(op, cur, self.as_scalar(rhs, node.value), loc)
             return self.assign_name(target.id, new, loc)
         if isinstance(target, ast.Subscript):
             arr, idx = self.array_target(target)
             dtype = arr.type.dtype
             assert dtype is not None
-            value = self.scalar(node.value)
+            if isinstance(rhs, MatrixVal):
+                raise type_error(f"cannot update a scalar array element with {describe(rhs)}")
+            value = self.as_scalar(rhs, node.value)
             aop = _AUG_ATOMIC.get(type(node.op))
             if aop is not None:
                 if aop in (ir.AtomicOp.AND, ir.AtomicOp.OR, ir.AtomicOp.XOR) and dtype.is_float:
@@ -246,6 +278,7 @@ class StmtMixin(ExprMixin):
         if node.orelse:
             raise LangError("while ... else is not supported in kernels")
         cond = truthy(self.scalar(node.test), self.loc(node.test))
+        vec_assign.no_pending(self, "a while condition")
         self.loops.append(LoopCtx("serial", node.lineno))
         try:
             body = self.block(node.body)

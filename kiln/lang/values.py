@@ -10,6 +10,7 @@ import numpy as np
 
 from kiln.ir import nodes as ir
 from kiln.types import (
+    DEFAULT_FLOAT,
     INDEX,
     ScalarType,
     bool_,
@@ -76,7 +77,17 @@ class VoidCall:
     name: str
 
 
-Value = ir.Expr | ir.ArrayRef | Lit | Static | ShapeOf | TupleVal | VoidCall
+@dataclass(frozen=True)
+class MatrixVal:
+    """A vector (`shape == (n,)`) or matrix (`(n, m)`) value: scalar IR expressions of type
+    `dtype`, row-major. Its operations expand into scalar IR in kiln.lang.matrices."""
+
+    shape: tuple[int, ...]
+    dtype: ScalarType
+    items: tuple[ir.Expr, ...]
+
+
+Value = ir.Expr | ir.ArrayRef | Lit | Static | ShapeOf | TupleVal | VoidCall | MatrixVal
 Scalar = ir.Expr | Lit
 
 
@@ -90,7 +101,21 @@ def from_python(obj: object) -> Value:
         if t is None:
             raise LangError(f"numpy scalar of dtype {obj.dtype} is not supported in kernels")
         return ir.Const(t, ir.NO_LOC, _py_value(obj.item(), t))
+    if isinstance(obj, np.ndarray) and obj.ndim in (1, 2) and 1 <= min(obj.shape) and max(obj.shape) <= 4:
+        return _constant_matrix(obj)
     return Static(obj)
+
+
+def _constant_matrix(arr: np.ndarray) -> Value:
+    """A captured numpy array of 1..4 (x 1..4) numbers (`g = kl.vec3(0, -9.8, 0)` at module
+    level) is a constant vector/matrix."""
+    t = from_numpy(arr.dtype)
+    if t is None:
+        return Static(arr)
+    if arr.dtype == np.float64:
+        t = DEFAULT_FLOAT  # np.array([0.5, 1.0]) built in Python: Taichi's default_fp
+    items = tuple(lit_const(_py_value(x.item(), t), t, ir.NO_LOC) for x in arr.ravel())
+    return MatrixVal(tuple(arr.shape), t, items)
 
 
 def _py_value(v: bool | float, t: ScalarType) -> bool | int | float:
@@ -191,4 +216,6 @@ def describe(v: Value) -> str:
         return "a tuple"
     if isinstance(v, VoidCall):
         return f"the result of func '{v.name}', which returns no value,"
+    if isinstance(v, MatrixVal):
+        return f"a {'vector' if len(v.shape) == 1 else 'matrix'} of shape {v.shape}"
     return "a scalar"

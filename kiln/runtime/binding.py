@@ -21,7 +21,7 @@ from kiln.artifact.manifest import ParamInfo, ShapeDim
 from kiln.errors import ArgumentError, ArgumentValueError
 from kiln.types import SCALARS_BY_NAME, NdArrayType, from_numpy, value_range
 
-_ARRAY, _BOOL, _INT, _FLOAT = 0, 1, 2, 3
+_ARRAY, _BOOL, _INT, _FLOAT, _VECTOR = 0, 1, 2, 3, 4
 
 
 def _probe_data_offset() -> int:
@@ -56,8 +56,9 @@ def data_pointer(a: np.ndarray) -> int:
 class ArgPlan(Record):
     """What one parameter needs from its argument, computed once per graph or kernel."""
 
-    __slots__ = ('name', 'kind', 'dtype', 'type_name', 'ndim', 'needs_write', 'shape', 'lo', 'hi', 'array_type')
-    _defaults: ClassVar[dict[str, Any]] = {'lo': 0, 'hi': 0, 'array_type': None}
+    __slots__ = ('name', 'kind', 'dtype', 'type_name', 'ndim', 'needs_write', 'shape', 'lo', 'hi', 'array_type',
+                 'element_dims', 'parts')
+    _defaults: ClassVar[dict[str, Any]] = {'lo': 0, 'hi': 0, 'array_type': None, 'element_dims': 0, 'parts': ()}
     name: str
     kind: int
     dtype: np.dtype | None
@@ -68,6 +69,8 @@ class ArgPlan(Record):
     lo: int | float
     hi: int | float
     array_type: NdArrayType | None   # arrays: the concrete type, whose `mismatch` words errors
+    element_dims: int  # trailing dims of a vector/matrix element (0: scalar elements)
+    parts: tuple[ArgPlan, ...]  # a vector/matrix scalar param: one plan per component
 
 
 class ArgBinder:
@@ -79,12 +82,31 @@ class ArgBinder:
 
     def __init__(self, params: tuple[ParamInfo, ...], owner: str) -> None:
         self.owner = owner
-        self.names = tuple(p.layout.name for p in params)
-        self.name_set = frozenset(self.names)
         self.struct = block_struct([p.layout for p in params])
-        self.plans = tuple(self._plan(p) for p in params)
+        self.plans = self._plans(params)
+        self.names = tuple(p.name for p in self.plans)
+        self.name_set = frozenset(self.names)
         self.fast_plans = tuple((p.name, p.kind == _ARRAY, p.dtype, p.ndim, p.shape, p) for p in self.plans)
         self.has_symbols = any(isinstance(d, str) for p in params if p.shape for d in p.shape)
+
+    @classmethod
+    def _plans(cls, params: tuple[ParamInfo, ...]) -> tuple[ArgPlan, ...]:
+        """One plan per argument: a vector/matrix scalar argument `g` is laid out as the
+        consecutive scalar params `g.0`, `g.1`, ... that carry its element_shape."""
+        out: list[ArgPlan] = []
+        i = 0
+        while i < len(params):
+            p = params[i]
+            if p.layout.kind != "scalar" or not p.element_shape:
+                out.append(cls._plan(p))
+                i += 1
+                continue
+            n = math.prod(p.element_shape)
+            parts = tuple(cls._plan(q) for q in params[i:i + n])
+            out.append(ArgPlan(p.layout.name.rsplit(".", 1)[0], _VECTOR, None, p.layout.dtype, 0, False,
+                               tuple(p.element_shape), parts=parts))
+            i += n
+        return tuple(out)
 
     @staticmethod
     def _plan(p: ParamInfo) -> ArgPlan:
@@ -92,8 +114,14 @@ class ArgBinder:
         st = SCALARS_BY_NAME[lay.dtype]
         dt = st.np_dtype
         if lay.kind == "ndarray":
-            return ArgPlan(lay.name, _ARRAY, dt, lay.dtype, lay.ndim, p.access in ("write", "readwrite"), p.shape,
-                         array_type=NdArrayType(st, lay.ndim))
+            shape = p.shape
+            if p.element_shape and shape is None:
+                # ndarrays of vectors: the element dims are checked like declared sizes, so plain
+                # scalar arrays (shape None) keep their check-free fast path
+                shape = (None,) * (lay.ndim - len(p.element_shape)) + tuple(p.element_shape)
+            return ArgPlan(lay.name, _ARRAY, dt, lay.dtype, lay.ndim, p.access in ("write", "readwrite"), shape,
+                           array_type=NdArrayType(st, lay.ndim, tuple(p.element_shape)),
+                           element_dims=len(p.element_shape))
         kind = _BOOL if st.is_bool else _INT if st.is_int else _FLOAT
         lo, hi = value_range(st)
         return ArgPlan(lay.name, kind, dt, lay.dtype, 0, False, None, lo, hi)
@@ -137,7 +165,10 @@ class ArgBinder:
                 values.append(id(a) if objects else data_pointer(a))  # type: ignore[arg-type]
                 values += shape
             else:
-                values.append(self.scalar(plan, a))
+                if plan.kind != _VECTOR:
+                    values.append(self.scalar(plan, a))
+                else:
+                    values += self.vector(plan, a)
         return self.struct.pack(*values)
 
     # ------------------------------------------------------------------------------ checks
@@ -191,6 +222,10 @@ class ArgBinder:
             if want is None:
                 continue
             if isinstance(want, int):
+                if got != want and k >= plan.ndim - plan.element_dims:
+                    raise ArgumentError(f"{self.where(plan)}: expected an array of elements of shape "
+                                        f"{plan.shape[plan.ndim - plan.element_dims:]} (the last dimension(s)), "
+                                        f"got shape {shape}")
                 if got != want:
                     raise ArgumentValueError(f"{self.where(plan)}: dimension {k} must be {want}, got shape {shape}")
             else:
@@ -199,6 +234,18 @@ class ArgBinder:
                     raise ArgumentValueError(
                         f"{self.where(plan)}: dimension {k} is {got} but shape symbol "
                         f"{want!r} is {bound} from an earlier argument (shapes declared {plan.shape})")
+
+    def vector(self, plan: ArgPlan, v: object) -> list[object]:
+        """A vector/matrix argument: a tuple, list or numpy array of the element shape."""
+        try:
+            arr = np.asarray(v)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.shape != plan.shape or arr.dtype.kind not in "biuf":
+            got = f"shape {arr.shape}" if arr is not None and arr.dtype.kind in "biuf" else type(v).__name__
+            raise ArgumentError(f"{self.owner}: argument {plan.name!r}: expected a {plan.type_name} vector/matrix "
+                                f"of shape {plan.shape} (a tuple, list or numpy array), got {got}")
+        return [self.scalar(part, x) for part, x in zip(plan.parts, arr.ravel().tolist())]
 
     def scalar(self, plan: ArgPlan, v: object) -> object:
         """The checked value of a scalar argument, as the block stores it."""

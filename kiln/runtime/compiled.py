@@ -91,7 +91,7 @@ class CompiledKernel(_Runnable):
         super().__init__(module, f"kernel {name!r}", info.params, symbol)
         self.name = name
         self.info = info
-        self._names = tuple(p.layout.name for p in info.params)
+        self._names = self._binder.names  # vector arguments are one name for several params
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         names = self._names
