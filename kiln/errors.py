@@ -88,3 +88,8 @@ class CudaError(KilnError):
     file) or a CUDA driver call failed. The message says which and what to do."""
 
     names_stage_in_message = False
+
+
+class KilnWarning(UserWarning):
+    """A compile-time warning about the user's kernel code (e.g. a float stored into an int
+    local), reported at the user's file and line."""
