@@ -43,6 +43,10 @@ def _shape(shape: Any, what: str) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
+#: names given to fields automatically so far (a new automatic name avoids them)
+_TAKEN: set[str] = set()
+
+
 class Field:
     """A module-level array that kernels and funcs use without passing it (Taichi's `ti.field`).
 
@@ -59,6 +63,8 @@ class Field:
         if name is not None and (not isinstance(name, str) or not name.isidentifier()):
             raise ValueError(f"kl.field: name must be an identifier, got {name!r}")
         self.name = name
+        if name is not None:
+            _TAKEN.add(name)
         storage = (self.shape or (1,)) + self.element_shape
         if len(storage) > MAX_NDIM:
             raise ValueError(f"kl.field: {len(storage)} dimensions (element dimensions included) is more "
@@ -78,9 +84,17 @@ class Field:
         return len(self.shape)
 
     def name_for(self, capture_name: str) -> str:
-        """The field's name, fixed at its first use by a kernel (`capture_name`) unless given."""
+        """The field's name, fixed at its first use by a kernel (`capture_name`, the global,
+        attribute or template parameter name it was reached by) unless given; a name another
+        field already took gets a suffix (`h`, `h_2`, ...), so fields reached by one parameter
+        name (templates) or one attribute name (two instances of a class) stay distinct."""
         if self.name is None:
-            self.name = capture_name
+            name, k = capture_name, 1
+            while name in _TAKEN:
+                k += 1
+                name = f"{capture_name}_{k}"
+            self.name = name
+            _TAKEN.add(name)
         return self.name
 
     # -- Python scope ----------------------------------------------------------------------
