@@ -140,6 +140,7 @@ def main(steps: int = 201, drops: tuple[tuple[float, ...], ...] = ((30.0, 20.0, 
     err_prev = float(np.abs(got[names[0]] - want_prev).max())
     err_b = float(np.abs(got[brightness.name] - want_b).max())
     rel_e = abs(float(got[energy.name]) - float(want_e[0])) / float(want_e[0])
+    assert float(want_e[0]) > 0
     print(f"waterwave: {shape} pond, {steps} steps in a reloaded module; max |h - numpy| = {err_h:.2e}, "
           f"|prev - numpy| = {err_prev:.2e}, |brightness - numpy| = {err_b:.2e}, sum h^2 rel. err {rel_e:.1e}")
     ok = err_h < 1e-4 and err_prev < 1e-4 and err_b < 1e-4 and rel_e < 1e-4

@@ -48,9 +48,10 @@ def set_device(device: str) -> None:
     _device = device
 
 
-#: `kl.init(arch=kl.cpu)` / `kl.init(arch=kl.cuda)`
+#: `kl.init(arch=kl.cpu)` / `kl.init(arch=kl.cuda)` (`kl.gpu`: the only GPU kiln runs on)
 cpu = "cpu"
 cuda = "cuda"
+gpu = "cuda"
 #: the seed `kl.init(random_seed=...)` asked for (for kiln's random numbers)
 random_seed: int | None = None
 

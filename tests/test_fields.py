@@ -389,3 +389,17 @@ def test_cuda_module_owns_device_fields(monkeypatch: pytest.MonkeyPatch) -> None
     np.testing.assert_array_equal(field.to_numpy(), start)   # the fake GPU runs nothing
     field.from_numpy(np.zeros((4, 3)))
     np.testing.assert_array_equal(field.to_numpy(), np.zeros((4, 3)))
+
+
+def test_exported_kernels_with_templates_and_methods() -> None:
+    s = Springs(3, 1.0)
+    m = kl.Module()
+    m.add_kernel(s.stretch, name="stretch")
+    m.add_kernel(leap, heights[0], heights[1], heights[2], 0.5, name="leap")
+    cm = m.compile()
+    assert [a.name for a in cm.kernels["stretch"].args] == ["by"] and cm.kernels["leap"].args == []
+    cm.kernels["stretch"](2.0)
+    np.testing.assert_array_equal(cm.fields[s.x.name], [0, 2, 4])
+    cm.kernels["leap"]()
+    with pytest.raises(ArgumentError, match="is a kl.template\\(\\); pass its value"):
+        kl.Module().add_kernel(leap)

@@ -189,3 +189,15 @@ def test_iterating_a_scalar_is_an_error() -> None:
 
     with pytest.raises(KernelError, match="cannot iterate over a scalar"):
         bad(1, np.zeros(2, np.float32))
+
+
+def test_static_ndrange_with_one_grouped_variable_and_float_casts() -> None:
+    @kl.kernel
+    def stamp(out: kl.ndarray(kl.f32, ndim=2)):
+        for r in range(1):
+            for I in kl.static(kl.ndrange(2, 3)):
+                out[I] = float(I[0] * 10 + I[1]) + r
+
+    out = np.zeros((2, 3), np.float32)
+    stamp(out)
+    np.testing.assert_array_equal(out, [[0, 1, 2], [10, 11, 12]])

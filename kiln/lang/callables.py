@@ -15,9 +15,9 @@ import numpy as np
 from kiln.errors import ArgumentError, KernelError
 from kiln.lang.fields import Template, TemplateArg, template
 from kiln.lang.transformer import SourceInfo
-from kiln.types import DEFAULT_FLOAT, DEFAULT_INT, NdArrayType, ScalarType, bool_, from_numpy, ndarray
+from kiln.types import DEFAULT_INT, NdArrayType, ScalarType, bool_, default_fp, from_numpy, ndarray
 
-_ANN_CASTS: dict[int, ScalarType] = {id(int): DEFAULT_INT, id(float): DEFAULT_FLOAT, id(bool): bool_}
+_ANN_CASTS: dict[int, ScalarType] = {id(int): DEFAULT_INT, id(bool): bool_}   # float: default_fp()
 
 
 def _error(src: SourceInfo, node: ast.AST, msg: str) -> KernelError:
@@ -120,6 +120,8 @@ class Compilable:
             return template()  # type: ignore[return-value]
         if ann is ndarray:
             return NdArrayType(None, None)
+        if ann is float:        # Python's float means the default float, as in Taichi
+            return default_fp()
         if id(ann) in _ANN_CASTS:
             return _ANN_CASTS[id(ann)]
         if isinstance(ann, type) and issubclass(ann, np.generic):

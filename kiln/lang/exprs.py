@@ -38,12 +38,12 @@ from kiln.lang.values import (
     type_error,
 )
 from kiln.types import (
-    DEFAULT_FLOAT,
     DEFAULT_INT,
     INDEX,
     NdArrayType,
     ScalarType,
     bool_,
+    default_fp,
     from_numpy,
     literal_type,
 )
@@ -73,13 +73,15 @@ _PYCMP = {
     ir.CompareOp.LE: operator.le, ir.CompareOp.GT: operator.gt, ir.CompareOp.GE: operator.ge,
 }
 _BITWISE = (ir.BinaryOp.BITAND, ir.BinaryOp.BITOR, ir.BinaryOp.BITXOR)
-_PY_CASTS: dict[int, ScalarType] = {id(int): DEFAULT_INT, id(float): DEFAULT_FLOAT, id(bool): bool_}
+_PY_CASTS: dict[int, ScalarType] = {id(int): DEFAULT_INT, id(bool): bool_}   # float: default_fp()
 
 
 def as_scalar_type(obj: object) -> ScalarType | None:
     """A cast target: kl.f32, Python int/float/bool, numpy scalar classes such as np.float32."""
     if isinstance(obj, ScalarType):
         return obj
+    if obj is float:   # float(x) casts to the default float, as in Taichi
+        return default_fp()
     if id(obj) in _PY_CASTS:
         return _PY_CASTS[id(obj)]
     if isinstance(obj, type) and issubclass(obj, np.generic):

@@ -113,6 +113,9 @@ class StructForMixin(StmtMixin):
 
     def static_for(self, node: ast.For, it: Value) -> Stmts:
         if not isinstance(node.target, ast.Tuple):
+            if isinstance(it, Static) and isinstance(it.obj, list | tuple) and it.obj and all(
+                    isinstance(item, tuple) for item in it.obj):   # `for I in kl.static(kl.ndrange(3, 3))`
+                it = TupleVal(tuple(TupleVal(tuple(from_python(v) for v in item)) for item in it.obj))
             return super().static_for(node, it)
         names = self._targets(node.target, len(node.target.elts))
         if isinstance(it, Static) and isinstance(it.obj, list | tuple | range):
