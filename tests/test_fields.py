@@ -403,3 +403,13 @@ def test_exported_kernels_with_templates_and_methods() -> None:
     cm.kernels["leap"]()
     with pytest.raises(ArgumentError, match="is a kl.template\\(\\); pass its value"):
         kl.Module().add_kernel(leap)
+
+
+def test_argument_errors_do_not_list_hidden_field_parameters() -> None:
+    g = kl.GraphBuilder()
+    g.dispatch(add_to_grid, kl.Arg("a", kl.f32))
+    cg = g.compile()
+    with pytest.raises(ArgumentError, match=r"missing argument 'a'; expected a$"):
+        cg.run({})
+    with pytest.raises(ArgumentError, match=r"unknown argument 'grid'; expected a$"):
+        cg.run({"a": 1.0, "grid": np.zeros((4, 3), np.float32)})

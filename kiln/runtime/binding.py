@@ -170,12 +170,13 @@ class ArgBinder:
             raise ArgumentValueError(f"{self.where(plan)}: array is read-only but the compiled code writes to it")
 
     def check_names(self, args: Mapping[str, object]) -> None:
+        shown = tuple(n for n in self.names if not n.startswith(HIDDEN_PREFIX))   # fields: the runtime's
         missing = [n for n in self.names if n not in args]
         if missing:
-            raise missing_arguments(self.owner, missing, self.names)
+            raise missing_arguments(self.owner, missing, shown)
         unknown = [str(n) for n in args if n not in self.name_set]
         raise ArgumentError(f"{self.owner}: unknown argument{'s' if len(unknown) > 1 else ''} "
-                            f"{', '.join(map(repr, unknown))}; expected {', '.join(self.names) or 'none'}")
+                            f"{', '.join(map(repr, unknown))}; expected {', '.join(shown) or 'none'}")
 
     def _array_type_error(self, plan: ArgPlan, a: object) -> ArgumentError:
         hint = ""
