@@ -413,3 +413,28 @@ def test_argument_errors_do_not_list_hidden_field_parameters() -> None:
         cg.run({})
     with pytest.raises(ArgumentError, match=r"unknown argument 'grid'; expected a$"):
         cg.run({"a": 1.0, "grid": np.zeros((4, 3), np.float32)})
+
+
+def test_direct_cuda_call_stages_the_fields_own_array(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kiln.codegen.nvptx import nvptx_available
+
+    why = nvptx_available()
+    if why is not None:
+        pytest.skip(f"no NVPTX target: {why}")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import fake_cuda_driver as fake
+
+    fake.install(monkeypatch)
+
+    @kl.kernel
+    def bump_grid(a: kl.f32):
+        for i, j in grid:
+            grid[i, j] += a
+
+    kl.set_device("cuda")
+    try:
+        bump_grid(1.0)
+    finally:
+        kl.set_device("cpu")
+    copies = [(e[0], e[1]) for e in fake.LOG if e[0] in ("htod", "dtoh")]
+    assert copies == [("htod", grid.array.nbytes), ("dtoh", grid.array.nbytes)]   # in and back out

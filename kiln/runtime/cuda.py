@@ -289,9 +289,10 @@ class CudaRunnable:
 
         Device arrays are used in place and the call returns without synchronizing; numpy arrays
         are copied in, and those the code writes are copied back before run() returns."""
-        if self._hidden:   # the module's device fields (a caller's own `@name` argument wins)
+        missing = [h for h in self._hidden if h not in args]
+        if missing:   # the module's device fields (direct calls pass the Python field's own array)
             fields = self._module.device_fields(device)
-            args = {**{h: fields[h[len(HIDDEN_PREFIX):]] for h in self._hidden}, **args}
+            args = {**{h: fields[h[len(HIDDEN_PREFIX):]] for h in missing}, **args}
         values, keep, uploads = self._check_args(args)   # argument errors first, GPU or not
         lm = self._module.loaded(device)
         lm.dev.make_current()
