@@ -22,6 +22,9 @@ from kiln._record import Record
 from kiln.types import NdArrayType, ScalarType, parse_type_name
 
 SLOT = 8
+#: prefix of a hidden parameter that carries a module-level field (`@x`): kernels and graphs get
+#: one per field they use, and the runtime fills it from the module's own storage
+HIDDEN_PREFIX = "@"
 
 #: struct format characters for scalar values inside their slot
 SCALAR_FORMAT: dict[str, str] = {

@@ -18,9 +18,19 @@ from kiln import config
 from kiln.driver import CompileRequest, KernelSpec, ParamTypes
 from kiln.errors import ArgumentError
 from kiln.graph.linking import compile_and_link
+from kiln.lang.fields import Template, TemplateArg
 from kiln.lang.kernel import Kernel
 from kiln.runtime.binding import bind_call_arguments
-from kiln.types import MAX_NDIM, SCALARS_BY_NAME, MatrixType, NdArrayType, ScalarType, from_numpy
+from kiln.types import (
+    MAX_NDIM,
+    SCALARS_BY_NAME,
+    MatrixType,
+    NdArrayType,
+    ScalarType,
+    default_fp,
+    from_numpy,
+    set_default_fp,
+)
 
 DEVICES = ("cpu", "cuda")
 
@@ -39,6 +49,28 @@ def set_device(device: str) -> None:
     _device = device
 
 
+#: `kl.init(arch=kl.cpu)` / `kl.init(arch=kl.cuda)` (`kl.gpu`: the only GPU kiln runs on)
+cpu = "cpu"
+cuda = "cuda"
+gpu = "cuda"
+#: the seed `kl.init(random_seed=...)` asked for (for kiln's random numbers)
+random_seed: int | None = None
+
+
+def init(arch: str | None = None, default_fp: ScalarType | None = None, random_seed: int | None = None,
+         **_taichi_options: Any) -> None:
+    """Taichi-compatible entry point: `kl.init(arch=kl.cpu | kl.cuda, default_fp=kl.f64)` sets the
+    device of direct calls (`set_device`) and the default float type (kiln.types.set_default_fp).
+    Taichi's other options (debug, log_level, kernel_profiler, ...) are accepted and ignored: they
+    do not change results."""
+    if arch is not None:
+        set_device(arch)
+    if default_fp is not None:
+        set_default_fp(default_fp)
+    if random_seed is not None:
+        globals()["random_seed"] = random_seed
+
+
 def current_device() -> str:
     return _device
 
@@ -53,7 +85,7 @@ class DirectKernel(Kernel):
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         super().__init__(fn)
-        self._call_cache: dict[tuple[str, ParamTypes], Any] = {}
+        self._call_cache: dict[tuple[Any, ...], Any] = {}
         self._fixed: tuple[str, Any] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -82,12 +114,19 @@ def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, A
     bound = _bind(kernel, args, kwargs)
     names = kernel.param_names
     types = tuple(_type_of(kernel, n, ann, bound[n]) for n, ann in zip(names, kernel.annotations))
-    compiled = kernel._call_cache.get((device, types))
+    for n, t in zip(names, types):
+        if isinstance(t, TemplateArg):  # compiled in: not an argument of the native code
+            del bound[n]
+    key = (device, types, default_fp())
+    compiled = kernel._call_cache.get(key)
     if compiled is None:
         compiled = _compile_direct(kernel, types, device)
-        kernel._call_cache[(device, types)] = compiled
-        if all(isinstance(a, ScalarType | MatrixType) or a.is_concrete for a in kernel.annotations):
+        kernel._call_cache[key] = compiled
+        if all(isinstance(a, ScalarType | MatrixType) or isinstance(a, NdArrayType) and a.is_concrete
+               for a in kernel.annotations) and not kernel.hidden_fields(types):
             kernel._fixed = (device, compiled)
+    for hidden, f in kernel.hidden_fields(types).items():
+        bound[hidden] = f.array   # the field's own storage: direct calls update it in place
     compiled.run(bound)
 
 
@@ -95,8 +134,9 @@ def _compile_direct(kernel: Kernel, types: ParamTypes, device: str) -> Any:
     """Compile one specialisation for `device` and link it in this process."""
     # __name__ is an identifier except for lambdas and the like, which cannot be kernels
     spec = KernelSpec(kernel.name, kernel, types)
-    request = (CompileRequest(kernels=(spec,), cpu_targets=(), cuda=True) if device == "cuda"
-               else CompileRequest(kernels=(spec,), cpu_targets=("host",)))
+    # fields are bound to their own arrays on every call: the file needs no copy of their content
+    request = (CompileRequest(kernels=(spec,), cpu_targets=(), cuda=True, field_init=False) if device == "cuda"
+               else CompileRequest(kernels=(spec,), cpu_targets=("host",), field_init=False))
     return compile_and_link(request).kernels[kernel.name]
 
 
@@ -104,11 +144,18 @@ def _bind(kernel: Kernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict
     return bind_call_arguments(f"kernel {kernel.name!r}", tuple(kernel.param_names), args, kwargs)
 
 
-def _type_of(kernel: Kernel, name: str, ann: ScalarType | NdArrayType, value: Any) -> ScalarType | NdArrayType:
+def _type_of(kernel: Kernel, name: str, ann: ScalarType | NdArrayType | Template,
+             value: Any) -> ScalarType | NdArrayType | TemplateArg:
     """The concrete parameter type for a direct call; arrays must match the annotation exactly
-    (no conversion), detailed value checks happen in the runtime binder."""
+    (no conversion), detailed value checks happen in the runtime binder. A template parameter
+    takes a compile-time value (a numpy array passed to one is an array parameter)."""
     if isinstance(ann, ScalarType | MatrixType):
         return ann  # checked (and spread, for vectors) by the runtime binder
+    if isinstance(ann, Template):
+        if isinstance(value, np.ndarray):
+            ann = NdArrayType(None, None)
+        else:
+            return TemplateArg(value)
     where = f"kernel {kernel.name!r}: argument {name!r}"
     if not isinstance(value, np.ndarray):
         if hasattr(value, "__cuda_array_interface__") or hasattr(value, "__dlpack__"):

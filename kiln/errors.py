@@ -105,3 +105,8 @@ class MissingExtraError(KilnError, ImportError):
 
 class MissingCudaExtraError(MissingExtraError, CudaError):
     """The `cuda` extra is missing: a CudaError too, so code that handles CUDA failures sees it."""
+
+
+class KilnWarning(UserWarning):
+    """A compile-time warning about the user's kernel code (e.g. a float stored into an int
+    local), reported at the user's file and line."""

@@ -10,7 +10,8 @@ Promotion (documented in docs/language.md):
 - signed with unsigned: a signed type wide enough for both, capped at 64 bits (u64 + i64 -> i64);
 - Python literals are *weak* (NumPy 2 / NEP 50): they take the other operand's type when it is
   of the same or a higher kind (x_f32 * 0.5 -> f32, x_i8 + 1 -> i8); an int operand with a float
-  literal gives f32 (Taichi's default_fp), or f64 when the int is 64 bits wide (loop indices).
+  literal gives the default float type (`default_fp()`, f32 unless set, as Taichi's default_fp),
+  whatever the int's width (loop indices are i64).
 """
 
 from __future__ import annotations
@@ -119,8 +120,11 @@ _BY_NP = {np.dtype(v): SCALARS_BY_NAME[k] for k, v in _NP_NAMES.items()}
 
 #: Type of loop indices, shapes and integer literals with no other context.
 INDEX = i64
-#: Type of a float literal with no typed operand beside it (Taichi's default_fp).
+#: The initial default float type (Taichi's default_fp); the current one is `default_fp()`.
 DEFAULT_FLOAT = f32
+#: the current default float type: what a float literal with no typed operand beside it, int / int
+#: and int-with-float-literal arithmetic give (changed by `set_default_fp`, or `kl.init(default_fp=)`)
+_default_fp: list[ScalarType] = [DEFAULT_FLOAT]
 #: Type of an int literal with no typed operand beside it.
 DEFAULT_INT = i64
 
@@ -357,13 +361,25 @@ def promote(a: ScalarType, b: ScalarType) -> ScalarType:
     return SCALARS_BY_NAME[f"i{bits}"]
 
 
+def default_fp() -> ScalarType:
+    """The current default float type (f32 unless `set_default_fp` changed it)."""
+    return _default_fp[0]
+
+
+def set_default_fp(t: ScalarType) -> None:
+    """Make `t` (kl.f16, kl.f32 or kl.f64) the default float type of kernels compiled from now on."""
+    if not isinstance(t, ScalarType) or not t.is_float:
+        raise TypeError(f"set_default_fp: expected a kiln float type (kl.f32, kl.f64), got {t!r}")
+    _default_fp[0] = t
+
+
 def literal_type(value: bool | float) -> ScalarType:
     """Type of a Python literal standing alone."""
     if isinstance(value, bool):
         return bool_
     if isinstance(value, int):
         return DEFAULT_INT
-    return DEFAULT_FLOAT
+    return _default_fp[0]
 
 
 def promote_with_literal(typed: ScalarType, value: bool | float) -> ScalarType:
@@ -372,9 +388,9 @@ def promote_with_literal(typed: ScalarType, value: bool | float) -> ScalarType:
     if _KIND_RANK[lit.kind] <= _KIND_RANK[typed.kind]:
         return typed
     if lit.kind == "f":
-        # int (or bool) with a float literal: the default float, or f64 for 64-bit ints so that
-        # `i * 0.5` on large indices keeps its precision.
-        return f64 if typed.bits == 64 else DEFAULT_FLOAT
+        # int (or bool) with a float literal: the default float, as in Taichi, even for i64 loop
+        # indices (`i + 0.5` computes in f32 unless the default is f64)
+        return _default_fp[0]
     return lit  # bool with an int literal
 
 

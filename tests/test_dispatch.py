@@ -30,7 +30,7 @@ def test_kl_kernel_is_a_direct_kernel_and_a_front_end_kernel() -> None:
     assert (x == 2.5).all()
     device = dispatch.current_device()
     assert k._fixed is not None and k._fixed[0] == device             # fully annotated: one specialisation
-    assert list(k._call_cache) == [(device, (kl.ndarray(kl.f32, ndim=1), kl.f32))]
+    assert list(k._call_cache) == [(device, (kl.ndarray(kl.f32, ndim=1), kl.f32), kl.f32)]  # + default fp
     assert "_kiln_fixed" not in vars(k) and "_kiln_call_cache" not in vars(k)
 
 

@@ -152,8 +152,8 @@ def test_int_and_bool_arithmetic(dtype):
     for k, ref in enumerate(refs):
         assert_same(o[k], np.array([wrap(v, dtype) for v in ref], dtype), what=f"op {k}")
     assert_same(c, np.array([a < b, a <= b, a > b, a >= b, a == b, a != b]), what="compare")
-    # `/` on ints: f32 for <= 32-bit ints (and bool), f64 for 64-bit ints
-    ft = np.float64 if np.dtype(dtype).itemsize == 8 else np.float32
+    # `/` on ints: the default float (f32), whatever the int's width (Taichi's rule)
+    ft = np.float32
     with np.errstate(divide="ignore", invalid="ignore"):
         want_d = (a.astype(ft) / b.astype(ft)).astype(np.float64)
     assert_same(d, want_d, what="true division")
@@ -752,7 +752,7 @@ def test_math_builtins(dtype):
 @kl.kernel
 def k_math_int(a: kl.ndarray(ndim=1), o: kl.ndarray(kl.f64, ndim=2)):
     for i in range(a.shape[0]):
-        o[0, i] = kl.sqrt(a[i])         # int -> f32 (f64 for 64-bit ints)
+        o[0, i] = kl.sqrt(a[i])         # int -> the default float (f32), whatever its width
         o[1, i] = kl.abs(a[i])
         o[2, i] = kl.floor(a[i])
         o[3, i] = kl.isnan(a[i])
@@ -763,7 +763,7 @@ def test_math_builtins_on_ints(dtype):
     a = rand(dtype, lo=-2**20, hi=2**30)
     o = np.zeros((4, N))
     k_math_int(a, o)
-    ft = np.float64 if dtype == np.int64 else np.float32
+    ft = np.float32
     with np.errstate(invalid="ignore"):
         assert_same(o[0], np.sqrt(a.astype(ft)).astype(np.float64))
     assert_same(o[1], np.abs(a).astype(np.float64))

@@ -35,6 +35,12 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("kiln.runtime.compiled", "kiln.runtime.cuda"): "the CUDA runtime only for kl.load(..., device='cuda')",
     ("kiln.runtime.native", "kiln.runtime.elf"): "only the object loader in use is imported",
     ("kiln.runtime.native", "kiln.runtime.mcjit"): "MCJIT needs llvmlite: imported only when chosen",
+    ("kiln.cli.main", "kiln"): "each subcommand imports only what it needs (kiln --version)",
+    ("kiln.cli.main", "kiln.cli.graph_picture"): "each subcommand imports only what it needs (inspect --svg)",
+    ("kiln.cli.main", "kiln.runtime.runnable"): "each subcommand imports only what it needs",
+    ("kiln.dask", "kiln._extras"): "the missing-extra message is built only when dask is missing",
+    ("kiln.runtime.cuda_driver", "kiln._extras"): "the missing-extra message only when cuda-bindings is missing",
+    ("kiln.runtime.mcjit", "kiln._extras"): "the missing-extra message only when llvmlite is missing",
 }
 
 #: lazy imports in files that other helpers of issue 12 own (runtime binding/compiled/cuda,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, NoReturn
 
 from kiln._record import Record
-from kiln.abi import SLOT, ParamLayout
+from kiln.abi import HIDDEN_PREFIX, SLOT, ParamLayout
 from kiln.errors import ArtifactError
 from kiln.types import MAX_NDIM, SCALARS_BY_NAME
 
@@ -53,9 +53,25 @@ class KernelInfo(Record):
     entries: dict[str, str]  # target name -> native symbol
 
 
+class FieldInfo(Record):
+    """A module-level field (docs/format.md, `fields`): the module owns its storage, shaped
+    `(shape or (1,)) + element_shape`, filled from the blob `init` (zeros when None)."""
+
+    __slots__ = ('name', 'dtype', 'shape', 'element_shape', 'init')
+    name: str
+    dtype: str
+    shape: tuple[int, ...]          # () for a 0-d field
+    element_shape: tuple[int, ...]  # () for scalars, (n,) vectors, (n, m) matrices
+    init: str | None                # blob holding the content at compile time (C order)
+
+    @property
+    def storage_shape(self) -> tuple[int, ...]:
+        return (self.shape or (1,)) + self.element_shape
+
+
 class Binding(Record):
     __slots__ = ('kind', 'arg', 'value', 'dtype')
-    kind: str  # "arg" | "const"
+    kind: str  # "arg" | "const" | "field" (arg: the field's name; graph param `@name` carries it)
     arg: str
     value: bool | int | float
     dtype: str
@@ -137,8 +153,8 @@ class CudaSection(Record):
 
 class Manifest(Record):
     __slots__ = ('format_version', 'kiln_version', 'created', 'targets', 'kernels', 'graphs', 'exported_kernels',
-                 'cuda')
-    _defaults: ClassVar[dict[str, Any]] = {'cuda': None}
+                 'cuda', 'fields')
+    _defaults: ClassVar[dict[str, Any]] = {'cuda': None, 'fields': {}}
     format_version: tuple[int, int]
     kiln_version: str
     created: str
@@ -147,6 +163,7 @@ class Manifest(Record):
     graphs: dict[str, GraphInfo]
     exported_kernels: dict[str, str]  # user-facing name -> KernelInfo.name
     cuda: CudaSection | None  # launch data, present when a cuda target is
+    fields: dict[str, FieldInfo]  # module-level fields (absent from files without any)
 
     # ----------------------------------------------------------------------------- encoding
     def to_json(self) -> dict[str, Any]:
@@ -169,11 +186,14 @@ class Manifest(Record):
                                  "entries": dict(k.entries)} for k in self.kernels.values()},
             "graphs": {g.name: {"params": [param(p) for p in g.params],
                                 "dispatches": [{"kernel": d.kernel, "bindings": [
-                                    {"arg": b.arg} if b.kind == "arg" else {"const": b.value, "dtype": b.dtype}
+                                    {"arg": b.arg} if b.kind == "arg" else {"field": b.arg} if b.kind == "field"
+                                    else {"const": b.value, "dtype": b.dtype}
                                     for b in d.bindings]} for d in g.dispatches],
                                 "entries": dict(g.entries)} for g in self.graphs.values()},
             "exported_kernels": dict(self.exported_kernels),
-        } | ({} if self.cuda is None else {"cuda": self.cuda.to_json()})
+        } | ({} if self.cuda is None else {"cuda": self.cuda.to_json()}) | ({} if not self.fields else {
+            "fields": {f.name: {"dtype": f.dtype, "shape": list(f.shape), "element_shape": list(f.element_shape),
+                                "init": f.init} for f in self.fields.values()}})
 
     # ----------------------------------------------------------------------------- decoding
     @staticmethod
@@ -186,6 +206,7 @@ class _Reader:
 
     def __init__(self, blob_names: set[str]) -> None:
         self.blob_names = blob_names
+        self.fields: dict[str, FieldInfo] = {}
 
     def fail(self, path: str, what: str) -> NoReturn:
         raise ArtifactError(f"manifest: {path}: {what}")
@@ -225,6 +246,9 @@ class _Reader:
         target_names = {t.name for t in targets}
         if len(target_names) != len(targets):
             self.fail("targets", "duplicate target names")
+        fields = {} if "fields" not in doc else {name: self.field_info(name, f, f"fields.{name}")
+                                                 for name, f in self.field(doc, "fields", "", dict).items()}
+        self.fields = fields
         kernels = {name: self.kernel(name, k, f"kernels.{name}", target_names)
                    for name, k in self.field(doc, "kernels", "", dict).items()}
         graphs = {name: self.graph(name, g, f"graphs.{name}", kernels, target_names)
@@ -235,7 +259,36 @@ class _Reader:
                 self.fail(f"exported_kernels.{name}", f"names unknown kernel {kname!r}")
         # optional here (a CPU runtime does not need it); kiln.runtime.cuda requires it
         cuda = None if "cuda" not in doc else self.cuda_section(doc, [t for t in targets if t.kind == "cuda"], kernels)
-        return Manifest((ver[0], ver[1]), kiln_version, created, targets, kernels, graphs, dict(exported), cuda)
+        return Manifest((ver[0], ver[1]), kiln_version, created, targets, kernels, graphs, dict(exported), cuda, fields)
+
+    # ----------------------------------------------------------------------------- fields
+    def field_info(self, name: str, f: Any, path: str) -> FieldInfo:
+        if not name.isidentifier():
+            self.fail(path, "a field name must be an identifier")
+        dtype = self.field(f, "dtype", path, str)
+        if dtype not in SCALARS_BY_NAME:
+            self.fail(f"{path}.dtype", f"unknown dtype {dtype!r}")
+        dims = []
+        for key in ("shape", "element_shape"):
+            val = self.field(f, key, path, list)
+            if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in val):
+                self.fail(f"{path}.{key}", "expected a list of sizes >= 1")
+            dims.append(tuple(val))
+        init = None if f.get("init") is None else self.field(f, "init", path, str)
+        info = FieldInfo(name, dtype, dims[0], dims[1], init)
+        if len(info.storage_shape) > MAX_NDIM:
+            self.fail(path, f"more than {MAX_NDIM} dimensions")
+        if init is not None and init not in self.blob_names:
+            self.fail(f"{path}.init", f"names a blob that is not in the file: {init!r}")
+        return info
+
+    def check_field_param(self, p: ParamInfo, path: str) -> None:
+        """A hidden parameter `@name` must carry a recorded field, with its dtype and dimensions."""
+        f = self.fields.get(p.layout.name.removeprefix(HIDDEN_PREFIX))
+        if f is None:
+            self.fail(f"{path}.name", f"hidden parameter {p.layout.name!r} names no field of the file")
+        if (p.layout.kind, p.layout.dtype, p.layout.ndim) != ("ndarray", f.dtype, len(f.storage_shape)):
+            self.fail(path, f"does not match field {f.name!r} ({f.dtype}, {len(f.storage_shape)}-D)")
 
     # ----------------------------------------------------------------------------- cuda
     def cuda_section(self, doc: dict[str, Any], cuda_targets: list[TargetInfo],
@@ -378,6 +431,8 @@ class _Reader:
                         self.fail(f"{where}.shape[{j}]", f"expected a size, a symbol name or null, got {d!r}")
                 shape = tuple(shape_val)
             out.append(ParamInfo(layout, access, shape, self.element_shape(p, where, kind, ndim)))
+            if name.startswith(HIDDEN_PREFIX):
+                self.check_field_param(out[-1], where)
         self.vector_groups(out, path)
         return tuple(out)
 
@@ -431,7 +486,15 @@ class _Reader:
             bindings: list[Binding] = []
             for j, (b, kp) in enumerate(zip(raw, kparams)):
                 bw = f"{where}.bindings[{j}]"
-                if isinstance(b, dict) and "arg" in b:
+                if isinstance(b, dict) and "field" in b:
+                    fname = self.field(b, "field", bw, str)
+                    gp = by_name.get(HIDDEN_PREFIX + fname)
+                    if fname not in self.fields or gp is None:
+                        self.fail(f"{bw}.field", f"unknown field {fname!r} (or no graph parameter carries it)")
+                    if kp.layout.name != HIDDEN_PREFIX + fname:
+                        self.fail(f"{bw}.field", f"kernel parameter {kp.layout.name!r} does not carry field {fname!r}")
+                    bindings.append(Binding("field", arg=fname))
+                elif isinstance(b, dict) and "arg" in b:
                     arg = self.field(b, "arg", bw, str)
                     gp = by_name.get(arg)
                     if gp is None:

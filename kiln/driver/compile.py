@@ -13,12 +13,10 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from kiln import config, passes
 from kiln._extras import install_command, require
 from kiln._version import KILN_VERSION
-from kiln.abi import layout_params
+from kiln.abi import HIDDEN_PREFIX, layout_params
 from kiln.artifact import container
 from kiln.artifact.manifest import (
     Binding,
@@ -31,11 +29,12 @@ from kiln.artifact.manifest import (
     ParamInfo,
     TargetInfo,
 )
+from kiln.driver import fields
 from kiln.driver.pipeline import CompileOptions, Pipeline
 from kiln.driver.request import CompileRequest, GraphArgSpec, GraphSpec, ParamTypes
 from kiln.errors import TargetError
 from kiln.ir.analysis import array_access
-from kiln.ir.graph import ArgBinding, ConstBinding, Dispatch, GraphIR
+from kiln.ir.graph import ArgBinding, Dispatch, GraphIR
 from kiln.ir.nodes import KernelIR
 from kiln.ir.printer import format_graph
 from kiln.types import MatrixType, NdArrayType, ScalarType
@@ -46,6 +45,7 @@ def compile_program(request: CompileRequest, options: CompileOptions | None = No
     # a runtime-only install gets a MissingExtraError naming the pip command, before any work
     require("llvmlite", extra="compile", purpose="compiling kernels and graphs")
     pipe = Pipeline(options or CompileOptions.from_config(config.current()))
+    request = fields.expand_request(request)   # hidden graph arguments for the fields used
     unit = _unit_name(request)
     # 1. Front end and IR passes, once per distinct (kernel, parameter types), whatever uses it.
     lowering = _Lowering(pipe)
@@ -104,14 +104,7 @@ def _graph_ir(g: GraphSpec, lowering: _Lowering) -> GraphIR:
     dispatches = []
     for d in g.dispatches:
         kir = lowering.kernel_ir(d.kernel, d.param_types)
-        bindings: list[ArgBinding | ConstBinding] = []
-        for a, t in zip(d.args, d.param_types):
-            if isinstance(t, MatrixType):  # one binding per element (see _flat_args)
-                bindings += ([ArgBinding(f"{a.name}.{k}") for k in range(t.size)] if isinstance(a, GraphArgSpec)
-                             else [ConstBinding(_const(x, t.dtype), t.dtype) for x in np.ravel(a).tolist()])
-            else:
-                bindings.append(ArgBinding(a.name) if isinstance(a, GraphArgSpec) else ConstBinding(_const(a, t), t))  # type: ignore[arg-type]
-        dispatches.append(Dispatch(kir.kernel.name, tuple(bindings)))
+        dispatches.append(Dispatch(kir.kernel.name, fields.dispatch_bindings(d, _const)))
     return GraphIR(g.name, tuple((name, t) for name, t, _ in _flat_args(g.args)), tuple(dispatches))
 
 
@@ -223,13 +216,15 @@ def _manifest(request: CompileRequest, graphs: Sequence[GraphIR], kernels: Seque
                                   tuple(_dispatch_info(d) for d in g.dispatches), out.graph_entries[g.name])
                 for spec, g in zip(request.graphs, graphs)},
         exported_kernels=exported,
+        fields=fields.field_infos(request, out.blobs),
     )
 
 
 def _dispatch_info(d: Dispatch) -> DispatchInfo:
-    return DispatchInfo(d.kernel, tuple(Binding("arg", arg=b.name) if isinstance(b, ArgBinding)
-                                        else Binding("const", value=b.value, dtype=b.type.name)
-                                        for b in d.bindings))
+    return DispatchInfo(d.kernel, tuple(
+        (Binding("field", arg=b.name.removeprefix(HIDDEN_PREFIX)) if b.name.startswith(HIDDEN_PREFIX)
+         else Binding("arg", arg=b.name)) if isinstance(b, ArgBinding)
+        else Binding("const", value=b.value, dtype=b.type.name) for b in d.bindings))
 
 
 def _unit_name(request: CompileRequest) -> str:

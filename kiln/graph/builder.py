@@ -16,7 +16,8 @@ import numpy as np
 from kiln.driver import CompileRequest, DispatchSpec, GraphArgSpec, GraphSpec, resolve_targets
 from kiln.errors import ArgumentError, ArgumentValueError
 from kiln.graph.linking import compile_and_link
-from kiln.lang.kernel import Kernel
+from kiln.lang.fields import Template, TemplateArg
+from kiln.lang.kernel import BoundKernel, Kernel
 from kiln.types import MatrixType, NdArrayType, ScalarType
 
 if TYPE_CHECKING:
@@ -141,6 +142,8 @@ class GraphBuilder(Sequential):
 
 
 def _record(kernel: Any, args: tuple[Any, ...]) -> RecordedDispatch:
+    if isinstance(kernel, BoundKernel):   # a kernel method of a @kl.data_oriented object
+        kernel, args = kernel.kernel, (kernel.obj, *args)
     if not isinstance(kernel, Kernel):
         raise TypeError(f"dispatch() expects a @kl.kernel, got {kernel!r}")
     annotations = kernel.annotations
@@ -150,7 +153,9 @@ def _record(kernel: Any, args: tuple[Any, ...]) -> RecordedDispatch:
     types: list[ScalarType | NdArrayType] = []
     for pname, ann, a in zip(kernel.param_names, annotations, args):
         where = f"dispatch of kernel {kernel.name!r}, parameter {pname!r}"
-        if isinstance(a, Arg):
+        if isinstance(ann, Template):
+            types.append(_template(where, a))
+        elif isinstance(a, Arg):
             types.append(_match(where, ann, a))
         elif isinstance(ann, ScalarType):
             _check_const(where, ann, a)
@@ -166,6 +171,17 @@ def _record(kernel: Any, args: tuple[Any, ...]) -> RecordedDispatch:
             raise ArgumentError(f"{where}: an ndarray parameter needs a kl.Arg, got {type(a).__name__} "
                                 "(arrays are never baked into a graph)")
     return RecordedDispatch(kernel, tuple(args), tuple(types))
+
+
+def _template(where: str, a: Any) -> ScalarType | NdArrayType | TemplateArg:
+    """A template parameter in a graph: a compile-time value (compiled in), or an ndarray Arg
+    (one variant per array type)."""
+    if isinstance(a, Arg):
+        if not isinstance(a.type, NdArrayType):
+            raise ArgumentError(f"{where}: a kl.template() parameter needs a compile-time value (a field, a "
+                                f"constant) or an ndarray Arg, got scalar {a!r}, known only at run time")
+        return a.type
+    return TemplateArg(a)
 
 
 def _match(where: str, ann: ScalarType | NdArrayType, a: Arg) -> ScalarType | NdArrayType:

@@ -10,11 +10,25 @@ from kiln.driver import CompileRequest, KernelSpec, resolve_targets
 from kiln.errors import ArgumentError
 from kiln.graph.builder import GraphBuilder
 from kiln.graph.linking import compile_and_link
-from kiln.lang.kernel import Kernel
+from kiln.lang.fields import Template, TemplateArg
+from kiln.lang.kernel import BoundKernel, Kernel
 from kiln.types import NdArrayType, ScalarType
 
 if TYPE_CHECKING:
     from kiln.runtime.compiled import CompiledModule
+
+
+def _template(name: str, pname: str, value: Any) -> NdArrayType | TemplateArg:
+    """The value given for a template parameter of an exported kernel: compiled in (a field, a
+    constant), or a concrete ndarray type (an array argument after loading)."""
+    if isinstance(value, Template):
+        raise ArgumentError(f"add_kernel {name!r}: parameter {pname!r} is a kl.template(); pass its value "
+                            "(a field or a constant) or a concrete kl.ndarray type")
+    if isinstance(value, NdArrayType):
+        if not value.is_concrete:
+            raise ArgumentError(f"add_kernel {name!r}: parameter {pname!r} needs a concrete ndarray type")
+        return value
+    return TemplateArg(value)
 
 
 class Module:
@@ -51,7 +65,13 @@ class Module:
 
     def add_kernel(self, kernel: Any, *param_types: ScalarType | NdArrayType, name: str | None = None) -> None:
         """Add a kernel callable on its own after loading. Generic parameters (kl.ndarray() without
-        dtype or ndim) need concrete `param_types`, one per kernel parameter."""
+        dtype or ndim) need concrete `param_types`, one per kernel parameter; a kl.template()
+        parameter takes its value there (a field or a constant, compiled in) or a concrete ndarray
+        type. A kernel method of a @kl.data_oriented object (`m.add_kernel(sim.step)`) passes the
+        object as `self`."""
+        if isinstance(kernel, BoundKernel):   # a kernel method of a @kl.data_oriented object
+            obj, kernel = kernel.obj, kernel.kernel
+            param_types = (obj, *(param_types or kernel.annotations[1:]))  # type: ignore[assignment]
         if not isinstance(kernel, Kernel):
             raise TypeError(f"add_kernel expects a @kl.kernel, got {kernel!r}")
         name = name or kernel.name
@@ -63,7 +83,11 @@ class Module:
         if len(types) != len(kernel.annotations):
             raise ArgumentError(f"add_kernel {name!r}: expected {len(kernel.annotations)} parameter types, "
                                 f"got {len(types)}")
+        types = tuple(_template(name, pname, t) if isinstance(ann, Template) else t
+                      for pname, ann, t in zip(kernel.param_names, kernel.annotations, types))
         for pname, ann, t in zip(kernel.param_names, kernel.annotations, types):
+            if isinstance(ann, Template):
+                continue
             if isinstance(t, NdArrayType) and not t.is_concrete:
                 raise ArgumentError(f"add_kernel {name!r}: parameter {pname!r} is generic ({t!r}); pass concrete "
                                     "types: m.add_kernel(k, kl.ndarray(kl.f32, ndim=1), ...)")

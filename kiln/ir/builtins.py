@@ -19,16 +19,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kiln.types import DEFAULT_FLOAT, ScalarType, bool_, f64, promote
+from kiln.types import ScalarType, bool_, default_fp, promote
 
 TypeRule = Callable[[tuple[ScalarType, ...]], ScalarType]
 
 
 def as_float(t: ScalarType) -> ScalarType:
-    """Float type used when an int is passed to a float-only builtin."""
+    """Float type used when an int is passed to a float-only builtin or divided (`i / n`): the
+    default float type, whatever the int's width (Taichi's rule)."""
     if t.is_float:
         return t
-    return f64 if t.bits == 64 else DEFAULT_FLOAT
+    return default_fp()
 
 
 def _float_unary(args: tuple[ScalarType, ...]) -> ScalarType:

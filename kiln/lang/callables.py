@@ -13,19 +13,20 @@ from typing import Any
 import numpy as np
 
 from kiln.errors import ArgumentError, KernelError
+from kiln.lang.fields import Template, TemplateArg, template
 from kiln.lang.transformer import SourceInfo
 from kiln.types import (
-    DEFAULT_FLOAT,
     DEFAULT_INT,
     MatrixType,
     NdArrayType,
     ScalarType,
     bool_,
+    default_fp,
     from_numpy,
     ndarray,
 )
 
-_ANN_CASTS: dict[int, ScalarType] = {id(int): DEFAULT_INT, id(float): DEFAULT_FLOAT, id(bool): bool_}
+_ANN_CASTS: dict[int, ScalarType] = {id(int): DEFAULT_INT, id(bool): bool_}   # float: default_fp()
 
 
 def _error(src: SourceInfo, node: ast.AST, msg: str) -> KernelError:
@@ -122,10 +123,14 @@ class Compilable:
         return ann
 
     def _to_type(self, ann: Any, node: ast.AST, what: str) -> ScalarType | NdArrayType:
-        if isinstance(ann, ScalarType | NdArrayType | MatrixType):
+        if isinstance(ann, ScalarType | NdArrayType | MatrixType | Template):
             return ann  # type: ignore[return-value]
+        if ann is template:  # `kl.template` written without the call
+            return template()  # type: ignore[return-value]
         if ann is ndarray:
             return NdArrayType(None, None)
+        if ann is float:        # Python's float means the default float, as in Taichi
+            return default_fp()
         if id(ann) in _ANN_CASTS:
             return _ANN_CASTS[id(ann)]
         if isinstance(ann, type) and issubclass(ann, np.generic):
@@ -142,7 +147,10 @@ class Compilable:
             fdef = self._fdef()
             raw = self.py_func.__annotations__
             out = []
-            for arg in fdef.args.posonlyargs + fdef.args.args:
+            for k, arg in enumerate(fdef.args.posonlyargs + fdef.args.args):
+                if k == 0 and arg.arg == "self" and arg.arg not in raw:  # a method of a data-oriented class
+                    out.append(template())  # type: ignore[arg-type]
+                    continue
                 if arg.arg not in raw:
                     raise _error(self._source_info(), arg, f"parameter '{arg.arg}' of {self.kind} "
                                                            f"'{self.name}' needs a type annotation")
@@ -175,6 +183,12 @@ class Compilable:
             raise ArgumentError(f"{self.kind} '{self.name}' has {len(anns)} parameter(s), got {len(types)} type(s)")
         out: list[ScalarType | NdArrayType] = []
         for pname, ann, t in zip(self.param_names, anns, types):
+            if isinstance(ann, Template):
+                if not isinstance(t, TemplateArg) and not (isinstance(t, NdArrayType) and t.is_concrete):
+                    raise ArgumentError(f"parameter '{pname}' of {self.kind} '{self.name}' is a kl.template(): "
+                                        f"it needs a compile-time value (a field, a constant), got {t!r}")
+                out.append(t)
+                continue
             if isinstance(ann, ScalarType | MatrixType):
                 if t != ann:
                     raise ArgumentError(f"parameter '{pname}' of {self.kind} '{self.name}' is {ann!r}, got {t!r}")

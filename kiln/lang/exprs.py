@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import builtins as py_builtins
 import dataclasses
 import operator
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from kiln.lang import matrices as mx
 from kiln.lang import matrix_syntax as vec
 from kiln.lang.builtins_py import PY_ALIASES, PY_BUILTINS, BuiltinStub
 from kiln.lang.callables import Compilable, Func
+from kiln.lang.fields import Field, Template, TemplateArg
 from kiln.lang.transformer import ASTTransformer, LocalVar, LoopCtx, NameResolver, Scope
 from kiln.lang.values import (
     LangError,
@@ -39,13 +41,13 @@ from kiln.lang.values import (
     type_error,
 )
 from kiln.types import (
-    DEFAULT_FLOAT,
     DEFAULT_INT,
     INDEX,
     MatrixType,
     NdArrayType,
     ScalarType,
     bool_,
+    default_fp,
     from_numpy,
     literal_type,
 )
@@ -75,13 +77,15 @@ _PYCMP = {
     ir.CompareOp.LE: operator.le, ir.CompareOp.GT: operator.gt, ir.CompareOp.GE: operator.ge,
 }
 _BITWISE = (ir.BinaryOp.BITAND, ir.BinaryOp.BITOR, ir.BinaryOp.BITXOR)
-_PY_CASTS: dict[int, ScalarType] = {id(int): DEFAULT_INT, id(float): DEFAULT_FLOAT, id(bool): bool_}
+_PY_CASTS: dict[int, ScalarType] = {id(int): DEFAULT_INT, id(bool): bool_}   # float: default_fp()
 
 
 def as_scalar_type(obj: object) -> ScalarType | None:
     """A cast target: kl.f32, Python int/float/bool, numpy scalar classes such as np.float32."""
     if isinstance(obj, ScalarType):
         return obj
+    if obj is float:   # float(x) casts to the default float, as in Taichi
+        return default_fp()
     if id(obj) in _PY_CASTS:
         return _PY_CASTS[id(obj)]
     if isinstance(obj, type) and issubclass(obj, np.generic):
@@ -150,8 +154,22 @@ class ExprMixin(ASTTransformer):
                 return p
             if isinstance(p, ir.ArrayRef):
                 return ir.ArrayRef(p.name, p.type, self.loc(node))
+            if isinstance(p, Static | Lit | TupleVal):  # a template parameter's compile-time value
+                return p
             return dataclasses.replace(p, loc=self.loc(node))  # type: ignore[type-var]
-        return self._at(self.resolver.resolve(name), node)
+        return self.captured(self.resolver.resolve(name), name, node)
+
+    def captured(self, v: Value, name: str, node: ast.AST) -> Value:
+        """A captured Python object's value: a field becomes its hidden array parameter."""
+        if isinstance(v, Static) and isinstance(v.obj, Field):
+            return self.field_ref(v.obj, name, self.loc(node))
+        return self._at(v, node)
+
+    def field_ref(self, f: Field, capture_name: str, loc: ir.Loc) -> ir.ArrayRef:
+        raise NotImplementedError  # kiln.lang.function.FunctionCompiler
+
+    def field_of(self, arr: ir.ArrayRef) -> Field | None:
+        raise NotImplementedError  # kiln.lang.function.FunctionCompiler
 
     def _at(self, v: Value, node: ast.AST) -> Value:
         """Give a captured numpy constant the location of its use."""
@@ -183,7 +201,7 @@ class ExprMixin(ASTTransformer):
                 obj = getattr(base.obj, attr)
             except AttributeError:
                 raise LangError(f"{_obj_name(base.obj)!r} has no attribute '{attr}'") from None
-            return self._at(from_python(obj), node)
+            return self.captured(from_python(obj), attr, node)
         raise LangError(f"{describe(base)} has no attribute '{attr}'")
 
     def visit_Subscript(self, node: ast.Subscript) -> Value:
@@ -212,6 +230,11 @@ class ExprMixin(ASTTransformer):
                     base.items):
                 return base.items[idx.value]
             raise LangError("a tuple must be indexed with an in-range constant integer")
+        if isinstance(base, Static) and isinstance(base.obj, tuple | list):  # a captured tuple: res[0]
+            idx = self.visit(node.slice)
+            if isinstance(idx, Lit) and isinstance(idx.value, int) and -len(base.obj) <= idx.value < len(base.obj):
+                return self._at(from_python(base.obj[idx.value]), node)
+            raise LangError("a captured tuple or list must be indexed with an in-range constant integer")
         raise type_error(f"{describe(base)} cannot be indexed")
 
     def array_indices(self, arr: ir.ArrayRef, sl: ast.expr) -> tuple[ir.Expr, ...]:
@@ -220,12 +243,24 @@ class ExprMixin(ASTTransformer):
             raise LangError("slicing is not supported in kernels; index one element at a time")
         elts = sl.elts if isinstance(sl, ast.Tuple) else [sl]
         ndim = arr.type.outer_ndim
-        vals = [(x, e) for e in elts for x in vec.expand_index(self.visit(e), e)]  # x[I]: I an ivec
-        if len(vals) != ndim:
-            raise type_error(f"array '{arr.name}' has {ndim} dimension(s) but is indexed with "
-                             f"{len(vals)} index(es)")
+        f = self.field_of(arr)
+        if f is not None and not f.shape:
+            if not (isinstance(sl, ast.Constant) and sl.value is None):
+                raise type_error(f"field '{f.name}' is 0-d: index it as {f.name}[None]")
+            elts = [ast.copy_location(ast.Constant(0), sl)]   # x[None] of a 0-d field: its one element
+        values: list[tuple[Value, ast.expr]] = []
+        for e in elts:
+            v = self.visit(e)
+            if isinstance(v, TupleVal):  # an index tuple (kl.grouped): one index per item
+                values += [(item, e) for item in v.items]
+            else:
+                values += [(x, e) for x in vec.expand_index(v, e)]  # x[I]: I an ivec
+        if len(values) != ndim:
+            what = f"field '{f.name}'" if f is not None else f"array '{arr.name}'"
+            hint = " (a 0-d field is indexed x[None])" if f is not None and not f.shape else ""
+            raise type_error(f"{what} has {ndim} dimension(s) but is indexed with {len(values)} index(es){hint}")
         out = []
-        for v, e in vals:
+        for v, e in values:
             if isinstance(v, TupleVal | ShapeOf | Static | ir.ArrayRef | VoidCall | MatrixVal):
                 raise type_error(f"array index must be an integer, got {describe(v)}", e)
             out.append(index_expr(v, self.loc(e), "array index"))
@@ -376,6 +411,10 @@ class ExprMixin(ASTTransformer):
                     acc = self.builtin_call_values(name, [acc, self.scalar(a)], node)
                 return acc
             return self.builtin_call(name, node)
+        if obj is py_builtins.pow:  # Python's pow(a, b) is a ** b
+            self._arity("pow", 2, node)
+            return self.binary(ir.BinaryOp.POW, self.scalar(node.args[0]), self.scalar(node.args[1]),
+                               self.loc(node))
         if obj is range:
             raise LangError("range() can only be used as the iterable of a for loop")
         target = as_scalar_type(obj)
@@ -388,6 +427,21 @@ class ExprMixin(ASTTransformer):
         if isinstance(obj, Compilable):  # not a Func: a kernel
             raise LangError(f"cannot call kernel '{obj.name}' from a kernel or func; make it a @kl.func")
         raise LangError(f"cannot call '{_obj_name(obj)}' inside a kernel")
+
+    def template_arg(self, v: Value, where: str) -> TemplateArg | NdArrayType:
+        """The specialisation key of a template argument: a field, a constant or an object; an
+        ndarray parameter passed on stays an array (array polymorphism)."""
+        if isinstance(v, ir.ArrayRef):
+            f = self.field_of(v)
+            return TemplateArg(f) if f is not None else v.type
+        if isinstance(v, Lit):
+            return TemplateArg(v.value)
+        if isinstance(v, Static):
+            return TemplateArg(v.obj)
+        if isinstance(v, ir.Const):
+            return TemplateArg(v.value)
+        raise LangError(f"{where} is a kl.template(): it needs a compile-time value (a field, a constant), "
+                        f"got {describe(v)} computed at run time")
 
     def cast(self, v: Scalar, t: ScalarType, loc: ir.Loc) -> Value:
         if isinstance(v, Lit) and t.is_int and isinstance(v.value, float):
@@ -503,6 +557,12 @@ class ExprMixin(ASTTransformer):
                 args += vec.func_argument(self, func.name, pname, ann, v, a)
                 types.append(ann)  # type: ignore[arg-type]
                 continue
+            if isinstance(ann, Template):
+                t = self.template_arg(v, f"argument '{pname}' of func '{func.name}'")
+                if isinstance(t, NdArrayType):
+                    args.append(v)  # type: ignore[arg-type]
+                types.append(t)
+                continue
             if isinstance(ann, NdArrayType):
                 if not isinstance(v, ir.ArrayRef):
                     raise type_error(f"argument '{pname}' of func '{func.name}' must be an array, got "
@@ -523,5 +583,7 @@ class ExprMixin(ASTTransformer):
             args.append(cast_to(v, ann, self.loc(a)))
             types.append(ann)
         fir = self.ctx.specialize_func(func, tuple(types))
+        for f in self.ctx.func_fields[fir.name].values():  # the callee's fields, passed on
+            args.append(self.field_ref(f, f.name or "", loc))
         call = ir.Call(fir.ret or bool_, loc, fir.name, tuple(args))
         return call if fir.ret is not None else VoidCall(call, func.name)

@@ -5,26 +5,29 @@ from __future__ import annotations
 import ast
 import re
 
+from kiln.abi import HIDDEN_PREFIX
 from kiln.errors import KernelError
 from kiln.ir import nodes as ir
 from kiln.lang.callables import Compilable, Func
+from kiln.lang.fields import Field, TemplateArg
 from kiln.lang.matrix_assign import vector_params
-from kiln.lang.stmts import StmtMixin, always_returns
+from kiln.lang.stmts import always_returns
+from kiln.lang.structfor import StructForMixin
 from kiln.lang.transformer import LoopCtx, NameResolver, Scope, SourceInfo
-from kiln.lang.values import LangError, Value
+from kiln.lang.values import LangError, Value, from_python
 from kiln.types import MatrixType, NdArrayType, ScalarType
 
 
 def mangle(qualname: str, types: tuple[ScalarType | NdArrayType, ...]) -> str:
     """`clamp` with (f32, f32, f32) -> `clamp__f32_f32_f32`; arrays are `f32a2` (dtype + ndim)."""
     base = re.sub(r"[^0-9A-Za-z_]", "_", qualname.replace(".<locals>.", "."))
-    parts = [f"{t.dtype.name}a{t.ndim}" if isinstance(t, NdArrayType) else  # type: ignore[union-attr]
-             f"{t.dtype.name}v{'x'.join(map(str, t.shape))}" if isinstance(t, MatrixType) else t.name
-             for t in types]
+    parts = [f"{t.dtype.name}a{t.ndim}" if isinstance(t, NdArrayType) else t.tag if isinstance(t, TemplateArg)
+             else f"{t.dtype.name}v{'x'.join(map(str, t.shape))}" if isinstance(t, MatrixType)
+             else t.name for t in types]  # type: ignore[union-attr]
     return base + "__" + "_".join(parts) if parts else base + "__"
 
 
-class FunctionCompiler(StmtMixin):
+class FunctionCompiler(StructForMixin):
     def __init__(self, obj: Compilable, ctx: CompileContext, types: tuple[ScalarType | NdArrayType, ...],
                  is_kernel: bool) -> None:
         self.obj = obj
@@ -41,6 +44,9 @@ class FunctionCompiler(StmtMixin):
         self.func_name = obj.name
         self.ret = None if is_kernel else obj.return_type
         self.local_decls: dict[str, ScalarType] = {}
+        #: hidden parameter name ("@x") -> the field it carries, in parameter order
+        self.field_params: dict[str, Field] = {}
+        self.tuple_locals: dict[str, Value] = {}
 
     def compile(self, name: str) -> ir.FunctionIR:
         try:
@@ -61,6 +67,9 @@ class FunctionCompiler(StmtMixin):
             if isinstance(t, MatrixType):  # a vector argument: one scalar IR param per element
                 params += vector_params(self, arg.arg, t, loc)
                 continue
+            if isinstance(t, TemplateArg):  # a compile-time value: no IR parameter
+                self.scope.params[arg.arg] = self.template_value(t, arg.arg, loc)
+                continue
             params.append(ir.Param(arg.arg, t, loc))
             value: Value
             if isinstance(t, NdArrayType):
@@ -72,12 +81,31 @@ class FunctionCompiler(StmtMixin):
                     prologue.append(ir.Assign(loc, lv.ir_name, value))
             self.scope.params[arg.arg] = value
         body = prologue + self.stmts(fdef.body)
+        params += [ir.Param(h, f.array_type, self.loc(fdef)) for h, f in self.field_params.items()]
         if self.ret is not None and not always_returns(body):
             raise LangError(f"func '{self.func_name}' must end with a return statement (some path "
                             f"returns no {self.ret.name} value)", fdef)
         return ir.FunctionIR(name=name, params=tuple(params), ret=self.ret,
                              locals=tuple(self.local_decls.items()), body=tuple(body),
                              loc=self.loc(fdef), is_kernel=self.is_kernel)
+
+    def template_value(self, t: TemplateArg, pname: str, loc: ir.Loc) -> Value:
+        """What a template parameter means in the body: a field's array, a constant, an object."""
+        if isinstance(t.value, Field):
+            return self.field_ref(t.value, pname, loc)
+        return from_python(t.value)
+
+    def field_ref(self, f: Field, capture_name: str, loc: ir.Loc) -> ir.ArrayRef:
+        """The hidden array parameter that carries field `f` (added on first use)."""
+        hidden = HIDDEN_PREFIX + f.name_for(capture_name)
+        prev = self.field_params.setdefault(hidden, f)
+        if prev is not f:
+            raise LangError(f"two different fields are both named '{f.name}'; give one another name with "
+                            f"kl.field(..., name=...)")
+        return ir.ArrayRef(hidden, f.array_type, loc)
+
+    def field_of(self, arr: ir.ArrayRef) -> Field | None:
+        return self.field_params.get(arr.name)
 
 
 class CompileContext:
@@ -89,6 +117,8 @@ class CompileContext:
         self.order: list[ir.FunctionIR] = []
         self.stack: list[Func] = []
         self.names: set[str] = set()
+        #: func IR name -> the fields its hidden parameters carry (callers pass them on)
+        self.func_fields: dict[str, dict[str, Field]] = {}
 
     def unique_name(self, base: str) -> str:
         name, n = base, 1
@@ -109,10 +139,11 @@ class CompileContext:
         func._source_info()
         self.stack.append(func)
         try:
-            fir = FunctionCompiler(func, self, types, is_kernel=False).compile(
-                self.unique_name(mangle(func.qualname, types)))
+            compiler = FunctionCompiler(func, self, types, is_kernel=False)
+            fir = compiler.compile(self.unique_name(mangle(func.qualname, types)))
         finally:
             self.stack.pop()
+        self.func_fields[fir.name] = compiler.field_params
         self.done[key] = fir
         self.order.append(fir)
         return fir

@@ -8,10 +8,11 @@ from typing import Any
 
 from kiln.ir import nodes as ir
 from kiln.lang.callables import Compilable, Func
+from kiln.lang.fields import Field
 from kiln.lang.function import CompileContext, FunctionCompiler, mangle
-from kiln.types import NdArrayType, ScalarType
+from kiln.types import NdArrayType, ScalarType, default_fp
 
-__all__ = ["Func", "Kernel", "func", "kernel"]
+__all__ = ["BoundKernel", "Func", "Kernel", "func", "kernel"]
 
 
 class Kernel(Compilable):
@@ -21,26 +22,59 @@ class Kernel(Compilable):
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         super().__init__(fn)
-        self._cache: dict[tuple[ScalarType | NdArrayType, ...], ir.KernelIR] = {}
+        # keyed by (parameter types, default float type): kl.set_default_fp changes the IR
+        self._cache: dict[tuple[Any, ...], ir.KernelIR] = {}
+        self._hidden: dict[tuple[Any, ...], dict[str, Field]] = {}
 
     def specialize(self, param_types: tuple[ScalarType | NdArrayType, ...]) -> ir.KernelIR:
         """The typed IR of this kernel for concrete parameter types (cached per type tuple)."""
         types = self._concrete(tuple(param_types))
-        kir = self._cache.get(types)
+        key = (types, default_fp())
+        kir = self._cache.get(key)
         if kir is None:
             ctx = CompileContext()
             name = ctx.unique_name(mangle(self.qualname, types))
             self._source_info()
-            fir = FunctionCompiler(self, ctx, types, is_kernel=True).compile(name)
+            compiler = FunctionCompiler(self, ctx, types, is_kernel=True)
+            fir = compiler.compile(name)
             kir = ir.KernelIR(fir, tuple(ctx.order), display_name=self.qualname)
-            self._cache[types] = kir
+            self._cache[key] = kir
+            self._hidden[key] = compiler.field_params
         return kir
+
+    def hidden_fields(self, param_types: tuple[Any, ...]) -> dict[str, Field]:
+        """The fields the specialisation for `param_types` uses: hidden IR parameter name ("@x")
+        -> Field, in parameter order (after the kernel's own parameters)."""
+        self.specialize(param_types)
+        return self._hidden[(self._concrete(tuple(param_types)), default_fp())]
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        # a kernel as a method of a @kl.data_oriented class: `sim.step(...)` passes `sim` as the
+        # template parameter `self`
+        if obj is None:
+            return self
+        return BoundKernel(self, obj)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Direct calls belong to the dispatcher above the compiler (kiln.dispatch.DirectKernel,
         # what `kl.kernel` makes); the front end's own kernels only specialise to IR.
         raise TypeError(f"kernel '{self.name}' was made by kiln.lang.kernel, which only compiles; "
                         "decorate it with @kl.kernel to call it directly")
+
+
+class BoundKernel:
+    """`obj.kernel_method`: the kernel with `obj` as its first (template) argument."""
+
+    def __init__(self, kernel: Kernel, obj: Any) -> None:
+        self.kernel = kernel
+        self.obj = obj
+        self.name = kernel.name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.kernel(self.obj, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<bound kiln kernel {self.kernel.qualname} of {self.obj!r}>"
 
 
 def kernel(fn: Callable[..., Any]) -> Kernel:

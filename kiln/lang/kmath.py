@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from kiln.lang import builtins_py
+from kiln.lang.fields import matrix_field, vector_field
 from kiln.types import (
     MatrixType,
     ScalarType,
@@ -219,3 +220,9 @@ __all__ = [
     "normalize", "outer_product", "polar_decompose", "reflect", "sign", "smoothstep", "step", "svd",
     "transpose", "uvec2", "uvec3", "uvec4", "vec2", "vec3", "vec4", "vector",
 ]
+
+
+# `kl.Vector.field(n, dtype, shape)` / `kl.Matrix.field(n, m, dtype, shape)`: module-level fields
+# of vectors and matrices (kiln.lang.fields owns fields; Taichi spells them on these classes)
+Vector.field = staticmethod(vector_field)  # type: ignore[attr-defined]
+Matrix.field = staticmethod(matrix_field)  # type: ignore[attr-defined]

@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kiln._record import Record
-from kiln.abi import ParamLayout, block_struct
-from kiln.artifact.manifest import ParamInfo, ShapeDim
-from kiln.errors import ArgumentError, ArgumentValueError
+from kiln.abi import HIDDEN_PREFIX, ParamLayout, block_struct
+from kiln.artifact.manifest import FieldInfo, ParamInfo, ShapeDim
+from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError
 from kiln.types import SCALARS_BY_NAME, NdArrayType, from_numpy, value_range
 
 _ARRAY, _BOOL, _INT, _FLOAT, _VECTOR = 0, 1, 2, 3, 4
@@ -201,12 +201,13 @@ class ArgBinder:
             raise ArgumentValueError(f"{self.where(plan)}: array is read-only but the compiled code writes to it")
 
     def check_names(self, args: Mapping[str, object]) -> None:
+        shown = tuple(n for n in self.names if not n.startswith(HIDDEN_PREFIX))   # fields: the runtime's
         missing = [n for n in self.names if n not in args]
         if missing:
-            raise missing_arguments(self.owner, missing, self.names)
+            raise missing_arguments(self.owner, missing, shown)
         unknown = [str(n) for n in args if n not in self.name_set]
         raise ArgumentError(f"{self.owner}: unknown argument{'s' if len(unknown) > 1 else ''} "
-                            f"{', '.join(map(repr, unknown))}; expected {', '.join(self.names) or 'none'}")
+                            f"{', '.join(map(repr, unknown))}; expected {', '.join(shown) or 'none'}")
 
     def _array_type_error(self, plan: ArgPlan, a: object) -> ArgumentError:
         hint = ""
@@ -304,3 +305,32 @@ def bind_call_arguments(owner: str, names: tuple[str, ...], args: tuple[object, 
     if len(named) != len(names):
         raise missing_arguments(owner, [n for n in names if n not in named], names)
     return named
+
+
+def allocate_fields(fields: Mapping[str, FieldInfo], blobs: Mapping[str, bytes | memoryview]) -> dict[str, np.ndarray]:
+    """A fresh numpy array per field of a loaded file, holding its recorded initial value: each
+    load owns its storage, so two loaded modules never share a field."""
+    out: dict[str, np.ndarray] = {}
+    for name, f in fields.items():
+        dt = SCALARS_BY_NAME[f.dtype].np_dtype
+        shape = f.storage_shape
+        if f.init is None:
+            out[name] = np.zeros(shape, dt)
+            continue
+        raw = bytes(blobs[f.init])
+        if len(raw) != dt.itemsize * math.prod(shape):
+            raise ArtifactError(f"field {name!r}: its init blob holds {len(raw)} bytes, expected "
+                                     f"{dt.itemsize * math.prod(shape)}")
+        out[name] = np.frombuffer(raw, dt).reshape(shape).copy()
+    return out
+
+
+def field_arguments(params: tuple[ParamInfo, ...], storage: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The hidden arguments (`@name` -> the module's array) of a graph's or kernel's parameters."""
+    return {p.layout.name: storage[p.layout.name[len(HIDDEN_PREFIX):]]
+            for p in params if p.layout.name.startswith(HIDDEN_PREFIX)}
+
+
+def visible(params: tuple[ParamInfo, ...]) -> tuple[ParamInfo, ...]:
+    """The parameters a caller passes (hidden field parameters are filled by the runtime)."""
+    return tuple(p for p in params if not p.layout.name.startswith(HIDDEN_PREFIX))

@@ -10,14 +10,22 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Mapping
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from kiln.abi import HIDDEN_PREFIX
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArtifactError, KilnError
 from kiln.runtime import threads
-from kiln.runtime.binding import DATA_OFFSET, ArgBinder, bind_call_arguments
+from kiln.runtime.binding import (
+    DATA_OFFSET,
+    ArgBinder,
+    allocate_fields,
+    bind_call_arguments,
+    field_arguments,
+    visible,
+)
 from kiln.runtime.runnable import ArgSpec, Runnable, arg_specs
 
 if TYPE_CHECKING:
@@ -40,7 +48,10 @@ class _Runnable:
         self._owner = owner
         self._binder = ArgBinder(params, owner)
         self.params = params
-        self.args: list[ArgSpec] = arg_specs(params)
+        self.args: list[ArgSpec] = arg_specs(visible(params))
+        #: hidden field parameters -> the module's storage, passed on every run (a caller's own
+        #: `@name` argument wins: direct kernel calls bind a field's Python-side array)
+        self._field_args = field_arguments(params, module._field_storage)
         native = module._native
         fast = symbol + "_pyobj"
         self._pack = self._binder._pack
@@ -54,6 +65,8 @@ class _Runnable:
 
     def run(self, args: Mapping[str, Any]) -> None:
         """Check all arguments, then run the native code once. Arrays are updated in place."""
+        if self._field_args:
+            args = {**self._field_args, **args}
         if self._objects:
             status = self._entry(self._pack(args, True), DATA_OFFSET)
         else:
@@ -70,6 +83,11 @@ class _Runnable:
         links the file again (no code objects travel; the receiver needs only the runtime)."""
         kind = "graph" if isinstance(self, CompiledGraph) else "kernel"
         return _unpickle, (bytes(self._module._data), kind, self.name, "cpu")  # type: ignore[attr-defined]
+
+    @property
+    def fields(self) -> Mapping[str, Any]:
+        """The module-level fields of the module this belongs to (`CompiledModule.fields`)."""
+        return self._module.fields
 
 
 class CompiledGraph(_Runnable):
@@ -91,7 +109,7 @@ class CompiledKernel(_Runnable):
         super().__init__(module, f"kernel {name!r}", info.params, symbol)
         self.name = name
         self.info = info
-        self._names = self._binder.names  # vector arguments are one name for several params
+        self._names = tuple(n for n in self._binder.names if not n.startswith(HIDDEN_PREFIX))  # vectors: one name
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         names = self._names
@@ -107,11 +125,18 @@ class CompiledKernel(_Runnable):
 class CompiledModule:
     """Everything one .kiln file holds, linked into this process."""
 
-    def __init__(self, data: bytes, manifest: Manifest, target: TargetInfo, native: Any) -> None:
+    def __init__(self, data: bytes, manifest: Manifest, target: TargetInfo, native: Any,
+                 blobs: Mapping[str, Any] | None = None) -> None:
         self._data = data
         self._native = native
         self.manifest = manifest
         self.target = target
+        self._field_storage = allocate_fields(manifest.fields, blobs or {})
+        #: the module's fields by name, as numpy arrays shaped `shape + element_shape` (views of
+        #: the storage every run uses: write them between runs, read them after; state persists)
+        self.fields: Mapping[str, Any] = MappingProxyType({
+            name: arr.reshape(manifest.fields[name].shape + manifest.fields[name].element_shape)
+            for name, arr in self._field_storage.items()})
         self.graphs: dict[str, CompiledGraph] = {
             name: CompiledGraph(self, g, g.entries[target.name])
             for name, g in manifest.graphs.items()}
@@ -181,7 +206,7 @@ def _link(data: bytes, container: Container, source: str) -> CompiledModule:
         raise ArtifactError(f"{source}: {e}") from None
     threads.attach(native)
     try:
-        return CompiledModule(data, manifest, target, native)
+        return CompiledModule(data, manifest, target, native, container.blobs)
     except ArtifactError as e:  # an entry symbol missing from the object
         raise ArtifactError(f"{source}: {e}") from None
 

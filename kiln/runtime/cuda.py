@@ -40,13 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from kiln.abi import SCALAR_FORMAT
+from kiln.abi import HIDDEN_PREFIX, SCALAR_FORMAT
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import Binding, CudaSection, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError, CudaError
-from kiln.runtime.binding import ArgBinder, ArgPlan, bind_call_arguments
+from kiln.runtime.binding import ArgBinder, ArgPlan, bind_call_arguments, visible
 from kiln.runtime.cuda_arrays import device_array, stream_handle
 from kiln.runtime.cuda_driver import Device, check, cuda_available, driver, pick_image
+from kiln.runtime.cuda_fields import DeviceField, DeviceFields
 from kiln.runtime.cuda_launch import GraphExec, LoadedImage, Node, decode_block, eval_host_expr, param_array
 from kiln.runtime.runnable import ArgSpec, arg_specs
 from kiln.types import SCALARS_BY_NAME
@@ -84,6 +85,8 @@ class CudaModule:
         self.cubins_missing = section.cubins_missing
         self.launches = section.launches
         self._loaded: dict[int, LoadedImage] = {}
+        #: module-level fields: device arrays owned by this load, filled from the init blobs
+        self._fields = DeviceFields(manifest.fields, container.blobs)
         self.graphs = {name: CudaGraph(self, f"graph {name!r}", g.params,
                                        [(d.kernel, tuple(d.bindings)) for d in g.dispatches])
                        for name, g in manifest.graphs.items()}
@@ -102,6 +105,16 @@ class CudaModule:
             entries = [ln.entry for launches in self.launches.values() for ln in launches]
             lm = self._loaded[device] = LoadedImage(dev, image, kind, entries, self.block, self.source)
         return lm
+
+    def device_fields(self, device: int = 0) -> dict[str, DeviceField]:
+        """The fields' device arrays on `device` (allocated and initialised at first use)."""
+        self.loaded(device).dev.make_current()
+        return self._fields.on(device)
+
+    @property
+    def fields(self) -> dict[str, DeviceField]:
+        """The module's fields on device 0 (device arrays; `to_numpy()` / `from_numpy()`)."""
+        return self.device_fields(0)
 
     def image_kind(self, device: int = 0) -> str:
         """Which code the GPU runs: 'cubin sm_90' or 'ptx sm_80 (driver JIT)' (loads the module)."""
@@ -126,9 +139,10 @@ def _launch_nodes(module: CudaModule, offsets: dict[str, Any],
         kinfo = module.manifest.kernels[kname]
         gather: list[Any] = []
         for kp, b in zip(kinfo.params, bindings):
-            if b.kind == "arg":
-                gl = offsets[b.arg]
-                gather.append((gl.offset, gl.size, b.arg))
+            if b.kind in ("arg", "field"):     # a field travels in the graph parameter `@name`
+                name = b.arg if b.kind == "arg" else HIDDEN_PREFIX + b.arg
+                gl = offsets[name]
+                gather.append((gl.offset, gl.size, name))
             else:
                 gather.append(struct.pack("<" + SCALAR_FORMAT[kp.layout.dtype], b.value))
         nodes.extend(Node(ln, gather, kinfo.params) for ln in module.launches[kname])
@@ -150,7 +164,8 @@ class CudaRunnable:
         self._graphs: dict[Any, GraphExec] = {}
         self._plain: dict[int, list[Any]] = {}
         self._staging: dict[str, tuple[int, int]] = {}     # numpy param -> (device ptr, bytes)
-        self.args: list[ArgSpec] = arg_specs(params)
+        self.args: list[ArgSpec] = arg_specs(visible(params))
+        self._hidden = tuple(p.layout.name for p in params if p.layout.name.startswith(HIDDEN_PREFIX))
 
     @property
     def name(self) -> str:
@@ -274,6 +289,10 @@ class CudaRunnable:
 
         Device arrays are used in place and the call returns without synchronizing; numpy arrays
         are copied in, and those the code writes are copied back before run() returns."""
+        missing = [h for h in self._hidden if h not in args]
+        if missing:   # the module's device fields (direct calls pass the Python field's own array)
+            fields = self._module.device_fields(device)
+            args = {**{h: fields[h[len(HIDDEN_PREFIX):]] for h in missing}, **args}
         values, keep, uploads = self._check_args(args)   # argument errors first, GPU or not
         lm = self._module.loaded(device)
         lm.dev.make_current()
@@ -342,7 +361,7 @@ class CudaKernel(CudaRunnable):
 
     def __init__(self, module: CudaModule, owner: str, params: tuple[ParamInfo, ...], kname: str) -> None:
         super().__init__(module, owner, params, [(kname, tuple(Binding("arg", arg=p.layout.name) for p in params))])
-        self._names = tuple(p.layout.name for p in params)
+        self._names = tuple(p.layout.name for p in visible(params))
 
     def run(self, args: Mapping[str, Any], stream: Any = None, use_graph: bool = False, device: int = 0) -> None:
         super().run(args, stream=stream, use_graph=use_graph, device=device)
