@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import builtins as py_builtins
 import dataclasses
 import operator
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from kiln.ir import nodes as ir
 from kiln.ir.builtins import BUILTINS, as_float
 from kiln.lang.builtins_py import PY_ALIASES, PY_BUILTINS, BuiltinStub
 from kiln.lang.callables import Compilable, Func
+from kiln.lang.inline import InlineRequired, inline_call
 from kiln.lang.transformer import ASTTransformer, LocalVar, LoopCtx, NameResolver, Scope
 from kiln.lang.values import (
     LangError,
@@ -138,7 +140,9 @@ class ExprMixin(ASTTransformer):
             p = self.scope.params[name]
             if isinstance(p, ir.ArrayRef):
                 return ir.ArrayRef(p.name, p.type, self.loc(node))
-            return dataclasses.replace(p, loc=self.loc(node))  # type: ignore[type-var]
+            if isinstance(p, ir.Expr):
+                return dataclasses.replace(p, loc=self.loc(node))
+            return p       # an inlined func's parameter bound to a non-scalar value
         return self._at(self.resolver.resolve(name), node)
 
     def _at(self, v: Value, node: ast.AST) -> Value:
@@ -320,8 +324,21 @@ class ExprMixin(ASTTransformer):
         return ir.Select(t, loc, c, cast_to(a, t, loc), cast_to(b, t, loc))
 
     def visit_IfExp(self, node: ast.IfExp) -> Value:
-        return self.select(self.scalar(node.test), self.scalar(node.body), self.scalar(node.orelse),
-                           self.loc(node))
+        cond = self.scalar(node.test)
+        a, b = self.visit(node.body), self.visit(node.orelse)
+        if isinstance(a, TupleVal) or isinstance(b, TupleVal):   # item-wise, as `(x, y) if c else (u, v)`
+            if not (isinstance(a, TupleVal) and isinstance(b, TupleVal) and len(a.items) == len(b.items)):
+                raise type_error("both sides of a conditional expression must be tuples of the same length")
+            if isinstance(cond, Lit):
+                return a if cond.value else b
+            return TupleVal(tuple(self.select(cond, self._as_scalar(x, node.body), self._as_scalar(y, node.orelse),
+                                              self.loc(node)) for x, y in zip(a.items, b.items)))
+        return self.select(cond, self._as_scalar(a, node.body), self._as_scalar(b, node.orelse), self.loc(node))
+
+    def _as_scalar(self, v: Value, node: ast.expr) -> Scalar:
+        if isinstance(v, ir.Expr | Lit):
+            return v
+        raise type_error(f"{describe(v)} cannot be used as a value here", node)
 
     # -- calls -----------------------------------------------------------------------------
     def visit_Call(self, node: ast.Call) -> Value:
@@ -347,6 +364,11 @@ class ExprMixin(ASTTransformer):
             return self.builtin_call(name, node)
         if obj is range:
             raise LangError("range() can only be used as the iterable of a for loop")
+        if obj is py_builtins.pow:      # Python's pow(a, b) is a ** b
+            if len(node.args) != 2:
+                raise type_error(f"pow() takes 2 arguments in kernels (no modulus), got {len(node.args)}")
+            return self.binary(ir.BinaryOp.POW, self.scalar(node.args[0]), self.scalar(node.args[1]),
+                               self.loc(node))
         target = as_scalar_type(obj)
         if target is not None:
             if len(node.args) != 1:
@@ -451,7 +473,16 @@ class ExprMixin(ASTTransformer):
             cargs = [cast_to(a, t, loc) for a, t in zip(args, types)]
         return ir.BuiltinCall(res, loc, name, tuple(cargs))
 
-    def func_call(self, func: Any, node: ast.Call) -> ir.Expr | VoidCall:
+    def func_call(self, func: Any, node: ast.Call) -> Value:
+        if func.inlined:
+            return inline_call(self, func, node)  # type: ignore[arg-type]
+        try:
+            return self._compiled_func_call(func, node)
+        except InlineRequired:      # its body draws random numbers: expand it here instead
+            func.require_inline()
+            return inline_call(self, func, node)  # type: ignore[arg-type]
+
+    def _compiled_func_call(self, func: Any, node: ast.Call) -> ir.Expr | VoidCall:
         loc = self.loc(node)
         if len(node.args) != len(func.param_names):
             raise type_error(f"func '{func.name}' takes {len(func.param_names)} argument(s) but "

@@ -8,6 +8,7 @@ import re
 from kiln.errors import KernelError
 from kiln.ir import nodes as ir
 from kiln.lang.callables import Compilable, Func
+from kiln.lang.inline import InlineFrame
 from kiln.lang.stmts import StmtMixin, always_returns
 from kiln.lang.transformer import LoopCtx, NameResolver, Scope, SourceInfo
 from kiln.lang.values import LangError, Value
@@ -38,6 +39,8 @@ class FunctionCompiler(StmtMixin):
         self.func_name = obj.name
         self.ret = None if is_kernel else obj.return_type
         self.local_decls: dict[str, ScalarType] = {}
+        self.pending: list[ir.Stmt] = []
+        self.inline: InlineFrame | None = None
 
     def compile(self, name: str) -> ir.FunctionIR:
         try:
@@ -83,6 +86,7 @@ class CompileContext:
         self.order: list[ir.FunctionIR] = []
         self.stack: list[Func] = []
         self.names: set[str] = set()
+        self.inline_count = 0      # expansions of inlined funcs so far (their locals' prefixes)
 
     def unique_name(self, base: str) -> str:
         name, n = base, 1
