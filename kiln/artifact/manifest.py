@@ -133,8 +133,8 @@ class CudaSection(Record):
 
 class Manifest(Record):
     __slots__ = ('format_version', 'kiln_version', 'created', 'targets', 'kernels', 'graphs', 'exported_kernels',
-                 'cuda')
-    _defaults: ClassVar[dict[str, Any]] = {'cuda': None}
+                 'cuda', 'random_seed')
+    _defaults: ClassVar[dict[str, Any]] = {'cuda': None, 'random_seed': 0}
     format_version: tuple[int, int]
     kiln_version: str
     created: str
@@ -143,6 +143,7 @@ class Manifest(Record):
     graphs: dict[str, GraphInfo]
     exported_kernels: dict[str, str]  # user-facing name -> KernelInfo.name
     cuda: CudaSection | None  # launch data, present when a cuda target is
+    random_seed: int  # initial seed of the module's kl.random state (written when not 0)
 
     # ----------------------------------------------------------------------------- encoding
     def to_json(self) -> dict[str, Any]:
@@ -167,7 +168,8 @@ class Manifest(Record):
                                     for b in d.bindings]} for d in g.dispatches],
                                 "entries": dict(g.entries)} for g in self.graphs.values()},
             "exported_kernels": dict(self.exported_kernels),
-        } | ({} if self.cuda is None else {"cuda": self.cuda.to_json()})
+        } | ({} if self.cuda is None else {"cuda": self.cuda.to_json()}) | (
+            {"random_seed": self.random_seed} if self.random_seed else {})
 
     # ----------------------------------------------------------------------------- decoding
     @staticmethod
@@ -229,7 +231,11 @@ class _Reader:
                 self.fail(f"exported_kernels.{name}", f"names unknown kernel {kname!r}")
         # optional here (a CPU runtime does not need it); kiln.runtime.cuda requires it
         cuda = None if "cuda" not in doc else self.cuda_section(doc, [t for t in targets if t.kind == "cuda"], kernels)
-        return Manifest((ver[0], ver[1]), kiln_version, created, targets, kernels, graphs, dict(exported), cuda)
+        seed = self.field(doc, "random_seed", "", int) if "random_seed" in doc else 0
+        if not 0 <= seed < 2 ** 64:
+            self.fail("random_seed", f"expected an integer in [0, 2**64), got {seed}")
+        return Manifest((ver[0], ver[1]), kiln_version, created, targets, kernels, graphs, dict(exported), cuda,
+                        seed)
 
     # ----------------------------------------------------------------------------- cuda
     def cuda_section(self, doc: dict[str, Any], cuda_targets: list[TargetInfo],

@@ -60,6 +60,12 @@ class CompileRequest:
     cuda: bool = False                       # also build PTX (+ cubins) for CUDA
     cuda_archs: tuple[str, ...] | None = None
     fast_math: bool = False                  # CUDA: libdevice's fast f32 sin/cos/exp/log/... variants
+    random_seed: int = 0                     # initial seed of the module's kl.random state
+
+    def __post_init__(self) -> None:
+        s = self.random_seed
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2 ** 64:
+            raise ValueError(f"seed: a random seed is an integer in [0, 2**64), got {s!r}")
 
 
 def resolve_targets(target: str, targets: Sequence[Any] | None) -> tuple[tuple[str, ...], bool]:

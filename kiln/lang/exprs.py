@@ -15,6 +15,7 @@ from kiln.ir.builtins import BUILTINS, as_float
 from kiln.lang.builtins_py import PY_ALIASES, PY_BUILTINS, BuiltinStub
 from kiln.lang.callables import Compilable, Func
 from kiln.lang.inline import InlineRequired, inline_call
+from kiln.lang.random import random_call
 from kiln.lang.transformer import ASTTransformer, LocalVar, LoopCtx, NameResolver, Scope
 from kiln.lang.values import (
     LangError,
@@ -343,6 +344,8 @@ class ExprMixin(ASTTransformer):
     # -- calls -----------------------------------------------------------------------------
     def visit_Call(self, node: ast.Call) -> Value:
         fv = self.visit(node.func)
+        if isinstance(fv, Static) and isinstance(fv.obj, BuiltinStub) and fv.obj.kind == "random":
+            return random_call(self, node, as_scalar_type)  # type: ignore[arg-type]   # takes dtype=...
         if node.keywords:
             raise LangError("keyword arguments are not supported in calls inside kernels")
         if any(isinstance(a, ast.Starred) for a in node.args):

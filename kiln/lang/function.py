@@ -9,6 +9,7 @@ from kiln.errors import KernelError
 from kiln.ir import nodes as ir
 from kiln.lang.callables import Compilable, Func
 from kiln.lang.inline import InlineFrame
+from kiln.lang.random import RngUse, finish_kernel
 from kiln.lang.stmts import StmtMixin, always_returns
 from kiln.lang.transformer import LoopCtx, NameResolver, Scope, SourceInfo
 from kiln.lang.values import LangError, Value
@@ -41,6 +42,8 @@ class FunctionCompiler(StmtMixin):
         self.local_decls: dict[str, ScalarType] = {}
         self.pending: list[ir.Stmt] = []
         self.inline: InlineFrame | None = None
+        self.rng = RngUse()
+        self.compiling_func = not is_kernel
 
     def compile(self, name: str) -> ir.FunctionIR:
         try:
@@ -69,6 +72,8 @@ class FunctionCompiler(StmtMixin):
                     prologue.append(ir.Assign(loc, lv.ir_name, value))
             self.scope.params[arg.arg] = value
         body = prologue + self.stmts(fdef.body)
+        if self.is_kernel:
+            body = finish_kernel(self, params, body, self.loc(fdef))
         if self.ret is not None and not always_returns(body):
             raise LangError(f"func '{self.func_name}' must end with a return statement (some path "
                             f"returns no {self.ret.name} value)", fdef)

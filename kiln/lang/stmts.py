@@ -10,6 +10,7 @@ from kiln.ir import nodes as ir
 from kiln.lang.builtins_py import BuiltinStub
 from kiln.lang.exprs import _BINOPS, ExprMixin, as_scalar_type
 from kiln.lang.inline import InlineFrame, dynamic_block, inline_return
+from kiln.lang.random import RngUse, start_parallel_loop
 from kiln.lang.transformer import LocalVar, LoopCtx
 from kiln.lang.values import (
     LangError,
@@ -47,6 +48,10 @@ class StmtMixin(ExprMixin):
     pending: Stmts
     #: the expansion being lowered when inside an inlined func (kiln.lang.inline)
     inline: InlineFrame | None
+    #: where the kernel draws random numbers (kiln.lang.random)
+    rng: RngUse
+    #: compiling a func as its own IR function (not a kernel, not an inline expansion)
+    compiling_func: bool
 
     def block(self, body: list[ast.stmt]) -> tuple[ir.Stmt, ...]:
         self.nesting += 1
@@ -364,7 +369,7 @@ class StmtMixin(ExprMixin):
             self.region = None
             self.loops.pop()
         prs = tuple(ir.ParallelRange(self.scope.locals[n].ir_name, a, b, c) for n, a, b, c in ranges)
-        return ir.ParallelFor(self.loc(node), prs, body)
+        return ir.ParallelFor(self.loc(node), prs, start_parallel_loop(self, k, prs, body))
 
     def serial_for(self, node: ast.For, names: list[str], dims: list[tuple[list[Scalar], ast.AST]],
                    ndrange: bool) -> Stmts:

@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from kiln.abi import RNG_PARAM
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArtifactError, KilnError
 from kiln.runtime import threads
 from kiln.runtime.binding import DATA_OFFSET, ArgBinder, bind_call_arguments
+from kiln.runtime.rng import draws, new_rng_state, with_rng
 from kiln.runtime.runnable import ArgSpec, Runnable, arg_specs
 
 if TYPE_CHECKING:
@@ -40,7 +42,9 @@ class _Runnable:
         self._owner = owner
         self._binder = ArgBinder(params, owner)
         self.params = params
-        self.args: list[ArgSpec] = arg_specs(params)
+        self.args: list[ArgSpec] = [a for a in arg_specs(params) if a.name != RNG_PARAM]
+        #: draws random numbers: the module's state array is passed as the hidden RNG_PARAM
+        self._rng = draws(params)
         native = module._native
         fast = symbol + "_pyobj"
         self._pack = self._binder._pack
@@ -54,6 +58,8 @@ class _Runnable:
 
     def run(self, args: Mapping[str, Any]) -> None:
         """Check all arguments, then run the native code once. Arrays are updated in place."""
+        if self._rng:
+            args = with_rng(args, self._module.rng_state)
         if self._objects:
             status = self._entry(self._pack(args, True), DATA_OFFSET)
         else:
@@ -64,6 +70,10 @@ class _Runnable:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the .kiln file this object came from (the whole module it belongs to)."""
         self._module.save(path)
+
+    def seed(self, seed: int) -> None:
+        """Restart the random numbers of the module this belongs to (kl.random) from `seed`."""
+        self._module.seed(seed)
 
 
 class CompiledGraph(_Runnable):
@@ -85,7 +95,7 @@ class CompiledKernel(_Runnable):
         super().__init__(module, f"kernel {name!r}", info.params, symbol)
         self.name = name
         self.info = info
-        self._names = tuple(p.layout.name for p in info.params)
+        self._names = tuple(p.layout.name for p in info.params if p.layout.name != RNG_PARAM)
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         names = self._names
@@ -106,6 +116,8 @@ class CompiledModule:
         self._native = native
         self.manifest = manifest
         self.target = target
+        #: the random-number state of kernels that draw (kl.random): this module's own
+        self.rng_state = new_rng_state(manifest.random_seed)
         self.graphs: dict[str, CompiledGraph] = {
             name: CompiledGraph(self, g, g.entries[target.name])
             for name, g in manifest.graphs.items()}
@@ -113,6 +125,10 @@ class CompiledModule:
             name: CompiledKernel(self, manifest.kernels[kname],
                                  manifest.kernels[kname].entries[target.name], name)
             for name, kname in manifest.exported_kernels.items()}
+
+    def seed(self, seed: int) -> None:
+        """Restart this module's random numbers from `seed` (the file's seed is its default)."""
+        self.rng_state[:] = new_rng_state(seed)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         write_bytes(path, self._data)

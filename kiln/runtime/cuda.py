@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.abi import SCALAR_FORMAT
+from kiln.abi import RNG_PARAM, SCALAR_FORMAT
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import Binding, CudaSection, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError, CudaError
@@ -48,6 +48,7 @@ from kiln.runtime.binding import ArgBinder, ArgPlan, bind_call_arguments
 from kiln.runtime.cuda_arrays import device_array, stream_handle
 from kiln.runtime.cuda_driver import Device, check, cuda_available, driver, pick_image
 from kiln.runtime.cuda_launch import GraphExec, LoadedImage, Node, decode_block, eval_host_expr, param_array
+from kiln.runtime.rng import draws, new_rng_state, with_rng
 from kiln.runtime.runnable import ArgSpec, arg_specs
 from kiln.types import SCALARS_BY_NAME
 
@@ -83,6 +84,8 @@ class CudaModule:
         self.cubins = dict(section.cubins)
         self.cubins_missing = section.cubins_missing
         self.launches = section.launches
+        #: the random-number state of kernels that draw (kl.random): this module's own
+        self.rng_state = new_rng_state(manifest.random_seed)
         self._loaded: dict[int, LoadedImage] = {}
         self.graphs = {name: CudaGraph(self, f"graph {name!r}", g.params,
                                        [(d.kernel, tuple(d.bindings)) for d in g.dispatches])
@@ -102,6 +105,10 @@ class CudaModule:
             entries = [ln.entry for launches in self.launches.values() for ln in launches]
             lm = self._loaded[device] = LoadedImage(dev, image, kind, entries, self.block, self.source)
         return lm
+
+    def seed(self, seed: int) -> None:
+        """Restart this module's random numbers from `seed` (the file's seed is its default)."""
+        self.rng_state[:] = new_rng_state(seed)
 
     def image_kind(self, device: int = 0) -> str:
         """Which code the GPU runs: 'cubin sm_90' or 'ptx sm_80 (driver JIT)' (loads the module)."""
@@ -150,7 +157,8 @@ class CudaRunnable:
         self._graphs: dict[Any, GraphExec] = {}
         self._plain: dict[int, list[Any]] = {}
         self._staging: dict[str, tuple[int, int]] = {}     # numpy param -> (device ptr, bytes)
-        self.args: list[ArgSpec] = arg_specs(params)
+        self.args: list[ArgSpec] = [a for a in arg_specs(params) if a.name != RNG_PARAM]
+        self._rng = draws(params)      # takes the module's random-number state (copied in and back)
 
     @property
     def name(self) -> str:
@@ -159,6 +167,10 @@ class CudaRunnable:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the .kiln file this object came from (the whole module it belongs to)."""
         self._module.save(path)
+
+    def seed(self, seed: int) -> None:
+        """Restart the random numbers of the module this belongs to (kl.random) from `seed`."""
+        self._module.seed(seed)
 
     # -- argument handling -----------------------------------------------------------------
     def _check_args(self, args: Mapping[str, Any]) -> CheckedArgs:
@@ -274,6 +286,8 @@ class CudaRunnable:
 
         Device arrays are used in place and the call returns without synchronizing; numpy arrays
         are copied in, and those the code writes are copied back before run() returns."""
+        if self._rng:
+            args = with_rng(args, self._module.rng_state)
         values, keep, uploads = self._check_args(args)   # argument errors first, GPU or not
         lm = self._module.loaded(device)
         lm.dev.make_current()
@@ -342,7 +356,7 @@ class CudaKernel(CudaRunnable):
 
     def __init__(self, module: CudaModule, owner: str, params: tuple[ParamInfo, ...], kname: str) -> None:
         super().__init__(module, owner, params, [(kname, tuple(Binding("arg", arg=p.layout.name) for p in params))])
-        self._names = tuple(p.layout.name for p in params)
+        self._names = tuple(p.layout.name for p in params if p.layout.name != RNG_PARAM)
 
     def run(self, args: Mapping[str, Any], stream: Any = None, use_graph: bool = False, device: int = 0) -> None:
         super().run(args, stream=stream, use_graph=use_graph, device=device)
