@@ -21,6 +21,7 @@ from kiln.errors import ArtifactError, KernelError, KernelTypeError
 F1 = kl.ndarray(kl.f32, ndim=1)
 U1 = kl.ndarray(kl.u32, ndim=1)
 ROOT = Path(__file__).resolve().parents[1]
+LOOP0 = 1 << 24      # the key's loop tag of a kernel's first parallel loop (kiln/lang/random.py)
 
 _M0, _M1, _W0, _W1 = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85
 _MASK = np.uint64(0xFFFFFFFF)
@@ -66,7 +67,8 @@ def test_the_stream_is_philox_of_iteration_draw_and_run() -> None:
     i = np.arange(n)
     for run, got in enumerate(runs):
         for j in range(3):
-            want = philox([i, np.full(n, j), np.full(n, run), np.zeros(n)], [seed & 0xFFFFFFFF, seed >> 32])[0]
+            # key hi: seed hi ^ (1 << 24), the kernel's first parallel loop
+            want = philox([i, np.full(n, j), np.full(n, run), np.zeros(n)], [seed & 0xFFFFFFFF, (seed >> 32) ^ LOOP0])[0]
             np.testing.assert_array_equal(got[:, j], want)
 
 
@@ -171,6 +173,19 @@ def test_draws_in_loops_funcs_and_serial_code() -> None:
     assert heads.mean() == pytest.approx(0.25, abs=0.02) and set(np.unique(heads)) == {0, 1}
     assert 0 <= s[0] < 1
 
+    @kl.kernel
+    def two_loops(a: U1, b: U1, c: U1):
+        c[0] = kl.random(kl.u32)
+        for i in range(a.shape[0]):
+            a[i] = kl.random(kl.u32)
+        for i in range(b.shape[0]):
+            b[i] = kl.random(kl.u32)
+
+    a, b, c = np.zeros(1000, np.uint32), np.zeros(1000, np.uint32), np.zeros(1, np.uint32)
+    kl.seed(3)
+    two_loops(a, b, c)
+    assert np.unique(np.concatenate([a, b, c])).size == 2001     # loops and serial code differ
+
 
 def test_two_dimensional_loops_and_two_launches_in_a_graph() -> None:
     @kl.kernel
@@ -195,7 +210,7 @@ def test_two_dimensional_loops_and_two_launches_in_a_graph() -> None:
     cg.run({"x": xs, "y": ys})
     assert (xs != ys).all()                                    # each launch advanced the run counter
     i = np.arange(100)
-    np.testing.assert_array_equal(ys[:, 1], philox([i, np.ones(100), np.ones(100), np.zeros(100)], [9, 0])[0])
+    np.testing.assert_array_equal(ys[:, 1], philox([i, np.ones(100), np.ones(100), np.zeros(100)], [9, LOOP0])[0])
 
 
 def _graph() -> kl.GraphBuilder:
@@ -297,3 +312,27 @@ def test_errors() -> None:
     assert RNG_PARAM == "@rng"
     kir = draw_u32.specialize((kl.ndarray(kl.u32, 2),))
     assert kir.kernel.params[-1].name == RNG_PARAM
+
+
+def test_exported_kernels_draw_from_their_module_and_threads_keep_the_stream() -> None:
+    @kl.kernel
+    def fill(a: U1):
+        for i in range(a.shape[0]):
+            a[i] = kl.random(kl.u32)
+
+    m = kl.Module(seed=21)
+    m.add_kernel(fill)
+    cm = m.compile()
+    assert [a.name for a in cm.kernels["fill"].args] == ["a"]
+    n = 300_000                      # large enough to run on several threads
+    a, b = np.zeros(n, np.uint32), np.zeros(n, np.uint32)
+    cm.kernels["fill"](a)
+    cm.kernels["fill"].run({"a": b})
+    i = np.arange(n)
+    for run, got in enumerate((a, b)):
+        want = philox([i, np.zeros(n), np.full(n, run), np.zeros(n)], [21, LOOP0])[0]
+        np.testing.assert_array_equal(got, want)
+    own = np.array([21, 0, 0, 0], np.uint32)              # a caller may pass their own state
+    cm.kernels["fill"].run({"a": b, RNG_PARAM: own})
+    np.testing.assert_array_equal(b, a)
+    assert own.tolist() == [21, 0, 1, 0]

@@ -10,9 +10,11 @@ Each draw is one Philox-4x32-10 block:
 - counter = (linear iteration index of the enclosing parallel loop, low word (0 outside any
   parallel loop); the number of draws made so far in this iteration (a local, 0 at the start of
   every iteration and of the kernel); run lo; run hi),
-- key = (seed lo, seed hi XOR the iteration index's high word),
-so no two draws of one launch share a block, iterations are independent of each other and of
-the order threads run them in, and a seed reproduces the stream on every target.
+- key = (seed lo, seed hi XOR the iteration index's high word XOR (region << 24)), where region
+  is 0 outside parallel loops and k + 1 in the kernel's k-th parallel loop,
+so no two draws of one launch share a block (for iteration indices below 2**56), iterations are
+independent of each other and of the order threads run them in, and a seed reproduces the
+stream on every target.
 
 Runs. The kernel adds 1 to the 64-bit run counter as its last statement (and before every
 `return`), after its parallel loops: every launch, including two launches of one kernel in one
@@ -79,7 +81,7 @@ def random_dtype(c: StmtMixin, node: ast.Call, as_scalar_type: Callable[[object]
 def random_call(c: StmtMixin, node: ast.Call, as_scalar_type: Callable[[object], ScalarType | None]) -> ir.Expr:
     """One draw: its statements go to `c.pending`, the value is a fresh local."""
     if c.compiling_func:    # a func compiled as its own IR function has no iteration state
-        raise InlineRequired(c.obj.name)
+        raise InlineRequired(c.func_name)
     t = random_dtype(c, node, as_scalar_type)
     loc = c.loc(node)
     use: RngUse = c.rng
@@ -105,9 +107,11 @@ def random_call(c: StmtMixin, node: ast.Call, as_scalar_type: Callable[[object],
 
     it: ir.Expr = ir.Const(u64, loc, 0) if region is None else ir.Var(u64, loc, p + "iter")
     it_hi = ir.Cast(u32, loc, ir.Binary(u64, loc, ir.BinaryOp.SHR, it, ir.Const(u64, loc, 32)))
+    tag = ir.Const(u32, loc, (0 if region is None else region + 1) << 24)   # the loop the draw is in
     out: list[ir.Stmt] = [
         set_("x0", ir.Cast(u32, loc, it)), set_("x1", var("calls")), set_("x2", word(2)), set_("x3", word(3)),
-        set_("k0", word(0)), set_("k1", ir.Binary(u32, loc, ir.BinaryOp.BITXOR, word(1), it_hi)),
+        set_("k0", word(0)),
+        set_("k1", ir.Binary(u32, loc, ir.BinaryOp.BITXOR, ir.Binary(u32, loc, ir.BinaryOp.BITXOR, word(1), it_hi), tag)),
         set_("calls", ir.Binary(u32, loc, ir.BinaryOp.ADD, var("calls"), k32(1))),
     ]
     out += _philox_rounds(var, set_, k32, loc)
