@@ -336,3 +336,38 @@ def test_exported_kernels_draw_from_their_module_and_threads_keep_the_stream() -
     cm.kernels["fill"].run({"a": b, RNG_PARAM: own})
     np.testing.assert_array_equal(b, a)
     assert own.tolist() == [21, 0, 1, 0]
+    own[2] = 0xFFFFFFFF                                     # the 64-bit run counter carries
+    cm.kernels["fill"].run({"a": b, RNG_PARAM: own})
+    assert own.tolist() == [21, 0, 0, 1]
+    np.testing.assert_array_equal(b, philox([i, np.zeros(n), np.full(n, 0xFFFFFFFF), np.zeros(n)], [21, LOOP0])[0])
+
+
+@kl.kernel
+def serial_and_loop(x: F1):
+    x[0] = kl.random()                   # serial code before the loop reads the state too
+    for i in range(1, x.shape[0]):
+        x[i] = kl.random() + kl.random()
+
+
+def test_the_cuda_code_draws_the_cpu_stream() -> None:
+    """The NVPTX module run on the CPU (tests/test_nvptx_emulated.py) over a grid of threads: the
+    same numbers as the CPU code, and one run-counter step per launch (a single-thread phase)."""
+    try:
+        from tests.test_nvptx_emulated import NVPTX_REASON, EmulatedKernel
+    except ImportError:          # pragma: no cover - llvmlite missing
+        pytest.skip("no llvmlite")
+    if NVPTX_REASON is not None:
+        pytest.skip(f"no NVPTX target: {NVPTX_REASON}")
+    e = EmulatedKernel(serial_and_loop, (F1,))
+    assert [p.mode for p in e.kir.launch_plan.phases] == ["single", "loop", "single"]
+    n = 1000
+    state = np.array([5, 6, 0, 0], np.uint32)
+    gpu = [np.zeros(n, np.float32) for _ in range(2)]
+    for g in gpu:
+        e.run(g, state, block=32, grid=5)
+    assert state.tolist() == [5, 6, 2, 0]
+    kl.seed(5 + (6 << 32))
+    for g in gpu:
+        cpu = np.zeros(n, np.float32)
+        serial_and_loop(cpu)
+        np.testing.assert_array_equal(g, cpu)
