@@ -290,3 +290,27 @@ def test_python_pow_min_max_and_conditional_tuples() -> None:
     assert x[0] == 4 and n.tolist() == [25, 9, -1, 27]
     kir = k.specialize((kl.ndarray(kl.f32, 1), kl.ndarray(kl.i32, 1)))
     assert not any(isinstance(e, ir.Call) for e in walk(kir.kernel.body))
+
+
+def test_return_annotations_convert_scalars_and_tuples() -> None:
+    @kl.func
+    def split(v) -> (kl.i32, kl.f32):
+        return v, v * 0.5
+
+    @kl.func
+    def half(v) -> kl.f32:
+        return v / 2
+
+    @kl.kernel
+    def k(x: F1, n: I1):
+        for i in range(x.shape[0]):
+            a, b = split(x[i])
+            n[i] = a
+            x[i] = b + half(4)
+
+    x, n = np.array([3.7, -2.2], np.float32), np.zeros(2, np.int32)
+    k(x, n)
+    np.testing.assert_array_equal(n, [3, -2])
+    np.testing.assert_allclose(x, [3.85, 0.9], rtol=1e-6)
+    kir = k.specialize((kl.ndarray(kl.f32, 1), kl.ndarray(kl.i32, 1)))
+    assert {t.name for n_, t in kir.kernel.locals if n_.startswith("split.")} >= {"i32", "f32"}

@@ -371,3 +371,26 @@ def test_the_cuda_code_draws_the_cpu_stream() -> None:
         cpu = np.zeros(n, np.float32)
         serial_and_loop(cpu)
         np.testing.assert_array_equal(g, cpu)
+
+
+def test_a_cpu_and_cuda_file_of_a_random_graph(tmp_path: Path) -> None:
+    try:
+        from kiln.codegen.nvptx import nvptx_available
+    except ImportError:          # pragma: no cover - llvmlite missing
+        pytest.skip("no llvmlite")
+    if nvptx_available() is not None:
+        pytest.skip("no NVPTX target")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # PTX only when nvJitLink is missing: fine here
+        cg = _graph().compile(targets=["cpu", "cuda"], seed=4)
+    cg.save(tmp_path / "both.kiln")
+    c = unpack((tmp_path / "both.kiln").read_bytes())
+    assert "cuda.ptx" in c.blobs and c.manifest["random_seed"] == 4
+    params = c.manifest["graphs"]["main"]["params"]
+    assert params[-1]["name"] == RNG_PARAM and params[-1]["shape"] == [4]
+    out = np.zeros((10, 1), np.uint32)
+    kl.load(tmp_path / "both.kiln").run({"out": out})
+    np.testing.assert_array_equal(out[:, 0], philox([np.arange(10), np.zeros(10), np.zeros(10), np.zeros(10)],
+                                                    [4, LOOP0])[0])

@@ -171,12 +171,23 @@ def inline_return(c: StmtMixin, node: ast.Return) -> list[ir.Stmt]:
         return []
     out: list[ir.Stmt] = []
     v = c.visit(node.value)
-    if isinstance(frame.ret_ann, ScalarType):
-        if not isinstance(v, ir.Expr | Lit):
-            raise type_error(f"func '{frame.func.name}' must return a {frame.ret_ann.name}, got {describe(v)}")
-        v = cast_to(v, frame.ret_ann, c.loc(node))
+    v = _converted(frame, v, frame.ret_ann, c.loc(node))
     frame.result = _keep(c, v, c.loc(node), out, [0])
     return out
+
+
+def _converted(frame: InlineFrame, v: Value, ann: Any, loc: ir.Loc) -> Value:
+    """The returned value converted to a scalar return annotation (`-> kl.f32`), item-wise for a
+    tuple of them (`-> (kl.i32, kl.f32)`, as Taichi allows); other annotations leave it as is."""
+    if isinstance(ann, ScalarType):
+        if not isinstance(v, ir.Expr | Lit):
+            raise type_error(f"func '{frame.func.name}' must return a {ann.name}, got {describe(v)}")
+        return cast_to(v, ann, loc)
+    if isinstance(ann, tuple) and all(isinstance(a, ScalarType) for a in ann):
+        if not isinstance(v, TupleVal) or len(v.items) != len(ann):
+            raise type_error(f"func '{frame.func.name}' must return a tuple of {len(ann)} values, got {describe(v)}")
+        return TupleVal(tuple(_converted(frame, x, a, loc) for x, a in zip(v.items, ann)))
+    return v
 
 
 def _keep(c: StmtMixin, v: Value, loc: ir.Loc, out: list[ir.Stmt], counter: list[int]) -> Value:
