@@ -394,3 +394,24 @@ def test_a_cpu_and_cuda_file_of_a_random_graph(tmp_path: Path) -> None:
     kl.load(tmp_path / "both.kiln").run({"out": out})
     np.testing.assert_array_equal(out[:, 0], philox([np.arange(10), np.zeros(10), np.zeros(10), np.zeros(10)],
                                                     [4, LOOP0])[0])
+
+
+def test_compiled_funcs_that_draw_through_other_funcs_are_inlined() -> None:
+    @kl.func
+    def scaled(p: kl.f32) -> kl.f32:
+        return kl.random() * p
+
+    @kl.func
+    def shifted(p: kl.f32) -> kl.f32:        # draws only through scaled()
+        return scaled(p) + 1.0
+
+    @kl.kernel
+    def k(x: F1):
+        for i in range(x.shape[0]):
+            x[i] = shifted(2.0)
+
+    x = np.zeros(10_000, np.float32)
+    kl.seed(1)
+    k(x)
+    assert shifted.inlined and scaled.inlined
+    assert 1.0 <= x.min() and x.max() < 3.0 and abs(float(x.mean()) - 2.0) < 0.02
