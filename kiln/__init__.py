@@ -56,7 +56,7 @@ _LAZY: dict[str, str] = {
     "CompiledGraph": "kiln.runtime.compiled", "CompiledKernel": "kiln.runtime.compiled",
     "CompiledModule": "kiln.runtime.compiled", "KernelRuntimeError": "kiln.runtime.compiled",
     "set_num_threads": "kiln.runtime.threads", "get_num_threads": "kiln.runtime.threads",
-    "set_device": "kiln.dispatch",
+    "set_device": "kiln.dispatch", "seed": "kiln.dispatch", "set_random_seed": "kiln.dispatch",
     # module-level fields, compile-time parameters, Taichi-compatible entry points
     "field": "kiln.lang.fields", "Field": "kiln.lang.fields",
     "template": "kiln.lang.fields", "data_oriented": "kiln.lang.fields",
@@ -68,7 +68,7 @@ _LAZY: dict[str, str] = {
 _BUILTINS = (
     "abs", "min", "max", "sqrt", "rsqrt", "exp", "log", "sin", "cos", "tan", "asin", "acos", "atan", "atan2",
     "tanh", "floor", "ceil", "round", "pow", "isnan", "isinf", "select", "cast", "static", "ndrange",
-    "atomic_add", "atomic_sub", "atomic_min", "atomic_max", "atomic_and", "atomic_or", "atomic_xor",
+    "random", "atomic_add", "atomic_sub", "atomic_min", "atomic_max", "atomic_and", "atomic_or", "atomic_xor",
 )
 # END GENERATED
 _LAZY.update({name: "kiln.lang.builtins_py" for name in _BUILTINS})

@@ -26,6 +26,10 @@ SLOT = 8
 #: one per field they use, and the runtime fills it from the module's own storage
 HIDDEN_PREFIX = "@"
 
+#: the hidden last parameter of a kernel that draws random numbers: a u32[4] array (seed lo,
+#: seed hi, run lo, run hi) that the runtime passes (kiln.lang.random, docs/language.md)
+RNG_PARAM = "@rng"
+
 #: struct format characters for scalar values inside their slot
 SCALAR_FORMAT: dict[str, str] = {
     "bool": "?7x", "i8": "b7x", "i16": "h6x", "i32": "i4x", "i64": "q",

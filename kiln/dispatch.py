@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 
 from kiln import config
+from kiln.abi import RNG_PARAM
 from kiln.driver import CompileRequest, KernelSpec, ParamTypes
 from kiln.errors import ArgumentError
 from kiln.graph.linking import compile_and_link
 from kiln.lang.fields import Template, TemplateArg
 from kiln.lang.kernel import Kernel
 from kiln.runtime.binding import bind_call_arguments
+from kiln.runtime.rng import draws, new_rng_state
 from kiln.types import (
     MAX_NDIM,
     SCALARS_BY_NAME,
@@ -75,6 +77,21 @@ def current_device() -> str:
     return _device
 
 
+#: the random-number state of direct kernel calls (kl.random), one per process: seed lo, seed
+#: hi, run counter lo, hi. Kernels advance the run counter themselves (kiln.lang.random).
+_rng_state = new_rng_state(0)
+
+
+def set_random_seed(seed: int) -> None:
+    """Restart the random numbers of direct kernel calls from `seed` (an int in [0, 2**64)),
+    like Taichi's `ti.init(random_seed=...)`. Compiled graphs keep their own state
+    (`compile(seed=...)`, `compiled.seed(n)`)."""
+    _rng_state[:] = new_rng_state(seed)
+
+
+seed = set_random_seed       # kl.seed(n)
+
+
 class DirectKernel(Kernel):
     """A `@kl.kernel`: the front end's Kernel, callable directly on arrays.
 
@@ -123,10 +140,12 @@ def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, A
         compiled = _compile_direct(kernel, types, device)
         kernel._call_cache[key] = compiled
         if all(isinstance(a, ScalarType | MatrixType) or isinstance(a, NdArrayType) and a.is_concrete
-               for a in kernel.annotations) and not kernel.hidden_fields(types):
+               for a in kernel.annotations) and not kernel.hidden_fields(types) and not draws(compiled.params):
             kernel._fixed = (device, compiled)
     for hidden, f in kernel.hidden_fields(types).items():
         bound[hidden] = f.array   # the field's own storage: direct calls update it in place
+    if draws(compiled.params):
+        bound[RNG_PARAM] = _rng_state       # the process-wide state, not the module's own
     compiled.run(bound)
 
 

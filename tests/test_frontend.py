@@ -635,26 +635,22 @@ def test_func_missing_return():
     expect_error(k, (A1,), "must end with a return statement", where=fm)
 
 
-def test_func_return_without_annotation():
+def test_funcs_without_annotations_are_inlined():
+    # issue 13: Taichi's ti.func semantics (tests/test_inline_funcs.py has the details)
     @func
     def fr(v: kt.f32):
-        return v  # ERR
+        return v
 
-    @kernel
-    def k(x: kt.ndarray(kt.f32, ndim=1)):
-        fr(x[0])
-    expect_error(k, (A1,), "returns a value but has no return type annotation", where=fr, cls=KernelTypeError)
-
-
-def test_missing_annotation():
     @func
-    def fa(v) -> kt.f32:  # ERR
+    def fa(v) -> kt.f32:
         return v
 
     @kernel
     def k(x: kt.ndarray(kt.f32, ndim=1)):
-        x[0] = fa(x[0])
-    expect_error(k, (A1,), "parameter 'v' of func 'fa' needs a type annotation", where=fa)
+        x[0] = fr(x[0]) + fa(x[1])
+    assert fr.inlined and fa.inlined and not f_sq.inlined
+    kir = k.specialize((A1,))
+    assert kir.funcs == ()
 
 
 def test_python_call_of_func_and_stubs():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, NoReturn
 
 from kiln._record import Record
-from kiln.abi import HIDDEN_PREFIX, SLOT, ParamLayout
+from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, SLOT, ParamLayout
 from kiln.errors import ArtifactError
 from kiln.types import MAX_NDIM, SCALARS_BY_NAME
 
@@ -153,8 +153,8 @@ class CudaSection(Record):
 
 class Manifest(Record):
     __slots__ = ('format_version', 'kiln_version', 'created', 'targets', 'kernels', 'graphs', 'exported_kernels',
-                 'cuda', 'fields')
-    _defaults: ClassVar[dict[str, Any]] = {'cuda': None, 'fields': {}}
+                 'cuda', 'fields', 'random_seed')
+    _defaults: ClassVar[dict[str, Any]] = {'cuda': None, 'fields': {}, 'random_seed': 0}
     format_version: tuple[int, int]
     kiln_version: str
     created: str
@@ -164,6 +164,7 @@ class Manifest(Record):
     exported_kernels: dict[str, str]  # user-facing name -> KernelInfo.name
     cuda: CudaSection | None  # launch data, present when a cuda target is
     fields: dict[str, FieldInfo]  # module-level fields (absent from files without any)
+    random_seed: int  # initial seed of the module's kl.random state (written when not 0)
 
     # ----------------------------------------------------------------------------- encoding
     def to_json(self) -> dict[str, Any]:
@@ -193,7 +194,8 @@ class Manifest(Record):
             "exported_kernels": dict(self.exported_kernels),
         } | ({} if self.cuda is None else {"cuda": self.cuda.to_json()}) | ({} if not self.fields else {
             "fields": {f.name: {"dtype": f.dtype, "shape": list(f.shape), "element_shape": list(f.element_shape),
-                                "init": f.init} for f in self.fields.values()}})
+                                "init": f.init} for f in self.fields.values()}}) | (
+            {"random_seed": self.random_seed} if self.random_seed else {})
 
     # ----------------------------------------------------------------------------- decoding
     @staticmethod
@@ -259,7 +261,11 @@ class _Reader:
                 self.fail(f"exported_kernels.{name}", f"names unknown kernel {kname!r}")
         # optional here (a CPU runtime does not need it); kiln.runtime.cuda requires it
         cuda = None if "cuda" not in doc else self.cuda_section(doc, [t for t in targets if t.kind == "cuda"], kernels)
-        return Manifest((ver[0], ver[1]), kiln_version, created, targets, kernels, graphs, dict(exported), cuda, fields)
+        seed = self.field(doc, "random_seed", "", int) if "random_seed" in doc else 0
+        if not 0 <= seed < 2 ** 64:
+            self.fail("random_seed", f"expected an integer in [0, 2**64), got {seed}")
+        return Manifest((ver[0], ver[1]), kiln_version, created, targets, kernels, graphs, dict(exported), cuda,
+                        fields, seed)
 
     # ----------------------------------------------------------------------------- fields
     def field_info(self, name: str, f: Any, path: str) -> FieldInfo:
@@ -283,7 +289,12 @@ class _Reader:
         return info
 
     def check_field_param(self, p: ParamInfo, path: str) -> None:
-        """A hidden parameter `@name` must carry a recorded field, with its dtype and dimensions."""
+        """A hidden parameter `@name` must carry a recorded field, with its dtype and dimensions
+        (`@rng`, the random-number state, is the one hidden parameter that is not a field)."""
+        if p.layout.name == RNG_PARAM:
+            if (p.layout.kind, p.layout.dtype, p.layout.ndim) != ("ndarray", "u32", 1):
+                self.fail(path, f"{RNG_PARAM} must be a 1-D u32 array")
+            return
         f = self.fields.get(p.layout.name.removeprefix(HIDDEN_PREFIX))
         if f is None:
             self.fail(f"{path}.name", f"hidden parameter {p.layout.name!r} names no field of the file")

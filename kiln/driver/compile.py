@@ -16,7 +16,7 @@ from typing import Any
 from kiln import config, passes
 from kiln._extras import install_command, require
 from kiln._version import KILN_VERSION
-from kiln.abi import HIDDEN_PREFIX, layout_params
+from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, layout_params
 from kiln.artifact import container
 from kiln.artifact.manifest import (
     Binding,
@@ -37,7 +37,7 @@ from kiln.ir.analysis import array_access
 from kiln.ir.graph import ArgBinding, Dispatch, GraphIR
 from kiln.ir.nodes import KernelIR
 from kiln.ir.printer import format_graph
-from kiln.types import MatrixType, NdArrayType, ScalarType
+from kiln.types import MatrixType, NdArrayType, ScalarType, u32
 
 
 def compile_program(request: CompileRequest, options: CompileOptions | None = None) -> bytes:
@@ -104,8 +104,28 @@ def _graph_ir(g: GraphSpec, lowering: _Lowering) -> GraphIR:
     dispatches = []
     for d in g.dispatches:
         kir = lowering.kernel_ir(d.kernel, d.param_types)
-        dispatches.append(Dispatch(kir.kernel.name, fields.dispatch_bindings(d, _const)))
-    return GraphIR(g.name, tuple((name, t) for name, t, _ in _flat_args(g.args)), tuple(dispatches))
+        bindings = fields.dispatch_bindings(d, _const)
+        dispatches.append(Dispatch(kir.kernel.name, bindings + _rng_binding(kir, len(bindings))))
+    return GraphIR(g.name, tuple((name, t) for name, t, _ in _flat_args(_graph_args(g.args, dispatches))),
+                   tuple(dispatches))
+
+
+#: the graph parameter that carries the module's random-number state to kernels that draw
+_RNG_ARG = GraphArgSpec(RNG_PARAM, NdArrayType(u32, 1), (4,))
+
+
+def _rng_binding(kir: KernelIR, n_user: int) -> tuple[ArgBinding, ...]:
+    """A kernel that draws random numbers has one hidden last parameter (kiln.lang.random):
+    bound to the graph's own hidden parameter of the same name."""
+    params = kir.kernel.params
+    return (ArgBinding(RNG_PARAM),) if len(params) == n_user + 1 and params[-1].name == RNG_PARAM else ()
+
+
+def _graph_args(args: Sequence[GraphArgSpec], dispatches: Sequence[Dispatch]) -> tuple[GraphArgSpec, ...]:
+    """The graph's parameters: the recorded args, plus the random-number state (passed by the
+    runtime) when some dispatch draws."""
+    draws = any(isinstance(b, ArgBinding) and b.name == RNG_PARAM for d in dispatches for b in d.bindings)
+    return (*args, _RNG_ARG) if draws else tuple(args)
 
 
 class _NativeOutputs:
@@ -212,17 +232,19 @@ def _manifest(request: CompileRequest, graphs: Sequence[GraphIR], kernels: Seque
         targets=tuple(out.targets),
         kernels={k.kernel.name: _kernel_info(k, out.kernel_entries[k.kernel.name], user_types.get(k.kernel.name, ()))
                  for k in kernels},
-        graphs={g.name: GraphInfo(g.name, _graph_param_infos(spec.args, g, by_name),
+        graphs={g.name: GraphInfo(g.name, _graph_param_infos(_graph_args(spec.args, g.dispatches), g, by_name),
                                   tuple(_dispatch_info(d) for d in g.dispatches), out.graph_entries[g.name])
                 for spec, g in zip(request.graphs, graphs)},
         exported_kernels=exported,
         fields=fields.field_infos(request, out.blobs),
+        random_seed=request.random_seed,
     )
 
 
 def _dispatch_info(d: Dispatch) -> DispatchInfo:
     return DispatchInfo(d.kernel, tuple(
-        (Binding("field", arg=b.name.removeprefix(HIDDEN_PREFIX)) if b.name.startswith(HIDDEN_PREFIX)
+        (Binding("field", arg=b.name.removeprefix(HIDDEN_PREFIX))
+         if b.name.startswith(HIDDEN_PREFIX) and b.name != RNG_PARAM
          else Binding("arg", arg=b.name)) if isinstance(b, ArgBinding)
         else Binding("const", value=b.value, dtype=b.type.name) for b in d.bindings))
 

@@ -9,6 +9,7 @@ Template parameters are compiled in and take no argument.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,8 +88,7 @@ def expand_request(request: CompileRequest) -> CompileRequest:
     """The request with each graph's hidden field arguments added."""
     if not request.graphs:
         return request
-    return CompileRequest(tuple(with_field_args(g) for g in request.graphs), request.kernels, request.cpu_targets,
-                          request.cuda, request.cuda_archs, request.fast_math, request.field_init)
+    return dataclasses.replace(request, graphs=tuple(with_field_args(g) for g in request.graphs))
 
 
 __all__ = ["KernelSpec", "collect_fields", "dispatch_bindings", "expand_request", "field_infos"]

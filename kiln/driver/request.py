@@ -63,6 +63,12 @@ class CompileRequest:
     #: record each field's content at compile time as its initial value (False for direct calls,
     #: which bind fields to their own arrays)
     field_init: bool = True
+    random_seed: int = 0                     # initial seed of the module's kl.random state
+
+    def __post_init__(self) -> None:
+        s = self.random_seed
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2 ** 64:
+            raise ValueError(f"seed: a random seed is an integer in [0, 2**64), got {s!r}")
 
 
 def resolve_targets(target: str, targets: Sequence[Any] | None) -> tuple[tuple[str, ...], bool]:

@@ -45,8 +45,10 @@ class Module:
     """
 
     def __init__(self, target: str = "host", targets: list[str] | tuple[str, ...] | None = None,
-                 cuda_archs: list[str] | tuple[str, ...] | None = None, fast_math: bool = False) -> None:
+                 cuda_archs: list[str] | tuple[str, ...] | None = None, fast_math: bool = False,
+                 seed: int = 0) -> None:
         self.target = target
+        self.seed = seed            # initial seed of kl.random in the compiled module
         self.fast_math = fast_math
         self.targets = None if targets is None else tuple(targets)
         self.cuda_archs = None if cuda_archs is None else tuple(cuda_archs)
@@ -112,7 +114,8 @@ class Module:
         cpu_targets, cuda = resolve_targets(self.target, self.targets)
         graphs = tuple(builder.spec(name) for name, builder in self.graphs.items())
         kernels = tuple(KernelSpec(name, k, types) for name, (k, types) in self.kernels.items())
-        return CompileRequest(graphs, kernels, cpu_targets, cuda, self.cuda_archs, self.fast_math)
+        return CompileRequest(graphs, kernels, cpu_targets, cuda, self.cuda_archs, fast_math=self.fast_math,
+                              random_seed=self.seed)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         self.compile().save(path)

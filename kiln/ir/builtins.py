@@ -144,6 +144,9 @@ declare_form(SpecialForm("cast", "cast", ("value", "dtype"), "numeric conversion
 declare_form(SpecialForm("static", "static", ("x",), "evaluate x at compile time (if conditions, loop unrolling)"))
 declare_form(SpecialForm("ndrange", "ndrange", ("*dims",),
                          "multi-dimensional range, only as a for iterable; each dim is n or (start, stop[, step])"))
+declare_form(SpecialForm("random", "random", ("dtype=f32",),
+                         "a random number: float in [0, 1) (default float type), any int type over its "
+                         "full range (see Random numbers)"))
 for _op in ("add", "sub", "min", "max", "and", "or", "xor"):
     declare_form(SpecialForm(f"atomic_{_op}", "atomic", ("x[i]", "v"),
                              f"atomically x[i] = x[i] {_op} v; returns the old value (see Atomics)"))

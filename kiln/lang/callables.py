@@ -208,9 +208,55 @@ class Compilable:
 
 
 class Func(Compilable):
-    """A `@kl.func`: callable from kernels and other funcs, specialised per argument types."""
+    """A `@kl.func`: callable from kernels and other funcs, specialised per argument types.
+
+    Fully annotated scalar/ndarray funcs returning nothing or a scalar compile to their own IR
+    function; every other func is inlined at its call sites (`inlined`, kiln.lang.inline)."""
 
     kind = "func"
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__(fn)
+        self._inlined: bool | None = None
+
+    def raw_annotations(self) -> dict[str, Any]:
+        """Parameter and return annotations by name: kiln scalar/ndarray types where the
+        annotation is one, else the evaluated annotation object (the inliner binds those
+        arguments as they are: vector and template types of other front-end parts)."""
+        fdef = self._fdef()
+        raw = self.py_func.__annotations__
+        out: dict[str, Any] = {}
+        nodes: list[tuple[str, ast.AST]] = [(a.arg, a) for a in fdef.args.posonlyargs + fdef.args.args]
+        if fdef.returns is not None:
+            nodes.append(("return", fdef.returns))
+        for name, node in nodes:
+            if name not in raw:
+                continue
+            ann = self._eval_annotation(raw[name], node)
+            try:
+                out[name] = None if ann is None else self._to_type(ann, node, name)
+            except KernelError:
+                out[name] = ann
+        return out
+
+    @property
+    def inlined(self) -> bool:
+        """Whether calls expand in the caller (Taichi's ti.func) rather than call an IR function."""
+        if self._inlined is None:
+            fdef = self._fdef()
+            anns = self.raw_annotations()
+            params = [a.arg for a in fdef.args.posonlyargs + fdef.args.args]
+            generic = any(not isinstance(anns.get(p), ScalarType | NdArrayType | MatrixType | Template) for p in params)
+            if "return" in anns:
+                odd_return = anns["return"] is not None and not isinstance(anns["return"], ScalarType)
+            else:   # no annotation: returning a value at all makes it a Taichi-style func
+                odd_return = any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(fdef))
+            self._inlined = generic or odd_return
+        return self._inlined
+
+    def require_inline(self) -> None:
+        """Its body needs the caller's context (kl.random): inline it from now on."""
+        self._inlined = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Outside kernels a func is plain Python (handy for testing reference code).

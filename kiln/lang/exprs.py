@@ -17,6 +17,8 @@ from kiln.lang import matrix_syntax as vec
 from kiln.lang.builtins_py import PY_ALIASES, PY_BUILTINS, BuiltinStub
 from kiln.lang.callables import Compilable, Func
 from kiln.lang.fields import Field, Template, TemplateArg
+from kiln.lang.inline import InlineRequired, inline_call
+from kiln.lang.random import random_call
 from kiln.lang.transformer import ASTTransformer, LocalVar, LoopCtx, NameResolver, Scope
 from kiln.lang.values import (
     LangError,
@@ -154,9 +156,10 @@ class ExprMixin(ASTTransformer):
                 return p
             if isinstance(p, ir.ArrayRef):
                 return ir.ArrayRef(p.name, p.type, self.loc(node))
-            if isinstance(p, Static | Lit | TupleVal):  # a template parameter's compile-time value
-                return p
-            return dataclasses.replace(p, loc=self.loc(node))  # type: ignore[type-var]
+            if isinstance(p, ir.Expr):
+                return dataclasses.replace(p, loc=self.loc(node))
+            return p       # a template parameter's compile-time value, or an inlined func's
+                           # parameter bound to a non-scalar value
         return self.captured(self.resolver.resolve(name), name, node)
 
     def captured(self, v: Value, name: str, node: ast.AST) -> Value:
@@ -380,15 +383,24 @@ class ExprMixin(ASTTransformer):
         return ir.Select(t, loc, c, cast_to(a, t, loc), cast_to(b, t, loc))
 
     def visit_IfExp(self, node: ast.IfExp) -> Value:
-        body, orelse = self.visit(node.body), self.visit(node.orelse)
-        if isinstance(body, MatrixVal) or isinstance(orelse, MatrixVal):
-            return vec.select(self, self.scalar(node.test), body, orelse, self.loc(node))
-        return self.select(self.scalar(node.test), self.as_scalar(body, node.body),
-                           self.as_scalar(orelse, node.orelse), self.loc(node))
+        cond = self.scalar(node.test)
+        a, b = self.visit(node.body), self.visit(node.orelse)
+        if isinstance(a, MatrixVal) or isinstance(b, MatrixVal):
+            return vec.select(self, cond, a, b, self.loc(node))
+        if isinstance(a, TupleVal) or isinstance(b, TupleVal):   # item-wise, as `(x, y) if c else (u, v)`
+            if not (isinstance(a, TupleVal) and isinstance(b, TupleVal) and len(a.items) == len(b.items)):
+                raise type_error("both sides of a conditional expression must be tuples of the same length")
+            if isinstance(cond, Lit):
+                return a if cond.value else b
+            return TupleVal(tuple(self.select(cond, self.as_scalar(x, node.body), self.as_scalar(y, node.orelse),
+                                              self.loc(node)) for x, y in zip(a.items, b.items)))
+        return self.select(cond, self.as_scalar(a, node.body), self.as_scalar(b, node.orelse), self.loc(node))
 
     # -- calls -----------------------------------------------------------------------------
     def visit_Call(self, node: ast.Call) -> Value:
         fv = self.visit(node.func)
+        if isinstance(fv, Static) and isinstance(fv.obj, BuiltinStub) and fv.obj.kind == "random":
+            return random_call(self, node, as_scalar_type)  # type: ignore[arg-type]   # takes dtype=...
         vector_result = vec.call(self, fv, node)  # vector types, kl.Vector, kl.math, v.norm()...
         if vector_result is not None:
             return vector_result
@@ -417,6 +429,11 @@ class ExprMixin(ASTTransformer):
                                self.loc(node))
         if obj is range:
             raise LangError("range() can only be used as the iterable of a for loop")
+        if obj is py_builtins.pow:      # Python's pow(a, b) is a ** b
+            if len(node.args) != 2:
+                raise type_error(f"pow() takes 2 arguments in kernels (no modulus), got {len(node.args)}")
+            return self.binary(ir.BinaryOp.POW, self.scalar(node.args[0]), self.scalar(node.args[1]),
+                               self.loc(node))
         target = as_scalar_type(obj)
         if target is not None:
             if len(node.args) != 1:
@@ -544,7 +561,16 @@ class ExprMixin(ASTTransformer):
             cargs = [cast_to(a, t, loc) for a, t in zip(args, types)]
         return ir.BuiltinCall(res, loc, name, tuple(cargs))
 
-    def func_call(self, func: Any, node: ast.Call) -> ir.Expr | VoidCall:
+    def func_call(self, func: Any, node: ast.Call) -> Value:
+        if func.inlined:
+            return inline_call(self, func, node)  # type: ignore[arg-type]
+        try:
+            return self._compiled_func_call(func, node)
+        except InlineRequired:      # its body draws random numbers: expand it here instead
+            func.require_inline()
+            return inline_call(self, func, node)  # type: ignore[arg-type]
+
+    def _compiled_func_call(self, func: Any, node: ast.Call) -> ir.Expr | VoidCall:
         loc = self.loc(node)
         if len(node.args) != len(func.param_names):
             raise type_error(f"func '{func.name}' takes {len(func.param_names)} argument(s) but "

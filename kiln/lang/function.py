@@ -10,7 +10,9 @@ from kiln.errors import KernelError
 from kiln.ir import nodes as ir
 from kiln.lang.callables import Compilable, Func
 from kiln.lang.fields import Field, TemplateArg
+from kiln.lang.inline import InlineFrame
 from kiln.lang.matrix_assign import vector_params
+from kiln.lang.random import RngUse, finish_kernel
 from kiln.lang.stmts import always_returns
 from kiln.lang.structfor import StructForMixin
 from kiln.lang.transformer import LoopCtx, NameResolver, Scope, SourceInfo
@@ -47,6 +49,10 @@ class FunctionCompiler(StructForMixin):
         #: hidden parameter name ("@x") -> the field it carries, in parameter order
         self.field_params: dict[str, Field] = {}
         self.tuple_locals: dict[str, Value] = {}
+        self.pending: list[ir.Stmt] = []
+        self.inline: InlineFrame | None = None
+        self.rng = RngUse()
+        self.compiling_func = not is_kernel
 
     def compile(self, name: str) -> ir.FunctionIR:
         try:
@@ -82,6 +88,8 @@ class FunctionCompiler(StructForMixin):
             self.scope.params[arg.arg] = value
         body = prologue + self.stmts(fdef.body)
         params += [ir.Param(h, f.array_type, self.loc(fdef)) for h, f in self.field_params.items()]
+        if self.is_kernel:
+            body = finish_kernel(self, params, body, self.loc(fdef))
         if self.ret is not None and not always_returns(body):
             raise LangError(f"func '{self.func_name}' must end with a return statement (some path "
                             f"returns no {self.ret.name} value)", fdef)
@@ -119,6 +127,7 @@ class CompileContext:
         self.names: set[str] = set()
         #: func IR name -> the fields its hidden parameters carry (callers pass them on)
         self.func_fields: dict[str, dict[str, Field]] = {}
+        self.inline_count = 0      # expansions of inlined funcs so far (their locals' prefixes)
 
     def unique_name(self, base: str) -> str:
         name, n = base, 1

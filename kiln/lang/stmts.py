@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from typing import Any
 
 from kiln.ir import nodes as ir
 from kiln.lang import matrix_assign as vec_assign
 from kiln.lang.builtins_py import BuiltinStub
 from kiln.lang.exprs import _BINOPS, ExprMixin, as_scalar_type
+from kiln.lang.inline import InlineFrame, dynamic_block, inline_return
+from kiln.lang.random import RngUse, start_parallel_loop
 from kiln.lang.transformer import LocalVar, LoopCtx
 from kiln.lang.values import (
     LangError,
@@ -28,7 +31,7 @@ from kiln.lang.values import (
     truthy,
     type_error,
 )
-from kiln.types import DEFAULT_INT, INDEX, MatrixType, ScalarType
+from kiln.types import DEFAULT_INT, INDEX, MatrixType, ScalarType, bool_
 
 _AUG_ATOMIC: dict[type, ir.AtomicOp] = {
     ast.Add: ir.AtomicOp.ADD, ast.Sub: ir.AtomicOp.SUB, ast.BitAnd: ir.AtomicOp.AND,
@@ -43,6 +46,14 @@ class StmtMixin(ExprMixin):
     func_name: str
     ret: ScalarType | None
     local_decls: dict[str, ScalarType]
+    #: statements of inlined funcs called by the statement being lowered (emitted before it)
+    pending: Stmts
+    #: the expansion being lowered when inside an inlined func (kiln.lang.inline)
+    inline: InlineFrame | None
+    #: where the kernel draws random numbers (kiln.lang.random)
+    rng: RngUse
+    #: compiling a func as its own IR function (not a kernel, not an inline expansion)
+    compiling_func: bool
 
     def block(self, body: list[ast.stmt]) -> tuple[ir.Stmt, ...]:
         self.nesting += 1
@@ -55,15 +66,26 @@ class StmtMixin(ExprMixin):
         outer = vec_assign.take_pending(self)  # an enclosing `if` test's helpers stay outside this body
         out: Stmts = []
         for s in body:
-            stmts = self.visit(s)
+            if self.inline is not None and self.inline.returned:
+                break       # an inlined func returned: what follows is not compiled (Taichi's rule)
+            lowered, pending = self.capture(lambda s=s: self.visit(s))  # type: ignore[misc]
             out.extend(vec_assign.take_pending(self))  # locals that kl.svd() & co. computed first
-            out.extend(stmts)
+            out.extend(pending)     # statements of funcs inlined in this one, first
+            out.extend(lowered)
         vec_assign.restore_pending(self, outer)
         return out
 
+    def capture(self, fn: Callable[[], Any]) -> tuple[Any, Stmts]:
+        """Run `fn` with a fresh list of pending statements; return its result and them."""
+        saved, self.pending = self.pending, []
+        try:
+            return fn(), self.pending
+        finally:
+            self.pending = saved
+
     # -- locals ----------------------------------------------------------------------------
     def declare(self, name: str, t: ScalarType, line: int, ir_name: str | None = None) -> LocalVar:
-        ir_name = ir_name or name
+        ir_name = ir_name or (name if self.inline is None else self.inline.prefix + name)
         prev = self.local_decls.get(ir_name)
         if prev is not None and prev != t:
             raise type_error(f"'{name}' already has type {prev.name} and cannot be redeclared as {t.name}")
@@ -142,14 +164,19 @@ class StmtMixin(ExprMixin):
         if isinstance(target, ast.Tuple) and not isinstance(node.value, ast.Tuple):
             return vec_assign.unpack(self, target, self.visit(node.value), loc)  # U, S, V = kl.svd(F)
         if isinstance(target, ast.Tuple):
-            if not isinstance(node.value, ast.Tuple) or len(node.value.elts) != len(target.elts):
+            if isinstance(node.value, ast.Tuple):
+                raw = [self.visit(e) for e in node.value.elts]
+            else:       # a tuple value: `n, z = escape(z, c)`
+                tv = self.visit(node.value)
+                raw = list(tv.items) if isinstance(tv, TupleVal) else []
+            if len(raw) != len(target.elts):
                 raise LangError("tuple assignment needs a tuple of the same length on the right")
             vals: list[Value] = []
             out: Stmts = []
-            for i, e in enumerate(node.value.elts):  # evaluate every right side first
-                v = self.visit(e)
+            prefix = "" if self.inline is None else self.inline.prefix
+            for i, v in enumerate(raw):  # evaluate every right side first
                 if isinstance(v, ir.Expr) and not isinstance(v, ir.Const):
-                    tmp = f"tuple.{node.lineno}.{node.col_offset}.{i}"
+                    tmp = f"{prefix}tuple.{node.lineno}.{node.col_offset}.{i}"
                     t = v.type
                     self.local_decls[tmp] = t
                     out.append(ir.Assign(loc, tmp, v))
@@ -219,7 +246,7 @@ class StmtMixin(ExprMixin):
             return []  # docstring / string used as a comment
         v = self.visit(node.value)
         if isinstance(v, VoidCall):
-            return [ir.ExprStmt(self.loc(node), v.call)]
+            return [] if v.call is None else [ir.ExprStmt(self.loc(node), v.call)]
         if isinstance(v, ir.Expr) and not isinstance(v, ir.Const):
             return [ir.ExprStmt(self.loc(node), v)]
         return []
@@ -248,6 +275,8 @@ class StmtMixin(ExprMixin):
         return [ir.Continue(self.loc(node))]
 
     def visit_Return(self, node: ast.Return) -> Stmts:
+        if self.inline is not None:
+            return inline_return(self, node)
         loc = self.loc(node)
         if self.is_kernel:
             if node.value is not None:
@@ -271,19 +300,25 @@ class StmtMixin(ExprMixin):
             return list(self.block(node.body if taken else node.orelse))
         if not isinstance(cond, ir.Expr):
             raise type_error(f"an if condition must be a scalar, got {describe(cond)}", node.test)
-        return [ir.If(self.loc(node), truthy(cond, self.loc(node.test)), self.block(node.body),
-                      self.block(node.orelse))]
+        with dynamic_block(self):
+            return [ir.If(self.loc(node), truthy(cond, self.loc(node.test)), self.block(node.body),
+                          self.block(node.orelse))]
 
     def visit_While(self, node: ast.While) -> Stmts:
         if node.orelse:
             raise LangError("while ... else is not supported in kernels")
-        cond = truthy(self.scalar(node.test), self.loc(node.test))
+        cond, pre = self.capture(lambda: truthy(self.scalar(node.test), self.loc(node.test)))
         vec_assign.no_pending(self, "a while condition")
         self.loops.append(LoopCtx("serial", node.lineno))
         try:
-            body = self.block(node.body)
+            with dynamic_block(self):
+                body = self.block(node.body)
         finally:
             self.loops.pop()
+        if pre:     # the condition calls an inlined func: run its statements before every test
+            loc = self.loc(node.test)
+            test = ir.If(loc, ir.Unary(bool_, loc, ir.UnaryOp.NOT, cond), (ir.Break(loc),), ())
+            return [ir.While(self.loc(node), ir.Const(bool_, loc, True), (*pre, test, *body))]
         return [ir.While(self.loc(node), cond, body)]
 
     def visit_For(self, node: ast.For) -> Stmts:
@@ -366,7 +401,7 @@ class StmtMixin(ExprMixin):
             self.region = None
             self.loops.pop()
         prs = tuple(ir.ParallelRange(self.scope.locals[n].ir_name, a, b, c) for n, a, b, c in ranges)
-        return ir.ParallelFor(self.loc(node), prs, body)
+        return ir.ParallelFor(self.loc(node), prs, start_parallel_loop(self, k, prs, body))
 
     def serial_for(self, node: ast.For, names: list[str], dims: list[tuple[list[Scalar], ast.AST]],
                    ndrange: bool) -> Stmts:
@@ -386,7 +421,8 @@ class StmtMixin(ExprMixin):
             headers.append((lv, [cast_to(b, lv.type, dl) for b in bounds]))
         self.loops.append(LoopCtx("ndrange" if ndrange else "serial", node.lineno))
         try:
-            body = self.block(node.body)
+            with dynamic_block(self):
+                body = self.block(node.body)
         finally:
             self.loops.pop()
         for lv, (start, stop, step) in reversed(headers):
@@ -407,6 +443,8 @@ class StmtMixin(ExprMixin):
         self.loops.append(LoopCtx("static", node.lineno))
         try:
             for item in items:
+                if self.inline is not None and self.inline.returned:
+                    break
                 self.scope.consts.append({node.target.id: item})  # type: ignore[dict-item]
                 try:
                     out.extend(self.block(node.body))

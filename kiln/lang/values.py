@@ -73,7 +73,7 @@ class TupleVal:
 class VoidCall:
     """A call of a func without return value: only valid as an expression statement."""
 
-    call: ir.Call
+    call: ir.Call | None      # None: an inlined func (its statements are already emitted)
     name: str
 
 

@@ -375,7 +375,12 @@ def plan_launches(kir: ir.KernelIR) -> ir.LaunchPlan:
     if not any(isinstance(s, ir.ParallelFor) for s in body):
         return ir.LaunchPlan((ir.LaunchPhase("single", tuple(range(len(body)))),))
     kname = kir.display_name or kir.kernel.name
-    written = {n for n, m in array_access(kir).items() if m in ("write", "readwrite")}
+    # Writes after the last parallel loop come after every re-executed prefix (the trailing
+    # serial segment is nobody's prefix): only earlier writes can race with prefix reads. This
+    # lets kl.random's state (kiln.lang.random) be read before a loop and advanced at the end.
+    last_loop = max(k for k, s in enumerate(body) if isinstance(s, ir.ParallelFor))
+    early = dataclasses.replace(kir, kernel=dataclasses.replace(kir.kernel, body=body[:last_loop + 1]))
+    written = {n for n, m in array_access(early).items() if m in ("write", "readwrite")}
     phases: list[ir.LaunchPhase] = []
     prefix: list[int] = []
     try:
@@ -386,7 +391,8 @@ def plan_launches(kir: ir.KernelIR) -> ir.LaunchPlan:
                 continue
             if any(has_effects(s) for s in stmts):
                 phases.append(ir.LaunchPhase("single", idx, tuple(prefix)))
-            _check_prefix(strip_side_effects(stmts, kname), written, kname)
+            if idx[0] < last_loop:      # a prefix of later phases
+                _check_prefix(strip_side_effects(stmts, kname), written, kname)
             prefix.extend(idx)
     except KernelError as e:
         loc = ir.Loc(e.filename or ir.NO_LOC.filename, e.lineno or 0, e.col or 0)

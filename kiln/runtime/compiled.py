@@ -26,6 +26,7 @@ from kiln.runtime.binding import (
     field_arguments,
     visible,
 )
+from kiln.runtime.rng import draws, new_rng_state, with_rng
 from kiln.runtime.runnable import ArgSpec, Runnable, arg_specs
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ class _Runnable:
         #: hidden field parameters -> the module's storage, passed on every run (a caller's own
         #: `@name` argument wins: direct kernel calls bind a field's Python-side array)
         self._field_args = field_arguments(params, module._field_storage)
+        #: draws random numbers: the module's state array is passed as the hidden RNG_PARAM
+        self._rng = draws(params)
         native = module._native
         fast = symbol + "_pyobj"
         self._pack = self._binder._pack
@@ -67,6 +70,8 @@ class _Runnable:
         """Check all arguments, then run the native code once. Arrays are updated in place."""
         if self._field_args:
             args = {**self._field_args, **args}
+        if self._rng:
+            args = with_rng(args, self._module.rng_state)
         if self._objects:
             status = self._entry(self._pack(args, True), DATA_OFFSET)
         else:
@@ -88,6 +93,10 @@ class _Runnable:
     def fields(self) -> Mapping[str, Any]:
         """The module-level fields of the module this belongs to (`CompiledModule.fields`)."""
         return self._module.fields
+
+    def seed(self, seed: int) -> None:
+        """Restart the random numbers of the module this belongs to (kl.random) from `seed`."""
+        self._module.seed(seed)
 
 
 class CompiledGraph(_Runnable):
@@ -137,6 +146,8 @@ class CompiledModule:
         self.fields: Mapping[str, Any] = MappingProxyType({
             name: arr.reshape(manifest.fields[name].shape + manifest.fields[name].element_shape)
             for name, arr in self._field_storage.items()})
+        #: the random-number state of kernels that draw (kl.random): this module's own
+        self.rng_state = new_rng_state(manifest.random_seed)
         self.graphs: dict[str, CompiledGraph] = {
             name: CompiledGraph(self, g, g.entries[target.name])
             for name, g in manifest.graphs.items()}
@@ -144,6 +155,10 @@ class CompiledModule:
             name: CompiledKernel(self, manifest.kernels[kname],
                                  manifest.kernels[kname].entries[target.name], name)
             for name, kname in manifest.exported_kernels.items()}
+
+    def seed(self, seed: int) -> None:
+        """Restart this module's random numbers from `seed` (the file's seed is its default)."""
+        self.rng_state[:] = new_rng_state(seed)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         write_bytes(path, self._data)

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.abi import HIDDEN_PREFIX, SCALAR_FORMAT
+from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, SCALAR_FORMAT
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import Binding, CudaSection, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError, CudaError
@@ -49,6 +49,7 @@ from kiln.runtime.cuda_arrays import device_array, stream_handle
 from kiln.runtime.cuda_driver import Device, check, cuda_available, driver, pick_image
 from kiln.runtime.cuda_fields import DeviceField, DeviceFields
 from kiln.runtime.cuda_launch import GraphExec, LoadedImage, Node, decode_block, eval_host_expr, param_array
+from kiln.runtime.rng import draws, new_rng_state, with_rng
 from kiln.runtime.runnable import ArgSpec, arg_specs
 from kiln.types import SCALARS_BY_NAME
 
@@ -84,6 +85,8 @@ class CudaModule:
         self.cubins = dict(section.cubins)
         self.cubins_missing = section.cubins_missing
         self.launches = section.launches
+        #: the random-number state of kernels that draw (kl.random): this module's own
+        self.rng_state = new_rng_state(manifest.random_seed)
         self._loaded: dict[int, LoadedImage] = {}
         #: module-level fields: device arrays owned by this load, filled from the init blobs
         self._fields = DeviceFields(manifest.fields, container.blobs)
@@ -115,6 +118,10 @@ class CudaModule:
     def fields(self) -> dict[str, DeviceField]:
         """The module's fields on device 0 (device arrays; `to_numpy()` / `from_numpy()`)."""
         return self.device_fields(0)
+
+    def seed(self, seed: int) -> None:
+        """Restart this module's random numbers from `seed` (the file's seed is its default)."""
+        self.rng_state[:] = new_rng_state(seed)
 
     def image_kind(self, device: int = 0) -> str:
         """Which code the GPU runs: 'cubin sm_90' or 'ptx sm_80 (driver JIT)' (loads the module)."""
@@ -165,7 +172,9 @@ class CudaRunnable:
         self._plain: dict[int, list[Any]] = {}
         self._staging: dict[str, tuple[int, int]] = {}     # numpy param -> (device ptr, bytes)
         self.args: list[ArgSpec] = arg_specs(visible(params))
-        self._hidden = tuple(p.layout.name for p in params if p.layout.name.startswith(HIDDEN_PREFIX))
+        self._hidden = tuple(p.layout.name for p in params if p.layout.name.startswith(HIDDEN_PREFIX)
+                             and p.layout.name != RNG_PARAM)
+        self._rng = draws(params)      # takes the module's random-number state (copied in and back)
 
     @property
     def name(self) -> str:
@@ -174,6 +183,10 @@ class CudaRunnable:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the .kiln file this object came from (the whole module it belongs to)."""
         self._module.save(path)
+
+    def seed(self, seed: int) -> None:
+        """Restart the random numbers of the module this belongs to (kl.random) from `seed`."""
+        self._module.seed(seed)
 
     # -- argument handling -----------------------------------------------------------------
     def _check_args(self, args: Mapping[str, Any]) -> CheckedArgs:
@@ -293,6 +306,8 @@ class CudaRunnable:
         if missing:   # the module's device fields (direct calls pass the Python field's own array)
             fields = self._module.device_fields(device)
             args = {**{h: fields[h[len(HIDDEN_PREFIX):]] for h in missing}, **args}
+        if self._rng:
+            args = with_rng(args, self._module.rng_state)
         values, keep, uploads = self._check_args(args)   # argument errors first, GPU or not
         lm = self._module.loaded(device)
         lm.dev.make_current()
