@@ -4,24 +4,119 @@ Generated objects never link against libgomp. They call through pointer globals
 (`kiln_rt_gomp_parallel`, `kiln_rt_omp_get_thread_num`, `kiln_rt_omp_get_num_threads`) that
 `attach` fills after loading, plus `kiln_rt_num_threads`. Where libgomp is absent the pointers stay
 null and parallel loops run on the calling thread. bench/NOTES.md records why this design won.
+
+The thread policy (worker count from the CPU limit, libgomp's wait policy, fork) is described for
+users in docs/language.md, "Threads"; the measurements behind it are in bench/NOTES.md.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import os
+import warnings
 import weakref
 from typing import Any
 
 _GOMP_NAMES = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
 _GLOBALS = ("kiln_rt_gomp_parallel", "kiln_rt_omp_get_thread_num", "kiln_rt_omp_get_num_threads")
+#: libgomp spin iterations before a waiting thread sleeps; chosen from bench/busy_bench.py --sweep
+KILN_SPINCOUNT = "10000"
+_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 _gomp_addresses: tuple[int, int, int] | None | bool = False   # False: not looked up yet
+_wait_policy = "libgomp not loaded yet"
 _attached: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
+def _environment() -> dict[str, str]:
+    """The environment variables the thread policy reads (the one place that reads them)."""
+    names = ("KILN_NUM_THREADS",) + _WAIT_VARIABLES
+    # OMP_WAIT_POLICY_ALL / _DEV / _DEV_<n> (OpenMP 5.1 spellings) count as the user's choice too
+    return {k: v for k, v in os.environ.items() if k in names or k.startswith("OMP_WAIT_POLICY")}
+
+
+# --------------------------------------------------------------------------------------------
+# how many CPUs this process may use
+# --------------------------------------------------------------------------------------------
+
+def _read_quota_file(path: str, period_path: str | None) -> float | None:
+    """CPUs allowed by one cgroup file: v2 `cpu.max` ("max 100000" / "150000 100000"), or v1
+    `cpu.cfs_quota_us` (-1: no limit) with its `cpu.cfs_period_us`."""
+    try:
+        with open(path) as f:
+            fields = f.read().split()
+        if period_path is None:
+            quota, period = fields[0], fields[1] if len(fields) > 1 else "100000"
+        else:
+            with open(period_path) as f:
+                quota, period = fields[0], f.read().strip()
+    except (OSError, IndexError):
+        return None
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:      # "max"
+        return None
+    return q / p if q > 0 and p > 0 else None
+
+
+def _cgroup_dirs(mount: str, path: str) -> list[str]:
+    """`mount/path` and each of its parents up to the mount point: a parent's quota limits too, and
+    in a container the path seen in /proc/self/cgroup may not exist below the mount (the mount
+    point itself is then the container's own cgroup)."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    return [os.path.join(mount, *parts[:k]) for k in range(len(parts), -1, -1)]
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> float | None:
+    """CPUs' worth of time per period that the process's cgroup (v2 or v1) allows; None if unlimited.
+
+    `root` and `proc_cgroup` are parameters so that tests can point them at a fake hierarchy."""
+    try:
+        with open(proc_cgroup) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    found: list[float] = []
+    for line in lines:
+        hier, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hier == "0" and controllers == "":       # cgroup v2
+            for d in _cgroup_dirs(root, path):
+                q = _read_quota_file(os.path.join(d, "cpu.max"), None)
+                if q is not None:
+                    found.append(q)
+        elif "cpu" in controllers.split(","):        # cgroup v1, mounted as cpu or cpu,cpuacct
+            for mount in {os.path.join(root, controllers), os.path.join(root, "cpu")}:
+                for d in _cgroup_dirs(mount, path):
+                    q = _read_quota_file(os.path.join(d, "cpu.cfs_quota_us"), os.path.join(d, "cpu.cfs_period_us"))
+                    if q is not None:
+                        found.append(q)
+    return min(found) if found else None
+
+
+def cpu_limit(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> int:
+    """CPUs this process may use: the affinity mask's size, capped by the cgroup quota rounded up."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(root, proc_cgroup)
+    if quota is not None:
+        n = min(n, math.ceil(quota))
+    return max(1, n)
+
+
+def _over_limit_warning(n: int, source: str) -> None:
+    limit = cpu_limit()
+    if n > limit:
+        warnings.warn(f"kiln: {source} asks for {n} threads, more than the {limit} CPU(s) this process may use; "
+                      "parallel loops will wait for each other (docs/language.md, 'Threads')",
+                      RuntimeWarning, stacklevel=3)
+
+
 def _default_threads() -> int:
-    env = os.environ.get("KILN_NUM_THREADS", "").strip()
+    env = _environment().get("KILN_NUM_THREADS", "").strip()
     if env:
         try:
             n = int(env)
@@ -29,31 +124,73 @@ def _default_threads() -> int:
             raise ValueError(f"KILN_NUM_THREADS must be a positive integer, got {env!r}") from None
         if n < 1:
             raise ValueError(f"KILN_NUM_THREADS must be a positive integer, got {env!r}")
+        _over_limit_warning(n, "KILN_NUM_THREADS")
         return n
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return cpu_limit()
 
 
 _num_threads = _default_threads()
 
 
+# --------------------------------------------------------------------------------------------
+# libgomp: its wait policy, loading it, pointing objects at it
+# --------------------------------------------------------------------------------------------
+
+def _libgomp_loaded() -> bool:
+    """True when another library (Numba's OpenMP layer, scikit-learn, ...) has loaded libgomp already:
+    its constructor has read the environment then, so kiln's spin count would not take effect."""
+    try:
+        ctypes.CDLL("libgomp.so.1", mode=getattr(os, "RTLD_NOLOAD", 4) | os.RTLD_LAZY)
+    except OSError:
+        return False
+    return True
+
+
+def _load_libgomp() -> ctypes.CDLL:
+    """dlopen libgomp with kiln's bounded spin count unless the user chose a wait policy. The
+    variable is removed again afterwards so that child processes inherit the user's environment."""
+    global _wait_policy
+    user = {k: v for k, v in _environment().items() if k != "KILN_NUM_THREADS" and v.strip()}
+    if user:
+        _wait_policy = "the user's: " + ", ".join(f"{k}={v}" for k, v in sorted(user.items()))
+        return ctypes.CDLL("libgomp.so.1")
+    if _libgomp_loaded():
+        _wait_policy = "libgomp's own (it was loaded before kiln by another library)"
+        return ctypes.CDLL("libgomp.so.1")
+    before = os.environ.get("GOMP_SPINCOUNT")      # None, or an empty value the user left
+    os.environ["GOMP_SPINCOUNT"] = KILN_SPINCOUNT
+    try:
+        lib = ctypes.CDLL("libgomp.so.1")
+    finally:
+        if before is None:
+            del os.environ["GOMP_SPINCOUNT"]
+        else:
+            os.environ["GOMP_SPINCOUNT"] = before
+    _wait_policy = f"kiln's: GOMP_SPINCOUNT={KILN_SPINCOUNT}"
+    return lib
+
+
 def _gomp() -> tuple[int, int, int] | None:
-    global _gomp_addresses
+    global _gomp_addresses, _wait_policy
     if _gomp_addresses is False:
         try:
-            lib = ctypes.CDLL("libgomp.so.1")
+            lib = _load_libgomp()
             _gomp_addresses = tuple(  # type: ignore[assignment]
                 ctypes.cast(getattr(lib, n), ctypes.c_void_p).value or 0 for n in _GOMP_NAMES)
         except (OSError, AttributeError):
             _gomp_addresses = None
+            _wait_policy = "none: libgomp is missing, parallel loops run on the calling thread"
     return _gomp_addresses or None  # type: ignore[return-value]
 
 
 def threading_available() -> bool:
     """True when parallel loops can use more than the calling thread."""
     return _gomp() is not None
+
+
+def wait_policy() -> str:
+    """Whose libgomp wait policy is in force: kiln's, the user's, or libgomp's own."""
+    return _wait_policy
 
 
 def attach(obj: Any) -> None:
@@ -72,6 +209,7 @@ def set_num_threads(n: int) -> None:
     global _num_threads
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"set_num_threads: expected a positive integer, got {n!r}")
+    _over_limit_warning(n, f"set_num_threads({n})")
     _num_threads = n
     for obj in list(_attached):
         attach(obj)
