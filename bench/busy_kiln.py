@@ -1,7 +1,7 @@
 """kiln's kernels of bench/busy_bench.py's waterwave-like graph (module level: kiln evaluates the
 annotations in the module's globals)."""
 
-from busy_bench import AMP, DEPTH, DT, DX, GAMMA, INV_ETA2, KAPPA, LIGHT
+from busy_bench import AMP, DEPTH, DT, DX, GAMMA, INV_ETA2, KAPPA, LIGHT, RIPPLE_R2
 
 import kiln as kl
 
@@ -14,7 +14,9 @@ def ripple(h: F2, cx: kl.f32, cy: kl.f32):
     for i, j in kl.ndrange((1, h.shape[0] - 1), (1, h.shape[1] - 1)):
         dx = kl.f32(i) - cx
         dy = kl.f32(j) - cy
-        h[i, j] += AMP * kl.exp(-0.02 * (dx * dx + dy * dy))
+        r2 = dx * dx + dy * dy
+        if r2 < RIPPLE_R2:
+            h[i, j] = h[i, j] + AMP * kl.exp(-0.02 * r2)
 
 
 @kl.kernel
@@ -27,8 +29,8 @@ def accelerate(h: F2, v: F2, acc: F2):
 @kl.kernel
 def integrate(h: F2, v: F2, acc: F2):
     for i, j in kl.ndrange((1, h.shape[0] - 1), (1, h.shape[1] - 1)):
-        v[i, j] += acc[i, j] * DT
-        h[i, j] += v[i, j] * DT
+        v[i, j] = v[i, j] + acc[i, j] * DT
+        h[i, j] = h[i, j] + v[i, j] * DT
 
 
 @kl.kernel

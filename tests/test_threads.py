@@ -219,3 +219,80 @@ def test_parallel_results_unchanged_under_load() -> None:
     np.testing.assert_array_equal(parallel[0], serial[0])
     np.testing.assert_array_equal(parallel[2], serial[2])
     assert parallel[1] == pytest.approx(serial[1], rel=1e-9)     # f64 sum: only the order differs
+
+
+def test_threads_for_load() -> None:
+    # the CPUs other processes leave free, rounded to the nearest, between 1 and the count asked for
+    assert threads._threads_for_load(0.0, 2, 2) == 2
+    assert threads._threads_for_load(0.4, 2, 2) == 2
+    assert threads._threads_for_load(0.6, 2, 2) == 1
+    assert threads._threads_for_load(1.0, 2, 2) == 1
+    assert threads._threads_for_load(5.0, 2, 2) == 1
+    assert threads._threads_for_load(-0.3, 2, 2) == 2      # tick rounding can make the estimate negative
+    assert threads._threads_for_load(0.0, 8, 4) == 4       # never above the count asked for
+    assert threads._threads_for_load(2.2, 8, 8) == 6
+
+
+def test_busy_ticks_reads_only_the_allowed_cpus(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  30 1 3 900 5 1 1 2 0 0\n"
+                    "cpu0 10 0 1 300 1 0 0 1 0 0\n"
+                    "cpu1 20 1 2 600 4 1 1 1 0 0\n"
+                    "intr 12345\nctxt 999\n")
+    # user + system + irq + softirq + steal; "nice" (the 2nd column) and idle/iowait are not load
+    assert threads._busy_ticks({0}, str(stat)) == 10 + 1 + 0 + 0 + 1
+    assert threads._busy_ticks({0, 1}, str(stat)) == 12 + (20 + 2 + 1 + 1 + 1)
+    assert threads._busy_ticks({7}, str(stat)) == 0
+    assert threads._busy_ticks({0}, str(tmp_path / "missing")) is None
+
+
+_WATCH_LOAD = """
+import os, sys, time
+import numpy as np
+import kiln as kl
+from kiln.runtime import threads
+step = kl.load(sys.argv[1])
+step.run({"x": np.ones(1 << 16, np.float32)})      # attaches an object: starts the monitor
+seen = set()
+for _ in range(40):
+    time.sleep(threads.LOAD_PERIOD_S)
+    seen.add(threads.threads_in_use())
+print(kl.get_num_threads(), min(seen))
+"""
+
+
+@kl.kernel
+def _double(x: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0]):
+        x[i] = 2.0 * x[i]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not threads.threading_available(),
+                    reason="needs 2 CPUs and libgomp")
+def test_default_count_backs_off_while_a_cpu_is_busy(tmp_path: Path) -> None:
+    # another process spinning on one of our CPUs leaves at most n-1 free: the default count drops;
+    # an explicit count (KILN_NUM_THREADS) is kept as asked
+    g = kl.GraphBuilder()
+    g.dispatch(_double, kl.Arg("x", kl.ndarray(kl.f32, ndim=1), shape=("n",)))
+    path = str(tmp_path / "double.kiln")
+    g.compile().save(path)
+    script = tmp_path / "watch.py"
+    script.write_text(_WATCH_LOAD)
+    cpus = sorted(os.sched_getaffinity(0))
+    busy = mp.get_context("spawn").Process(target=_spin, args=(cpus[-1],), daemon=True)
+    busy.start()
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+        env["PYTHONPATH"] = ROOT
+        default = subprocess.run([sys.executable, str(script), path], env=env, capture_output=True, text=True,
+                                 timeout=120, check=False)
+        env["KILN_NUM_THREADS"] = str(len(cpus))
+        fixed = subprocess.run([sys.executable, str(script), path], env=env, capture_output=True, text=True,
+                               timeout=120, check=False)
+    finally:
+        busy.kill()
+        busy.join()
+    assert default.returncode == 0, default.stderr
+    asked, fewest = map(int, default.stdout.split())
+    assert asked == len(cpus) and fewest <= len(cpus) - 1
+    assert fixed.stdout.split() == [str(len(cpus)), str(len(cpus))]

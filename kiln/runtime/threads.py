@@ -14,6 +14,8 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import threading
+import time
 import warnings
 import weakref
 from typing import Any
@@ -21,12 +23,16 @@ from typing import Any
 _GOMP_NAMES = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
 _GLOBALS = ("kiln_rt_gomp_parallel", "kiln_rt_omp_get_thread_num", "kiln_rt_omp_get_num_threads")
 #: libgomp spin iterations before a waiting thread sleeps; chosen from bench/busy_bench.py --sweep
-KILN_SPINCOUNT = "10000"
+KILN_SPINCOUNT = "1000"
 _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 _gomp_addresses: tuple[int, int, int] | None | bool = False   # False: not looked up yet
 _wait_policy = "libgomp not loaded yet"
 _attached: weakref.WeakSet[Any] = weakref.WeakSet()
+_attached_lock = threading.Lock()       # the load monitor's thread walks _attached too
+_warned_over_limit = False
+#: seconds between two looks at the machine's load (only while kiln picks the thread count itself)
+LOAD_PERIOD_S = 0.1
 
 
 def _environment() -> dict[str, str]:
@@ -108,8 +114,11 @@ def cpu_limit(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgrou
 
 
 def _over_limit_warning(n: int, source: str) -> None:
+    """Warn (once per process: test suites switch counts often) about a count above the CPU limit."""
+    global _warned_over_limit
     limit = cpu_limit()
-    if n > limit:
+    if n > limit and not _warned_over_limit:
+        _warned_over_limit = True
         warnings.warn(f"kiln: {source} asks for {n} threads, more than the {limit} CPU(s) this process may use; "
                       "parallel loops will wait for each other (docs/language.md, 'Threads')",
                       RuntimeWarning, stacklevel=3)
@@ -130,6 +139,9 @@ def _default_threads() -> int:
 
 
 _num_threads = _default_threads()
+_explicit = bool(_environment().get("KILN_NUM_THREADS", "").strip())   # else kiln adapts to load
+_load_cap = _num_threads               # the load monitor's current limit on the default count
+_monitor_started = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,39 +205,127 @@ def wait_policy() -> str:
     return _wait_policy
 
 
-def attach(obj: Any) -> None:
-    """Point a freshly loaded object's runtime globals at the thread pool."""
+def threads_in_use() -> int:
+    """Threads parallel loops use right now: `get_num_threads()`, or fewer while other processes keep
+    CPUs busy and the count is kiln's default (see `_threads_for_load`)."""
+    if not threading_available():
+        return 1
+    return _num_threads if _explicit else max(1, min(_num_threads, _load_cap))
+
+
+def _attach_locked(obj: Any) -> None:
     from kiln.runtime.native import set_global
-    gomp = _gomp() if _num_threads > 1 else None
+    n = threads_in_use()
+    gomp = _gomp() if n > 1 else None
     if gomp is not None:
         for name, addr in zip(_GLOBALS, gomp):
             set_global(obj, name, ctypes.c_void_p, addr)
-    set_global(obj, "kiln_rt_num_threads", ctypes.c_int32, _num_threads if gomp else 1)
-    _attached.add(obj)
+    set_global(obj, "kiln_rt_num_threads", ctypes.c_int32, n if gomp else 1)
+
+
+def _reattach_all() -> None:
+    with _attached_lock:
+        for obj in list(_attached):
+            _attach_locked(obj)
+
+
+def attach(obj: Any) -> None:
+    """Point a freshly loaded object's runtime globals at the thread pool."""
+    with _attached_lock:
+        _attach_locked(obj)
+        _attached.add(obj)
+    if not _explicit and _num_threads > 1 and not _monitor_started:
+        _start_load_monitor()
 
 
 def set_num_threads(n: int) -> None:
     """Use `n` threads for parallel loops from now on (all loaded graphs and kernels)."""
-    global _num_threads
+    global _num_threads, _explicit
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"set_num_threads: expected a positive integer, got {n!r}")
     _over_limit_warning(n, f"set_num_threads({n})")
-    _num_threads = n
-    for obj in list(_attached):
-        attach(obj)
+    _num_threads, _explicit = n, True
+    _reattach_all()
 
 
 def get_num_threads() -> int:
     return _num_threads if threading_available() else 1
 
 
+# --------------------------------------------------------------------------------------------
+# the load monitor: fewer threads while other processes hold CPUs (default count only)
+# --------------------------------------------------------------------------------------------
+
+def _threads_for_load(others_busy: float, cpus: int, limit: int) -> int:
+    """Threads to use when other processes keep `others_busy` CPUs' worth of the process's `cpus`
+    busy: the CPUs left, rounded to the nearest (a thread without a CPU of its own makes every
+    parallel loop wait for the scheduler), between 1 and `limit`."""
+    free = cpus - max(0.0, others_busy)
+    return max(1, min(limit, int(free + 0.5)))
+
+
+def _busy_ticks(cpus: set[int], stat_path: str = "/proc/stat") -> int | None:
+    """Clock ticks the CPUs in `cpus` have spent busy (user, system, irq, softirq, steal). Not "nice":
+    a process at a positive nice value yields its CPU to kiln's threads, so it does not count as load."""
+    try:
+        with open(stat_path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    total = 0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            v = [int(x) for x in rest.split()]
+            total += v[0] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
+    return total
+
+
+def _own_ticks(tick: float) -> float:
+    t = os.times()
+    return (t.user + t.system) * tick
+
+
+def _monitor_loop(cpus: set[int], tick: float, pid: int) -> None:
+    global _load_cap
+    others = 0.0
+    prev_busy, prev_own, prev_t = _busy_ticks(cpus), _own_ticks(tick), time.monotonic()
+    while os.getpid() == pid and prev_busy is not None:
+        time.sleep(LOAD_PERIOD_S)
+        busy, own, now = _busy_ticks(cpus), _own_ticks(tick), time.monotonic()
+        if busy is None:
+            return
+        sample = (busy - prev_busy - (own - prev_own)) / max(1e-3, (now - prev_t) * tick)
+        others = 0.5 * others + 0.5 * sample       # smooth over ~2 periods: no flapping on one tick
+        prev_busy, prev_own, prev_t = busy, own, now
+        cap = _threads_for_load(others, len(cpus), _num_threads)
+        if cap != _load_cap:
+            _load_cap = cap
+            if not _explicit:
+                _reattach_all()
+
+
+def _start_load_monitor() -> None:
+    global _monitor_started
+    _monitor_started = True
+    try:
+        cpus = set(os.sched_getaffinity(0))
+        tick = float(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not Linux
+        return
+    if _busy_ticks(cpus) is None:
+        return
+    threading.Thread(target=_monitor_loop, args=(cpus, tick, os.getpid()), name="kiln-load-monitor",
+                     daemon=True).start()
+
+
 def _after_fork_in_child() -> None:
     # libgomp's thread pool does not survive fork(): a forked child (multiprocessing's default on
     # Linux) that enters a parallel region the parent had used hangs. Children run serially.
-    global _num_threads
-    _num_threads = 1
-    for obj in list(_attached):
-        attach(obj)
+    global _num_threads, _explicit, _attached_lock
+    _num_threads, _explicit = 1, True
+    _attached_lock = threading.Lock()      # another thread may have held it at the fork
+    _reattach_all()
 
 
 if hasattr(os, "register_at_fork"):
