@@ -22,7 +22,7 @@ from typing import Any
 
 _GOMP_NAMES = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
 _GLOBALS = ("kiln_rt_gomp_parallel", "kiln_rt_omp_get_thread_num", "kiln_rt_omp_get_num_threads")
-#: libgomp spin iterations before a waiting thread sleeps; chosen from bench/busy_bench.py --sweep
+#: libgomp spin iterations before a waiting thread sleeps (~10-35 us); bench/NOTES.md "Busy machines"
 KILN_SPINCOUNT = "1000"
 _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
