@@ -290,7 +290,7 @@ def _monitor_loop(cpus: set[int], tick: float, pid: int) -> None:
     global _load_cap
     others = 0.0
     prev_busy, prev_own, prev_t = _busy_ticks(cpus), _own_ticks(tick), time.monotonic()
-    while os.getpid() == pid and prev_busy is not None:
+    while os.getpid() == pid and prev_busy is not None and not _explicit:   # explicit counts: done
         time.sleep(LOAD_PERIOD_S)
         busy, own, now = _busy_ticks(cpus), _own_ticks(tick), time.monotonic()
         if busy is None:
@@ -301,8 +301,7 @@ def _monitor_loop(cpus: set[int], tick: float, pid: int) -> None:
         cap = _threads_for_load(others, len(cpus), _num_threads)
         if cap != _load_cap:
             _load_cap = cap
-            if not _explicit:
-                _reattach_all()
+            _reattach_all()
 
 
 def _start_load_monitor() -> None:
