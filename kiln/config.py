@@ -185,6 +185,33 @@ class Config:
         return cls(**{s.field: s.parse(env[s.env]) for s in SETTINGS if s.env in env})
 
 
+#: libgomp's own variables that choose its wait policy; a user who sets one keeps it (kiln.runtime.threads)
+OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def openmp_wait_environment() -> dict[str, str]:
+    """The OpenMP wait-policy variables set in the environment now (OMP_WAIT_POLICY and its
+    OpenMP 5.1 spellings OMP_WAIT_POLICY_ALL/_DEV/_DEV_<n>, GOMP_SPINCOUNT): read live, because
+    they belong to libgomp, which reads them when it is loaded."""
+    return {k: v for k, v in os.environ.items()
+            if k in OPENMP_WAIT_VARIABLES or k.startswith("OMP_WAIT_POLICY")}
+
+
+@contextmanager
+def environment_variable(name: str, value: str) -> Iterator[None]:
+    """Set `name` for the `with` block only (a library that reads it while being loaded), then
+    restore it, so that child processes inherit the user's environment."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
 _current: Config | None = None
 
 
