@@ -243,3 +243,13 @@ def test_a_second_process_direct_call_hits_without_llvmlite(tmp_path: Path) -> N
     assert _children(tmp_path, 1) == ["True"]                 # compiled: imported llvmlite
     assert _children(tmp_path, 1) == ["False"]                # a hit: linked from the cache alone
     assert _children(tmp_path, 1, KILN_CACHE="0") == ["True"]
+
+
+def test_an_unwritable_cache_folder_never_fails_a_compile(tmp_path: Path, compiles: list[int]) -> None:
+    mod = _module_from(tmp_path / "k_ro.py", KERNEL_FILE.format(scale=2.0, offset=1.0), "k_ro")
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")
+    with config.configured(cache=True, cache_dir=str(blocker)):
+        for _ in range(2):
+            np.testing.assert_array_equal(_run(compile_program(_request(mod.scaled)), X), X * 2 + 1)
+    assert len(compiles) == 2 and blocker.read_text().startswith("a file")

@@ -18,11 +18,10 @@ def test_progress_line_on_a_terminal_names_the_stage_and_kernels() -> None:
     pipe = Pipeline(CompileOptions())
     pipe.kernels_total = 4
     out = _Terminal()
-    with Progress(pipe, "main", stream=out, delay_s=0.0, interval_s=0.01) as progress:
-        with pipe.stage("llvm optimise"):
-            deadline = time.monotonic() + 10
-            while "llvm optimise" not in out.getvalue() and time.monotonic() < deadline:
-                time.sleep(0.01)
+    with Progress(pipe, "main", stream=out, delay_s=0.0, interval_s=0.01) as progress, pipe.stage("llvm optimise"):
+        deadline = time.monotonic() + 10
+        while "llvm optimise" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
     text = out.getvalue()
     assert progress.shown > 0
     assert "kiln: compiling main (" in text and "llvm optimise; kernels lowered 0/4" in text
