@@ -247,7 +247,14 @@ class _KernelPrints:
         if isinstance(v, types.ModuleType):
             if depth >= _MAX_MODULE_DEPTH:
                 return f"module:{v.__name__}"
-            attrs = [f"{n}={self._value(getattr(v, n), names, depth + 1)}" for n in sorted(names) if hasattr(v, n)]
+            attrs = []
+            for n in sorted(names):
+                try:
+                    found, attr = hasattr(v, n), getattr(v, n, None)
+                except Exception as e:  # noqa: BLE001 - a lazy module failing to import an attribute
+                    raise Uncacheable(f"module {v.__name__}.{n}: {e}") from None
+                if found:
+                    attrs.append(f"{n}={self._value(attr, names, depth + 1)}")
             return f"module:{v.__name__}[" + ",".join(attrs) + "]"
         if isinstance(v, type | types.BuiltinFunctionType | types.FunctionType | np.ufunc):
             mod = getattr(v, "__module__", None) or type(v).__module__
