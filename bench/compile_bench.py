@@ -1,32 +1,39 @@
-"""Compile time, cold, kiln beside Taichi and Numba in one run (issue 14's compile-time goals).
+"""Compile time, kiln beside Taichi and Numba in one run (issue 14's compile-time goals).
 
-Every number comes from a fresh subprocess (no in-process caches; kiln has no disk cache yet;
-Taichi's offline cache is off, TI_OFFLINE_CACHE=0 / ti.init(offline_cache=False); Numba njit
-without cache=True). Rows:
+Every number comes from fresh subprocesses; each cell is the MEDIAN of `--repeats` processes (the
+machine is shared: the median is reported, with the spread in the JSON of each child). Cold rows
+run with every disk cache off (kiln KILN_CACHE=0; Taichi's offline cache off, TI_OFFLINE_CACHE=0
+/ ti.init(offline_cache=False); Numba njit without cache=True): that is each tool's first-run JIT.
+The "second process" row turns each tool's disk cache on (kiln's compile cache, Taichi's offline
+cache, Numba cache=True) in a private folder, warms it with one untimed process, then times a
+fresh process's first call. Rows, in ONE table:
 
-1. one small kernel (saxpy): kiln direct first call and Module.add_kernel + compile, Taichi first
-   call (JIT), Numba first call;
+1. one small kernel (saxpy): first call (compile + run), cold; and in a second process with the
+   disk cache;
 2. the 10-kernel chain of bench/coldstart: kiln GraphBuilder.compile() + first run, Taichi
    ti.graph compile + first run, Numba 10 first calls;
-3. Taichi's mpm88 graph with N substeps appended (4 dispatches each): kiln
+3. Taichi's mpm88 graph with N substeps appended (4 dispatches each, N = 1/50/200/500): kiln
    (bench/kiln_programs/mpm88_scalar.py) vs Taichi (bench/taichi_programs/mpm88.py, the graph of
-   mpm88_bench.py), compile + first run, and the per-dispatch cost from the slope over N.
+   mpm88_bench.py): graph build + compile + first run (Numba has no graphs);
+4. the per-dispatch cost: least-squares slope over the mpm88 dispatch counts.
 
-    PYTHONPATH=$PWD /work/venv/bin/python bench/compile_bench.py [--substeps 1 50 200 500] [--repeats 1]
+    PYTHONPATH=$PWD /work/venv/bin/python bench/compile_bench.py [--substeps 1 50 200 500] [--repeats 3]
     PYTHONPATH=$PWD /work/venv/bin/python bench/compile_bench.py --stages   # where kiln's time goes
 
-`--stages` times kiln's compile stages by wrapping today's functions from outside (see
-bench/NOTES_COMPILE.md); the hook list names the current driver's functions and must follow it
-when the driver moves.
+`--stages` times kiln's compile stages by wrapping the driver's functions from outside (see
+bench/NOTES_COMPILE.md); `STAGE_HOOKS` names kiln.driver's functions and must follow them when
+they move (a hook whose target is gone is reported).
 """
 
 
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,10 +86,11 @@ def child_kiln_saxpy_module() -> dict:
 
 
 def child_taichi_saxpy() -> dict:
+    """Taichi's first call; with TI_OFFLINE_CACHE=1 (the cached row), its offline cache on."""
     import numpy as np
     t0 = time.perf_counter()
     import taichi as ti
-    ti.init(arch=ti.cpu, offline_cache=False, log_level=ti.ERROR)
+    ti.init(arch=ti.cpu, offline_cache=os.environ.get("TI_OFFLINE_CACHE") == "1", log_level=ti.ERROR)
 
     @ti.kernel
     def saxpy(a: ti.f32, x: ti.types.ndarray(dtype=ti.f32, ndim=1), y: ti.types.ndarray(dtype=ti.f32, ndim=1)):
@@ -101,16 +109,18 @@ def child_taichi_saxpy() -> dict:
     return {"import_s": t1 - t0, "compile_s": t2 - t1 - (t3 - t2), "first_s": t2 - t1}
 
 
+def _numba_saxpy_py(a, x, y):
+    for i in range(x.shape[0]):
+        y[i] = a * x[i] + y[i]
+
+
 def child_numba_saxpy() -> dict:
+    """Numba's first call; with NUMBA_CACHE_DIR set (the cached row), njit(cache=True)."""
     import numpy as np
     t0 = time.perf_counter()
     from numba import njit
 
-    @njit
-    def saxpy(a, x, y):
-        for i in range(x.shape[0]):
-            y[i] = a * x[i] + y[i]
-
+    saxpy = njit(cache="NUMBA_CACHE_DIR" in os.environ)(_numba_saxpy_py)
     t1 = time.perf_counter()
     x, y = np.ones(1024, np.float32), np.zeros(1024, np.float32)
     saxpy(np.float32(2.0), x, y)
@@ -231,35 +241,67 @@ CHILDREN = {
 }
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ, ENABLE_TAICHI_HEADER_PRINT="0", TI_OFFLINE_CACHE="0")
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a measured child: every disk cache off unless `extra` turns one on."""
+    env = dict(os.environ, ENABLE_TAICHI_HEADER_PRINT="0", TI_OFFLINE_CACHE="0", KILN_CACHE="0")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.pop("NUMBA_CACHE_DIR", None)
+    env.pop("KILN_TIMING", None)
     # An installed kiln has .pyc files, as Taichi and Numba have in site-packages; with
     # PYTHONDONTWRITEBYTECODE kiln's lazily imported compiler would be byte-compiled from source
     # inside every first compile (~0.2 s). main() warms __pycache__ with one untimed child.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(extra)
     return env
 
 
 def warm_bytecode() -> None:
     """One untimed child that imports kiln's whole compiler, so later children load .pyc files."""
-    code = "import kiln, kiln.lang, kiln.compiler, kiln.codegen.emit, kiln.codegen.nvptx, kiln.runtime.compiled"
+    code = ("import kiln, kiln.lang, kiln.driver, kiln.driver.cache, kiln.codegen, kiln.codegen.nvptx, "
+            "kiln.runtime.compiled, kiln.dispatch")
     subprocess.run([sys.executable, "-c", code], env=child_env(), check=True)
     run_child("kiln_chain")
 
 
-def run_child(name: str, *extra: str, repeats: int = 1) -> dict:
-    """The fastest of `repeats` fresh processes: on a loaded machine the minimum is the best
-    estimate of the work itself."""
+def run_child(name: str, *extra: str, repeats: int = 1, env: dict[str, str] | None = None) -> dict:
+    """The median of `repeats` fresh processes (per field), with every run kept under "runs"."""
     runs = []
     for _ in range(repeats):
         proc = subprocess.run([sys.executable, __file__, "--child", name, *extra], capture_output=True,
-                              text=True, env=child_env(), check=False)
+                              text=True, env=env or child_env(), check=False)
         if proc.returncode != 0:
             raise SystemExit(f"child {name} {extra} failed:\n{proc.stderr[-3000:]}")
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return min(runs, key=lambda r: r.get("first_s", r.get("total", 0.0)))
+    return _median_of(runs)
+
+
+def _median_of(runs: list[dict]) -> dict:
+    """Per field: the median of floats (of each stage's floats), all() of flags, else the first."""
+    out: dict = {"runs": runs}
+    for k, v in runs[0].items():
+        if isinstance(v, bool):
+            out[k] = all(r[k] for r in runs)
+        elif isinstance(v, float):
+            out[k] = statistics.median(r[k] for r in runs)
+        elif isinstance(v, dict) and all(isinstance(x, float) for x in v.values()):   # --stages: per stage
+            out[k] = {name: statistics.median(r[k].get(name, 0.0) for r in runs) for name in v}
+        else:
+            out[k] = v
+    return out
+
+
+def run_cached(name: str, repeats: int) -> dict:
+    """`name`'s first call in a second process: each tool's disk cache on in a private folder,
+    warmed by one untimed process, then `repeats` timed ones."""
+    folder = tempfile.mkdtemp(prefix="compile_bench_cache_")
+    try:
+        env = child_env(KILN_CACHE="1", KILN_CACHE_DIR=os.path.join(folder, "kiln"), TI_OFFLINE_CACHE="1",
+                        TI_OFFLINE_CACHE_FILE_PATH=os.path.join(folder, "taichi"),
+                        NUMBA_CACHE_DIR=os.path.join(folder, "numba"))
+        run_child(name, env=env)
+        return run_child(name, repeats=repeats, env=env)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,14 +316,12 @@ def _slope(points: list[tuple[int, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else float("nan")
 
 
-def _taichi_cache_state() -> str:
-    path = Path.home() / ".cache" / "taichi" / "ticache"
-    n = sum(1 for _ in path.rglob("*")) if path.exists() else 0
-    return f"Taichi offline cache at {path}: {n} entries (unused here: offline_cache off in every child)"
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.0f} ms"
 
 
-def _fmt(r: dict) -> str:
-    return f"{r['first_s'] * 1e3:.0f}"
+def _s(seconds: float) -> str:
+    return f"{seconds:.2f} s"
 
 
 def main_table(substeps: list[int], repeats: int) -> None:
@@ -292,45 +332,54 @@ def main_table(substeps: list[int], repeats: int) -> None:
     load = os.getloadavg()
     print(f"kiln (this tree), llvmlite {llvmlite.__version__}; Taichi {'.'.join(map(str, taichi.__version__))} "
           f"ti.cpu; Numba {numba.__version__}; {os.cpu_count()} CPUs, load average {load[0]:.1f} before the run")
-    print(_taichi_cache_state())
-    print("Every cell: a fresh process, the minimum of", repeats, "run(s); ms unless stated.\n")
+    print(f"Every cell: the median of {repeats} fresh process(es). Cold: every disk cache off (Taichi: its "
+          "first-run JIT, offline cache off). Second process: each tool's own disk cache on, warmed.\n")
     warm_bytecode()
-
-    rows = {name: run_child(name, repeats=repeats) for name in (
-        "kiln_saxpy_direct", "kiln_saxpy_module", "taichi_saxpy", "numba_saxpy",
-        "kiln_chain", "taichi_chain", "numba_chain")}
-    print("| workload | kiln | Taichi | Numba |")
-    print("|---|---|---|---|")
-    kd, km, ts, ns = (rows[k] for k in ("kiln_saxpy_direct", "kiln_saxpy_module", "taichi_saxpy", "numba_saxpy"))
-    print(f"| saxpy, first call (compile + run) | {_fmt(kd)} (Module.add_kernel + compile: {_fmt(km)}) "
-          f"| {_fmt(ts)} | {_fmt(ns)} |")
-    kc, tc, nc = rows["kiln_chain"], rows["taichi_chain"], rows["numba_chain"]
-    print(f"| 10-kernel chain: compile + first run | {_fmt(kc)} (compile {kc['compile_s'] * 1e3:.0f}) "
-          f"| {_fmt(tc)} (ti.graph compile {tc['compile_s'] * 1e3:.0f}) | {_fmt(nc)} (10 first calls) |")
-    print(f"| (imports before the clock: kiln+kernels / taichi+ti.init / numba) | "
-          f"{kd['import_s'] * 1e3:.0f} | {ts['import_s'] * 1e3:.0f} | {ns['import_s'] * 1e3:.0f} |")
-
-    print(f"\nmpm88 graph, N substeps x 4 dispatches, {MPM_PARTICLES} particles: graph build + compile + first run, s "
-          "(compile alone; second run)")
-    print("| N | dispatches | kiln | Taichi | kiln / Taichi |")
-    print("|---|---|---|---|---|")
+    cold = {name: run_child(name, repeats=repeats) for name in (
+        "kiln_saxpy_direct", "taichi_saxpy", "numba_saxpy", "kiln_chain", "taichi_chain", "numba_chain")}
+    cached = {name: run_cached(name, repeats) for name in ("kiln_saxpy_direct", "taichi_saxpy", "numba_saxpy")}
+    rows = [
+        ("one small kernel (saxpy), first call, cold", *(_ms(cold[f"{p}_saxpy{s}"]["first_s"]) for p, s in (
+            ("kiln", "_direct"), ("taichi", ""), ("numba", "")))),
+        ("one small kernel, first call in a second process (disk cache)", *(
+            _ms(cached[f"{p}_saxpy{s}"]["first_s"]) for p, s in (("kiln", "_direct"), ("taichi", ""), ("numba", "")))),
+        ("10-kernel graph: compile + first run, cold", _ms(cold["kiln_chain"]["first_s"]),
+         _ms(cold["taichi_chain"]["first_s"]), _ms(cold["numba_chain"]["first_s"]) + " (10 first calls)"),
+    ]
     pts: dict[str, list[tuple[int, float]]] = {"kiln": [], "taichi": []}
+    # interleaved rounds (every N of both peers, then again), so that a change of the machine's
+    # load during the run falls on all rows alike instead of tilting the slope
+    mpm_runs: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(repeats):
+        for n in substeps:
+            for peer in ("kiln", "taichi"):
+                mpm_runs.setdefault((peer, n), []).extend(run_child(f"{peer}_mpm", str(n))["runs"])
     for n in substeps:
-        k = run_child("kiln_mpm", str(n), repeats=repeats)
-        t = run_child("taichi_mpm", str(n), repeats=repeats)
-        # kiln compiles everything in compile() (its run times on a loaded machine are noisy,
-        # issue 14 part 1); Taichi compiles its kernels at the first run: first minus second run
+        k, t = (_median_of(mpm_runs[(peer, n)]) for peer in ("kiln", "taichi"))
+        # the slope leaves execution out: kiln compiles everything in build + compile(); Taichi
+        # compiles its kernels at the first run, so its cost is the first run minus the second
         pts["kiln"].append((n * DISPATCHES_PER_SUBSTEP, k["compile_s"]))
         pts["taichi"].append((n * DISPATCHES_PER_SUBSTEP, t["first_s"] - t["run_s"]))
         for peer, r in (("kiln", k), ("taichi", t)):
             if not r["x_inside"]:
                 print(f"WARNING: {peer} particles left the box at N={n}: run timings invalid")
-        print(f"| {n} | {n * DISPATCHES_PER_SUBSTEP} | {k['first_s']:.2f} ({k['compile_s']:.2f}; {k['run_s']:.2f}) "
-              f"| {t['first_s']:.2f} ({t['compile_s']:.2f}; {t['run_s']:.2f}) | {k['first_s'] / t['first_s']:.1f}x |")
-    if len(substeps) > 1:
-        print("\nper-dispatch compile cost, least-squares slope over the dispatch count of kiln's compile() "
-              "and of Taichi's build + compile + first run minus its second run: "
-              f"kiln {_slope(pts['kiln']) * 1e3:.2f} ms/dispatch, Taichi {_slope(pts['taichi']) * 1e3:.2f} ms/dispatch")
+        # kiln's first run on a loaded machine is distorted by libgomp's spinning (issue 14 part 1),
+        # which is not compile time: the cell says it separately
+        label = (f"mpm88 graph, {n} substeps ({n * DISPATCHES_PER_SUBSTEP} dispatches): compile (kiln: graph "
+                 "build + compile(); Taichi: first run minus second run)")
+        rows.append((label, f"{_s(k['compile_s'])} (first run adds {_s(k['first_s'] - k['compile_s'])})",
+                     f"{_s(t['first_s'] - t['run_s'])} (first run {_s(t['first_s'])})", "n/a (no graphs)"))
+    if len(pts["kiln"]) > 1:
+        rows.append((("per-dispatch compile cost (slope over the mpm88 rows of kiln's build + compile and of "
+                     "Taichi's first run minus its second)"), f"{_slope(pts['kiln']) * 1e3:.3f} ms",
+                     f"{_slope(pts['taichi']) * 1e3:.3f} ms", "n/a"))
+    print("| workload | kiln | Taichi | Numba |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(f"\n(imports before the clock, cold: kiln + kernels {_ms(cold['kiln_saxpy_direct']['import_s'])}, "
+          f"taichi + ti.init {_ms(cold['taichi_saxpy']['import_s'])}, numba {_ms(cold['numba_saxpy']['import_s'])}; "
+          f"load average after the run {os.getloadavg()[0]:.1f})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,16 +387,16 @@ def main_table(substeps: list[int], repeats: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 #: (module, attribute path, stage). The module's attribute is replaced by a timing wrapper, so a
-#: function imported by name into another module is hooked in THAT module. Follows the driver
-#: of today (kiln/compiler.py); a hook whose target is gone is reported and skipped.
+#: function imported by name into another module is hooked in THAT module. Follows kiln.driver
+#: (compile.py, pipeline.py, cache.py); a hook whose target is gone is reported and skipped.
 STAGE_HOOKS = (
+    ("kiln.driver.cache", "request_key", "disk cache key"),
+    ("kiln.driver.cache", "load", "disk cache read"),
+    ("kiln.driver.cache", "store", "disk cache write"),
     ("kiln.lang.kernel", "Kernel.specialize", "front end (ast -> typed IR)"),
-    ("kiln.passes", "lower_aug_stores", "IR passes"),
-    ("kiln.passes", "fold_constants", "IR passes"),
-    ("kiln.compiler", "verify", "IR passes"),
+    ("kiln.driver.pipeline", "Pipeline.lower", "IR passes + verify (Pipeline.lower)"),
     ("kiln.passes", "make_names_unique", "make_names_unique"),
-    ("kiln.compiler", "_graph_param_infos", "graph IR + access analysis"),
-    ("kiln.compiler", "_kernel_info", "graph IR + access analysis"),
+    ("kiln.driver.compile", "_graph_ir", "graph IR (per dispatch)"),
     ("kiln.codegen.target", "init_llvm", "llvmlite init"),
     ("kiln.codegen.target", "host_target", "host target query"),
     ("kiln.codegen", "create_target_machine", "TargetMachine creation"),
@@ -359,9 +408,10 @@ STAGE_HOOKS = (
     ("llvmlite.binding", "ModulePassManager.run", "optimisation pipeline (O3)"),
     ("llvmlite.binding", "TargetMachine.emit_object", "object emission (codegen)"),
     ("llvmlite.binding", "ModuleRef.__str__", "optimised IR text (ObjectCode.llvm_ir)"),
+    ("kiln.driver.compile", "_manifest", "manifest (access analysis, per-dispatch entries)"),
     ("kiln.artifact.manifest", "Manifest.to_json", "manifest + container pack"),
     ("kiln.artifact.container", "pack", "manifest + container pack"),
-    ("kiln.runtime.compiled", "load_bytes", "runtime link (unpack, checksums, ELF load)"),
+    ("kiln.graph.linking", "load_bytes", "runtime link (unpack, checksums, ELF load)"),
 )
 
 
@@ -429,8 +479,8 @@ def child_stages(case: str) -> dict:
     t0 = time.perf_counter()
     import llvmlite.binding  # noqa: F401  (the first compile of a process pays these imports)
 
-    import kiln.codegen.emit
-    import kiln.compiler  # noqa: F401
+    import kiln.codegen
+    import kiln.driver  # noqa: F401
     imports = time.perf_counter() - t0
     timer = StageTimer()
     for hook in STAGE_HOOKS:
@@ -447,7 +497,7 @@ def child_profile(case: str) -> None:
     import cProfile
     import pstats
 
-    import kiln.compiler  # noqa: F401
+    import kiln.driver  # noqa: F401
     compile_fn = _stage_case(case)
     prof = cProfile.Profile()
     prof.runcall(compile_fn)

@@ -87,7 +87,9 @@ if TYPE_CHECKING:
     from kiln.dispatch import cuda as cuda
     from kiln.dispatch import gpu as gpu
     from kiln.dispatch import init as init
+    from kiln.dispatch import seed as seed
     from kiln.dispatch import set_device as set_device
+    from kiln.dispatch import set_random_seed as set_random_seed
     from kiln.graph.builder import Arg as Arg
     from kiln.graph.builder import GraphBuilder as GraphBuilder
     from kiln.graph.builder import Sequential as Sequential
@@ -116,6 +118,7 @@ if TYPE_CHECKING:
     from kiln.lang.builtins_py import min as min
     from kiln.lang.builtins_py import ndrange as ndrange
     from kiln.lang.builtins_py import pow as pow
+    from kiln.lang.builtins_py import random as random
     from kiln.lang.builtins_py import round as round
     from kiln.lang.builtins_py import rsqrt as rsqrt
     from kiln.lang.builtins_py import select as select

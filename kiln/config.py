@@ -77,6 +77,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("verify", "KILN_VERIFY", False, _flag,
             "`1`: run the IR verifier after every pass (always on under pytest); otherwise it runs "
             "once, after the last pass."),
+    Setting("cache", "KILN_CACHE", True, _flag,
+            "`0`: do not use the on-disk compile cache (direct kernel calls and `compile()` then "
+            "compile in every process). CUDA compiles and compiles with `KILN_DUMP` never use it."),
+    Setting("cache_dir", "KILN_CACHE_DIR", "", _text,
+            "folder of the on-disk compile cache (one checksummed `.kiln` file per entry; safe to "
+            "delete at any time); empty: `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`."),
+    Setting("xdg_cache_home", "XDG_CACHE_HOME", "", _text,
+            "the XDG base folder for caches; the compile cache lives in its `kiln` folder when "
+            "`KILN_CACHE_DIR` is empty."),
 )
 
 
@@ -156,6 +165,9 @@ class Config:
     cuda_home: str
     cuda_path: str
     verify: bool
+    cache: bool
+    cache_dir: str
+    xdg_cache_home: str
 
     def __init__(self, **values: Any) -> None:
         unknown = set(values) - set(self.__slots__)

@@ -90,8 +90,13 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_configure(config):
-    """The IR verifier runs after every pass in the test suite (kiln.driver.pipeline): set before
-    kiln.config is first read, and in the environment so that subprocesses inherit it."""
+    """The IR verifier runs after every pass in the test suite (kiln.driver.pipeline), and the
+    on-disk compile cache is off (every test compiles, whatever ran before it; the cache's own
+    tests turn it on with a private folder): set before kiln.config is first read, and in the
+    environment so that subprocesses inherit it."""
     import os
+    import tempfile
 
     os.environ["KILN_VERIFY"] = "1"
+    os.environ["KILN_CACHE"] = "0"
+    os.environ["KILN_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"kiln-test-cache-{os.getpid()}")

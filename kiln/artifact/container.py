@@ -93,6 +93,7 @@ def pack(manifest: dict[str, object], blobs: dict[str, bytes]) -> bytes:
     names = sorted(blobs)
     # The blob table's offsets depend on the manifest's length, which depends on the offsets'
     # digits: lay out with a fixed-width placeholder pass, then once more for real.
+    digests = {name: sha256_hex(blobs[name]) for name in names}   # once, not once per pass
     table: list[dict[str, object]] = []
     body = b""
     for _ in range(16):  # offsets only grow, so this settles in a few passes
@@ -102,7 +103,7 @@ def pack(manifest: dict[str, object], blobs: dict[str, bytes]) -> bytes:
         new_table = []
         for name in names:
             data = blobs[name]
-            new_table.append({"name": name, "offset": offset, "size": len(data), "sha256": sha256_hex(data)})
+            new_table.append({"name": name, "offset": offset, "size": len(data), "sha256": digests[name]})
             offset = _align(offset + len(data))
         if new_table == table:
             break

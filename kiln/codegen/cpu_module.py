@@ -5,8 +5,10 @@ object contract these implement."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
+import numpy as np
 from llvmlite import ir
 
 from kiln.abi import SLOT, block_size, layout_params
@@ -19,7 +21,6 @@ from kiln.codegen.llvm_util import (
     VOID,
     FnPointer,
     alloca,
-    const_value,
     fn_attrs,
     gep,
     mem_type,
@@ -28,8 +29,8 @@ from kiln.codegen.module_base import ModuleEmitterBase
 from kiln.config import TUNING
 from kiln.errors import KilnError
 from kiln.ir import nodes as N
-from kiln.ir.graph import ArgBinding, GraphIR
-from kiln.types import NdArrayType
+from kiln.ir.graph import ArgBinding, ConstBinding, GraphIR
+from kiln.types import NdArrayType, ScalarType
 
 #: the parallel-loop body type: void body(ptr ctx, i64 lo, i64 hi)
 _BODY_TY = ir.FunctionType(VOID, [PTR, I64, I64])
@@ -152,49 +153,91 @@ class CpuModuleEmitter(ModuleEmitterBase):
             self._emit_pyobj_wrapper(fn, layout_params(list(g.params)))
 
     def _emit_graph(self, g: GraphIR, fn: ir.Function) -> None:
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        """The graph entry: ONE loop over a constant dispatch table (kiln.codegen.cpu_module
+        `DispatchTable`), so the IR and LLVM's work grow with the distinct kernels, not with the
+        dispatches. Per dispatch: fill one argument block from the table's slot moves (graph
+        argument slot copies and baked constants' bit patterns), call the kernel's entry through
+        a switch with one call site per distinct kernel, and return a non-zero status at once."""
+        table = DispatchTable.build(g, self.kernel_irs)
+        t_disp = self._table_global(f"{fn.name}.dispatch", _i32_bytes(table.dispatch_record))
+        t_rec = self._table_global(f"{fn.name}.record", _i32_bytes(table.records_flat()))
+        t_move = self._table_global(f"{fn.name}.move", _i32_bytes(table.moves_flat()))
+        t_bits = self._table_global(f"{fn.name}.bits", struct.pack(f"<{len(table.const_bits)}Q", *table.const_bits))
         src = fn.args[0]
-        glayout = {p.name: p for p in layout_params(list(g.params))}
-        for k, d in enumerate(g.dispatches):
-            kf = self.kernel_irs.get(d.kernel)
-            if kf is None:
-                raise KilnError(f"graph {g.name!r} dispatches kernel {d.kernel!r}, which is not "
-                                "being compiled")
-            if len(d.bindings) != len(kf.params):
-                raise KilnError(f"graph {g.name!r}: dispatch of {d.kernel!r} has "
-                                f"{len(d.bindings)} bindings for {len(kf.params)} parameters")
-            klayout = layout_params([(p.name, p.type) for p in kf.params])
-            nslots = max(1, block_size(klayout) // SLOT)
-            with b.goto_entry_block():
-                blk = alloca(b, ir.ArrayType(I64, nslots), name=f"blk{k}")
-                blk.align = 8
-            for pl, bind in zip(klayout, d.bindings):
-                dst = gep(b, blk, [ir.Constant(I64, pl.offset)], inbounds=True, source_etype=I8)
-                if isinstance(bind, ArgBinding):
-                    gp = glayout.get(bind.name)
-                    if gp is None:
-                        raise KilnError(f"graph {g.name!r} has no parameter {bind.name!r}")
-                    if gp.size != pl.size:
-                        raise KilnError(f"graph {g.name!r}: parameter {bind.name!r} does not "
-                                        f"match {d.kernel}.{pl.name}")
-                    for s in range(pl.size // SLOT):
-                        sp = gep(b, src, [ir.Constant(I64, gp.offset + SLOT * s)], inbounds=True,
-                                   source_etype=I8)
-                        v = b.load(sp, typ=I64, align=8)
-                        dp = gep(b, dst, [ir.Constant(I64, SLOT * s)], inbounds=True, source_etype=I8)
-                        b.store(v, dp, align=8)
-                else:
-                    t = bind.type
-                    b.store(ir.Constant(I64, 0), dst, align=8)
-                    c = const_value(t, bind.value)
-                    if t.is_bool:
-                        c = ir.Constant(I8, int(bool(bind.value)))
-                    b.store(c, dst, align=8)
-            st = b.call(self.kernel_entries[d.kernel], [blk], name=f"st{k}")
-            bad = b.icmp_signed("!=", st, ir.Constant(I32, 0))
-            with b.if_then(bad, likely=False):
-                b.ret(st)
+        entry = fn.append_basic_block("entry")
+        head, moves, move, move_body, call = (fn.append_basic_block(n) for n in
+                                              ("dispatch", "moves", "move", "move.body", "call"))
+        after, fail, nxt, done = (fn.append_basic_block(n) for n in ("after", "fail", "next", "done"))
+        b = ir.IRBuilder(entry)
+        blk = alloca(b, ir.ArrayType(I64, table.max_slots), name="blk")
+        blk.align = 8
+        b.branch(head)
+
+        def load_i32(t: ir.Value, index: ir.Value) -> ir.Value:
+            return b.load(gep(b, t, [index], source_etype=I32), typ=I32, align=4)
+
+        # for d in range(len(dispatches)): rec = dispatch_record[d]
+        b.position_at_end(head)
+        d = b.phi(I32, name="d")
+        d.add_incoming(ir.Constant(I32, 0), entry)
+        b.cbranch(b.icmp_signed("<", d, ir.Constant(I32, len(table.dispatch_record))), moves, done)
+        b.position_at_end(moves)
+        rec = b.mul(load_i32(t_disp, d), ir.Constant(I32, 3))
+        kidx = load_i32(t_rec, rec)
+        m0 = load_i32(t_rec, b.add(rec, ir.Constant(I32, 1)))
+        m_end = b.add(m0, load_i32(t_rec, b.add(rec, ir.Constant(I32, 2))))
+        b.branch(move)
+        # for m in range(m0, m_end): blk[dst[m]] = src[slot[m]] if slot[m] >= 0 else bits[-1 - slot[m]]
+        b.position_at_end(move)
+        m = b.phi(I32, name="m")
+        m.add_incoming(m0, moves)
+        b.cbranch(b.icmp_signed("<", m, m_end), move_body, call)
+        b.position_at_end(move_body)
+        dst = load_i32(t_move, b.mul(m, ir.Constant(I32, 2)))
+        slot = load_i32(t_move, b.add(b.mul(m, ir.Constant(I32, 2)), ir.Constant(I32, 1)))
+        from_arg = b.icmp_signed(">=", slot, ir.Constant(I32, 0))
+        arg_slot = b.select(from_arg, slot, ir.Constant(I32, 0))
+        bits_slot = b.select(from_arg, ir.Constant(I32, 0), b.sub(ir.Constant(I32, -1), slot))
+        v_arg = b.load(gep(b, src, [b.zext(arg_slot, I64)], source_etype=I64), typ=I64, align=8)
+        v_bits = b.load(gep(b, t_bits, [b.zext(bits_slot, I64)], source_etype=I64), typ=I64, align=8)
+        b.store(b.select(from_arg, v_arg, v_bits), gep(b, blk, [b.zext(dst, I64)], source_etype=I64), align=8)
+        m.add_incoming(b.add(m, ir.Constant(I32, 1)), move_body)
+        b.branch(move)
+        # switch (kernel index): one call site per distinct kernel
+        b.position_at_end(call)
+        sw = b.switch(kidx, after)
+        statuses: list[tuple[ir.Value, ir.Block]] = []
+        for i, name in enumerate(table.kernels):
+            case = fn.append_basic_block(f"k{i}")
+            sw.add_case(ir.Constant(I32, i), case)
+            cb = ir.IRBuilder(case)
+            statuses.append((cb.call(self.kernel_entries[name], [blk]), case))
+            cb.branch(after)
+        b.position_at_end(after)
+        st = b.phi(I32, name="st")
+        st.add_incoming(ir.Constant(I32, 0), call)
+        for v, case in statuses:
+            st.add_incoming(v, case)
+        b.cbranch(b.icmp_signed("!=", st, ir.Constant(I32, 0)), fail, nxt)
+        ir.IRBuilder(fail).ret(st)
+        b.position_at_end(nxt)
+        d.add_incoming(b.add(d, ir.Constant(I32, 1)), nxt)
+        b.branch(head)
+        b.position_at_end(done)
         b.ret(ir.Constant(I32, 0))
+
+    def _table_global(self, name: str, data: bytes) -> ir.GlobalVariable:
+        """An internal constant byte string: printed as one c"..." literal, whatever its length
+        (one ir.Constant per entry costs ~100x more in llvmlite's Python formatting)."""
+        raw = bytearray(data or bytes(8))
+        ty = ir.ArrayType(I8, len(raw))
+        gv = ir.GlobalVariable(self.module, ty, name=self.unique(name))
+        gv.linkage = "internal"
+        gv.global_constant = True
+        gv.align = 8
+        gv.initializer = ir.Constant(ty, raw)
+        gv.type = PTR
+        return gv
 
     # -- the parallel-loop runtime helper ------------------------------------------------------
     def parallel_for_fn(self) -> ir.Function:
@@ -276,3 +319,94 @@ class CpuModuleEmitter(ModuleEmitterBase):
         b.call(FnPointer(g, ir.FunctionType(VOID, [PTR, PTR, I32, I32])), [tramp, d, nthreads, zero32])
         b.ret_void()
         return pf
+
+
+_FLOAT_DTYPES = {16: np.float16, 32: np.float32, 64: np.float64}
+
+
+def _i32_bytes(values: Sequence[int]) -> bytes:
+    return struct.pack(f"<{len(values)}i", *values)
+
+
+def const_slot_bits(t: ScalarType, value: bool | float) -> int:
+    """The 8-byte argument slot of a baked scalar constant, as an unsigned integer: the value's
+    bit pattern zero-extended (what a kernel entry reads back with its own type)."""
+    if t.is_bool:
+        return int(bool(value))
+    if t.is_int:
+        return int(value) & ((1 << t.bits) - 1)
+    raw = np.array(float(value), dtype=_FLOAT_DTYPES[t.bits]).tobytes()   # numpy rounds as LLVM does
+    return int.from_bytes(raw, "little")
+
+
+class DispatchTable:
+    """A graph's dispatches as constant data. `dispatch_record[d]` is the index of dispatch d's
+    record; a record is (kernel index, first move, move count), shared by every dispatch with the
+    same kernel and bindings; a move is (destination slot in the kernel's block, source): source
+    >= 0 is a slot of the graph's block, -1 - i is `const_bits[i]`. Sizes are O(N) only in
+    `dispatch_record` (4 bytes per dispatch)."""
+
+    def __init__(self) -> None:
+        self.kernels: list[str] = []
+        self.dispatch_record: list[int] = []
+        self.records: list[tuple[int, int, int]] = []
+        self.moves: list[tuple[int, int]] = []
+        self.const_bits: list[int] = []
+        self.max_slots = 1
+
+    @classmethod
+    def build(cls, g: GraphIR, kernel_irs: dict[str, N.FunctionIR]) -> DispatchTable:
+        t = cls()
+        glayout = {p.name: p for p in layout_params(list(g.params))}
+        kernel_index: dict[str, int] = {}
+        record_index: dict[tuple[str, tuple[ArgBinding | ConstBinding, ...]], int] = {}
+        layouts: dict[str, list] = {}
+        consts: dict[int, int] = {}
+        for d in g.dispatches:
+            key = (d.kernel, d.bindings)
+            r = record_index.get(key)
+            if r is None:
+                kf = kernel_irs.get(d.kernel)
+                if kf is None:
+                    raise KilnError(f"graph {g.name!r} dispatches kernel {d.kernel!r}, which is not "
+                                    "being compiled")
+                if d.kernel not in layouts:
+                    layouts[d.kernel] = layout_params([(p.name, p.type) for p in kf.params])
+                    kernel_index[d.kernel] = len(t.kernels)
+                    t.kernels.append(d.kernel)
+                first = len(t.moves)
+                t._add_moves(g, d.kernel, kf, layouts[d.kernel], d.bindings, glayout, consts)
+                r = record_index[key] = len(t.records)
+                t.records.append((kernel_index[d.kernel], first, len(t.moves) - first))
+            t.dispatch_record.append(r)
+        return t
+
+    def _add_moves(self, g: GraphIR, kname: str, kf: N.FunctionIR, klayout: list,
+                   bindings: tuple[ArgBinding | ConstBinding, ...], glayout: dict, consts: dict[int, int]) -> None:
+        if len(bindings) != len(kf.params):
+            raise KilnError(f"graph {g.name!r}: dispatch of {kname!r} has "
+                            f"{len(bindings)} bindings for {len(kf.params)} parameters")
+        self.max_slots = max(self.max_slots, block_size(klayout) // SLOT)
+        for pl, bind in zip(klayout, bindings):
+            if isinstance(bind, ArgBinding):
+                gp = glayout.get(bind.name)
+                if gp is None:
+                    raise KilnError(f"graph {g.name!r} has no parameter {bind.name!r}")
+                if gp.size != pl.size:
+                    raise KilnError(f"graph {g.name!r}: parameter {bind.name!r} does not "
+                                    f"match {kname}.{pl.name}")
+                for s in range(pl.size // SLOT):
+                    self.moves.append((pl.offset // SLOT + s, gp.offset // SLOT + s))
+            else:
+                bits = const_slot_bits(bind.type, bind.value)
+                i = consts.get(bits)
+                if i is None:
+                    i = consts[bits] = len(self.const_bits)
+                    self.const_bits.append(bits)
+                self.moves.append((pl.offset // SLOT, -1 - i))
+
+    def records_flat(self) -> list[int]:
+        return [x for r in self.records for x in r]
+
+    def moves_flat(self) -> list[int]:
+        return [x for mv in self.moves for x in mv]

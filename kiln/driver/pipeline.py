@@ -18,10 +18,12 @@ import functools
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TextIO
 
 from kiln import passes
 from kiln.config import DUMP_KINDS, Config
@@ -82,10 +84,14 @@ class Pipeline:
         self.timings: dict[str, list[float]] = {}
         self._dump_count: dict[str, int] = {}
         self.dumped: list[str] = []
+        self.current_stage = ""          # what a progress line says (kiln.driver.pipeline.Progress)
+        self.kernels_lowered = 0
+        self.kernels_total = 0
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Time the enclosed block under `name` and tag kiln errors raised in it."""
+        self.current_stage = name
         t0 = time.perf_counter()
         try:
             yield
@@ -119,6 +125,7 @@ class Pipeline:
         if not self.options.verify_each_pass:
             with self.stage("verify"):
                 verify(kir, lowered=True)           # cheap structural check before code generation
+        self.kernels_lowered += 1
         return kir
 
     def dump(self, kind: str, unit: str, stage: str, text: Callable[[], str]) -> None:
@@ -154,3 +161,59 @@ def format_timings(timings: dict[str, list[float]]) -> str:
         lines.append(f"  {name:<18} {len(ts):>5} {ms:>10.2f} {share:>6.1f}%")
     lines.append(f"  {'total':<18} {'':>5} {1e3 * total:>10.2f}")
     return "\n".join(lines) + "\n"
+
+
+class Progress:
+    """A one-line progress report on stderr while a long compile runs (the stage and the kernels
+    lowered so far), shown only when `stream` is a terminal and the compile has taken more than
+    `delay_s`; the line is erased when the compile ends. Silent otherwise (logs, pipes, CI)."""
+
+    def __init__(self, pipe: Pipeline, unit: str, stream: TextIO | None = None, delay_s: float = 1.0,
+                 interval_s: float = 0.25) -> None:
+        self.pipe = pipe
+        self.unit = unit
+        self.stream = sys.stderr if stream is None else stream
+        self.delay_s = delay_s
+        self.interval_s = interval_s
+        self.shown = 0                        # lines written (tests read it)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+
+    def __enter__(self) -> Progress:
+        isatty = getattr(self.stream, "isatty", None)
+        if isatty is not None and isatty():
+            self._t0 = time.perf_counter()
+            self._thread = threading.Thread(target=self._loop, name="kiln-compile-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        if self.shown:
+            self._write("\r\x1b[K")
+
+    def line(self) -> str:
+        p = self.pipe
+        kernels = f"; kernels lowered {p.kernels_lowered}/{p.kernels_total}" if p.kernels_total else ""
+        return (f"kiln: compiling {self.unit} ({time.perf_counter() - self._t0:.1f} s): "
+                f"{p.current_stage or 'starting'}{kernels}")
+
+    def _loop(self) -> None:
+        if self._stop.wait(self.delay_s):
+            return
+        while True:
+            self._write("\r\x1b[K" + self.line())
+            self.shown += 1
+            if self._stop.wait(self.interval_s):
+                return
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):         # a closed or broken terminal must not fail the compile
+            pass

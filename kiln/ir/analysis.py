@@ -27,21 +27,46 @@ _NOT_WALKED = frozenset({"type", "loc", "plan", "launch_plan"})
 def walk(node: object) -> Iterator[object]:
     """Every IR node under `node` (pre-order), following dataclass fields and tuples."""
     stack = [node]
+    child_fields = _child_fields
+    is_node = _is_node_type
     while stack:
         n = stack.pop()
         if isinstance(n, tuple):
             stack.extend(reversed(n))
             continue
         yield n
-        if dataclasses.is_dataclass(n) and not isinstance(n, type):
-            for f in dataclasses.fields(n):
-                if f.name in _NOT_WALKED:
-                    continue
-                v = getattr(n, f.name)
-                if isinstance(v, tuple):
-                    stack.extend(reversed(v))
-                elif dataclasses.is_dataclass(v):
+        names = child_fields.get(type(n))
+        if names is None:
+            names = _learn_fields(type(n))
+        for name in names:
+            v = getattr(n, name)
+            if isinstance(v, tuple):
+                stack.extend(reversed(v))
+            else:
+                node = is_node.get(type(v))
+                if node is None:
+                    node = is_node[type(v)] = _is_node(v)
+                if node:
                     stack.append(v)
+
+
+#: per class, the names of the fields `walk` follows (dataclasses.fields per node was the top
+#: Python cost of large compiles, bench/NOTES_COMPILE.md); () for classes that are not dataclasses
+_child_fields: dict[type, tuple[str, ...]] = {}
+#: per class of a field value: whether walk descends into it (a dataclass instance)
+_is_node_type: dict[type, bool] = {}
+
+
+def _learn_fields(cls: type) -> tuple[str, ...]:
+    names: tuple[str, ...] = ()
+    if dataclasses.is_dataclass(cls):
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _NOT_WALKED)
+    _child_fields[cls] = names
+    return names
+
+
+def _is_node(v: object) -> bool:
+    return dataclasses.is_dataclass(v) and not isinstance(v, type)
 
 
 def without_locs(e: Expr) -> Expr:

@@ -24,15 +24,26 @@ def _map_value(v: Any, fe: ExprFn, fs: StmtFn | None, loops: tuple[str, ...]) ->
     return v
 
 
+#: per node class, the fields a rewrite visits (dataclasses.fields per node is slow, and the
+#: field list of a class never changes)
+_rewritten_fields: dict[type, tuple[str, ...]] = {}
+
+
+def _fields_of(cls: type) -> tuple[str, ...]:
+    names = _rewritten_fields.get(cls)
+    if names is None:
+        names = _rewritten_fields[cls] = tuple(f.name for f in dataclasses.fields(cls)
+                                               if f.name not in ("loc", "type"))
+    return names
+
+
 def _rebuild(node: Any, fe: ExprFn, fs: StmtFn | None, loops: tuple[str, ...]) -> Any:
     changes = {}
-    for f in dataclasses.fields(node):
-        if f.name in ("loc", "type"):
-            continue
-        old = getattr(node, f.name)
+    for name in _fields_of(type(node)):
+        old = getattr(node, name)
         new = _map_value(old, fe, fs, loops)
         if new is not old:
-            changes[f.name] = new
+            changes[name] = new
     return dataclasses.replace(node, **changes) if changes else node
 
 
