@@ -3,7 +3,15 @@
 `KILN_NUM_THREADS=2 GOMP_SPINCOUNT=1000 taskset -c 2,3 python FILE 1000 idle`, and the same while
 `taskset -c 3 python -c "while True: pass"` runs. The 100-dispatch 128x128 stencil graph of
 bench/busy_bench.py --sweep."""
-import os,sys,time,statistics as st,numpy as np,kiln as kl
+import os
+import statistics as st
+import sys
+import time
+
+import numpy as np
+
+import kiln as kl
+
 F=kl.ndarray(kl.f32,ndim=2)
 @kl.kernel
 def blur(a:F,b:F):
@@ -17,4 +25,4 @@ s=kl.load("/tmp/st.kiln");f={"a":np.ones((128,128),np.float32),"b":np.zeros((128
 s.run(f);t=[]
 for _ in range(300):
     t0=time.perf_counter();s.run(f);t.append(time.perf_counter()-t0)
-print(sys.argv[1],sys.argv[2],os.environ.get("KILN_NUM_THREADS"),len(os.sched_getaffinity(0)),"min %.3f med %.3f ms"%(min(t)*1e3,st.median(t)*1e3),flush=True)
+print(sys.argv[1],sys.argv[2],os.environ.get("KILN_NUM_THREADS"),len(os.sched_getaffinity(0)),f"min {min(t)*1e3:.3f} med {st.median(t)*1e3:.3f} ms",flush=True)

@@ -3,7 +3,15 @@
 `KILN_NUM_THREADS=2 GOMP_SPINCOUNT=1000 taskset -c 2,3 python FILE 1000 idle`, and the same while
 `taskset -c 3 python -c "while True: pass"` runs. The waterwave-like graph of bench/busy_bench.py with a
 simpler shading kernel."""
-import os,sys,time,statistics as st,numpy as np,kiln as kl
+import os
+import statistics as st
+import sys
+import time
+
+import numpy as np
+
+import kiln as kl
+
 F=kl.ndarray(kl.f32,ndim=2)
 @kl.kernel
 def rip(h:F,cx:kl.f32,cy:kl.f32):

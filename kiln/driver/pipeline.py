@@ -180,7 +180,7 @@ class Progress:
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Progress:  # noqa: PYI034 - typing.Self needs Python 3.11
         isatty = getattr(self.stream, "isatty", None)
         if isatty is not None and isatty():
             self._t0 = time.perf_counter()
