@@ -164,6 +164,8 @@ _TEMPLATE = Template()
 
 
 def template() -> Template:
+    """The annotation `kl.template()` (Taichi's `ti.template()`): the argument is a compile-time
+    value (a field, a Python constant, a data-oriented object); one variant per distinct value."""
     return _TEMPLATE
 
 
