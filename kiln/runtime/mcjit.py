@@ -1,5 +1,10 @@
-"""Fallback object loader through LLVM's MCJIT (llvmlite), for platforms kiln's own ELF loader
-does not cover (macOS, Windows, non-x86-64 machines).
+"""Fallback object loader through LLVM's MCJIT (llvmlite), for machines kiln's own ELF loader
+does not relocate yet (aarch64 Linux). It loads only ELF objects that pass the same inspector.
+
+Memory: MCJIT's section memory manager maps code RW while relocating and makes it R-X on
+`finalize_object`, so no page of the loaded object stays writable and executable. (Importing
+llvmlite makes ctypes/libffi allocate one RWX trampoline page for its callbacks; that page is
+libffi's, not the object's, and the kiln ELF loader path never imports llvmlite.)
 
 llvmlite is imported lazily, inside `load_mcjit_object`, so a runtime-only install never needs it
 unless this fallback is actually used. The returned object has the same interface as
@@ -107,20 +112,22 @@ class MCJITObject:
 
 
 def load_mcjit_object(blob: bytes) -> MCJITObject:
-    """Load a relocatable object (ELF, Mach-O or COFF, for the host) through llvmlite's MCJIT.
+    """Load an ELF relocatable object for the host through llvmlite's MCJIT.
 
-    For ELF blobs the same structural checks and external-symbol allow-list as the native loader
-    apply first (any ELF machine is accepted since MCJIT does the relocating).
+    Only objects that pass the native loader's inspector (`inspect_elf_object`, strict: every
+    relocation section checked, no unwind tables) reach LLVM, so the same external-symbol
+    allow-list applies; any ELF machine is accepted since MCJIT does the relocating. Other object
+    formats (Mach-O, COFF) cannot be inspected and are refused.
     """
+    from kiln.runtime.elf import MACHINE_NAMES, SHN_ABS, inspect_elf_object
     blob = bytes(blob)
-    names: list[str] = []
-    externals: list[str] = []
-    if blob[:4] == b"\x7fELF":
-        from kiln.runtime.elf import MACHINE_NAMES, SHN_ABS, inspect_elf_object
-        info = inspect_elf_object(blob, machines=frozenset(MACHINE_NAMES))
-        loaded = set(info.loaded)
-        names = [n for n, s in info.exports.items() if s.shndx in loaded or s.shndx == SHN_ABS]
-        externals = info.externals
+    if blob[:4] != b"\x7fELF":
+        raise ArtifactError("MCJIT loader: not an ELF object (only ELF objects, which kiln's "
+                            "inspector can check, are loaded)")
+    info = inspect_elf_object(blob, machines=frozenset(MACHINE_NAMES), strict=True)
+    loaded = set(info.loaded)
+    names = [n for n, s in info.exports.items() if s.shndx in loaded or s.shndx == SHN_ABS]
+    externals = info.externals
     llvm = _llvm()
     if externals:
         # make the allowed helpers visible to MCJIT's resolver even when their library
