@@ -86,5 +86,12 @@ class Module:
                 self._compiled = load_bytes(compile_module(self), source="<compiled module>")
         return self._compiled
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        self.compile().save(path)
+    def save(self, path: str | os.PathLike[str], sign_key: Any = None) -> None:
+        """Compile (once) and write the .kiln file, signed with `sign_key` if given (kiln.signing)."""
+        compiled = self.compile()
+        if sign_key is None:
+            compiled.save(path)
+        else:
+            from kiln.artifact.container import write_bytes
+            from kiln.signing import sign_bytes
+            write_bytes(path, sign_bytes(compiled.to_bytes(), sign_key))

@@ -79,9 +79,10 @@ class _Runnable:
         if status:
             raise KernelRuntimeError(f"{self._owner}: native code returned status {status}")
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the .kiln file this object came from (the whole module it belongs to)."""
-        self._module.save(path)
+    def save(self, path: str | os.PathLike[str], sign_key: Any = None) -> None:
+        """Write the .kiln file this object came from (the whole module it belongs to), signed
+        with `sign_key` if given (kiln.signing)."""
+        self._module.save(path, sign_key=sign_key)
 
 
 class CompiledGraph(_Runnable):
@@ -132,8 +133,9 @@ class CompiledModule:
                                  manifest.kernels[kname].entries[target.name], name)
             for name, kname in manifest.exported_kernels.items()}
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        write_bytes(path, self._data)
+    def save(self, path: str | os.PathLike[str], sign_key: Any = None) -> None:
+        """Write the .kiln file (atomically), signed with `sign_key` if given (kiln.signing)."""
+        write_bytes(path, self._data if sign_key is None else _sign(self._data, sign_key))
 
     def to_bytes(self) -> bytes:
         return self._data
@@ -163,9 +165,15 @@ def _pick_cpu_target(manifest: Manifest, source: str) -> TargetInfo:
                         "target, e.g. compile(target='x86-64-v2')")
 
 
-def load_bytes(data: bytes, source: str = "<bytes>") -> CompiledModule:
-    """Verify, link and wrap a .kiln file held in memory."""
-    container = unpack(data, source=source)
+def _sign(data: bytes, sign_key: Any) -> bytes:
+    from kiln.signing import sign_bytes
+    return sign_bytes(data, sign_key)
+
+
+def load_bytes(data: bytes, source: str = "<bytes>", trusted_keys: Any = None) -> CompiledModule:
+    """Verify, link and wrap a .kiln file held in memory (signed by one of `trusted_keys`, when
+    given: see kiln.signing)."""
+    container = unpack(data, source=source, trusted_keys=trusted_keys)
     return _link(data, container, source)
 
 
@@ -193,28 +201,35 @@ def _link(data: bytes, container: Container, source: str) -> CompiledModule:
         raise ArtifactError(f"{source}: {e}") from None
 
 
-def load_module(path: str | os.PathLike[str], device: str = "cpu") -> Any:
+def load_module(path: str | os.PathLike[str], device: str = "cpu", trusted_keys: Any = None) -> Any:
     """Load every graph and kernel of a .kiln file, for the CPU (a CompiledModule) or, with
-    device="cuda", for the current GPU (a kiln.runtime.cuda.CudaModule; docs/cuda.md)."""
+    device="cuda", for the current GPU (a kiln.runtime.cuda.CudaModule; docs/cuda.md).
+    `trusted_keys`: refuse the file unless it is signed by one of these keys (kiln.signing)."""
     if device != "cpu":
-        return _load_cuda(path, device, module=True)
+        return _load_cuda(path, device, module=True, trusted_keys=trusted_keys)
     source = os.fspath(path)
-    return load_bytes(read_bytes(source), source)
+    return load_bytes(read_bytes(source), source, trusted_keys=trusted_keys)
 
 
-def _load_cuda(path: str | os.PathLike[str], device: str, module: bool) -> Any:
+def _load_cuda(path: str | os.PathLike[str], device: str, module: bool, trusted_keys: Any) -> Any:
     if device != "cuda":
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     from kiln.runtime import cuda  # imports cuda-bindings lazily, only for GPU files
+    if trusted_keys is not None:   # verify the very bytes the CUDA loader then reads
+        source = os.fspath(path)
+        data = read_bytes(source)
+        unpack(data, source=source, trusted_keys=trusted_keys)
+        return cuda.load_module(data) if module else cuda.load(data)
     return cuda.load_module(path) if module else cuda.load(path)
 
 
-def load(path: str | os.PathLike[str], device: str = "cpu") -> Any:
+def load(path: str | os.PathLike[str], device: str = "cpu", trusted_keys: Any = None) -> Any:
     """Load a .kiln file holding one graph and return that graph (a CompiledGraph, or with
-    device="cuda" a kiln.runtime.cuda.CudaGraph)."""
+    device="cuda" a kiln.runtime.cuda.CudaGraph). `trusted_keys`: refuse the file unless it is
+    signed by one of these keys (kiln.signing)."""
     if device != "cpu":
-        return _load_cuda(path, device, module=False)
-    module = load_module(path)
+        return _load_cuda(path, device, module=False, trusted_keys=trusted_keys)
+    module = load_module(path, trusted_keys=trusted_keys)
     if len(module.graphs) != 1:
         raise ArtifactError(f"{os.fspath(path)}: holds {len(module.graphs)} graphs "
                             f"({', '.join(sorted(module.graphs)) or 'none'}); use kiln.load_module() and pick one")
