@@ -123,7 +123,9 @@ def named_target(name: str) -> TargetSpec:
     if name == "host":
         return host_target()
     if name in NAMED_CPUS:
-        return TargetSpec("x86_64", GENERIC_TRIPLE, name, "", name)
+        # record what the level implies, so a loader on an older CPU refuses the file clearly
+        from kiln.runtime.hostcpu import level_feature_string
+        return TargetSpec("x86_64", GENERIC_TRIPLE, name, level_feature_string(name), name)
     raise TargetError(f"unknown target {name!r}; expected one of {['host', *NAMED_CPUS]}")
 
 

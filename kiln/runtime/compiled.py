@@ -157,7 +157,7 @@ def _pick_cpu_target(manifest: Manifest, source: str) -> TargetInfo:
         raise ArtifactError(f"{source}: compiled for {', '.join(t.arch for t in cpus)}, this machine is {arch}")
     problems = []
     for t in same_arch:
-        missing = missing_features(t.features)
+        missing = missing_features(t.features, cpu=t.cpu)
         if not missing:
             return t
         problems.append(f"{t.name} ({t.cpu}) needs CPU features this machine lacks: {', '.join(missing)}")
