@@ -13,6 +13,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -120,4 +121,24 @@ _EXAMPLE = itertools.count()
 def test_random_kernels_match_interpreter(data, tmp_path) -> None:
     gen = KernelGen(Draw(lambda lo, hi: data.draw(st.integers(lo, hi))))
     outcome, detail = check_kernel(gen, str(tmp_path), f"h{next(_EXAMPLE)}")   # a fresh module each
-    assert outcome == "ok", detail
+    assert outcome in ("ok", "unspecified"), detail
+
+
+@kl.kernel
+def signed_zero_min(x: kl.ndarray(kl.f32, ndim=1), y: kl.ndarray(kl.f32, ndim=1),
+                    out: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0]):
+        out[0] = kl.min(x[i], y[i])
+        out[1] = kl.min(x[i], kl.f32(-0.0))
+        out[2] = kl.max(x[i], y[i])
+        out[3] = kl.max(x[i], kl.f32(-0.0))
+
+
+@pytest.mark.xfail(strict=True, reason="kl.min/kl.max of +0.0 and -0.0: docs/language.md does not say "
+                   "which zero; compiled code gives +0.0 for a runtime -0.0 and -0.0 for a constant "
+                   "one (LLVM minnum/maxnum may return either); max(+0.0, -0.0) can even be -0.0")
+def test_min_max_of_signed_zeros_consistent() -> None:
+    x, y = np.array([0.0], np.float32), np.array([-0.0], np.float32)
+    out = np.zeros(4, np.float32)
+    signed_zero_min(x, y, out)
+    assert np.signbit(out[0]) == np.signbit(out[1]) and not np.signbit(out[3])

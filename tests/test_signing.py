@@ -138,3 +138,35 @@ def test_describe_trust(graph, keys, tmp_path):
 
 def test_keypair_repr_hides_private(keys):
     assert keys.private.hex() not in repr(keys) and len(keys.private) == len(keys.public) == 32
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance: an optional manifest field (the compiler does not write it yet)
+# ---------------------------------------------------------------------------------------------
+
+
+def _with_provenance(data: bytes, provenance: object) -> bytes:
+    c = container.unpack(data)
+    doc = dict(c.manifest)
+    blobs = {e["name"]: bytes(c.blobs[e["name"]]) for e in doc.pop("blobs")}
+    doc["provenance"] = provenance
+    return container.pack(doc, blobs)
+
+
+def test_provenance_round_trip(graph) -> None:
+    from kiln.artifact.manifest import Manifest
+    prov = {"kiln_version": "0.1.0", "target": "x86-64-v2", "flags": {"opt": 3, "fast_math": False},
+            "sources": {"scale": "ab" * 32}}
+    data = _with_provenance(graph._module.to_bytes(), prov)
+    module = load_bytes(data)
+    assert module.manifest.provenance == prov
+    assert module.manifest.to_json()["provenance"] == prov
+    c = container.unpack(graph._module.to_bytes())
+    assert Manifest.from_json(c.manifest, set(c.blobs)).provenance is None       # old files
+
+
+@pytest.mark.parametrize("bad", [[], "x", {"target": 3}, {"flags": {"a": [1]}}, {"flags": []},
+                                 {"sources": {"k": "xyz"}}, {"sources": {"k": "AB" * 32}}])
+def test_malformed_provenance_refused(graph, bad) -> None:
+    with pytest.raises(ArtifactError, match="provenance"):
+        load_bytes(_with_provenance(graph._module.to_bytes(), bad))

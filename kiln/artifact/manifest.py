@@ -7,7 +7,7 @@ resolved, and the first problem raises ArtifactError with the JSON path of the b
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from kiln._record import Record
 from kiln.abi import SLOT, ParamLayout
@@ -78,7 +78,11 @@ class GraphInfo(Record):
 
 
 class Manifest(Record):
-    __slots__ = ('format_version', 'kiln_version', 'created', 'targets', 'kernels', 'graphs', 'exported_kernels')
+    __slots__ = ('format_version', 'kiln_version', 'created', 'targets', 'kernels', 'graphs', 'exported_kernels',
+                 'provenance')
+    #: optional build provenance (docs/format.md "Provenance"): read_provenance checks its shape
+    _defaults: ClassVar[dict[str, Any]] = {'provenance': None}
+    provenance: dict[str, Any] | None
     format_version: tuple[int, int]
     kiln_version: str
     created: str
@@ -110,7 +114,7 @@ class Manifest(Record):
                                     for b in d.bindings]} for d in g.dispatches],
                                 "entries": dict(g.entries)} for g in self.graphs.values()},
             "exported_kernels": dict(self.exported_kernels),
-        }
+        } | ({} if self.provenance is None else {"provenance": self.provenance})
 
     # ----------------------------------------------------------------------------- decoding
     @staticmethod
@@ -170,7 +174,8 @@ class _Reader:
         for name, kname in exported.items():
             if kname not in kernels:
                 self.fail(f"exported_kernels.{name}", f"names unknown kernel {kname!r}")
-        return Manifest((ver[0], ver[1]), kiln_version, created, targets, kernels, graphs, dict(exported))
+        return Manifest((ver[0], ver[1]), kiln_version, created, targets, kernels, graphs, dict(exported),
+                        read_provenance(doc.get("provenance")))
 
     def target(self, t: Any, path: str) -> TargetInfo:
         vals = [self.field(t, k, path, str) for k in ("name", "kind", "arch", "triple", "cpu", "features")]
@@ -271,3 +276,26 @@ class _Reader:
                     bindings.append(Binding("const", value=value, dtype=dtype))
             dispatches.append(DispatchInfo(kname, tuple(bindings)))
         return GraphInfo(name, params, tuple(dispatches), self.entries(g, path, target_names))
+
+
+def read_provenance(doc: Any) -> dict[str, Any] | None:
+    """The optional "provenance" object: string fields "kiln_version" and "target", "flags" (an
+    object of strings, numbers or booleans) and "sources" (kernel name -> SHA-256 hex of its
+    source); unknown keys are kept. None when absent."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise ArtifactError("manifest: provenance: expected an object")
+    for key in ("kiln_version", "target"):
+        if key in doc and not isinstance(doc[key], str):
+            raise ArtifactError(f"manifest: provenance.{key}: expected a string")
+    flags = doc.get("flags", {})
+    if not isinstance(flags, dict) or not all(
+            isinstance(v, (str, bool, int, float)) for v in flags.values()):
+        raise ArtifactError("manifest: provenance.flags: expected an object of plain values")
+    sources = doc.get("sources", {})
+    if not isinstance(sources, dict) or not all(
+            isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+            for v in sources.values()):
+        raise ArtifactError("manifest: provenance.sources: expected kernel name -> SHA-256 hex")
+    return dict(doc)

@@ -9,6 +9,6 @@ Compiler-side only (it imports kiln.ir, never the runtime's hot path).
 """
 
 from kiln.interp.interpreter import Interpreter, run_kernel
-from kiln.interp.scalars import INEXACT_BUILTINS
+from kiln.interp.scalars import INEXACT_BUILTINS, UnspecifiedBehavior
 
-__all__ = ["INEXACT_BUILTINS", "Interpreter", "run_kernel"]
+__all__ = ["INEXACT_BUILTINS", "Interpreter", "UnspecifiedBehavior", "run_kernel"]

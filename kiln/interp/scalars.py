@@ -153,12 +153,20 @@ def compare(op: ir.CompareOp, a: Value, b: Value) -> bool:
                  C.GE: a >= b}[op])
 
 
+class UnspecifiedBehavior(Exception):
+    """The language documentation does not define the result (the interpreter will not guess)."""
+
+
 def _minmax(a: Value, b: Value, t: ScalarType, smaller: bool) -> Value:
     if t.is_float:
         if np.isnan(a):
             return b
         if np.isnan(b):
             return a
+        if a == 0 and b == 0 and np.signbit(a) != np.signbit(b):
+            # docs/language.md does not say which zero kl.min/kl.max return (compiled code
+            # returns either, depending on optimisation: LLVM's minnum/maxnum semantics)
+            raise UnspecifiedBehavior(f"kl.{'min' if smaller else 'max'} of +0.0 and -0.0")
     if smaller:
         return min(a, b)
     return max(a, b)

@@ -497,10 +497,11 @@ _PC_SLACK = 1 << 16
 
 def _check_for_mcjit(blob: bytes, sections: list[Section], symbols: SymbolTable, rela_secs: list[Section],
                      machine: int) -> None:
-    """What LLVM's RuntimeDyld would otherwise abort the process on (it asserts, or calls
+    """Constructs LLVM's RuntimeDyld is known to abort the process on (it asserts, or calls
     report_fatal_error): oversized or over-aligned sections, symbols past their section,
     relocations of unallocated sections, 32-bit absolute relocations (kiln's code is PIC), and
-    32-bit PC-relative relocations that could not reach their target."""
+    32-bit PC-relative relocations that could not reach their target. Not a proof: RuntimeDyld
+    is not hardened, and some objects that pass still abort it (docs/guarantees.md)."""
     total = 0
     for s in sections[1:]:
         if s.flags & SHF_ALLOC:

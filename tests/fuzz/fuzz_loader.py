@@ -336,7 +336,7 @@ class Stats:
 
 
 def run(seed: int, count: int, out_dir: str | None = None, loader: str = "elf",
-        log: Callable[[str], None] = print, save_current: bool = False) -> Stats:
+        log: Callable[[str], None] = print, save_current: bool = False, fork: bool = False) -> Stats:
     rng = random.Random(seed)
     corpus = build_corpus()
     signed, trusted = sign_corpus(corpus)
@@ -370,10 +370,13 @@ def run(seed: int, count: int, out_dir: str | None = None, loader: str = "elf",
             with open(os.path.join(out_dir, "current.kiln"), "wb") as f:
                 f.write(case)
         try:
-            outcome = try_load(case, runnable, rng, loader, keys)
+            if fork:
+                outcome = _in_child(case, runnable, random.Random(rng.random()), loader, keys)
+            else:
+                outcome = try_load(case, runnable, rng, loader, keys)
         except Exception as e:  # noqa: BLE001 - this is what the harness looks for
-            where = _kiln_frame(e)
-            sig = f"{type(e).__name__} at {where}"
+            where = e.where if isinstance(e, _ChildEscape) else _kiln_frame(e)
+            sig = f"{type(e).__name__ if not isinstance(e, _ChildEscape) else e.kind} at {where}"
             stats.escapes[sig] += 1
             stats.outcomes["escaped"] += 1
             if sig not in stats.examples:
@@ -386,7 +389,43 @@ def run(seed: int, count: int, out_dir: str | None = None, loader: str = "elf",
                         f.write(case)
             continue
         stats.outcomes[outcome] += 1
+        if outcome.startswith("crashed") and out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, f"crash_{i}.kiln"), "wb") as f:
+                f.write(case)
     return stats
+
+
+class _ChildEscape(Exception):
+    def __init__(self, kind: str, where: str, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.where = kind, where
+
+
+def _in_child(case: bytes, runnable: bool, rng: random.Random, loader: str,
+              keys: list[bytes] | None) -> str:
+    """try_load in a forked child, so that a crash (LLVM's RuntimeDyld aborts on some objects)
+    is counted as 'crashed (signal N)' instead of ending the run."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            result = {"outcome": try_load(case, runnable, rng, loader, keys)}
+        except Exception as e:  # noqa: BLE001 - reported to the parent
+            result = {"kind": type(e).__name__, "where": _kiln_frame(e), "message": str(e)[:200]}
+        os.write(write_fd, json.dumps(result).encode())
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status) or not data:
+        return f"crashed (signal {os.WTERMSIG(status) if os.WIFSIGNALED(status) else '?'})"
+    result = json.loads(data)
+    if "outcome" in result:
+        return str(result["outcome"])
+    raise _ChildEscape(result["kind"], result["where"], result["message"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,11 +436,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loader", choices=["elf", "mcjit"], default="elf")
     ap.add_argument("--save-current", action="store_true",
                     help="write each case to OUT/current.kiln before loading it (to reproduce a crash)")
+    ap.add_argument("--fork", action="store_true",
+                    help="load each case in a forked child: count crashes instead of stopping")
     args = ap.parse_args(argv)
     stats = run(args.seed, args.count, args.out, args.loader, log=lambda s: print(s, file=sys.stderr),
-                save_current=args.save_current)
+                save_current=args.save_current, fork=args.fork)
     print(json.dumps(stats.as_json()))
-    return 1 if stats.escapes else 0
+    return 1 if stats.escapes or any(k.startswith("crashed") for k in stats.outcomes) else 0
 
 
 if __name__ == "__main__":

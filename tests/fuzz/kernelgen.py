@@ -90,12 +90,14 @@ class KernelGen:
         self.counter = 0
         self.in_func = False
         self.func_params: list[tuple[str, str]] = []
+        #: locals of the serial prologue: readable in the parallel loop, never assigned there
+        self.readonly: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------ expressions
     def expr(self, t: str, depth: int = 0) -> str:
         """A Python expression of kiln type `t` (f16: storage only, from casts and loads)."""
         if t == "f16":
-            return self.d.choice([lambda: f"kl.f16({self.expr('f32', depth + 1)})",
+            return self.d.choice([lambda: f"kl.f16({self.expr(self.d.choice(FLOATS), depth + 1)})",
                                   lambda: self.load("f16") if "f16" in self.in_types and not self.in_func
                                   else literal("f16", self.d.choice(edge_values("f16")))])()
         if depth >= 3 or self.d.chance(25):
@@ -122,11 +124,12 @@ class KernelGen:
             options += [lambda: self.load(t)] * 2
         if t == "i64" and not self.in_func:
             options += [lambda: "i"] * 2
-        if len(options) == 1 and t in self.in_types + ["bool"] or len(options) == 1 and self.d.chance(60):
-            # no variable of this type: read one of another type, cast (fewer constant kernels)
-            u = self.d.choice(self.in_types) if not self.in_func else self.d.choice(list(self.locals.values()))
-            if not self.in_func or u != t:
-                return f"{KL[t]}({self.atom(u)})" if u != t else options[0]()
+        pool = list(self.locals.values()) if self.in_func else self.in_types
+        if len(options) == 1 and pool and self.d.chance(60):
+            # no variable of this type: read one of another type and cast (fewer constant kernels)
+            u = self.d.choice(pool)
+            if u != t:
+                return f"{KL[t]}({self.atom(u)})"
         return self.d.choice(options)()
 
     def load(self, t: str) -> str:
@@ -206,7 +209,7 @@ class KernelGen:
         kind = self.d.choice(kinds)
         if kind == "assign":
             t = self.d.choice(NUMERIC + ["bool"])
-            names = [n for n, lt in self.locals.items() if lt == t]
+            names = [n for n, lt in self.locals.items() if lt == t and n not in self.readonly]
             value = self.expr(t)
             if names and self.d.chance(50):
                 return [f"{indent}{self.d.choice(names)} = {value}"]
@@ -268,6 +271,26 @@ class KernelGen:
         self.in_func, self.locals = False, saved
         return lines
 
+    def prologue(self) -> list[str]:
+        """Serial code before the parallel loop: atomics whose old value is used (defined here,
+        where nothing runs concurrently) and locals the loop may read but not assign."""
+        lines: list[str] = []
+        if not self.acc_types or not self.d.chance(50):
+            return lines
+        self.in_func, saved = True, self.locals      # no `i`, no loads of in_ at index i here
+        self.locals = {}
+        for _ in range(self.d.integer(1, 3)):
+            t = self.d.choice(self.acc_types)
+            op = self.d.choice(["add", "sub", "min", "max", "and", "or", "xor"])
+            name = self.new_local(t)
+            idx = self.d.integer(0, ACC - 1)
+            lines.append(f"    {name} = kl.atomic_{op}(acc_{t}[{idx}], {self.expr(t, 1)})")
+            self.locals[name] = t
+        self.in_func = False
+        self.readonly = dict(self.locals)
+        self.locals = {**saved, **self.locals}
+        return lines
+
     def params(self) -> list[tuple[str, str, str]]:
         """(name, kind, dtype) in parameter order."""
         ps = [(f"out_{t}", "array", t) for t in self.out_types]
@@ -281,7 +304,8 @@ class KernelGen:
         lines = ["import math", "import kiln as kl", "", *self.func_source()]
         sig = ", ".join(f"{n}: kl.ndarray({KL[t]}, ndim=1)" if k == "array" else f"{n}: {KL[t]}"
                         for n, k, t in self.params())
-        lines += ["@kl.kernel", f"def {self.name}({sig}):", f"    for i in range({N}):"]
+        lines += ["@kl.kernel", f"def {self.name}({sig}):", *self.prologue(),
+                  f"    for i in range({N}):"]
         body = self.stmts(0, "        ", self.d.integer(1, 5))
         for t in self.out_types:      # every output written at least once
             body.append(f"        out_{t}[i] = {self.expr(t)}")
