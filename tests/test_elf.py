@@ -534,8 +534,7 @@ def _raw_symbol_offset(blob: bytes, name: str) -> int:
     raise AssertionError(name)
 
 
-def _puts_obj() -> bytes:
-    # the object as a careless allow-list would let it through: 'puts' renamed out of sight
+def _puts_obj() -> bytes:    # an object calling 'puts', which the allow-list refuses
     return compile_ir(PUTS_IR)
 
 

@@ -93,6 +93,8 @@ CUDA_EDITS = [
     pytest.param(lambda d: d["cuda"].__setitem__("cubins", "xx"), id="cubins-str"),
     pytest.param(lambda d: d["cuda"].__setitem__("block_size", []), id="block_size-list"),
     pytest.param(lambda d: d["cuda"].__setitem__("block_size", "x"), id="block_size-str"),
+    pytest.param(lambda d: d["cuda"].__setitem__("block_size", {"k": 256}), id="block_size-dict"),
+    pytest.param(lambda d: d["cuda"].__setitem__("ptx", {"k": "cuda.ptx"}), id="ptx-dict"),
     pytest.param(lambda d: d["graphs"]["main"]["dispatches"][0]["bindings"][2].__setitem__("const", 1e308),
                  id="f32-const-1e308"),
 ]

@@ -486,62 +486,7 @@ def inspect_elf_object(blob: bytes, *, machines: frozenset[int] | None = None,
         _check_relocations(blob, r, sections[r.info], e_machine, len(symbols))
         if applied:
             relocs.append((r, r.info))
-    if strict:
-        _check_for_mcjit(blob, sections, symbols, rela_secs, e_machine)
     return ObjectInfo(e_machine, sections, symbols, exports, externals, relocs, loaded)
-
-
-#: how far (bytes) a 32-bit PC-relative target may lie outside its symbol's section in strict mode
-_PC_SLACK = 1 << 16
-
-
-def _check_for_mcjit(blob: bytes, sections: list[Section], symbols: SymbolTable, rela_secs: list[Section],
-                     machine: int) -> None:
-    """Constructs LLVM's RuntimeDyld is known to abort the process on (it asserts, or calls
-    report_fatal_error): oversized or over-aligned sections, symbols past their section,
-    relocations of unallocated sections, 32-bit absolute relocations (kiln's code is PIC), and
-    32-bit PC-relative relocations that could not reach their target. Not a proof: RuntimeDyld
-    is not hardened, and some objects that pass still abort it (docs/guarantees.md)."""
-    total = 0
-    for s in sections[1:]:
-        if s.flags & SHF_ALLOC:
-            if s.align > MAX_ALIGN:
-                raise _err(f"{s.label()} sh_addralign {s.align} exceeds the page size {MAX_ALIGN}")
-            total += _align(s.size, max(s.align, 1))
-    if total > MAX_IMAGE_SIZE:
-        raise _err(f"allocatable sections total {total:#x} bytes, more than {MAX_IMAGE_SIZE:#x}")
-    sizes = np.array([s.size for s in sections], np.uint64)
-    shndx = symbols.shndx
-    defined = np.flatnonzero((shndx > SHN_UNDEF) & (shndx < len(sections)))
-    bad = defined[symbols.value[defined] > sizes[shndx[defined]]]
-    if len(bad):
-        sym = symbols[int(bad[0])]
-        raise _err(f"{_symwhat(sym)} st_value {sym.value:#x} beyond end of {sections[sym.shndx].label()}")
-    for r in rela_secs:
-        target = sections[r.info]
-        if not target.flags & SHF_ALLOC:
-            raise _err(f"{r.label()} relocates {target.label()}, which is not allocatable")
-        entries = _relocation_entries(blob, r)
-        syms = (entries["info"] >> np.uint64(32)).astype(np.int64)
-        types = (entries["info"] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        for t in np.unique(types).tolist():
-            desc = RELOCATIONS.get((machine, t))
-            if desc is None or desc[2] != 4:
-                continue
-            if desc[1] in ("abs", "abs_s"):
-                raise _err(f"{r.label()}: {desc[0]} (32-bit absolute) relocations are not loaded by MCJIT")
-            sel = types == t
-            k, addend = syms[sel], entries["addend"][sel]
-            sk = shndx[k]
-            in_section = (sk > SHN_UNDEF) & (sk < len(sections))
-            lo = np.where(in_section, -symbols.value[k].astype(np.int64), 0) - _PC_SLACK
-            hi = np.where(in_section, (sizes[np.minimum(sk, len(sections) - 1)] - symbols.value[k]).astype(
-                np.int64), 0) + _PC_SLACK
-            bad = np.flatnonzero((sk == SHN_ABS) | (sk >= SHN_LORESERVE) | (addend < lo) | (addend > hi))
-            if len(bad):
-                j = int(bad[0])
-                raise _err(f"{r.label()}: {desc[0]} against symbol {int(k[j])} with addend {int(addend[j])} "
-                           "cannot reach its target")
 
 
 # --------------------------------------------------------------------------------------------

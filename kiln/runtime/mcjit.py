@@ -16,7 +16,25 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from kiln.errors import ArtifactError
+from kiln.runtime.elf import (
+    MACHINE_NAMES,
+    MAX_ALIGN,
+    MAX_IMAGE_SIZE,
+    RELOCATIONS,
+    SHF_ALLOC,
+    SHN_ABS,
+    SHN_LORESERVE,
+    SHN_UNDEF,
+    SHT_RELA,
+    ObjectInfo,
+    _err,
+    _relocation_entries,
+    _symwhat,
+    inspect_elf_object,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -119,12 +137,12 @@ def load_mcjit_object(blob: bytes) -> MCJITObject:
     allow-list applies; any ELF machine is accepted since MCJIT does the relocating. Other object
     formats (Mach-O, COFF) cannot be inspected and are refused.
     """
-    from kiln.runtime.elf import MACHINE_NAMES, SHN_ABS, inspect_elf_object
     blob = bytes(blob)
     if blob[:4] != b"\x7fELF":
         raise ArtifactError("MCJIT loader: not an ELF object (only ELF objects, which kiln's "
                             "inspector can check, are loaded)")
     info = inspect_elf_object(blob, machines=frozenset(MACHINE_NAMES), strict=True)
+    _check_for_runtime_dyld(blob, info)
     loaded = set(info.loaded)
     names = [n for n, s in info.exports.items() if s.shndx in loaded or s.shndx == SHN_ABS]
     externals = info.externals
@@ -148,3 +166,60 @@ def load_mcjit_object(blob: bytes) -> MCJITObject:
         except Exception as e:   # llvmlite raises RuntimeError for malformed objects
             raise ArtifactError(f"MCJIT could not load the object: {e}") from e
     return MCJITObject(engine, names)
+
+
+#: how far (bytes) a 32-bit PC-relative target may lie outside its symbol's section in strict mode
+_PC_SLACK = 1 << 16
+
+
+def _check_for_runtime_dyld(blob: bytes, info: ObjectInfo) -> None:
+    """Constructs LLVM's RuntimeDyld is known to abort the process on (it asserts, or calls
+    report_fatal_error): oversized or over-aligned sections, symbols past their section,
+    relocations of unallocated sections, 32-bit absolute relocations (kiln's code is PIC), and
+    32-bit PC-relative relocations that could not reach their target. Not a proof: RuntimeDyld
+    is not hardened, and some objects that pass still abort it (docs/guarantees.md)."""
+    sections, symbols, machine = info.sections, info.symbols, info.machine
+    rela_secs = [s for s in sections if s.type == SHT_RELA]
+    total = 0
+    for s in sections[1:]:
+        if s.flags & SHF_ALLOC:
+            if s.align > MAX_ALIGN:
+                raise _err(f"{s.label()} sh_addralign {s.align} exceeds the page size {MAX_ALIGN}")
+            total += -(-s.size // max(s.align, 1)) * max(s.align, 1)
+    if total > MAX_IMAGE_SIZE:
+        raise _err(f"allocatable sections total {total:#x} bytes, more than {MAX_IMAGE_SIZE:#x}")
+    sizes = np.array([s.size for s in sections], np.uint64)
+    shndx = symbols.shndx
+    defined = np.flatnonzero((shndx > SHN_UNDEF) & (shndx < len(sections)))
+    bad = defined[symbols.value[defined] > sizes[shndx[defined]]]
+    if len(bad):
+        sym = symbols[int(bad[0])]
+        raise _err(f"{_symwhat(sym)} st_value {sym.value:#x} beyond end of "
+                   f"{sections[sym.shndx].label()}")
+    for r in rela_secs:
+        target = sections[r.info]
+        if not target.flags & SHF_ALLOC:
+            raise _err(f"{r.label()} relocates {target.label()}, which is not allocatable")
+        entries = _relocation_entries(blob, r)
+        syms = (entries["info"] >> np.uint64(32)).astype(np.int64)
+        types = (entries["info"] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        for t in np.unique(types).tolist():
+            desc = RELOCATIONS.get((machine, t))
+            if desc is None or desc[2] != 4:
+                continue
+            if desc[1] in ("abs", "abs_s"):
+                raise _err(f"{r.label()}: {desc[0]} (32-bit absolute) relocations are not loaded "
+                           "by MCJIT")
+            sel = types == t
+            k, addend = syms[sel], entries["addend"][sel]
+            sk = shndx[k]
+            in_section = (sk > SHN_UNDEF) & (sk < len(sections))
+            lo = np.where(in_section, -symbols.value[k].astype(np.int64), 0) - _PC_SLACK
+            hi = np.where(in_section, (sizes[np.minimum(sk, len(sections) - 1)] - symbols.value[k]).astype(
+                np.int64), 0) + _PC_SLACK
+            bad = np.flatnonzero((sk == SHN_ABS) | (sk >= SHN_LORESERVE) | (addend < lo) | (addend > hi))
+            if len(bad):
+                j = int(bad[0])
+                raise _err(f"{r.label()}: {desc[0]} against symbol {int(k[j])} with addend "
+                           f"{int(addend[j])} "
+                           "cannot reach its target")
