@@ -142,3 +142,52 @@ def test_huge_int_for_float_param(binder_graph, value) -> None:
 def test_longdouble_beyond_f64(binder_graph) -> None:
     with pytest.raises(ArgumentValueError):
         binder_graph.run(_binder_args(g_f64=np.longdouble("1e4000")))
+
+
+# ---------------------------------------------------------------------------------------------
+# What the MCJIT fuzz run found (fixed: refused before LLVM sees them)
+# ---------------------------------------------------------------------------------------------
+
+
+def _pc32_entry(blob: bytes) -> tuple[int, int, int]:
+    """(file offset of a PC32 relocation entry against a defined symbol, its r_offset, the file
+    offset of the relocated section)."""
+    from kiln.runtime import elf
+    info = elf.inspect_elf_object(blob)
+    for r, target in info.relocs:
+        for j, (off, rinfo, _add) in enumerate(elf._relocation_entries(blob, r).tolist()):
+            if rinfo & 0xFFFFFFFF == 2 and info.symbols[rinfo >> 32].shndx not in (0, elf.SHN_ABS):
+                return r.offset + 24 * j, off, info.sections[target].offset
+    raise AssertionError("no PC32 relocation")
+
+
+def _mcjit_in_child(blob: bytes) -> str:
+    """Load with MCJIT in a subprocess (an LLVM assertion would kill pytest)."""
+    code = ("import sys; from kiln.runtime.mcjit import load_mcjit_object; from kiln.errors import "
+            "ArtifactError\ntry:\n    load_mcjit_object(sys.stdin.buffer.read()); print('loaded')\n"
+            "except ArtifactError as e:\n    print('refused:', e)")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, env=env,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.decode().strip()
+
+
+def test_mcjit_pc32_placeholder_and_null_symbol_refused() -> None:
+    """RuntimeDyld adds the bytes already at a PC32 place to the addend, and relocates against the
+    null symbol as address 0: both used to abort the process with an LLVM assertion."""
+    import struct
+
+    from kiln.runtime.elf import load_elf_object
+    _doc, blobs = fuzz_loader.split(_corpus()["two_graphs"])
+    blob = blobs["cpu.o"]
+    entry, r_offset, section = _pc32_entry(blob)
+    placeholder = bytearray(blob)
+    struct.pack_into("<i", placeholder, section + r_offset, 0x7FFFFF00)
+    assert "cannot reach" in _mcjit_in_child(bytes(placeholder))
+    load_elf_object(bytes(placeholder)).close()        # kiln's loader writes the whole field
+    null = bytearray(blob)
+    struct.pack_into("<I", null, entry + 12, 0)           # r_info's symbol index -> 0
+    assert "null symbol" in _mcjit_in_child(bytes(null))
+    with pytest.raises(ArtifactError, match="undefined"):
+        load_elf_object(bytes(null))

@@ -28,8 +28,10 @@ from kiln.runtime.elf import (
     SHN_ABS,
     SHN_LORESERVE,
     SHN_UNDEF,
+    SHT_NOBITS,
     SHT_RELA,
     ObjectInfo,
+    Section,
     _err,
     _relocation_entries,
     _symwhat,
@@ -168,6 +170,15 @@ def load_mcjit_object(blob: bytes) -> MCJITObject:
     return MCJITObject(engine, names)
 
 
+def _placeholders(blob: bytes, target: Section, offsets: np.ndarray) -> np.ndarray:
+    """The signed 32-bit values at `offsets` (checked in range) in a section's file bytes."""
+    if target.type == SHT_NOBITS or not len(offsets):
+        return np.zeros(len(offsets), np.int64)
+    data = np.frombuffer(blob, np.uint8, target.size, target.offset)
+    at = offsets.astype(np.int64)[:, None] + np.arange(4)
+    return data[at].copy().view("<i4").reshape(-1).astype(np.int64)
+
+
 #: how far (bytes) a 32-bit PC-relative target may lie outside its symbol's section in strict mode
 _PC_SLACK = 1 << 16
 
@@ -212,7 +223,13 @@ def _check_for_runtime_dyld(blob: bytes, info: ObjectInfo) -> None:
                            "by MCJIT")
             sel = types == t
             k, addend = syms[sel], entries["addend"][sel]
+            if desc[1] == "pc":
+                # RuntimeDyld adds the 32 bits already at the place to a PC32 addend
+                addend = addend + _placeholders(blob, target, entries["offset"][sel])
             sk = shndx[k]
+            if ((sk == SHN_UNDEF) & (desc[1] == "pc")).any():
+                raise _err(f"{r.label()}: {desc[0]} against an external or null symbol (MCJIT "
+                           "makes no call stub for it)")
             in_section = (sk > SHN_UNDEF) & (sk < len(sections))
             lo = np.where(in_section, -symbols.value[k].astype(np.int64), 0) - _PC_SLACK
             hi = np.where(in_section, (sizes[np.minimum(sk, len(sections) - 1)] - symbols.value[k]).astype(
