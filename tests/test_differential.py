@@ -119,7 +119,7 @@ _EXAMPLE = itertools.count()
                                  HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_kernels_match_interpreter(data, tmp_path) -> None:
-    gen = KernelGen(Draw(lambda lo, hi: data.draw(st.integers(lo, hi))))
+    gen = KernelGen(Draw(lambda lo, hi: data.draw(st.integers(lo, hi))), f16_literals=False)
     outcome, detail = check_kernel(gen, str(tmp_path), f"h{next(_EXAMPLE)}")   # a fresh module each
     assert outcome in ("ok", "unspecified"), detail
 
@@ -142,3 +142,19 @@ def test_min_max_of_signed_zeros_consistent() -> None:
     out = np.zeros(4, np.float32)
     signed_zero_min(x, y, out)
     assert np.signbit(out[0]) == np.signbit(out[1]) and not np.signbit(out[3])
+
+
+@kl.kernel
+def f16_literal(out: kl.ndarray(kl.f32, ndim=1), x: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(out.shape[0]):
+        out[i] = kl.f32(kl.f16(0.001)) + x[i]
+
+
+@pytest.mark.xfail(strict=True, reason="kl.f16(0.001) becomes Const(f16, 0.001) unrounded (front end), "
+                   "and fold_constants converts it to f32 without rounding it to f16 first: the "
+                   "kernel computes with 0.001 instead of f16(0.001) = 0.0010004044 (found by "
+                   "tests/fuzz/fuzz_diff.py, seed 200, kernels 187 and 372)")
+def test_f16_literal_is_rounded_to_f16() -> None:
+    out = np.zeros(1, np.float32)
+    f16_literal(out, np.zeros(1, np.float32))
+    assert out[0] == np.float32(np.float16(0.001))

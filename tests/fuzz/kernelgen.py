@@ -75,8 +75,12 @@ def literal(t: str, value: Any) -> str:
 class KernelGen:
     """Generates the source of one module: a func and a kernel."""
 
-    def __init__(self, draw: Draw, name: str = "kern", transcendental: bool = True) -> None:
+    def __init__(self, draw: Draw, name: str = "kern", transcendental: bool = True,
+                 f16_literals: bool = True) -> None:
         self.d = draw
+        #: False: write f16 constants as kl.f16(kl.f32(v)), avoiding the open bug that
+        #: kl.f16(v) is not rounded to f16 (xfail in tests/test_differential.py)
+        self.f16_literals = f16_literals
         self.name = name
         self.out_types = sorted({self.d.choice(ALL_STORAGE) for _ in range(self.d.integer(1, 4))})
         self.in_types = sorted(set(self.out_types) | {self.d.choice(ALL_STORAGE)
@@ -99,7 +103,7 @@ class KernelGen:
         if t == "f16":
             return self.d.choice([lambda: f"kl.f16({self.expr(self.d.choice(FLOATS), depth + 1)})",
                                   lambda: self.load("f16") if "f16" in self.in_types and not self.in_func
-                                  else literal("f16", self.d.choice(edge_values("f16")))])()
+                                  else self.literal("f16")])()
         if depth >= 3 or self.d.chance(25):
             return self.atom(t)
         if t == "bool":
@@ -113,8 +117,13 @@ class KernelGen:
             options.append(lambda: f"f0({self.expr(t, depth + 1)}, {self.expr(t, depth + 1)})")
         return self.d.choice(options)()
 
+    def literal(self, t: str) -> str:
+        if t == "f16" and not self.f16_literals:
+            return f"kl.f16({literal('f32', self.d.choice(edge_values('f16')))})"
+        return literal(t, self.d.choice(edge_values(t)))
+
     def atom(self, t: str) -> str:
-        options: list[Callable[[], str]] = [lambda: literal(t, self.d.choice(edge_values(t)))]
+        options: list[Callable[[], str]] = [lambda: self.literal(t)]
         names = [n for n, lt in self.locals.items() if lt == t]
         if names:
             options += [lambda: self.d.choice(names)] * 2
@@ -250,6 +259,7 @@ class KernelGen:
                  f"{indent}while {counter} < 3 and {self.expr('bool', 2)}:",
                  f"{indent}    {counter} = {counter} + kl.i32(1)"]
         self.locals[counter] = "i32"
+        self.readonly[counter] = "i32"      # the body must not reset it: the loop would not end
         lines += self.stmts(depth + 1, indent + "    ", self.d.integer(1, 3))
         if self.d.chance(30):
             lines += [f"{indent}    if {self.expr('bool', 2)}:", f"{indent}        break"]
