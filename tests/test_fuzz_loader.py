@@ -188,6 +188,26 @@ def test_mcjit_pc32_placeholder_and_null_symbol_refused() -> None:
     load_elf_object(bytes(placeholder)).close()        # kiln's loader writes the whole field
     null = bytearray(blob)
     struct.pack_into("<I", null, entry + 12, 0)           # r_info's symbol index -> 0
-    assert "null symbol" in _mcjit_in_child(bytes(null))
+    assert "unnamed symbol" in _mcjit_in_child(bytes(null))     # the null symbol has no name
     with pytest.raises(ArtifactError, match="undefined"):
         load_elf_object(bytes(null))
+
+
+def test_mcjit_symbol_edits_refused() -> None:
+    """A relocated symbol moved into an unallocated section, or stripped of its name, made
+    RuntimeDyld abort (out-of-reach PC32); both are refused before LLVM sees the object."""
+    import struct
+
+    from kiln.runtime import elf
+    _doc, blobs = fuzz_loader.split(_corpus()["two_graphs"])
+    blob = blobs["cpu.o"]
+    info = elf.inspect_elf_object(blob)
+    symtab = next(s for s in info.sections if s.type == elf.SHT_SYMTAB)
+    local = next(s for s in info.symbols if s.name.startswith(".LCPI"))
+    entry = symtab.offset + 24 * local.index
+    moved = bytearray(blob)
+    struct.pack_into("<H", moved, entry + 6, symtab.index)      # st_shndx -> .symtab
+    assert "not allocatable" in _mcjit_in_child(bytes(moved))
+    unnamed = bytearray(blob)
+    struct.pack_into("<I", unnamed, entry, 0)                   # st_name -> ""
+    assert "unnamed symbol" in _mcjit_in_child(bytes(unnamed))

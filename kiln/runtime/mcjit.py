@@ -30,6 +30,7 @@ from kiln.runtime.elf import (
     SHN_UNDEF,
     SHT_NOBITS,
     SHT_RELA,
+    STT_SECTION,
     ObjectInfo,
     Section,
     _err,
@@ -200,6 +201,7 @@ def _check_for_runtime_dyld(blob: bytes, info: ObjectInfo) -> None:
     if total > MAX_IMAGE_SIZE:
         raise _err(f"allocatable sections total {total:#x} bytes, more than {MAX_IMAGE_SIZE:#x}")
     sizes = np.array([s.size for s in sections], np.uint64)
+    alloc = np.array([bool(s.flags & SHF_ALLOC) for s in sections])
     shndx = symbols.shndx
     defined = np.flatnonzero((shndx > SHN_UNDEF) & (shndx < len(sections)))
     bad = defined[symbols.value[defined] > sizes[shndx[defined]]]
@@ -214,6 +216,16 @@ def _check_for_runtime_dyld(blob: bytes, info: ObjectInfo) -> None:
         entries = _relocation_entries(blob, r)
         syms = (entries["info"] >> np.uint64(32)).astype(np.int64)
         types = (entries["info"] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        sym_sections = shndx[syms]
+        defined = (sym_sections > SHN_UNDEF) & (sym_sections < len(sections))
+        if (defined & ~alloc[np.minimum(sym_sections, len(sections) - 1)]).any():
+            # RuntimeDyld would load that section anywhere, out of a 32-bit displacement's reach
+            raise _err(f"{r.label()}: a relocation refers to a symbol in a section that is not "
+                       "allocatable")
+        unnamed = ((symbols.entries["name"][syms] == 0)
+                   & ((symbols.entries["info"][syms] & 0xF) != STT_SECTION) & (types != 0))
+        if unnamed.any():     # RuntimeDyld resolves it by its (empty) name, to address 0
+            raise _err(f"{r.label()}: a relocation refers to an unnamed symbol that is not a section")
         for t in np.unique(types).tolist():
             desc = RELOCATIONS.get((machine, t))
             if desc is None or desc[2] != 4:
