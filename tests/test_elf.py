@@ -493,6 +493,146 @@ def test_non_pic_absolute_relocation_overflows():
 
 
 # --------------------------------------------------------------------------------------------
+# The external-symbol allow-list: binding, visibility, type and section-index tricks
+# --------------------------------------------------------------------------------------------
+
+PUTS_IR = """
+declare i32 @puts(ptr)
+declare float @sinf(float)
+@msg = private constant [4 x i8] c"hi!\\00"
+define i32 @kiln_kernel_evil() { %r = call i32 @puts(ptr @msg) ret i32 %r }
+define float @kiln_kernel_ok(float %x) { %r = call float @sinf(float %x) ret float %r }"""
+
+
+def _set_symbol(blob: bytes, name: str, *, bind: int | None = None, typ: int | None = None,
+                other: int | None = None, shndx: int | None = None, value: int | None = None,
+                index: int | None = None) -> bytes:
+    """Rewrite fields of the symbol called `name` (or of symbol `index`, keeping `name`'s
+    st_name: a way to give the null symbol a name)."""
+    off = _raw_symbol_offset(blob, name)
+    st_name, st_info, st_other, st_shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", blob, off)
+    if index is not None:
+        off = _raw_symbol_offset(blob, "") + 24 * index     # symbol 0 is the first unnamed one
+    st_info = ((st_info >> 4 if bind is None else bind) << 4) | (st_info & 15 if typ is None else typ)
+    out = bytearray(blob)
+    struct.pack_into("<IBBHQQ", out, off, st_name, st_info, st_other if other is None else other,
+                     st_shndx if shndx is None else shndx, st_value if value is None else value, st_size)
+    return bytes(out)
+
+
+def _raw_symbol_offset(blob: bytes, name: str) -> int:
+    """Like _symbol_offset, without the inspector (the object may reference 'puts')."""
+    e_shoff, = struct.unpack_from("<Q", blob, 0x28)
+    e_shnum, = struct.unpack_from("<H", blob, 0x3C)
+    shdrs = [struct.unpack_from("<IIQQQQIIQQ", blob, e_shoff + 64 * i) for i in range(e_shnum)]
+    for _nm, typ, _fl, _ad, off, size, link, _inf, _al, _es in shdrs:
+        if typ == elf.SHT_SYMTAB:
+            stroff = shdrs[link][4]
+            for k in range(size // 24):
+                st_name = struct.unpack_from("<I", blob, off + 24 * k)[0]
+                if blob[stroff + st_name:blob.index(b"\0", stroff + st_name)].decode() == name:
+                    return off + 24 * k
+    raise AssertionError(name)
+
+
+def _puts_obj() -> bytes:    # an object calling 'puts', which the allow-list refuses
+    return compile_ir(PUTS_IR)
+
+
+@pytest.mark.parametrize("loader", ["elf", "mcjit"])
+def test_undefined_local_symbol_cannot_bypass_allow_list(loader):
+    """An undefined symbol marked LOCAL used to be skipped by the allow-list check and then
+    resolved by name from libc at relocation time."""
+    blob = _set_symbol(_puts_obj(), "puts", bind=elf.STB_LOCAL)
+    with pytest.raises(ArtifactError, match="undefined but LOCAL"):
+        load_object(blob, loader=loader)
+
+
+@pytest.mark.parametrize("loader", ["elf", "mcjit"])
+def test_named_null_symbol_refused(loader):
+    """Symbol 0 given the name of an external and GLOBAL binding: relocations with symbol index 0
+    must not resolve it."""
+    blob = _set_symbol(_puts_obj(), "puts", bind=elf.STB_GLOBAL, shndx=0, index=0)
+    with pytest.raises(ArtifactError, match="null symbol"):
+        load_object(blob, loader=loader)
+
+
+@pytest.mark.parametrize("edit,pattern", [
+    ({"bind": elf.STB_WEAK}, "'puts'.*allowed"),                 # weak external
+    ({"other": 2}, "'puts'.*allowed"),                           # STV_HIDDEN
+    ({"other": 3}, "'puts'.*allowed"),                           # STV_PROTECTED
+    ({"bind": 10}, "unsupported binding 10"),                    # STB_GNU_UNIQUE
+    ({"bind": 13}, "unsupported binding 13"),                    # processor-specific
+    ({"typ": elf.STT_SECTION, "bind": elf.STB_LOCAL}, "undefined but LOCAL"),
+    ({"typ": 7}, "unsupported type 7"),
+    ({"shndx": 0xFF00}, "reserved index"),                       # SHN_LORESERVE
+    ({"shndx": elf.SHN_COMMON}, "COMMON"),
+    ({"shndx": elf.SHN_XINDEX}, "SHN_XINDEX"),
+])
+def test_symbol_tricks_refused(edit, pattern):
+    blob = _set_symbol(_puts_obj(), "puts", **edit)
+    with pytest.raises(ArtifactError, match=pattern):
+        inspect_elf_object(blob)
+    with pytest.raises(ArtifactError, match=pattern):
+        inspect_elf_object(blob, machines=frozenset(elf.MACHINE_NAMES), strict=True)
+
+
+def test_absolute_symbol_is_never_resolved_by_name():
+    """SHN_ABS 'puts' is a constant (its st_value), never libc's puts."""
+    blob = _set_symbol(_puts_obj(), "puts", shndx=elf.SHN_ABS, value=0x1234)
+    info = inspect_elf_object(blob)
+    assert "puts" not in info.externals and info.exports["puts"].value == 0x1234
+    # the call's displacement to address 0x1234 does not fit: refused, never resolved by name
+    with pytest.raises(ArtifactError, match="PLT32.*puts"):
+        load_elf_object(blob)
+
+
+def test_resolver_refuses_names_outside_the_allow_list():
+    with pytest.raises(ArtifactError, match="'system'"):
+        elf.resolve_external("system")
+    assert elf.resolve_external("sinf")
+
+
+def _rwx_mappings() -> list[str]:
+    with open("/proc/self/maps") as f:
+        return [line.split()[0] for line in f if line.split()[1].startswith("rwx")]
+
+
+def test_no_writable_executable_pages(kernels_obj):
+    """Neither loader leaves a page both writable and executable: code is R-X, data RW-. (libffi
+    may hold one rwx page for ctypes callbacks, created by `import llvmlite` itself: it must not
+    be one of the loaders' and no load may add one.)"""
+    before = set(_rwx_mappings())
+    for loader in ("elf", "mcjit"):
+        with load_object(kernels_obj, loader=loader) as obj:
+            after = set(_rwx_mappings())
+            assert after <= before, (loader, after - before)
+            addrs = list(obj.symbols.values())
+            with open("/proc/self/maps") as f:
+                for line in f:
+                    lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                    perms = line.split()[1]
+                    if any(lo <= a < hi for a in addrs):
+                        assert not ("w" in perms and "x" in perms), (loader, line)
+
+
+def test_mcjit_runs_only_inspected_objects():
+    """Non-ELF blobs (Mach-O, COFF) cannot be inspected, so the fallback refuses them; MCJIT
+    relocates unwind tables too, so their relocations are checked before it sees them."""
+    with pytest.raises(ArtifactError, match="ELF"):
+        load_object(b"\xcf\xfa\xed\xfe" + bytes(60), loader="mcjit")
+    blob = compile_ir("define i32 @kiln_kernel_f(i32 %x) uwtable { %r = add i32 %x, 1 ret i32 %r }")
+    _off, rela = _shdr(blob, ".rela.eh_frame")
+    bad = _patch(blob, rela.offset, "<Q", 1 << 40)      # first entry's r_offset far outside
+    with pytest.raises(ArtifactError, match="r_offset"):
+        load_object(bad, loader="mcjit")
+    with load_elf_object(bad) as obj:      # kiln's own loader neither loads nor relocates it
+        assert make_entry(obj.address("kiln_kernel_f"))
+    with load_object(blob, loader="mcjit") as obj:
+        assert ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(obj.address("kiln_kernel_f"))(41) == 42
+
+
+# --------------------------------------------------------------------------------------------
 # Hostile inputs
 # --------------------------------------------------------------------------------------------
 

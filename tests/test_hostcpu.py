@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import pytest
 
+import kiln as kl
+from kiln.errors import ArtifactError
 from kiln.runtime import hostcpu
 from kiln.runtime.hostcpu import host_arch, host_features, missing_features, parse_cpuinfo
 
@@ -91,3 +94,67 @@ def test_agrees_with_llvm():
         missing = missing_features(required)
         # the kernel may list a flag LLVM does not enable (e.g. disabled by XCR0); most must match
         assert len(missing) >= len(absent) // 2, (absent, missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# Portable levels: the features they imply are recorded and checked at load
+# ---------------------------------------------------------------------------------------------
+
+NEHALEM_FLAGS = frozenset(["fpu", "cx8", "cmov", "mmx", "fxsr", "sse", "sse2", "lm", "pni", "ssse3", "sse4_1", "sse4_2", "popcnt", "cx16", "lahf_lm"])
+
+
+def test_levels_imply_their_features():
+    from kiln.runtime.hostcpu import LEVEL_FEATURES, X86_FEATURE_FLAGS, level_feature_string
+    assert level_feature_string("x86-64") == ""
+    v3 = level_feature_string("x86-64-v3").split(",")
+    assert {"+avx2", "+fma", "+bmi", "+bmi2", "+lzcnt", "+movbe", "+f16c", "+xsave", "+sse4.2"} <= set(v3)
+    assert set(LEVEL_FEATURES["x86-64-v4"]) - set(LEVEL_FEATURES["x86-64-v3"]) == {
+        "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+    for level in LEVEL_FEATURES.values():      # every one can be checked against cpuinfo
+        assert all(f in X86_FEATURE_FLAGS for f in level)
+
+
+def test_named_targets_record_level_features():
+    from kiln.codegen.target import named_target
+    from kiln.runtime.hostcpu import level_feature_string
+    for level in ("x86-64-v2", "x86-64-v3", "x86-64-v4"):
+        spec = named_target(level)
+        assert spec.features == level_feature_string(level) and spec.features
+
+
+def test_level_checked_even_without_recorded_features():
+    """Files written before levels recorded their features (features == "") are still checked."""
+    assert missing_features("", cpu="x86-64-v2", arch="x86_64", flags=NEHALEM_FLAGS) == []
+    missing = missing_features("", cpu="x86-64-v3", arch="x86_64", flags=NEHALEM_FLAGS)
+    assert missing == ["avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe", "xsave"]
+    both = missing_features("+avx2,+aes", cpu="x86-64-v3", arch="x86_64", flags=NEHALEM_FLAGS)
+    assert both.count("avx2") == 1 and "aes" in both
+
+
+@kl.kernel
+def inc(x: kl.ndarray(kl.i32, ndim=1)):
+    for i in range(x.shape[0]):
+        x[i] += 1
+
+
+def test_load_refuses_level_this_cpu_lacks(monkeypatch):
+    """A v4 file on a CPU without AVX-512 is refused naming the missing features (it would
+    otherwise die with an illegal instruction)."""
+    from kiln.runtime.compiled import load_bytes
+
+    g = kl.GraphBuilder()
+    g.dispatch(inc, kl.Arg("x", kl.ndarray(kl.i32, ndim=1)))
+    data = g.compile(target="x86-64-v4")._module.to_bytes()
+    real = hostcpu.missing_features
+
+    def on_old_cpu(features: str, *, cpu: str = "", **_kw: object) -> list[str]:
+        return real(features, cpu=cpu, arch="x86_64", flags=NEHALEM_FLAGS)
+
+    monkeypatch.setattr(hostcpu, "missing_features", on_old_cpu)
+    with pytest.raises(ArtifactError, match="lacks: .*avx2.*avx512f.*avx512vl"):
+        load_bytes(data)
+    monkeypatch.undo()
+    if not real("", cpu="x86-64-v4"):      # this machine has AVX-512: the file runs
+        x = np.zeros(4, np.int32)
+        load_bytes(data).graphs["main"].run({"x": x})
+        assert (x == 1).all()

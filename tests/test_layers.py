@@ -41,6 +41,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("kiln.dask", "kiln._extras"): "the missing-extra message is built only when dask is missing",
     ("kiln.runtime.cuda_driver", "kiln._extras"): "the missing-extra message only when cuda-bindings is missing",
     ("kiln.runtime.mcjit", "kiln._extras"): "the missing-extra message only when llvmlite is missing",
+    ("kiln.runtime.compiled", "kiln.signing"): "signatures need the optional cryptography package",
 }
 
 #: lazy imports in files that other helpers of issue 12 own (runtime binding/compiled/cuda,
@@ -48,7 +49,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
 PENDING_LAZY_IMPORTS: frozenset[tuple[str, str]] = frozenset({
     ("kiln.runtime.compiled", "kiln.runtime.native"),
     ("kiln.runtime.compiled", "kiln.runtime.hostcpu"),
-    ("kiln.runtime.mcjit", "kiln.runtime.elf"),
+    ("kiln.runtime.mcjit", "kiln.runtime.elf_host"),
     ("kiln.runtime.threads", "kiln.runtime.native"),
 })
 

@@ -39,7 +39,7 @@ LAYERS: tuple[Layer, ...] = (
                    "kiln.abi"),
           (), "dtypes, errors, configuration, the argument-block ABI"),
     Layer("ir", ("kiln.ir",), ("base",), "typed kernel IR, graph IR, builtins table, verifier, printer"),
-    Layer("artifact", ("kiln.artifact",), ("base",), "the .kiln container and manifest"),
+    Layer("artifact", ("kiln.artifact", "kiln.signing"), ("base",), "the .kiln container and manifest, signatures"),
     Layer("runtime", ("kiln.runtime",), ("artifact",), "loading and running saved files (numpy only)"),
     Layer("lang", ("kiln.lang",), ("ir",), "front end: Python ast -> typed IR"),
     Layer("passes", ("kiln.passes",), ("ir",), "IR -> IR passes"),

@@ -153,8 +153,9 @@ class CudaSection(Record):
 
 class Manifest(Record):
     __slots__ = ('format_version', 'kiln_version', 'created', 'targets', 'kernels', 'graphs', 'exported_kernels',
-                 'cuda', 'fields', 'random_seed')
-    _defaults: ClassVar[dict[str, Any]] = {'cuda': None, 'fields': {}, 'random_seed': 0}
+                 'cuda', 'fields', 'random_seed', 'provenance')
+    #: provenance is optional build information (docs/format.md "Provenance"): read_provenance checks its shape
+    _defaults: ClassVar[dict[str, Any]] = {'cuda': None, 'fields': {}, 'random_seed': 0, 'provenance': None}
     format_version: tuple[int, int]
     kiln_version: str
     created: str
@@ -165,6 +166,7 @@ class Manifest(Record):
     cuda: CudaSection | None  # launch data, present when a cuda target is
     fields: dict[str, FieldInfo]  # module-level fields (absent from files without any)
     random_seed: int  # initial seed of the module's kl.random state (written when not 0)
+    provenance: dict[str, Any] | None  # optional build information (read_provenance checks its shape)
 
     # ----------------------------------------------------------------------------- encoding
     def to_json(self) -> dict[str, Any]:
@@ -195,7 +197,8 @@ class Manifest(Record):
         } | ({} if self.cuda is None else {"cuda": self.cuda.to_json()}) | ({} if not self.fields else {
             "fields": {f.name: {"dtype": f.dtype, "shape": list(f.shape), "element_shape": list(f.element_shape),
                                 "init": f.init} for f in self.fields.values()}}) | (
-            {"random_seed": self.random_seed} if self.random_seed else {})
+            {"random_seed": self.random_seed} if self.random_seed else {}) | (
+            {} if self.provenance is None else {"provenance": self.provenance})
 
     # ----------------------------------------------------------------------------- decoding
     @staticmethod
@@ -265,7 +268,7 @@ class _Reader:
         if not 0 <= seed < 2 ** 64:
             self.fail("random_seed", f"expected an integer in [0, 2**64), got {seed}")
         return Manifest((ver[0], ver[1]), kiln_version, created, targets, kernels, graphs, dict(exported), cuda,
-                        fields, seed)
+                        fields, seed, read_provenance(doc.get("provenance")))
 
     # ----------------------------------------------------------------------------- fields
     def field_info(self, name: str, f: Any, path: str) -> FieldInfo:
@@ -523,3 +526,26 @@ class _Reader:
                     bindings.append(Binding("const", value=value, dtype=dtype))
             dispatches.append(DispatchInfo(kname, tuple(bindings)))
         return GraphInfo(name, params, tuple(dispatches), self.entries(g, path, target_names))
+
+
+def read_provenance(doc: Any) -> dict[str, Any] | None:
+    """The optional "provenance" object: string fields "kiln_version" and "target", "flags" (an
+    object of strings, numbers or booleans) and "sources" (kernel name -> SHA-256 hex of its
+    source); unknown keys are kept. None when absent."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise ArtifactError("manifest: provenance: expected an object")
+    for key in ("kiln_version", "target"):
+        if key in doc and not isinstance(doc[key], str):
+            raise ArtifactError(f"manifest: provenance.{key}: expected a string")
+    flags = doc.get("flags", {})
+    if not isinstance(flags, dict) or not all(
+            isinstance(v, (str, bool, int, float)) for v in flags.values()):
+        raise ArtifactError("manifest: provenance.flags: expected an object of plain values")
+    sources = doc.get("sources", {})
+    if not isinstance(sources, dict) or not all(
+            isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+            for v in sources.values()):
+        raise ArtifactError("manifest: provenance.sources: expected kernel name -> SHA-256 hex")
+    return dict(doc)

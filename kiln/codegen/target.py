@@ -47,6 +47,7 @@ import llvmlite.binding as llvm
 
 from kiln.errors import TargetError
 from kiln.runtime.elf import ObjectInfo, inspect_elf_object
+from kiln.runtime.hostcpu import level_feature_string
 
 _LIBM_BASE = (
     "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "exp", "exp2",
@@ -162,7 +163,8 @@ def named_target(name: str) -> TargetSpec:
     if name == "host":
         return host_target()
     if name in NAMED_CPUS:
-        return TargetSpec("x86_64", GENERIC_TRIPLE, name, "", name)
+        # record what the level implies, so a loader on an older CPU refuses the file clearly
+        return TargetSpec("x86_64", GENERIC_TRIPLE, name, level_feature_string(name), name)
     if name in AARCH64_CPUS:
         cpu, features = AARCH64_CPUS[name]
         return TargetSpec("aarch64", AARCH64_TRIPLE, cpu, features, name)

@@ -117,5 +117,7 @@ class Module:
         return CompileRequest(graphs, kernels, cpu_targets, cuda, self.cuda_archs, fast_math=self.fast_math,
                               random_seed=self.seed)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        self.compile().save(path)
+    def save(self, path: str | os.PathLike[str], sign_key: Any = None) -> None:
+        """Compile (once) and write the .kiln file, signed with `sign_key` if given (kiln.signing)."""
+        compiled = self.compile()
+        compiled.save(path, sign_key=sign_key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Mapping
-from types import MappingProxyType, ModuleType
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from kiln.abi import HIDDEN_PREFIX
@@ -79,9 +79,10 @@ class _Runnable:
         if status:
             raise KernelRuntimeError(f"{self._owner}: native code returned status {status}")
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the .kiln file this object came from (the whole module it belongs to)."""
-        self._module.save(path)
+    def save(self, path: str | os.PathLike[str], sign_key: Any = None) -> None:
+        """Write the .kiln file this object came from (the whole module it belongs to), signed
+        with `sign_key` if given (kiln.signing)."""
+        self._module.save(path, sign_key=sign_key)
 
     def __reduce__(self) -> tuple[Any, tuple[bytes, str, str, str]]:
         """Pickle as the file's bytes plus this graph's or kernel's name: the receiving process
@@ -160,8 +161,9 @@ class CompiledModule:
         """Restart this module's random numbers from `seed` (the file's seed is its default)."""
         self.rng_state[:] = new_rng_state(seed)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        write_bytes(path, self._data)
+    def save(self, path: str | os.PathLike[str], sign_key: Any = None) -> None:
+        """Write the .kiln file (atomically), signed with `sign_key` if given (kiln.signing)."""
+        write_bytes(path, self._data if sign_key is None else _sign(self._data, sign_key))
 
     def to_bytes(self) -> bytes:
         """The .kiln file's bytes (what `save` writes and `load_bytes` reads)."""
@@ -188,7 +190,7 @@ def _pick_cpu_target(manifest: Manifest, source: str) -> TargetInfo:
         raise ArtifactError(f"{source}: compiled for {', '.join(t.arch for t in cpus)}, this machine is {arch}")
     problems = []
     for t in same_arch:
-        missing = missing_features(t.features)
+        missing = missing_features(t.features, cpu=t.cpu)
         if not missing:
             return t
         problems.append(f"{t.name} ({t.cpu}) needs CPU features this machine lacks: {', '.join(missing)}")
@@ -196,8 +198,15 @@ def _pick_cpu_target(manifest: Manifest, source: str) -> TargetInfo:
                         "target, e.g. compile(target='x86-64-v2')")
 
 
-def load_bytes(data: bytes, source: str = "<bytes>") -> CompiledModule:
-    """Verify, link and wrap a .kiln file held in memory."""
+def _sign(data: bytes, sign_key: Any) -> bytes:
+    from kiln.signing import sign_bytes
+    return sign_bytes(data, sign_key)
+
+
+def load_bytes(data: bytes, source: str = "<bytes>", trusted_keys: Any = None) -> CompiledModule:
+    """Verify, link and wrap a .kiln file held in memory (signed by one of `trusted_keys`, when
+    given: see kiln.signing)."""
+    _verify(data, source, trusted_keys)
     container = unpack(data, source=source)
     return _link(data, container, source)
 
@@ -226,35 +235,50 @@ def _link(data: bytes, container: Container, source: str) -> CompiledModule:
         raise ArtifactError(f"{source}: {e}") from None
 
 
-def load_module(path: str | os.PathLike[str], device: str = "cpu") -> CompiledModule | CudaModule:
+def load_module(path: str | os.PathLike[str], device: str = "cpu", trusted_keys: Any = None) -> CompiledModule | CudaModule:
     """Load every graph and kernel of a .kiln file, for the CPU (a CompiledModule) or, with
-    device="cuda", for the current GPU (a kiln.runtime.cuda.CudaModule; docs/cuda.md)."""
+    device="cuda", for the current GPU (a kiln.runtime.cuda.CudaModule; docs/cuda.md).
+    `trusted_keys`: refuse the file unless it is signed by one of these keys (kiln.signing)."""
     if device != "cpu":
-        return _cuda_runtime(device).load_module(path)
+        return _load_cuda(path, device, module=True, trusted_keys=trusted_keys)
     source = os.fspath(path)
-    return load_bytes(read_bytes(source), source)
+    return load_bytes(read_bytes(source), source, trusted_keys=trusted_keys)
 
 
-def _cuda_runtime(device: str) -> ModuleType:
+def _verify(data: bytes, source: str, trusted_keys: Any) -> None:
+    """With `trusted_keys`, refuse a file not signed by one of them, before anything is parsed."""
+    if trusted_keys is not None:
+        from kiln.signing import verify_signature  # cryptography is an optional extra
+        verify_signature(data, trusted_keys, source)
+
+
+def _load_cuda(path: str | os.PathLike[str], device: str, module: bool, trusted_keys: Any) -> Any:
     if device != "cuda":
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     from kiln.runtime import cuda  # imports cuda-bindings lazily, only for GPU files
-    return cuda
+    if trusted_keys is not None:   # verify the very bytes the CUDA loader then reads
+        source = os.fspath(path)
+        data = read_bytes(source)
+        _verify(data, source, trusted_keys)
+        unpack(data, source=source)
+        return cuda.load_module(data) if module else cuda.load(data)
+    return cuda.load_module(path) if module else cuda.load(path)
 
 
 @overload
-def load(path: str | os.PathLike[str], device: Literal["cpu"] = "cpu") -> CompiledGraph: ...
+def load(path: str | os.PathLike[str], device: Literal["cpu"] = "cpu", trusted_keys: Any = None) -> CompiledGraph: ...
 @overload
-def load(path: str | os.PathLike[str], device: str) -> Runnable: ...
+def load(path: str | os.PathLike[str], device: str, trusted_keys: Any = None) -> Runnable: ...
 
 
-def load(path: str | os.PathLike[str], device: str = "cpu") -> Runnable:
+def load(path: str | os.PathLike[str], device: str = "cpu", trusted_keys: Any = None) -> Runnable:
     """Load a .kiln file holding one graph and return that graph (a CompiledGraph, or with
-    device="cuda" a kiln.runtime.cuda.CudaGraph)."""
+    device="cuda" a kiln.runtime.cuda.CudaGraph). `trusted_keys`: refuse the file unless it is
+    signed by one of these keys (kiln.signing)."""
     if device != "cpu":
-        return _cuda_runtime(device).load(path)
+        return _load_cuda(path, device, module=False, trusted_keys=trusted_keys)
     source = os.fspath(path)
-    module = load_bytes(read_bytes(source), source)
+    module = load_bytes(read_bytes(source), source, trusted_keys=trusted_keys)
     if len(module.graphs) != 1:
         raise ArtifactError(f"{source}: holds {len(module.graphs)} graphs "
                             f"({', '.join(sorted(module.graphs)) or 'none'}); use kiln.load_module() and pick one")

@@ -19,13 +19,23 @@ from __future__ import annotations
 import collections
 import ctypes
 import struct
-import sys
-import threading
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from kiln._record import Record
 from kiln.errors import ArtifactError
+from kiln.runtime.elf_host import (
+    ALLOWED_EXTERNAL_SYMBOLS,
+    PROT_EXEC,
+    PROT_READ,
+    map_anonymous,
+    protect,
+    resolve_external,
+    unmap,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -114,123 +124,6 @@ _STUBS: dict[int, tuple[bytes, int]] = {
 SUPPORTED_MACHINES = frozenset(_STUBS)
 
 # --------------------------------------------------------------------------------------------
-# External symbols
-# --------------------------------------------------------------------------------------------
-
-_LIBM_F64 = [
-    "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "asinh", "acosh",
-    "atanh", "exp", "exp2", "expm1", "exp10", "log", "log2", "log10", "log1p", "logb", "ilogb", "pow",
-    "sqrt", "cbrt", "hypot", "fmod", "remainder", "remquo", "fabs", "floor", "ceil", "trunc", "round",
-    "roundeven", "rint", "nearbyint", "lround", "llround", "lrint", "llrint", "fmin", "fmax", "fdim",
-    "fma", "copysign", "nextafter", "nexttoward", "erf", "erfc", "tgamma", "lgamma", "frexp", "ldexp",
-    "scalbn", "scalbln", "modf", "nan", "significand", "sincos",
-]
-_LIBM_EXTRA = ["__sincos", "__sincosf", "__exp_finite", "__expf_finite", "__log_finite",
-               "__logf_finite", "__pow_finite", "__powf_finite", "__sin_finite", "__cos_finite"]
-_MEM = ["memset", "memcpy", "memmove", "memcmp", "bzero"]
-_HALF = ["__extendhfsf2", "__truncsfhf2", "__truncdfhf2", "__extendhfdf2", "__gnu_h2f_ieee",
-         "__gnu_f2h_ieee", "__truncsfbf2", "__truncdfbf2", "__extendbfsf2"]
-_COMPILER_RT = ["__divti3", "__udivti3", "__modti3", "__umodti3", "__muloti4", "__popcountdi2",
-                "__powisf2", "__powidf2", "__fixsfti", "__fixdfti", "__fixunssfti", "__fixunsdfti",
-                "__floattisf", "__floattidf", "__floatuntisf", "__floatuntidf"]
-
-#: every external (undefined) symbol an object may reference; anything else is refused
-ALLOWED_EXTERNAL_SYMBOLS: frozenset[str] = frozenset(
-    [n for n in _LIBM_F64] + [n + "f" for n in _LIBM_F64] + _LIBM_EXTRA + _MEM + _HALF + _COMPILER_RT
-)
-
-_LIB_NAMES = {
-    "linux": ("libm.so.6", "libc.so.6", "libgcc_s.so.1"),
-    "darwin": ("libm.dylib", "libc.dylib", "libgcc_s.1.dylib"),
-}
-_libs: list[ctypes.CDLL] | None = None
-_resolved: dict[str, int] = {}
-_lock = threading.Lock()
-
-
-def _load_libs() -> list[ctypes.CDLL]:
-    global _libs
-    if _libs is None:
-        libs: list[ctypes.CDLL] = []
-        names = _LIB_NAMES.get(sys.platform, _LIB_NAMES["linux"])
-        for name in names:
-            try:
-                libs.append(ctypes.CDLL(name))
-            except OSError:
-                from ctypes import util  # only on unusual systems: it imports subprocess
-
-                found = util.find_library(name.split(".")[0].removeprefix("lib"))
-                if found:
-                    try:
-                        libs.append(ctypes.CDLL(found))
-                    except OSError:
-                        pass
-        _libs = libs
-    return _libs
-
-
-def resolve_external(name: str) -> int | None:
-    """Address of an allowed external symbol in libm/libc/libgcc_s (cached), None if absent."""
-    addr = _resolved.get(name)
-    if addr is not None:
-        return addr
-    with _lock:
-        for lib in _load_libs():
-            try:
-                fn = getattr(lib, name)
-            except AttributeError:
-                continue
-            addr = ctypes.cast(fn, ctypes.c_void_p).value
-            if addr:
-                _resolved[name] = addr
-                return addr
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# libc memory management
-# --------------------------------------------------------------------------------------------
-
-PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
-MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
-_libc: ctypes.CDLL | None = None
-
-
-def _libc_funcs() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.mmap.restype = ctypes.c_void_p
-        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                              ctypes.c_int, ctypes.c_long]
-        libc.munmap.restype = ctypes.c_int
-        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-        libc.mprotect.restype = ctypes.c_int
-        libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        _libc = libc
-    return _libc
-
-
-def _map(size: int) -> int:
-    libc = _libc_funcs()
-    addr = libc.mmap(None, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-    if addr is None or addr == ctypes.c_void_p(-1).value:
-        err = ctypes.get_errno()
-        raise ArtifactError(f"ELF: cannot map {size} bytes for the object image (errno {err})")
-    return addr
-
-
-def _unmap(addr: int, size: int) -> None:
-    _libc_funcs().munmap(addr, size)
-
-
-def _protect(addr: int, size: int, prot: int) -> None:
-    if size and _libc_funcs().mprotect(addr, size, prot) != 0:
-        raise ArtifactError(f"ELF: mprotect({addr:#x}, {size:#x}, {prot}) failed "
-                            f"(errno {ctypes.get_errno()})")
-
-
-# --------------------------------------------------------------------------------------------
 # Parsing and validation (no memory is mapped here)
 # --------------------------------------------------------------------------------------------
 
@@ -253,6 +146,39 @@ class Section(_SectionFields):
 #: one symbol table entry: index, name, bind, type, shndx, value, size
 Symbol = collections.namedtuple("Symbol", "index name bind type shndx value size")
 
+_SYM_DTYPE = np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"),
+                       ("value", "<u8"), ("size", "<u8")])
+
+
+class SymbolTable:
+    """The symbol table as a zero-copy numpy array; `Symbol` tuples are made on demand (objects
+    of big programs hold hundreds of thousands of local symbols: constant-pool labels)."""
+
+    def __init__(self, blob: bytes, entries: np.ndarray, strtab: Section | None) -> None:
+        self.blob, self.entries, self.strtab = blob, entries, strtab
+        self.shndx = entries["shndx"].astype(np.int64)
+        self.value = entries["value"]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def name(self, k: int) -> str:
+        off = int(self.entries["name"][k])
+        if not off or self.strtab is None:
+            return ""
+        return _cstr(self.blob, self.strtab, off, f"symbol {k} st_name")
+
+    def __getitem__(self, k: int) -> Symbol:
+        if not 0 <= k < len(self.entries):
+            raise IndexError(k)
+        e = self.entries[k]
+        info = int(e["info"])
+        return Symbol(k, self.name(k), info >> 4, info & 0xF, int(e["shndx"]), int(e["value"]),
+                      int(e["size"]))
+
+    def __iter__(self) -> Iterator[Symbol]:
+        return (self[k] for k in range(len(self.entries)))
+
 
 class ObjectInfo(Record):
     """The validated structure of an ELF relocatable object (see `inspect_elf_object`)."""
@@ -260,7 +186,7 @@ class ObjectInfo(Record):
     __slots__ = ("machine", "sections", "symbols", "exports", "externals", "relocs", "loaded")
     machine: int
     sections: list[Section]
-    symbols: list[Symbol]
+    symbols: SymbolTable
     #: name -> Symbol for the defined global/weak symbols
     exports: dict[str, Symbol]
     #: names of the undefined global/weak symbols (all in ALLOWED_EXTERNAL_SYMBOLS)
@@ -311,12 +237,141 @@ def _check_special_symbol(sym: Symbol, e_shnum: int) -> None:
         raise _err(f"{what} st_shndx {shndx} out of range (e_shnum {e_shnum})")
 
 
-def inspect_elf_object(blob: bytes, *, machines: frozenset[int] | None = None) -> ObjectInfo:
+_RELA_DTYPE = np.dtype([("offset", "<u8"), ("info", "<u8"), ("addend", "<i8")])
+
+
+def _relocation_entries(blob: bytes, r: Section) -> np.ndarray:
+    """The entries of a (bounds-checked) SHT_RELA section as a zero-copy structured array."""
+    return np.frombuffer(blob, _RELA_DTYPE, r.size // _RELA.size, r.offset)
+
+
+def _check_relocations(blob: bytes, r: Section, target: Section, machine: int, nsyms: int) -> None:
+    """Every entry: a relocation type known for `machine` (when it has a table), a symbol index in
+    range, and the patched bytes inside the target section. Vectorised: objects of big programs
+    hold hundreds of thousands of relocations."""
+    entries = _relocation_entries(blob, r)
+    if not len(entries):
+        return
+    info = entries["info"]
+    syms = info >> np.uint64(32)
+    bad = np.flatnonzero(syms >= nsyms)
+    if len(bad):
+        j = int(bad[0])
+        raise _err(f"{r.label()} relocation {j}: symbol index {int(syms[j])} out of range ({nsyms} symbols)")
+    types = info & np.uint64(0xFFFFFFFF)
+    has_table = any(m == machine for m, _t in RELOCATIONS)
+    widths = np.ones(len(entries), np.uint64)   # without a table: the first byte must be inside
+    for t in np.unique(types).tolist():
+        desc = RELOCATIONS.get((machine, t))
+        if desc is None:
+            if not has_table:
+                continue
+            j = int(np.flatnonzero(types == t)[0])
+            raise _err(f"{r.label()} relocation {j}: unknown relocation type {t} "
+                       f"for {MACHINE_NAMES.get(machine, machine)}")
+        widths[types == t] = desc[2]
+    offsets = entries["offset"]
+    # offset <= size - width, written so that no uint64 sum can wrap around
+    bad = np.flatnonzero((widths > target.size) | (offsets > np.uint64(target.size) - widths))
+    if len(bad):
+        j = int(bad[0])
+        raise _err(f"{r.label()} relocation {j}: r_offset {int(offsets[j]):#x} (+{int(widths[j])}) beyond "
+                   f"end of target {target.label()} ({target.size:#x} bytes)")
+
+
+def _read_symbols(blob: bytes, symtab: Section, sections: list[Section], loaded: set[int],
+                  e_shnum: int) -> tuple[SymbolTable, dict[str, Symbol], list[str]]:
+    """Validate the symbol table: (table, exports, externals). The plain local symbols (most of
+    them) are checked with numpy; every other symbol is checked one by one."""
+    if symtab.entsize != _SYM.size:
+        raise _err(f"{symtab.label()} sh_entsize {symtab.entsize}, expected {_SYM.size}")
+    if symtab.size % _SYM.size:
+        raise _err(f"{symtab.label()} sh_size {symtab.size:#x} is not a multiple of {_SYM.size}")
+    strtab = sections[symtab.link]
+    if strtab.type != SHT_STRTAB:
+        raise _err(f"{symtab.label()} sh_link {symtab.link} is not a string table")
+    nsyms = symtab.size // _SYM.size
+    if symtab.info > nsyms:
+        raise _err(f"{symtab.label()} sh_info {symtab.info} beyond its {nsyms} symbols")
+    table = SymbolTable(blob, np.frombuffer(blob, _SYM_DTYPE, nsyms, symtab.offset), strtab)
+    entries = table.entries
+    # every name offset inside the string table, which ends with a NUL: every name terminates
+    if strtab.size and blob[strtab.offset + strtab.size - 1] != 0:
+        raise _err(f"string table {strtab.label()} does not end with a NUL byte")
+    bad = np.flatnonzero(entries["name"] >= max(strtab.size, 1))
+    if len(bad):
+        k = int(bad[0])
+        raise _err(f"symbol {k} st_name name offset {int(entries['name'][k]):#x} beyond end of string "
+                   f"table {strtab.label()} ({strtab.size:#x} bytes)")
+    if nsyms and entries[:1].tobytes() != bytes(_SYM.size):
+        # The null symbol is what relocations without a symbol use: a name or a binding here
+        # would make them resolve an arbitrary external (past the allow-list).
+        raise _err("symbol 0 (the null symbol) is not all zero")
+    bind = entries["info"] >> 4
+    typ = entries["info"] & 0xF
+    shndx = table.shndx
+    plain = (bind == STB_LOCAL) & (typ <= STT_FILE) & (shndx > SHN_UNDEF) & (shndx < e_shnum)
+    plain[:1] = False
+    # plain symbols in loaded sections: st_value at most the section's size
+    sizes = np.full(e_shnum, np.iinfo(np.uint64).max, np.uint64)
+    for i in loaded:
+        sizes[i] = sections[i].size
+    where = np.flatnonzero(plain)
+    bad = where[table.value[where] > sizes[shndx[where]]]
+    if len(bad):
+        sym = table[int(bad[0])]
+        raise _err(f"{_symwhat(sym)} st_value {sym.value:#x} beyond end of {sections[sym.shndx].label()} "
+                   f"({sections[sym.shndx].size:#x} bytes)")
+    exports: dict[str, Symbol] = {}
+    externals: list[str] = []
+    for k in np.flatnonzero(~plain)[1:].tolist() if nsyms else []:
+        sym = table[k]
+        _check_symbol(sym, sections, loaded, e_shnum, exports, externals)
+    return table, exports, externals
+
+
+def _check_symbol(sym: Symbol, sections: list[Section], loaded: set[int], e_shnum: int,
+                  exports: dict[str, Symbol], externals: list[str]) -> None:
+    """One symbol that is not a plain local one; adds it to `exports` or `externals`."""
+    bind, typ, shndx, name = sym.bind, sym.type, sym.shndx, sym.name
+    if bind not in (STB_LOCAL, STB_GLOBAL, STB_WEAK):
+        raise _err(f"{_symwhat(sym)} has unsupported binding {bind}")
+    if typ > STT_FILE and typ not in (STT_TLS, STT_GNU_IFUNC, STT_COMMON):
+        raise _err(f"{_symwhat(sym)} has unsupported type {typ}")
+    if typ in (STT_TLS, STT_GNU_IFUNC, STT_COMMON) or shndx >= SHN_LORESERVE:
+        _check_special_symbol(sym, e_shnum)
+        if shndx == SHN_ABS and bind != STB_LOCAL and name:
+            exports[name] = sym
+        return
+    if shndx == SHN_UNDEF:
+        # An undefined LOCAL symbol has no meaning in a relocatable object, and resolving it by
+        # name would bypass the allow-list below: refuse it outright.
+        if bind == STB_LOCAL:
+            raise _err(f"{_symwhat(sym)} is undefined but LOCAL (an external reference must "
+                       "be GLOBAL or WEAK)")
+        if name not in ALLOWED_EXTERNAL_SYMBOLS:
+            raise _err(f"external symbol {name!r} ({_symwhat(sym)}) is not in the allowed list "
+                       "(ALLOWED_EXTERNAL_SYMBOLS: libm math, mem*, half-float helpers)")
+        externals.append(name)
+        return
+    if shndx >= e_shnum:
+        raise _err(f"{_symwhat(sym)} st_shndx {shndx} out of range (e_shnum {e_shnum})")
+    if shndx in loaded and sym.value > sections[shndx].size:
+        raise _err(f"{_symwhat(sym)} st_value {sym.value:#x} beyond end of {sections[shndx].label()} "
+                   f"({sections[shndx].size:#x} bytes)")
+    if bind != STB_LOCAL and name and typ <= STT_FUNC:
+        exports[name] = sym
+
+
+def inspect_elf_object(blob: bytes, *, machines: frozenset[int] | None = None,
+                       strict: bool = False) -> ObjectInfo:
     """Parse and validate an ELF64 relocatable object without loading it.
 
     Checks the header, the section table, string tables, the symbol table (including the external
     symbol allow-list) and the relocation sections; raises ArtifactError naming the first bad field.
     `machines`: accepted e_machine values (default: those with a relocation table).
+    `strict` (the MCJIT fallback, which relocates every section it sees, .eh_frame included):
+    also check the relocation sections of sections this loader does not load.
     """
     if not isinstance(blob, bytes):
         blob = bytes(blob)
@@ -406,70 +461,19 @@ def inspect_elf_object(blob: bytes, *, machines: frozenset[int] | None = None) -
             else:
                 raise _err(f"{s.label()} is allocatable with unsupported sh_type {s.type:#x}")
 
-    symbols: list[Symbol] = []
+    symbols = SymbolTable(blob, np.zeros(0, _SYM_DTYPE), None)
     exports: dict[str, Symbol] = {}
     externals: list[str] = []
     if symtab is not None:
-        if symtab.entsize != _SYM.size:
-            raise _err(f"{symtab.label()} sh_entsize {symtab.entsize}, expected {_SYM.size}")
-        if symtab.size % _SYM.size:
-            raise _err(f"{symtab.label()} sh_size {symtab.size:#x} is not a multiple of {_SYM.size}")
-        strtab = sections[symtab.link]
-        if strtab.type != SHT_STRTAB:
-            raise _err(f"{symtab.label()} sh_link {symtab.link} is not a string table")
-        nsyms = symtab.size // _SYM.size
-        if symtab.info > nsyms:
-            raise _err(f"{symtab.label()} sh_info {symtab.info} beyond its {nsyms} symbols")
-        off = symtab.offset
-        loaded_set = set(loaded)
-        str_lo, str_hi = strtab.offset, strtab.offset + strtab.size
-        find = blob.find
-        bad_types = (STT_TLS, STT_GNU_IFUNC, STT_COMMON)
-        for k, (st_name, st_info, _other, shndx, value, size) in enumerate(
-                _SYM.iter_unpack(blob[off:off + symtab.size])):
-            bind, typ = st_info >> 4, st_info & 0xF
-            name = ""
-            if st_name:
-                start = str_lo + st_name
-                end = find(b"\0", start, str_hi) if start < str_hi else -1
-                if end < 0:
-                    name = _cstr(blob, strtab, st_name, f"symbol {k} st_name")   # raises
-                name = blob[start:end].decode("utf-8", "replace")
-            sym = Symbol(k, name, bind, typ, shndx, value, size)
-            symbols.append(sym)
-            if k == 0:
-                continue
-            if typ in bad_types or shndx >= SHN_LORESERVE:
-                _check_special_symbol(sym, e_shnum)
-                if shndx == SHN_ABS and bind != STB_LOCAL and name:
-                    exports[name] = sym
-                continue
-            if shndx == SHN_UNDEF:
-                if bind == STB_LOCAL:
-                    continue
-                if bind not in (STB_GLOBAL, STB_WEAK):
-                    raise _err(f"{_symwhat(sym)} has unsupported binding {bind}")
-                if name not in ALLOWED_EXTERNAL_SYMBOLS:
-                    raise _err(f"external symbol {name!r} ({_symwhat(sym)}) is not in the allowed list "
-                               "(ALLOWED_EXTERNAL_SYMBOLS: libm math, mem*, half-float helpers)")
-                externals.append(name)
-                continue
-            if shndx >= e_shnum:
-                raise _err(f"{_symwhat(sym)} st_shndx {shndx} out of range (e_shnum {e_shnum})")
-            if shndx in loaded_set and value > sections[shndx].size:
-                raise _err(f"{_symwhat(sym)} st_value {value:#x} beyond end of {sections[shndx].label()} "
-                           f"({sections[shndx].size:#x} bytes)")
-            if bind != STB_LOCAL and name and typ <= STT_FUNC:
-                if bind not in (STB_GLOBAL, STB_WEAK):
-                    raise _err(f"{_symwhat(sym)} has unsupported binding {bind}")
-                exports[name] = sym
+        symbols, exports, externals = _read_symbols(blob, symtab, sections, set(loaded), e_shnum)
 
     relocs: list[tuple[Section, int]] = []
     loaded_set = set(loaded)
     for r in rela_secs:
         if r.info == 0 or r.info >= e_shnum:
             raise _err(f"{r.label()} sh_info {r.info} (target section) out of range (e_shnum {e_shnum})")
-        if r.info not in loaded_set:
+        applied = r.info in loaded_set
+        if not (applied or strict):
             continue        # relocations for debug info, .eh_frame...: not loaded, not applied
         if r.type == SHT_REL:
             raise _err(f"{r.label()} is SHT_REL; only SHT_RELA relocations are supported")
@@ -479,7 +483,9 @@ def inspect_elf_object(blob: bytes, *, machines: frozenset[int] | None = None) -
             raise _err(f"{r.label()} sh_entsize {r.entsize}, expected {_RELA.size}")
         if r.size % _RELA.size:
             raise _err(f"{r.label()} sh_size {r.size:#x} is not a multiple of {_RELA.size}")
-        relocs.append((r, r.info))
+        _check_relocations(blob, r, sections[r.info], e_machine, len(symbols))
+        if applied:
+            relocs.append((r, r.info))
     return ObjectInfo(e_machine, sections, symbols, exports, externals, relocs, loaded)
 
 
@@ -506,7 +512,7 @@ class LoadedObject:
         #: absolute [start, end) of the executable and of the writable parts of the image
         self.code_range = (base, base)
         self.data_range = (base, base)
-        self._finalizer = weakref.finalize(self, _unmap, base, size) if size else None
+        self._finalizer = weakref.finalize(self, unmap, base, size) if size else None
 
     def address(self, symbol: str) -> int:
         try:
@@ -558,35 +564,29 @@ def load_elf_object(blob: bytes) -> LoadedObject:
     machine = info.machine
     sections = info.sections
     symbols = info.symbols
-    nsyms = len(symbols)
 
     # ---- collect relocations and the GOT slots / call stubs they need -----------------------
-    rel_entries: list[tuple[int, tuple[str, str, int], int, int, Section]] = []
+    # (vectorised: the per-entry work is numpy's; Python touches each distinct symbol once)
+    tables: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Section]] = []
     got_syms: dict[int, int] = {}       # symbol index -> slot number
     stub_syms: dict[int, int] = {}
     for r, target in info.relocs:
-        tsec = sections[target]
-        for j, (r_offset, r_info, addend) in enumerate(_RELA.iter_unpack(blob[r.offset:r.offset + r.size])):
-            sym, typ = r_info >> 32, r_info & 0xFFFFFFFF
-            desc = RELOCATIONS.get((machine, typ))
-            if desc is None:
-                raise _err(f"{r.label()} relocation {j}: unknown relocation type {typ} "
-                           f"for {MACHINE_NAMES[machine]}")
-            if sym >= nsyms:
-                raise _err(f"{r.label()} relocation {j}: symbol index {sym} out of range "
-                           f"({nsyms} symbols)")
-            width = desc[2]
-            if r_offset + width > tsec.size:
-                raise _err(f"{r.label()} relocation {j}: r_offset {r_offset:#x} (+{width}) beyond "
-                           f"end of target {tsec.label()} ({tsec.size:#x} bytes)")
-            kind = desc[1]
-            if kind == "got" and sym not in got_syms:
-                got_syms[sym] = len(got_syms)
-            elif kind == "plt" and symbols[sym].shndx == SHN_UNDEF and sym not in stub_syms:
-                stub_syms[sym] = len(stub_syms)
-                if sym not in got_syms:
-                    got_syms[sym] = len(got_syms)
-            rel_entries.append((r_offset, desc, sym, addend, tsec))
+        entries = _relocation_entries(blob, r)
+        syms = (entries["info"] >> np.uint64(32)).astype(np.int64)
+        types = (entries["info"] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        kinds = {t: RELOCATIONS[(machine, t)][1] for t in np.unique(types).tolist()}
+        for t, kind in kinds.items():
+            if kind not in ("got", "plt"):
+                continue
+            for k in np.unique(syms[types == t]).tolist():
+                if kind == "got" and k not in got_syms:
+                    got_syms[k] = len(got_syms)
+                elif kind == "plt" and symbols[k].shndx == SHN_UNDEF and k not in stub_syms:
+                    stub_syms[k] = len(stub_syms)
+                    if k not in got_syms:
+                        got_syms[k] = len(got_syms)
+        tables.append((entries["offset"].astype(np.int64), syms, types, entries["addend"],
+                       sections[target]))
 
     # ---- layout: [text | stubs] [rodata | GOT] [data | bss], each group page-aligned ----------
     stub_code, stub_disp_at = _STUBS[machine]
@@ -621,40 +621,60 @@ def load_elf_object(blob: bytes) -> LoadedObject:
     if total == 0:
         return LoadedObject(0, 0, {}, "elf")
 
-    # ---- resolve symbol addresses -----------------------------------------------------------
-    base = _map(total)
+    # ---- map, copy, relocate, protect -------------------------------------------------------
+    base = map_anonymous(total)
     obj = LoadedObject(base, total, {}, "elf")     # owns the mapping from here on (finalizer)
     try:
-        _populate(blob, base, total, info, offsets, rel_entries, got_syms, stub_syms,
-                  stub_code, stub_disp_at, stub_base, got_base, obj)
+        image = _Image(blob, base, total, info, offsets, got_syms, stub_syms, stub_code,
+                       stub_disp_at, stub_base, got_base)
+        image.fill()
+        for table in tables:
+            image.relocate(*table)
+        obj.symbols = {name: image.symbol_address(sym.index) for name, sym in info.exports.items()
+                       if sym.shndx == SHN_ABS or sym.shndx in offsets}
         (t0, t1), (r0, r1), (d0, d1) = bounds
         obj.code_range = (base + t0, base + t1)
         obj.data_range = (base + d0, base + d1)
-        _protect(base + t0, t1 - t0, PROT_READ | PROT_EXEC)
-        _protect(base + r0, r1 - r0, PROT_READ)
+        protect(base + t0, t1 - t0, PROT_READ | PROT_EXEC)
+        protect(base + r0, r1 - r0, PROT_READ)
     except BaseException:
         obj.close()
         raise
     return obj
 
 
-def _populate(blob: bytes, base: int, total: int, info: ObjectInfo, offsets: dict[int, int],
-              rel_entries: list, got_syms: dict[int, int], stub_syms: dict[int, int],
-              stub_code: bytes, stub_disp_at: int, stub_base: int, got_base: int,
-              obj: LoadedObject) -> None:
-    sections = info.sections
-    buf = (ctypes.c_char * total).from_address(base)
-    src = ctypes.cast(ctypes.c_char_p(blob), ctypes.c_void_p).value or 0
-    for idx, off in offsets.items():
-        s = sections[idx]
-        if s.type != SHT_NOBITS and s.size:
-            ctypes.memmove(base + off, src + s.offset, s.size)
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+_U64 = (1 << 64) - 1
 
-    def sym_addr(k: int) -> int:
-        sym = info.symbols[k]
+
+class _Image:
+    """The mapped image being built: section contents, GOT, call stubs and relocations."""
+
+    def __init__(self, blob: bytes, base: int, total: int, info: ObjectInfo, offsets: dict[int, int],
+                 got_syms: dict[int, int], stub_syms: dict[int, int], stub_code: bytes,
+                 stub_disp_at: int, stub_base: int, got_base: int) -> None:
+        self.blob, self.base, self.info, self.offsets = blob, base, info, offsets
+        self.got_syms, self.stub_syms = got_syms, stub_syms
+        self.stub_code, self.stub_disp_at = stub_code, stub_disp_at
+        self.stub_base, self.got_base = stub_base, got_base
+        self.bytes = np.ctypeslib.as_array((ctypes.c_uint8 * total).from_address(base))
+        self.addresses: dict[int, int] = {}
+        #: image offset of each section, -1 where not loaded
+        self.section_base = np.full(len(info.sections), -1, np.int64)
+        for idx, off in offsets.items():
+            self.section_base[idx] = off
+
+    def symbol_address(self, k: int) -> int:
+        addr = self.addresses.get(k)
+        if addr is None:
+            addr = self.addresses[k] = self._resolve(k)
+        return addr
+
+    def _resolve(self, k: int) -> int:
+        sym = self.info.symbols[k]
         if sym.shndx == SHN_UNDEF:
-            if not sym.name:
-                raise _err(f"relocation against undefined unnamed symbol {k}")
+            if not sym.name or sym.bind == STB_LOCAL:   # refused by the inspector already
+                raise _err(f"relocation against undefined symbol {k} ({sym.name!r})")
             addr = resolve_external(sym.name)
             if addr is None:
                 if sym.bind == STB_WEAK:
@@ -663,66 +683,88 @@ def _populate(blob: bytes, base: int, total: int, info: ObjectInfo, offsets: dic
             return addr
         if sym.shndx == SHN_ABS:
             return sym.value
-        off = offsets.get(sym.shndx)
+        off = self.offsets.get(sym.shndx)
         if off is None:
-            raise _err(f"symbol {k} ({sym.name}) lives in {sections[sym.shndx].label()}, "
+            raise _err(f"symbol {k} ({sym.name}) lives in {self.info.sections[sym.shndx].label()}, "
                        "which is not loaded")
-        return base + off + sym.value
+        return self.base + off + sym.value
 
-    addr_cache: dict[int, int] = {}
-    for k in got_syms.keys() | stub_syms.keys():
-        addr_cache[k] = sym_addr(k)
-    for k, slot in got_syms.items():
-        struct.pack_into("<Q", buf, got_base + 8 * slot, addr_cache[k] & 0xFFFFFFFFFFFFFFFF)
-    for k, n in stub_syms.items():
-        at = stub_base + n * len(stub_code)
-        buf[at:at + len(stub_code)] = stub_code
-        disp = (base + got_base + 8 * got_syms[k]) - (base + at + stub_disp_at + 4)
-        struct.pack_into("<i", buf, at + stub_disp_at, disp)
+    def fill(self) -> None:
+        """Copy the sections' bytes in, then write the GOT slots and the call stubs."""
+        src = ctypes.cast(ctypes.c_char_p(self.blob), ctypes.c_void_p).value or 0
+        for idx, off in self.offsets.items():
+            s = self.info.sections[idx]
+            if s.type != SHT_NOBITS and s.size:
+                ctypes.memmove(self.base + off, src + s.offset, s.size)
+        out = self.bytes
+        for k, slot in self.got_syms.items():
+            at = self.got_base + 8 * slot
+            out[at:at + 8] = np.frombuffer(struct.pack("<Q", self.symbol_address(k) & _U64), np.uint8)
+        n = len(self.stub_code)
+        for k, i in self.stub_syms.items():
+            at = self.stub_base + i * n
+            disp = (self.got_base + 8 * self.got_syms[k]) - (at + self.stub_disp_at + 4)
+            code = bytearray(self.stub_code)
+            struct.pack_into("<i", code, self.stub_disp_at, disp)
+            out[at:at + n] = np.frombuffer(bytes(code), np.uint8)
 
-    pack_into = struct.pack_into
-    for r_offset, (rname, kind, width), k, addend, tsec in rel_entries:
-        if kind == "none":
-            continue
-        at = offsets[tsec.index] + r_offset
-        p = base + at
-        s = addr_cache.get(k)
-        if s is None:
-            s = addr_cache[k] = sym_addr(k)
-        if kind == "pc":
-            v = s + addend - p
-        elif kind == "plt":
-            if k in stub_syms:
-                s = base + stub_base + stub_syms[k] * len(stub_code)
-            v = s + addend - p
-        elif kind == "got":
-            v = base + got_base + 8 * got_syms[k] + addend - p
-        elif kind == "abs64":
-            pack_into("<Q", buf, at, (s + addend) & 0xFFFFFFFFFFFFFFFF)
-            continue
-        elif kind == "abs":
-            v = s + addend
-            if not 0 <= v < (1 << 32):
-                raise _err(f"{rname} at {tsec.label()}+{r_offset:#x}: value {v:#x} does not fit "
-                           "in 32 bits unsigned (non-PIC code?)")
-            pack_into("<I", buf, at, v)
-            continue
-        elif kind == "abs_s":
-            v = s + addend
-            if not -(1 << 31) <= v < (1 << 31):
-                raise _err(f"{rname} at {tsec.label()}+{r_offset:#x}: value {v:#x} does not fit "
-                           "in 32 bits signed (non-PIC code?)")
-            pack_into("<i", buf, at, v)
-            continue
-        else:   # pragma: no cover - table and code out of sync
-            raise _err(f"{rname}: unhandled relocation kind {kind}")
-        if width == 8:
-            pack_into("<q", buf, at, v)
-        elif -(1 << 31) <= v < (1 << 31):
-            pack_into("<i", buf, at, v)
-        else:
-            raise _err(f"{rname} at {tsec.label()}+{r_offset:#x}: displacement {v:#x} to symbol "
-                       f"{k} ({info.symbols[k].name}) does not fit in 32 bits")
+    def _targets(self, syms: np.ndarray, kind: str) -> np.ndarray:
+        """S per entry as int64 (two's complement): the symbol's address, a call stub for external
+        plt targets, the GOT slot for got kinds. Symbols in loaded sections are computed with
+        numpy; the few others (externals, absolute symbols, stubs, GOT slots) one by one."""
+        table = self.info.symbols
+        shndx = table.shndx[syms]
+        section_base = self.section_base[np.minimum(shndx, len(self.section_base) - 1)]
+        in_image = (shndx > SHN_UNDEF) & (shndx < SHN_LORESERVE) & (section_base >= 0)
+        if kind == "got":
+            in_image[:] = False
+        elif kind == "plt" and self.stub_syms:
+            in_image &= ~np.isin(syms, np.fromiter(self.stub_syms, np.int64))
+        values = np.zeros(len(syms), np.int64)
+        values[in_image] = (self.base + section_base[in_image]
+                            + table.value[syms[in_image]].astype(np.int64))
+        others = ~in_image
+        if others.any():
+            uniq, inverse = np.unique(syms[others], return_inverse=True)
+            special = []
+            for k in uniq.tolist():
+                if kind == "got":
+                    v = self.base + self.got_base + 8 * self.got_syms[k]
+                elif kind == "plt" and k in self.stub_syms:
+                    v = self.base + self.stub_base + self.stub_syms[k] * len(self.stub_code)
+                else:
+                    v = self.symbol_address(k)
+                special.append(v - (1 << 64) if v >= 1 << 63 else v)
+            values[others] = np.asarray(special, np.int64)[inverse.reshape(-1)]
+        return values
 
-    obj.symbols = {name: sym_addr(sym.index) for name, sym in info.exports.items()
-                   if sym.shndx == SHN_ABS or sym.shndx in offsets}
+    def relocate(self, offsets: np.ndarray, syms: np.ndarray, types: np.ndarray, addends: np.ndarray,
+                 tsec: Section) -> None:
+        machine = self.info.machine
+        at0 = self.offsets[tsec.index]
+        for t in np.unique(types).tolist():
+            rname, kind, width = RELOCATIONS[(machine, t)]
+            if kind == "none":
+                continue
+            sel = types == t
+            at = offsets[sel] + at0
+            with np.errstate(over="ignore"):      # int64 arithmetic wraps like the machine's
+                v = self._targets(syms[sel], kind) + addends[sel]
+                if kind in ("pc", "plt", "got"):
+                    v = v - (at + self.base)
+            if kind == "abs":
+                bad = (v < 0) | (v > 0xFFFFFFFF)
+                what = "does not fit in 32 bits unsigned (non-PIC code?)"
+            elif width == 4:
+                bad = (v < _INT32_MIN) | (v > _INT32_MAX)
+                what = ("does not fit in 32 bits signed (non-PIC code?)" if kind == "abs_s"
+                        else "displacement does not fit in 32 bits")
+            else:
+                bad = None
+            if bad is not None and bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                k = int(syms[sel][j])
+                raise _err(f"{rname} at {tsec.label()}+{int(offsets[sel][j]):#x}: value {int(v[j]):#x} "
+                           f"to symbol {k} ({self.info.symbols[k].name}) {what}")
+            raw = v.astype("<i8").view(np.uint8).reshape(-1, 8)[:, :width]
+            self.bytes[at[:, None] + np.arange(width)] = raw

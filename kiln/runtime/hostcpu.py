@@ -18,8 +18,23 @@ from __future__ import annotations
 import functools
 import platform
 
-__all__ = ["AARCH64_FEATURE_FLAGS", "X86_FEATURE_FLAGS", "host_arch", "host_features",
-           "missing_features", "parse_cpuinfo"]
+__all__ = ["AARCH64_FEATURE_FLAGS", "LEVEL_FEATURES", "X86_FEATURE_FLAGS", "host_arch", "host_features",
+           "level_feature_string", "missing_features", "parse_cpuinfo"]
+
+#: LLVM features each portable x86-64 micro-architecture level implies (x86-64 psABI levels).
+#: The code generator records them for files built for a level (kiln.codegen.target), and the
+#: loader checks them even for files that recorded none (those written before it did).
+LEVEL_FEATURES: dict[str, tuple[str, ...]] = {"x86-64": ()}
+LEVEL_FEATURES["x86-64-v2"] = ("cx16", "sahf", "popcnt", "sse3", "ssse3", "sse4.1", "sse4.2")
+LEVEL_FEATURES["x86-64-v3"] = LEVEL_FEATURES["x86-64-v2"] + (
+    "avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe", "xsave")
+LEVEL_FEATURES["x86-64-v4"] = LEVEL_FEATURES["x86-64-v3"] + (
+    "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")
+
+
+def level_feature_string(level: str) -> str:
+    """The LLVM feature string a level implies ("+cx16,+sahf,..."); "" for unknown names."""
+    return ",".join("+" + f for f in LEVEL_FEATURES.get(level, ()))
 
 #: LLVM x86 feature name -> cpuinfo flags (all of them must be present)
 X86_FEATURE_FLAGS: dict[str, tuple[str, ...]] = {
@@ -88,13 +103,17 @@ def host_features() -> frozenset[str] | None:
     return flags or None
 
 
-def missing_features(feature_string: str, *, arch: str | None = None,
+def missing_features(feature_string: str, *, cpu: str = "", arch: str | None = None,
                      flags: frozenset[str] | None = None) -> list[str]:
-    """The required ('+') LLVM features of `feature_string` that this host lacks, in order.
+    """The required ('+') LLVM features of `feature_string`, plus those the named level `cpu`
+    implies (LEVEL_FEATURES), that this host lacks, in order.
 
     `arch`/`flags` default to the host's (they are parameters for tests). Unmappable features are
     ignored; if the host's flags cannot be read, returns [].
     """
+    implied = level_feature_string(cpu)
+    if implied:
+        feature_string = f"{implied},{feature_string}" if feature_string else implied
     if arch is None and flags is None:
         return list(_host_missing(feature_string))
     arch = arch or host_arch()
@@ -121,6 +140,6 @@ def _missing(feature_string: str, arch: str, flags: frozenset[str]) -> list[str]
             continue
         name = item[1:]
         need = table.get(name)
-        if need is not None and not all(f in flags for f in need):
+        if need is not None and not all(f in flags for f in need) and name not in missing:
             missing.append(name)
     return missing

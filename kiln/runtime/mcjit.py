@@ -1,5 +1,10 @@
-"""Fallback object loader through LLVM's MCJIT (llvmlite), for platforms kiln's own ELF loader
-does not cover (macOS, Windows, non-x86-64 machines).
+"""Fallback object loader through LLVM's MCJIT (llvmlite), for machines kiln's own ELF loader
+does not relocate yet (aarch64 Linux). It loads only ELF objects that pass the same inspector.
+
+Memory: MCJIT's section memory manager maps code RW while relocating and makes it R-X on
+`finalize_object`, so no page of the loaded object stays writable and executable. (Importing
+llvmlite makes ctypes/libffi allocate one RWX trampoline page for its callbacks; that page is
+libffi's, not the object's, and the kiln ELF loader path never imports llvmlite.)
 
 llvmlite is imported lazily, inside `load_mcjit_object`, so a runtime-only install never needs it
 unless this fallback is actually used. The returned object has the same interface as
@@ -11,7 +16,28 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from kiln.errors import ArtifactError
+from kiln.runtime.elf import (
+    MACHINE_NAMES,
+    MAX_ALIGN,
+    MAX_IMAGE_SIZE,
+    RELOCATIONS,
+    SHF_ALLOC,
+    SHN_ABS,
+    SHN_LORESERVE,
+    SHN_UNDEF,
+    SHT_NOBITS,
+    SHT_RELA,
+    STT_SECTION,
+    ObjectInfo,
+    Section,
+    _err,
+    _relocation_entries,
+    _symwhat,
+    inspect_elf_object,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -104,25 +130,27 @@ class MCJITObject:
 
 
 def load_mcjit_object(blob: bytes) -> MCJITObject:
-    """Load a relocatable object (ELF, Mach-O or COFF, for the host) through llvmlite's MCJIT.
+    """Load an ELF relocatable object for the host through llvmlite's MCJIT.
 
-    For ELF blobs the same structural checks and external-symbol allow-list as the native loader
-    apply first (any ELF machine is accepted since MCJIT does the relocating).
+    Only objects that pass the native loader's inspector (`inspect_elf_object`, strict: every
+    relocation section checked, no unwind tables) reach LLVM, so the same external-symbol
+    allow-list applies; any ELF machine is accepted since MCJIT does the relocating. Other object
+    formats (Mach-O, COFF) cannot be inspected and are refused.
     """
     blob = bytes(blob)
-    names: list[str] = []
-    externals: list[str] = []
-    if blob[:4] == b"\x7fELF":
-        from kiln.runtime.elf import MACHINE_NAMES, SHN_ABS, inspect_elf_object
-        info = inspect_elf_object(blob, machines=frozenset(MACHINE_NAMES))
-        loaded = set(info.loaded)
-        names = [n for n, s in info.exports.items() if s.shndx in loaded or s.shndx == SHN_ABS]
-        externals = info.externals
+    if blob[:4] != b"\x7fELF":
+        raise ArtifactError("MCJIT loader: not an ELF object (only ELF objects, which kiln's "
+                            "inspector can check, are loaded)")
+    info = inspect_elf_object(blob, machines=frozenset(MACHINE_NAMES), strict=True)
+    _check_for_runtime_dyld(blob, info)
+    loaded = set(info.loaded)
+    names = [n for n, s in info.exports.items() if s.shndx in loaded or s.shndx == SHN_ABS]
+    externals = info.externals
     llvm = _llvm()
     if externals:
         # make the allowed helpers visible to MCJIT's resolver even when their library
         # (libgcc_s for the half-float helpers) is not loaded into the process yet
-        from kiln.runtime.elf import resolve_external
+        from kiln.runtime.elf_host import resolve_external
         for name in externals:
             addr = resolve_external(name)
             if addr:
@@ -138,3 +166,86 @@ def load_mcjit_object(blob: bytes) -> MCJITObject:
         except Exception as e:   # llvmlite raises RuntimeError for malformed objects
             raise ArtifactError(f"MCJIT could not load the object: {e}") from e
     return MCJITObject(engine, names)
+
+
+def _placeholders(blob: bytes, target: Section, offsets: np.ndarray) -> np.ndarray:
+    """The signed 32-bit values at `offsets` (checked in range) in a section's file bytes."""
+    if target.type == SHT_NOBITS or not len(offsets):
+        return np.zeros(len(offsets), np.int64)
+    data = np.frombuffer(blob, np.uint8, target.size, target.offset)
+    at = offsets.astype(np.int64)[:, None] + np.arange(4)
+    return data[at].copy().view("<i4").reshape(-1).astype(np.int64)
+
+
+#: how far (bytes) a 32-bit PC-relative target may lie outside its symbol's section in strict mode
+_PC_SLACK = 1 << 16
+
+
+def _check_for_runtime_dyld(blob: bytes, info: ObjectInfo) -> None:
+    """Constructs LLVM's RuntimeDyld is known to abort the process on (it asserts, or calls
+    report_fatal_error): oversized or over-aligned sections, symbols past their section,
+    relocations of unallocated sections, 32-bit absolute relocations (kiln's code is PIC), and
+    32-bit PC-relative relocations that could not reach their target. Not a proof: RuntimeDyld
+    is not hardened, and some objects that pass still abort it (docs/guarantees.md)."""
+    sections, symbols, machine = info.sections, info.symbols, info.machine
+    rela_secs = [s for s in sections if s.type == SHT_RELA]
+    total = 0
+    for s in sections[1:]:
+        if s.flags & SHF_ALLOC:
+            if s.align > MAX_ALIGN:
+                raise _err(f"{s.label()} sh_addralign {s.align} exceeds the page size {MAX_ALIGN}")
+            total += -(-s.size // max(s.align, 1)) * max(s.align, 1)
+    if total > MAX_IMAGE_SIZE:
+        raise _err(f"allocatable sections total {total:#x} bytes, more than {MAX_IMAGE_SIZE:#x}")
+    sizes = np.array([s.size for s in sections], np.uint64)
+    alloc = np.array([bool(s.flags & SHF_ALLOC) for s in sections])
+    shndx = symbols.shndx
+    defined = np.flatnonzero((shndx > SHN_UNDEF) & (shndx < len(sections)))
+    bad = defined[symbols.value[defined] > sizes[shndx[defined]]]
+    if len(bad):
+        sym = symbols[int(bad[0])]
+        raise _err(f"{_symwhat(sym)} st_value {sym.value:#x} beyond end of "
+                   f"{sections[sym.shndx].label()}")
+    for r in rela_secs:
+        target = sections[r.info]
+        if not target.flags & SHF_ALLOC:
+            raise _err(f"{r.label()} relocates {target.label()}, which is not allocatable")
+        entries = _relocation_entries(blob, r)
+        syms = (entries["info"] >> np.uint64(32)).astype(np.int64)
+        types = (entries["info"] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        sym_sections = shndx[syms]
+        defined = (sym_sections > SHN_UNDEF) & (sym_sections < len(sections))
+        if (defined & ~alloc[np.minimum(sym_sections, len(sections) - 1)]).any():
+            # RuntimeDyld would load that section anywhere, out of a 32-bit displacement's reach
+            raise _err(f"{r.label()}: a relocation refers to a symbol in a section that is not "
+                       "allocatable")
+        unnamed = ((symbols.entries["name"][syms] == 0)
+                   & ((symbols.entries["info"][syms] & 0xF) != STT_SECTION) & (types != 0))
+        if unnamed.any():     # RuntimeDyld resolves it by its (empty) name, to address 0
+            raise _err(f"{r.label()}: a relocation refers to an unnamed symbol that is not a section")
+        for t in np.unique(types).tolist():
+            desc = RELOCATIONS.get((machine, t))
+            if desc is None or desc[2] != 4:
+                continue
+            if desc[1] in ("abs", "abs_s"):
+                raise _err(f"{r.label()}: {desc[0]} (32-bit absolute) relocations are not loaded "
+                           "by MCJIT")
+            sel = types == t
+            k, addend = syms[sel], entries["addend"][sel]
+            if desc[1] == "pc":
+                # RuntimeDyld adds the 32 bits already at the place to a PC32 addend
+                addend = addend + _placeholders(blob, target, entries["offset"][sel])
+            sk = shndx[k]
+            if ((sk == SHN_UNDEF) & (desc[1] == "pc")).any():
+                raise _err(f"{r.label()}: {desc[0]} against an external or null symbol (MCJIT "
+                           "makes no call stub for it)")
+            in_section = (sk > SHN_UNDEF) & (sk < len(sections))
+            lo = np.where(in_section, -symbols.value[k].astype(np.int64), 0) - _PC_SLACK
+            hi = np.where(in_section, (sizes[np.minimum(sk, len(sections) - 1)] - symbols.value[k]).astype(
+                np.int64), 0) + _PC_SLACK
+            bad = np.flatnonzero((sk == SHN_ABS) | (sk >= SHN_LORESERVE) | (addend < lo) | (addend > hi))
+            if len(bad):
+                j = int(bad[0])
+                raise _err(f"{r.label()}: {desc[0]} against symbol {int(k[j])} with addend "
+                           f"{int(addend[j])} "
+                           "cannot reach its target")
