@@ -88,3 +88,17 @@ class CudaError(KilnError):
     file) or a CUDA driver call failed. The message says which and what to do."""
 
     names_stage_in_message = False
+
+
+class KernelIndexError(KilnError, IndexError):
+    """Debug mode: a kernel indexed an array outside its shape (docs/debug.md). The message names
+    the kernel, the source line, the array, the index and the shape; nothing after the failing
+    access ran (the kernel stopped there and the rest of the graph was skipped)."""
+
+    names_stage_in_message = False
+
+
+class KernelZeroDivisionError(KilnError, ZeroDivisionError):
+    """Debug mode: a kernel divided an integer by zero with `//` or `%` (docs/debug.md)."""
+
+    names_stage_in_message = False

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from llvmlite import ir
 
+from kiln.codegen.debug_checks import DebugChecks
 from kiln.codegen.llvm_util import FLOAT_SUFFIX, I1, I64, PTR, VOID, c_ident, fn_attrs, reg_type
 from kiln.ir import nodes as N
 from kiln.types import NdArrayType, ScalarType
@@ -38,6 +39,8 @@ class ModuleEmitterBase(ABC):
         self.kernel_irs: dict[str, N.FunctionIR] = {}
         self.kernel_symbols: dict[str, str] = {}
         self._ipow: dict[str, ir.Function] = {}
+        #: debug mode's record, site table and fail helper (unused by release kernels)
+        self.debug = DebugChecks(self.module, self.unique)
 
     @abstractmethod
     def new_body_emitter(self, fir: N.FunctionIR, fn: ir.Function) -> BodyEmitter:
@@ -77,6 +80,7 @@ class ModuleEmitterBase(ABC):
         any order; returns the (IR, LLVM function) pairs whose bodies still need emitting."""
         todo: list[tuple[N.FunctionIR, ir.Function]] = []
         for k in kernels:
+            self.debug.register(k, [f.name for f in k.funcs if f.name not in self.func_irs])
             for f in k.funcs:
                 if f.name in self.func_irs:
                     continue

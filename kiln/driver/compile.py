@@ -7,6 +7,7 @@ always the serialized file, and the runtime links it from those bytes, so a grap
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import warnings
@@ -40,7 +41,7 @@ from kiln.types import ScalarType
 
 def compile_program(request: CompileRequest, options: CompileOptions | None = None) -> bytes:
     """Compile every graph and kernel of `request` for its targets; return the file's bytes."""
-    pipe = Pipeline(options or CompileOptions.from_config(config.current()))
+    pipe = Pipeline(_with_debug(options or CompileOptions.from_config(config.current()), request))
     unit = _unit_name(request)
     # 1. Front end and IR passes, once per distinct (kernel, parameter types), whatever uses it.
     lowering = _Lowering(pipe)
@@ -72,6 +73,16 @@ def lower_kernel(kernel: Any, param_types: ParamTypes, options: CompileOptions |
     return pipe.lower(kernel.qualname, lambda: kernel.specialize(param_types))
 
 
+def _with_debug(options: CompileOptions, request: CompileRequest) -> CompileOptions:
+    """`options`, in debug mode when the request asks for it (compile(debug=True))."""
+    return dataclasses.replace(options, debug=True) if request.debug and not options.debug else options
+
+
+def _kernel_debug(kernel: Any) -> bool:
+    """Whether a kernel was declared `@kl.kernel(debug=True)`."""
+    return bool(getattr(kernel, "debug", False))
+
+
 class _Lowering:
     """The lowered IR of each (kernel, types) compiled so far; kernels and funcs that share a name
     but differ (closures of one factory) get distinct names."""
@@ -83,7 +94,7 @@ class _Lowering:
     def kernel_ir(self, kernel: Any, types: ParamTypes) -> KernelIR:
         key = (id(kernel), types)
         if key not in self.lowered:
-            kir = self.pipe.lower(kernel.qualname, lambda: kernel.specialize(types))
+            kir = self.pipe.lower(kernel.qualname, lambda: kernel.specialize(types), _kernel_debug(kernel))
             self.lowered[key] = passes.make_names_unique([*self.lowered.values(), kir])[-1]
         return self.lowered[key]
 

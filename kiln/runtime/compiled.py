@@ -18,6 +18,7 @@ from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, T
 from kiln.errors import ArtifactError, KilnError
 from kiln.runtime import threads
 from kiln.runtime.binding import DATA_OFFSET, ArgBinder, bind_call_arguments
+from kiln.runtime.debug_record import STATUS_CHECK_FAILED, DebugRecord
 from kiln.runtime.runnable import ArgSpec, Runnable, arg_specs
 
 if TYPE_CHECKING:
@@ -53,13 +54,29 @@ class _Runnable:
             self._objects = False
 
     def run(self, args: Mapping[str, Any]) -> None:
-        """Check all arguments, then run the native code once. Arrays are updated in place."""
+        """Check all arguments, then run the native code once. Arrays are updated in place.
+
+        The packed block holds raw addresses, so the call works on a private copy of `args`:
+        its references keep every array alive until the native code returns, whatever other
+        threads do to the caller's mapping meanwhile."""
+        held = args.copy() if type(args) is dict else dict(args) if isinstance(args, Mapping) else args
+        if self._module._debug is not None:
+            self._pack(held, False)                  # every argument checked first, then:
+            self._binder.check_overlaps(held)
         if self._objects:
-            status = self._entry(self._pack(args, True), DATA_OFFSET)
+            status = self._entry(self._pack(held, True), DATA_OFFSET)
         else:
-            status = self._entry(self._pack(args, False))
+            status = self._entry(self._pack(held, False))
         if status:
-            raise KernelRuntimeError(f"{self._owner}: native code returned status {status}")
+            self._raise_status(status)
+
+    def _raise_status(self, status: int) -> None:
+        """A failed check of debug mode as its IndexError/ZeroDivisionError, else a runtime error."""
+        record = self._module._debug
+        error = record.take_error() if record is not None and status == STATUS_CHECK_FAILED else None
+        if error is not None:
+            raise error
+        raise KernelRuntimeError(f"{self._owner}: native code returned status {status}")
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the .kiln file this object came from (the whole module it belongs to)."""
@@ -104,6 +121,8 @@ class CompiledModule:
     def __init__(self, data: bytes, manifest: Manifest, target: TargetInfo, native: Any) -> None:
         self._data = data
         self._native = native
+        #: debug mode's error record (None for a release module; kiln.runtime.debug_record)
+        self._debug = DebugRecord.attach(native)
         self.manifest = manifest
         self.target = target
         self.graphs: dict[str, CompiledGraph] = {
