@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from kiln.codegen.cpu_module import CpuModuleEmitter
+from kiln.codegen.cpu_module import AbiParams, CpuModuleEmitter
 from kiln.codegen.llvm_pipeline import StageHook, no_stage, optimise_and_emit
 from kiln.codegen.target import (
     ALLOWED_EXTERNAL_SYMBOLS,
@@ -45,10 +45,12 @@ class ObjectCode:
 
 
 def _emit(kernels: Sequence[KernelIR], graphs: Sequence[GraphIR], triple: str,
-          layout: str) -> CpuModuleEmitter:
+          layout: str, abi: AbiParams | None = None) -> CpuModuleEmitter:
     me = CpuModuleEmitter(triple, layout)
     me.add_kernels(kernels)
     me.add_graphs(graphs)
+    if abi is not None:
+        me.add_abi_descriptors(abi)
     return me
 
 
@@ -62,13 +64,16 @@ def emit_llvm_ir(kernels: Sequence[KernelIR], graphs: Sequence[GraphIR] = (),
 
 
 def build_object(kernels: Sequence[KernelIR], graphs: Sequence[GraphIR], target: TargetSpec,
-                 opt_level: int = 3, stage: StageHook | None = None, want_asm: bool = False) -> ObjectCode:
+                 opt_level: int = 3, stage: StageHook | None = None, want_asm: bool = False,
+                 abi: AbiParams | None = None) -> ObjectCode:
     """One relocatable object for all `kernels` and `graphs`. `stage` (optional) wraps each step;
-    `want_asm` also renders the assembly text (for KILN_DUMP=asm)."""
+    `want_asm` also renders the assembly text (for KILN_DUMP=asm); `abi` (the manifest's
+    parameters of each entry, keyed ("kernel", IR name) / ("graph", name)) adds the ABI
+    descriptors that bind a manifest to this object (kiln.runtime.abi_digest)."""
     stage = stage or no_stage
     tm = create_target_machine(target, opt_level)
     with stage("llvm emit"):
-        me = _emit(kernels, graphs, tm.triple, str(tm.target_data))
+        me = _emit(kernels, graphs, tm.triple, str(tm.target_data), abi)
         text = str(me.module)
     out = optimise_and_emit(text, tm, opt_level=opt_level, vectorize=True, emit_object=True,
                             want_asm=want_asm, stage=stage)

@@ -53,8 +53,9 @@ def compile_program(request: CompileRequest, options: CompileOptions | None = No
     kernels = lowering.unique_kernels()
     # 3. Native code: one object for all kernels and graph entry points (CPU), PTX + cubins (CUDA).
     out = _NativeOutputs(kernels, graphs)
+    abi = _abi_params(request, graphs, kernels, lowering)
     for cpu_target in _cpu_targets(request.cpu_targets):
-        _build_cpu(pipe, unit, cpu_target, kernels, graphs, out)
+        _build_cpu(pipe, unit, cpu_target, kernels, graphs, out, abi)
     cuda_doc = (_build_cuda(pipe, unit, kernels, request.cuda_archs, out, fast_math=request.fast_math)
                 if request.cuda else None)
     # 4. Manifest + container.
@@ -151,13 +152,26 @@ def cpu_target_names(arch: str) -> tuple[str, str]:
     return f"cpu.{arch}", f"cpu.{arch}.o"
 
 
+def _abi_params(request: CompileRequest, graphs: Sequence[GraphIR], kernels: Sequence[KernelIR],
+                lowering: _Lowering) -> dict[tuple[str, str], tuple[ParamInfo, ...]]:
+    """What the manifest will say about each entry's parameters, for the object's ABI
+    descriptors (kiln.runtime.abi_digest): the same functions build both."""
+    by_name = lowering.by_name()
+    abi = {("kernel", k.kernel.name): _kernel_info(k, {}).params for k in kernels}
+    abi.update({("graph", g.name): _graph_param_infos(spec.args, g, by_name)
+                for spec, g in zip(request.graphs, graphs)})
+    return abi
+
+
 def _build_cpu(pipe: Pipeline, unit: str, target: Any, kernels: Sequence[KernelIR],
-               graphs: Sequence[GraphIR], out: _NativeOutputs) -> None:
+               graphs: Sequence[GraphIR], out: _NativeOutputs,
+               abi: dict[tuple[str, str], tuple[ParamInfo, ...]] | None = None) -> None:
     """One x86-64/aarch64 ELF object for every kernel and graph entry point."""
     # lazy: LLVM (llvmlite) is imported by the first compile, not when kernels or graphs are defined
     from kiln import codegen
 
-    obj = codegen.build_object(kernels, graphs, target, stage=pipe.stage, want_asm="asm" in pipe.options.dump)
+    obj = codegen.build_object(kernels, graphs, target, stage=pipe.stage, want_asm="asm" in pipe.options.dump,
+                               abi=abi)
     tname, blob_name = cpu_target_names(target.arch)
     prefix = "" if tname == "cpu" else f"{tname}."     # dump names stay short for the usual x86-64 file
     pipe.dump("llvm", unit, f"{prefix}llvm_emit", lambda: obj.llvm_ir_unoptimised)

@@ -17,6 +17,7 @@ from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArtifactError, KilnError
 from kiln.runtime import threads
+from kiln.runtime.abi_digest import check_abi
 from kiln.runtime.binding import DATA_OFFSET, ArgBinder, bind_call_arguments
 from kiln.runtime.debug_record import STATUS_CHECK_FAILED, DebugRecord
 from kiln.runtime.runnable import ArgSpec, Runnable, arg_specs
@@ -187,10 +188,22 @@ def _link(data: bytes, container: Container, source: str) -> CompiledModule:
         native = load_object(bytes(container.blobs[target.blobs[0]]))
     except ArtifactError as e:
         raise ArtifactError(f"{source}: {e}") from None
+    _check_abi(native, manifest, target, source)
     threads.attach(native)
     try:
         return CompiledModule(data, manifest, target, native)
     except ArtifactError as e:  # an entry symbol missing from the object
+        raise ArtifactError(f"{source}: {e}") from None
+
+
+def _check_abi(native: Any, manifest: Manifest, target: TargetInfo, source: str) -> None:
+    """The object's ABI descriptors must agree with the manifest (kiln.runtime.abi_digest)."""
+    try:
+        for g in manifest.graphs.values():
+            check_abi(native, "graph", g.name, g.entries[target.name], g.params)
+        for k in manifest.kernels.values():
+            check_abi(native, "kernel", k.name, k.entries[target.name], k.params)
+    except ArtifactError as e:
         raise ArtifactError(f"{source}: {e}") from None
 
 
