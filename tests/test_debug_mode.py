@@ -207,3 +207,22 @@ def test_verifier_rejects_bad_check_ids() -> None:
     swapped = (kir.checks[1], kir.checks[0])
     with pytest.raises(IRVerifyError, match="names a index site of 'bins'"):
         verify(dataclasses.replace(kir, checks=swapped), lowered=True)
+
+
+# -- compiler limits ------------------------------------------------------------------------------
+def test_static_unrolling_above_the_limit_is_a_kernel_error_at_the_loop() -> None:
+    from kiln.lang.stmts import STATIC_UNROLL_LIMIT
+
+    def flat(x: F32_1):
+        for i in kl.static(range(100000)):
+            x[0] += 1.0
+
+    def nested(x: F32_1):
+        for i in kl.static(range(100)):
+            for j in kl.static(range(100)):
+                x[0] += 1.0
+
+    for fn, text in ((flat, "range(100000)"), (nested, "for j in")):
+        with pytest.raises(kl.KernelError, match=f"more than {STATIC_UNROLL_LIMIT} iterations") as err:
+            kl.kernel(fn)(np.zeros(1, np.float32))
+        assert err.value.lineno == _line_of(fn, text)
