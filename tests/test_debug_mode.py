@@ -226,3 +226,43 @@ def test_static_unrolling_above_the_limit_is_a_kernel_error_at_the_loop() -> Non
         with pytest.raises(kl.KernelError, match=f"more than {STATIC_UNROLL_LIMIT} iterations") as err:
             kl.kernel(fn)(np.zeros(1, np.float32))
         assert err.value.lineno == _line_of(fn, text)
+
+
+def test_cuda_runtime_reads_the_device_record(monkeypatch) -> None:
+    """Debug builds for CUDA carry the checks and the record in the PTX; the CUDA runtime reads
+    the record after each launch and stops at the first failure (here the recording driver
+    plays the GPU: the test writes the failure a GPU thread would have recorded)."""
+    import ctypes
+    import struct
+    import warnings
+
+    import fake_cuda_driver as fake
+
+    from kiln.runtime import cuda
+
+    fake.install(monkeypatch)
+    g = kl.GraphBuilder()
+    a, x, y, z = kl.Arg("a", kl.f32), kl.Arg("x", F32_1), kl.Arg("y", F32_1), kl.Arg("z", F32_1)
+    g.dispatch(kl.kernel(_saxpy), a, x, y)
+    g.dispatch(kl.kernel(_saxpy), a, x, z)
+    m = kl.Module(targets=["cpu", "cuda"], cuda_archs=[])
+    m.add_graph("main", g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cm = cuda.load_module(m.compile(debug=True))
+    graph = cm.graphs["main"]
+    args = {"a": 2.0, "x": np.ones(8, np.float32), "y": np.zeros(8, np.float32), "z": np.zeros(8, np.float32)}
+    graph.run(args)                                   # nothing recorded: both launches, no error
+    assert [e[0] for e in fake.LOG].count("launch") == 2
+    dptr, _ = fake.GLOBALS["kiln_debug_record"]
+    site = 2                                          # _saxpy's checks: x[i], y[i] (load), y[i] (store)
+    ctypes.memmove(fake.MEM[dptr], struct.pack("<4q", 1, 0, site, 1) + struct.pack("<q", 9) + bytes(56)
+                   + struct.pack("<q", 8), 13 * 8)
+    fake.LOG.clear()
+    with pytest.raises(kl.KernelIndexError, match=r"kernel '_saxpy' at .*: index 9 is out of bounds for array 'y' "
+                                                   r"of shape \(8,\)"):
+        graph.run(args)
+    assert [e[0] for e in fake.LOG].count("launch") == 1          # the second dispatch never ran
+    assert fake.MEM[dptr].raw[:8] == bytes(8)                    # the record was cleared
+    with pytest.raises(kl.ArgumentError, match="same array"):
+        graph.run({**args, "y": args["x"]})

@@ -217,6 +217,7 @@ class NvptxModuleEmitter(ModuleEmitterBase):
                 launches.append(self._emit_phase(k, ph, sym))
             self.launches[kf.name] = launches
             self.kernel_symbols[kf.name] = launches[0].entry
+        self.debug.emit_table()     # debug mode: the CUDA runtime decodes failed checks with it
 
     def _emit_phase(self, k: N.KernelIR, ph: N.LaunchPhase, sym: str) -> Launch:
         """The PTX entry `sym` of one launch phase: the stripped prefix, then the phase's own

@@ -131,7 +131,7 @@ def _launch_nodes(module: CudaModule, offsets: dict[str, Any],
                 gather.append((gl.offset, gl.size, b.arg))
             else:
                 gather.append(struct.pack("<" + SCALAR_FORMAT[kp.layout.dtype], b.value))
-        nodes.extend(Node(ln, gather, kinfo.params) for ln in module.launches[kname])
+        nodes.extend(Node(ln, gather, kinfo.params, kinfo.display_name) for ln in module.launches[kname])
     return nodes
 
 
@@ -279,7 +279,10 @@ class CudaRunnable:
         lm.dev.make_current()
         s = stream_handle(stream)
         block, copy_back = self._upload(values, keep, uploads, s)
-        if use_graph and len(self.nodes) > 0:
+        if lm.debug is not None:        # debug mode: launch by launch, the record read after each
+            self._binder.check_overlaps(args)
+            self._run_plain(lm, block, s, checked=True)
+        elif use_graph and len(self.nodes) > 0:
             self._run_graph(lm, block, s)
         else:
             self._run_plain(lm, block, s)
@@ -291,7 +294,7 @@ class CudaRunnable:
             check(driver().cuStreamSynchronize(s), f"{self.owner}: cuStreamSynchronize")
         del keep
 
-    def _run_plain(self, lm: LoadedImage, block: bytes, s: int) -> None:
+    def _run_plain(self, lm: LoadedImage, block: bytes, s: int, checked: bool = False) -> None:
         drv = driver()
         cache = self._plain.get(id(lm))
         if cache is None:
@@ -307,6 +310,10 @@ class CudaRunnable:
             err = drv.cuLaunchKernel(c[6], c[1], 1, 1, c[5], 1, 1, 0, s, c[4], 0)
             if err[0] != drv.CUresult.CUDA_SUCCESS:
                 check(err, f"{self.owner}: cuLaunchKernel({node.entry})")
+            if checked and lm.debug is not None:
+                failure = lm.debug.take_error(node.kernel, s)
+                if failure is not None:         # nothing after the failing launch runs
+                    raise failure
 
     def _run_graph(self, lm: LoadedImage, block: bytes, s: int) -> None:
         key = (id(lm), self._array_key(block))

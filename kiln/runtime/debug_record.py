@@ -51,16 +51,9 @@ class DebugRecord:
         if RECORD not in native.symbols:
             return None
         n = ctypes.c_int64.from_address(native.data_address(TABLE_LEN, 8)).value
-        if not 0 < n <= 1 << 26:
+        if not 0 < n <= MAX_TABLE:
             raise ArtifactError(f"debug table of {n} bytes")
-        raw = ctypes.string_at(native.data_address(TABLE, n), n)
-        try:
-            table = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise ArtifactError(f"unreadable debug table: {e}") from None
-        if not isinstance(table, dict):
-            raise ArtifactError("debug table is not a JSON object")
-        return cls(native, table)
+        return cls(native, parse_table(ctypes.string_at(native.data_address(TABLE, n), n)))
 
     def take_error(self) -> KilnError | None:
         """The failure recorded by the last run as an exception (and the record cleared), or
@@ -70,14 +63,35 @@ class DebugRecord:
             return None
         ctypes.memset(ctypes.addressof(self._array), 0, RECORD_SLOTS * 8)
         kernel = self.kernels[rec[1]] if 0 <= rec[1] < len(self.kernels) else f"#{rec[1]}"
-        site = self.sites[rec[2]] if 0 <= rec[2] < len(self.sites) else ["?", "?", "?", 0]
-        kind, array, filename, line = (list(site) + ["?"] * 4)[:4]
-        where = f"{filename}:{line}"
-        if kind == "divide":
-            return KernelZeroDivisionError(f"kernel {kernel!r} at {where}: integer division or modulo by zero")
-        ndim = max(0, min(int(rec[3]), MAX_NDIM))
-        index = tuple(rec[4:4 + ndim])
-        shape = tuple(rec[4 + MAX_NDIM:4 + MAX_NDIM + ndim])
-        shown = index[0] if ndim == 1 else index
-        return KernelIndexError(f"kernel {kernel!r} at {where}: index {shown} is out of bounds for array "
-                                f"{array!r} of shape {shape}")
+        return describe(rec, kernel, self.sites)
+
+
+#: the largest site table a loader accepts (bytes)
+MAX_TABLE = 1 << 26
+
+
+def parse_table(raw: bytes) -> dict[str, Any]:
+    """The site table's JSON (ArtifactError when it is not a JSON object)."""
+    try:
+        table = json.loads(raw.rstrip(b"\0").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ArtifactError(f"unreadable debug table: {e}") from None
+    if not isinstance(table, dict):
+        raise ArtifactError("debug table is not a JSON object")
+    return table
+
+
+def describe(rec: list[int], kernel: str, sites: list[list[Any]]) -> KilnError:
+    """The exception for a set record `rec` of kernel `kernel` (the CPU reads the kernel from the
+    record, the CUDA runtime knows which launch failed)."""
+    site = sites[rec[2]] if 0 <= rec[2] < len(sites) else ["?", "?", "?", 0]
+    kind, array, filename, line = (list(site) + ["?"] * 4)[:4]
+    where = f"{filename}:{line}"
+    if kind == "divide":
+        return KernelZeroDivisionError(f"kernel {kernel!r} at {where}: integer division or modulo by zero")
+    ndim = max(0, min(int(rec[3]), MAX_NDIM))
+    index = tuple(rec[4:4 + ndim])
+    shape = tuple(rec[4 + MAX_NDIM:4 + MAX_NDIM + ndim])
+    shown = index[0] if ndim == 1 else index
+    return KernelIndexError(f"kernel {kernel!r} at {where}: index {shown} is out of bounds for array "
+                            f"{array!r} of shape {shape}")
