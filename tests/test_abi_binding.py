@@ -140,3 +140,25 @@ def test_digest_is_canonical() -> None:
                                              "offset": 0, "access": "read", "shape": None}
     assert b" " not in text and len(abi_digest("kernel", "k", "sym", params)) == 32
     assert abi_digest("kernel", "k", "sym", params) != abi_digest("graph", "k", "sym", params)
+
+
+def test_cuda_manifest_is_bound_to_the_ptx() -> None:
+    """The PTX carries the kernels' descriptors too; the CUDA loader checks them when it reads
+    the file (no GPU needed); a cubin is checked on the device when it is loaded."""
+    import warnings
+
+    from kiln.runtime import cuda
+
+    m = kl.Module(targets=["cpu", "cuda"], cuda_archs=[])
+    m.add_kernel(saxpy, name="k")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = m.compile().to_bytes()
+    cuda.load_bytes(data)                                   # agrees: loads
+    doc = _split(data)
+    _kernel(doc)["params"][2]["access"] = "read"
+    entries = doc.pop("blobs")
+    blobs = {e["name"]: data[e["offset"]:e["offset"] + e["size"]] for e in entries}
+    bad = container.pack(doc, blobs)
+    with pytest.raises(kl.ArtifactError, match="PTX's ABI descriptor"):
+        cuda.load_bytes(bad)

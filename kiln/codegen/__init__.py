@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from kiln.codegen.cpu_module import AbiParams, CpuModuleEmitter
+from kiln.codegen.cpu_module import CpuModuleEmitter
 from kiln.codegen.llvm_pipeline import StageHook, no_stage, optimise_and_emit
+from kiln.codegen.module_base import AbiParams
 from kiln.codegen.target import (
     ALLOWED_EXTERNAL_SYMBOLS,
     OBJECT_CONTRACT,

@@ -5,12 +5,11 @@ object contract these implement."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from llvmlite import ir
 
 from kiln.abi import SLOT, block_size, layout_params
-from kiln.artifact.manifest import ParamInfo
 from kiln.codegen.cpu_body import CpuBodyEmitter
 from kiln.codegen.llvm_util import (
     I8,
@@ -29,12 +28,8 @@ from kiln.codegen.module_base import ModuleEmitterBase
 from kiln.errors import KilnError
 from kiln.ir import nodes as N
 from kiln.ir.graph import ArgBinding, GraphIR
-from kiln.runtime.abi_digest import DIGEST_SIZE, SUFFIX, abi_digest
 from kiln.runtime.debug_record import STATUS_CHECK_FAILED
 from kiln.types import NdArrayType
-
-#: the manifest's parameters of each entry point: ("kernel", IR name) or ("graph", name) -> params
-AbiParams = Mapping[tuple[str, str], Sequence[ParamInfo]]
 
 #: the parallel-loop body type: void body(ptr ctx, i64 lo, i64 hi)
 _BODY_TY = ir.FunctionType(VOID, [PTR, I64, I64])
@@ -208,21 +203,6 @@ class CpuModuleEmitter(ModuleEmitterBase):
             with b.if_then(bad, likely=False):
                 b.ret(st)
         b.ret(ir.Constant(I32, 0))
-
-    def add_abi_descriptors(self, abi: AbiParams) -> None:
-        """`<entry>_abi`: the digest of what the manifest will say about each entry point
-        (kiln.runtime.abi_digest), which the loader compares with the manifest it reads."""
-        ty = ir.ArrayType(I8, DIGEST_SIZE)
-        entries = [("kernel", n, s) for n, s in self.kernel_symbols.items()] + [
-            ("graph", n, s) for n, s in self.graph_symbols.items()]
-        for kind, name, symbol in entries:
-            params = abi.get((kind, name))
-            if params is None:
-                raise KilnError(f"no ABI parameters for {kind} {name!r}")
-            g = ir.GlobalVariable(self.module, ty, symbol + SUFFIX)
-            g.initializer = ir.Constant(ty, bytearray(abi_digest(kind, name, symbol, params)))
-            g.storage_class = "dso_local"
-            g.align = 8
 
     # -- the parallel-loop runtime helper ------------------------------------------------------
     def parallel_for_fn(self) -> ir.Function:

@@ -57,7 +57,7 @@ from kiln.codegen.llvm_util import (
     mem_type,
     reg_type,
 )
-from kiln.codegen.module_base import ModuleEmitterBase
+from kiln.codegen.module_base import AbiParams, ModuleEmitterBase
 from kiln.codegen.nvptx_math import GPU_MATH, GpuMathLibrary
 from kiln.errors import KernelError, KilnError, TargetError
 from kiln.ir import nodes as N
@@ -761,7 +761,7 @@ def _warn_builtin_math() -> None:
 
 def build_ptx(kernels: Sequence[N.KernelIR], arch: str = DEFAULT_PTX_ARCH,
               features: str = DEFAULT_PTX_FEATURES, opt_level: int = 3, want_asm: bool = False,
-              fast_math: bool = False, libdevice: str | bool = True) -> PtxCode:
+              fast_math: bool = False, libdevice: str | bool = True, abi: AbiParams | None = None) -> PtxCode:
     """Compile planned kernels to one PTX module (`.target arch`), with its launches. The PTX is
     the assembly; `want_asm` also copies it into `PtxCode.asm` (for stage dumps).
 
@@ -774,6 +774,8 @@ def build_ptx(kernels: Sequence[N.KernelIR], arch: str = DEFAULT_PTX_ARCH,
     path = find_libdevice() if libdevice is True else (libdevice or None)
     me = NvptxModuleEmitter(str(tm.target_data), libdevice=path is not None, fast_math=fast_math)
     me.add_kernels(kernels)
+    if abi is not None:                 # kiln.runtime.abi_digest: binds the manifest to this PTX
+        me.add_abi_descriptors(abi)
     if path is None and me.math.used and libdevice is True and not libdevice_turned_off():
         _warn_builtin_math()
     link = None

@@ -56,7 +56,7 @@ def compile_program(request: CompileRequest, options: CompileOptions | None = No
     abi = _abi_params(request, graphs, kernels, lowering)
     for cpu_target in _cpu_targets(request.cpu_targets):
         _build_cpu(pipe, unit, cpu_target, kernels, graphs, out, abi)
-    cuda_doc = (_build_cuda(pipe, unit, kernels, request.cuda_archs, out, fast_math=request.fast_math)
+    cuda_doc = (_build_cuda(pipe, unit, kernels, request.cuda_archs, out, fast_math=request.fast_math, abi=abi)
                 if request.cuda else None)
     # 4. Manifest + container.
     with pipe.stage("pack"):
@@ -186,14 +186,15 @@ def _build_cpu(pipe: Pipeline, unit: str, target: Any, kernels: Sequence[KernelI
 
 
 def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: Sequence[str] | None,
-                out: _NativeOutputs, *, fast_math: bool = False) -> dict[str, Any]:
+                out: _NativeOutputs, *, fast_math: bool = False,
+                abi: dict[tuple[str, str], tuple[ParamInfo, ...]] | None = None) -> dict[str, Any]:
     """PTX for every kernel, cubins for `archs` when nvJitLink is importable (kiln.codegen.nvptx);
     returns the manifest's CUDA launch section."""
     # lazy, as above; modules rather than names because tests replace their functions
     from kiln.codegen import cuda_link, nvptx
 
     with pipe.stage("ptx"):
-        ptx = nvptx.build_ptx(kernels, fast_math=fast_math)
+        ptx = nvptx.build_ptx(kernels, fast_math=fast_math, abi=abi)
     pipe.dump("ptx", unit, "ptx", lambda: ptx.ptx)
     archs = tuple(nvptx.DEFAULT_CUBIN_ARCHS if archs is None else archs)
     names = ["cuda.ptx"]

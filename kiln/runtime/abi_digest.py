@@ -50,11 +50,31 @@ def check_abi(native: Any, kind: str, name: str, symbol: str, params: Sequence[P
 
     glob = symbol + SUFFIX
     native.address(symbol)              # the entry itself first: "symbol ... is not defined"
-    if glob not in native.symbols:
-        raise ArtifactError(f"{kind} {name!r}: the object has no ABI descriptor {glob!r} (a manifest "
+    held = (ctypes.string_at(native.data_address(glob, DIGEST_SIZE), DIGEST_SIZE)
+            if glob in native.symbols else None)
+    check_descriptor(held, kind, name, symbol, params, "object")
+
+
+def ptx_descriptor(ptx: bytes, symbol: str) -> bytes | None:
+    """The 32 bytes of `<symbol>_abi` as initialised in PTX text (None when absent)."""
+    import re
+
+    m = re.search(rb"\.b8 " + re.escape((symbol + SUFFIX).encode()) + rb"\[32\] = \{([0-9, ]+)\}", ptx)
+    if m is None:
+        return None
+    try:
+        return bytes(int(v) for v in m.group(1).split(b","))
+    except ValueError:                  # a value above 255: not a descriptor kiln wrote
+        return None
+
+
+def check_descriptor(held: bytes | None, kind: str, name: str, symbol: str, params: Sequence[ParamInfo],
+                     where: str) -> None:
+    """Refuse (ArtifactError) a missing descriptor or one that disagrees with the manifest."""
+    if held is None:
+        raise ArtifactError(f"{kind} {name!r}: the {where} has no ABI descriptor {symbol + SUFFIX!r} (a manifest "
                             "that does not belong to this code, or a file written by an older kiln)")
-    held = ctypes.string_at(native.data_address(glob, DIGEST_SIZE), DIGEST_SIZE)
     if held != abi_digest(kind, name, symbol, params):
-        raise ArtifactError(f"{kind} {name!r}: the manifest disagrees with the object's ABI descriptor "
+        raise ArtifactError(f"{kind} {name!r}: the manifest disagrees with the {where}'s ABI descriptor "
                             f"(parameters, access modes, shapes or entry point {symbol!r} were changed, or "
-                            "the object belongs to another file)")
+                            "the code belongs to another file)")

@@ -44,6 +44,7 @@ from kiln.abi import SCALAR_FORMAT
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import Binding, CudaSection, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError, CudaError
+from kiln.runtime.abi_digest import DIGEST_SIZE, SUFFIX, check_descriptor, ptx_descriptor
 from kiln.runtime.binding import ArgBinder, ArgPlan, bind_call_arguments
 from kiln.runtime.cuda_arrays import device_array, stream_handle
 from kiln.runtime.cuda_driver import Device, check, cuda_available, driver, pick_image
@@ -83,12 +84,39 @@ class CudaModule:
         self.cubins = dict(section.cubins)
         self.cubins_missing = section.cubins_missing
         self.launches = section.launches
+        self._check_ptx_abi()
         self._loaded: dict[int, LoadedImage] = {}
         self.graphs = {name: CudaGraph(self, f"graph {name!r}", g.params,
                                        [(d.kernel, tuple(d.bindings)) for d in g.dispatches])
                        for name, g in manifest.graphs.items()}
         self.kernels = {name: CudaKernel(self, f"kernel {name!r}", manifest.kernels[kname].params, kname)
                         for name, kname in manifest.exported_kernels.items()}
+
+    def _check_ptx_abi(self) -> None:
+        """The PTX's ABI descriptors must agree with the manifest (kiln.runtime.abi_digest); the
+        image actually loaded (a cubin, maybe) is checked again on the device by `loaded`."""
+        ptx = bytes(self._container.blobs[self.ptx_blob]) if self.ptx_blob in self._container.blobs else b""
+        try:
+            for k in self.manifest.kernels.values():
+                symbol = self._entry_of(k.name)
+                check_descriptor(ptx_descriptor(ptx, symbol), "kernel", k.name, symbol, k.params, "PTX")
+        except ArtifactError as e:
+            raise ArtifactError(f"{self.source}: {e}") from None
+
+    def _entry_of(self, kname: str) -> str:
+        entry = self.manifest.kernels[kname].entries.get(self.target.name)
+        if entry is None:
+            raise ArtifactError(f"kernel {kname!r} has no entry point for target {self.target.name!r}")
+        return entry
+
+    def _check_device_abi(self, lm: LoadedImage) -> None:
+        for k in self.manifest.kernels.values():
+            symbol = self._entry_of(k.name)
+            try:
+                check_descriptor(lm.global_bytes(symbol + SUFFIX, DIGEST_SIZE), "kernel", k.name, symbol, k.params,
+                                 lm.image_kind)
+            except ArtifactError as e:
+                raise ArtifactError(f"{self.source}: {e}") from None
 
     def loaded(self, device: int = 0) -> LoadedImage:
         lm = self._loaded.get(device)
@@ -100,7 +128,10 @@ class CudaModule:
             if blob == self.ptx_blob:
                 image += b"\0"
             entries = [ln.entry for launches in self.launches.values() for ln in launches]
-            lm = self._loaded[device] = LoadedImage(dev, image, kind, entries, self.block, self.source)
+            lm = LoadedImage(dev, image, kind, entries, self.block, self.source)
+            if blob != self.ptx_blob:           # the PTX text was checked when the file was read
+                self._check_device_abi(lm)
+            self._loaded[device] = lm
         return lm
 
     def image_kind(self, device: int = 0) -> str:

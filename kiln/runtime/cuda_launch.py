@@ -39,7 +39,23 @@ class LoadedImage:
                 occ = 2048 // block
             self.max_grid[e] = max(1, dev.sm_count * max(1, int(occ)))
         #: debug mode's error record in device memory (None for a release image)
+        self.image = image
         self.debug = DeviceDebugRecord(self.mod, source) if RECORD.encode() in image else None
+
+
+    def global_bytes(self, name: str, size: int) -> bytes | None:
+        """The `size` bytes of the module global `name` (None when the image has no such global
+        of that size)."""
+        drv = driver()
+        if name.encode() not in self.image:
+            return None
+        res = drv.cuModuleGetGlobal(self.mod, name.encode())
+        if res[0] != drv.CUresult.CUDA_SUCCESS or int(res[2]) != size:
+            return None
+        buf = ctypes.create_string_buffer(size)
+        check(drv.cuMemcpyDtoHAsync(ctypes.addressof(buf), res[1], size, 0), "cuMemcpyDtoHAsync")
+        check(drv.cuStreamSynchronize(0), "cuStreamSynchronize")
+        return buf.raw
 
 
 class DeviceDebugRecord:
