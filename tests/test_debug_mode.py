@@ -266,3 +266,27 @@ def test_cuda_runtime_reads_the_device_record(monkeypatch) -> None:
     assert fake.MEM[dptr].raw[:8] == bytes(8)                    # the record was cleared
     with pytest.raises(kl.ArgumentError, match="same array"):
         graph.run({**args, "y": args["x"]})
+
+
+def test_huge_unrolled_kernels_skip_the_quadratic_vectoriser(tmp_path) -> None:
+    from kiln.codegen import VECTORIZE_STATEMENT_LIMIT, worth_vectorizing
+
+    def small(x: F32_1):
+        for i in range(x.shape[0]):
+            x[i] = x[i] * 2.0
+
+    src = ("import kiln as kl\n"
+           "def big(x: kl.ndarray(kl.f32, ndim=1)):\n"
+           "    for i in range(x.shape[0]):\n"
+           f"        for j in kl.static(range({VECTORIZE_STATEMENT_LIMIT + 1})):\n"
+           "            x[i] = x[i] * 1.5 + 1.0\n")
+    path = tmp_path / "big_kernel.py"
+    path.write_text(src)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("big_kernel", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert worth_vectorizing([lower_kernel(kl.kernel(small), (F32_1,))])
+    big = lower_kernel(kl.kernel(mod.big), (F32_1,))
+    assert not worth_vectorizing([big])
