@@ -20,7 +20,9 @@ from kiln.errors import (
     ArtifactError,
     CudaError,
     KernelError,
+    KernelIndexError,
     KernelTypeError,
+    KernelZeroDivisionError,
     KilnError,
     KilnWarning,
     MissingExtraError,
@@ -56,7 +58,7 @@ _LAZY: dict[str, str] = {
     "CompiledGraph": "kiln.runtime.compiled", "CompiledKernel": "kiln.runtime.compiled",
     "CompiledModule": "kiln.runtime.compiled", "KernelRuntimeError": "kiln.runtime.compiled",
     "set_num_threads": "kiln.runtime.threads", "get_num_threads": "kiln.runtime.threads",
-    "set_device": "kiln.dispatch", "seed": "kiln.dispatch", "set_random_seed": "kiln.dispatch",
+    "set_device": "kiln.dispatch", "set_debug": "kiln.config", "seed": "kiln.dispatch", "set_random_seed": "kiln.dispatch",
     # module-level fields, compile-time parameters, Taichi-compatible entry points
     "field": "kiln.lang.fields", "Field": "kiln.lang.fields",
     "template": "kiln.lang.fields", "data_oriented": "kiln.lang.fields",
@@ -83,6 +85,7 @@ if TYPE_CHECKING:
     # What editors and type checkers see: the lazy names above, imported explicitly (`as` marks
     # them re-exported). Never executed, so `import kiln` stays cheap; tests/test_packaging.py
     # checks that this list and _LAZY name the same things.
+    from kiln.config import set_debug as set_debug
     from kiln.dispatch import cpu as cpu
     from kiln.dispatch import cuda as cuda
     from kiln.dispatch import gpu as gpu
@@ -182,8 +185,9 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "ArgumentError", "ArgumentValueError", "ArtifactError", "CudaError", "KernelError", "KernelTypeError", "KilnError",
-    "KilnWarning", "MissingExtraError", "TargetError", "bool_", "f16", "f32", "f64", "i8", "i16", "i32", "i64", "ndarray", "u8", "u16", "u32",
+    "ArgumentError", "ArgumentValueError", "ArtifactError", "CudaError", "KernelError", "KernelIndexError",
+    "KernelTypeError", "KernelZeroDivisionError", "KilnError", "KilnWarning", "MissingExtraError",
+    "TargetError", "bool_", "f16", "f32", "f64", "i8", "i16", "i32", "i64", "ndarray", "u8", "u16", "u32",
     "u64",
 ]
 __all__ += list(_LAZY)

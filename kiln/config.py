@@ -74,6 +74,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cuda_home", "CUDA_HOME", "", _text,
             "a CUDA toolkit folder searched for libdevice (`CUDA_PATH` is read when this is empty)."),
     Setting("cuda_path", "CUDA_PATH", "", _text, "as `CUDA_HOME`, the Windows spelling."),
+    Setting("debug", "KILN_DEBUG", False, _flag,
+            "`1`: compile every kernel in debug mode: array indices and integer divisors checked at run "
+            "time, overlapping arguments refused (docs/debug.md). `kl.set_debug` changes it at run time."),
     Setting("verify", "KILN_VERIFY", False, _flag,
             "`1`: run the IR verifier after every pass (always on under pytest); otherwise it runs "
             "once, after the last pass."),
@@ -164,6 +167,7 @@ class Config:
     libdevice: str
     cuda_home: str
     cuda_path: str
+    debug: bool
     verify: bool
     cache: bool
     cache_dir: str
@@ -233,6 +237,13 @@ def current() -> Config:
     if _current is None:
         _current = Config.from_environ()
     return _current
+
+
+def set_debug(enabled: bool = True) -> None:
+    """Compile kernels compiled from now on in debug mode (or not): the run-time form of
+    `KILN_DEBUG` (docs/debug.md). Kernels already compiled keep their mode."""
+    global _current
+    _current = current().replace(debug=bool(enabled))
 
 
 @contextmanager

@@ -100,30 +100,42 @@ class DirectKernel(Kernel):
     which have one specialisation per device.
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], debug: bool = False) -> None:
         super().__init__(fn)
+        #: always compiled in debug mode (`@kl.kernel(debug=True)`; docs/debug.md)
+        self.debug = debug
         self._call_cache: dict[tuple[Any, ...], Any] = {}
         self._fixed: tuple[str, Any] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         fixed = self._fixed
-        if fixed is not None and fixed[0] == _device:
+        if fixed is not None and fixed[0] == _mode(self):
             # compiled already for this device, one specialisation: the runtime checks the args
             return fixed[1](*args, **kwargs)
         return call_kernel(self, args, kwargs)
 
 
-def kernel(fn: Callable[..., Any]) -> DirectKernel:
-    """Decorator: compile `fn` as a kiln kernel (its outermost for loop runs in parallel)."""
-    return DirectKernel(fn)
+def kernel(fn: Callable[..., Any] | None = None, *, debug: bool = False) -> Any:
+    """Decorator: compile `fn` as a kiln kernel (its outermost for loop runs in parallel).
+    `@kl.kernel(debug=True)` compiles it with run-time checks (docs/debug.md)."""
+    if fn is None:
+        return lambda f: DirectKernel(f, debug)
+    return DirectKernel(fn, debug)
+
+
+def _mode(kernel: DirectKernel) -> str:
+    """The cache key of how a direct call compiles now: the device, and ":debug" in debug mode
+    (`@kl.kernel(debug=True)`, `kl.set_debug(True)`, `KILN_DEBUG=1`)."""
+    return _device + ":debug" if kernel.debug or config.current().debug else _device
 
 
 def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     device = _device
     if device not in DEVICES:
         raise ValueError(f"KILN_DEVICE must be 'cpu' or 'cuda', got {device!r}")
+    mode = _mode(kernel)
     fixed = kernel._fixed
-    if fixed is not None and fixed[0] == device:
+    if fixed is not None and fixed[0] == mode:
         # Fully annotated kernels have one specialisation: go straight to the runtime binder,
         # which checks every argument (dtype, ndim, contiguity, ranges) before running.
         fixed[1](*args, **kwargs)
@@ -134,14 +146,14 @@ def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, A
     for n, t in zip(names, types):
         if isinstance(t, TemplateArg):  # compiled in: not an argument of the native code
             del bound[n]
-    key = (device, types, default_fp())
+    key = (mode, types, default_fp())
     compiled = kernel._call_cache.get(key)
     if compiled is None:
-        compiled = _compile_direct(kernel, types, device)
+        compiled = _compile_direct(kernel, types, device, mode != device)
         kernel._call_cache[key] = compiled
         if all(isinstance(a, ScalarType | MatrixType) or isinstance(a, NdArrayType) and a.is_concrete
                for a in kernel.annotations) and not kernel.hidden_fields(types) and not draws(compiled.params):
-            kernel._fixed = (device, compiled)
+            kernel._fixed = (mode, compiled)
     for hidden, f in kernel.hidden_fields(types).items():
         bound[hidden] = f.array   # the field's own storage: direct calls update it in place
     if draws(compiled.params):
@@ -149,13 +161,14 @@ def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, A
     compiled.run(bound)
 
 
-def _compile_direct(kernel: Kernel, types: ParamTypes, device: str) -> Any:
-    """Compile one specialisation for `device` and link it in this process."""
+def _compile_direct(kernel: Kernel, types: ParamTypes, device: str, debug: bool = False) -> Any:
+    """Compile one specialisation for `device` (in debug mode or not) and link it here."""
     # __name__ is an identifier except for lambdas and the like, which cannot be kernels
     spec = KernelSpec(kernel.name, kernel, types)
     # fields are bound to their own arrays on every call: the file needs no copy of their content
-    request = (CompileRequest(kernels=(spec,), cpu_targets=(), cuda=True, field_init=False) if device == "cuda"
-               else CompileRequest(kernels=(spec,), cpu_targets=("host",), field_init=False))
+    request = (CompileRequest(kernels=(spec,), cpu_targets=(), cuda=True, field_init=False, debug=debug)
+               if device == "cuda" else CompileRequest(kernels=(spec,), cpu_targets=("host",), field_init=False,
+                                                       debug=debug))
     return compile_and_link(request).kernels[kernel.name]
 
 

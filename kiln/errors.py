@@ -110,3 +110,17 @@ class MissingCudaExtraError(MissingExtraError, CudaError):
 class KilnWarning(UserWarning):
     """A compile-time warning about the user's kernel code (e.g. a float stored into an int
     local), reported at the user's file and line."""
+
+
+class KernelIndexError(KilnError, IndexError):
+    """Debug mode: a kernel indexed an array outside its shape (docs/debug.md). The message names
+    the kernel, the source line, the array, the index and the shape; nothing after the failing
+    access ran (the kernel stopped there and the rest of the graph was skipped)."""
+
+    names_stage_in_message = False
+
+
+class KernelZeroDivisionError(KilnError, ZeroDivisionError):
+    """Debug mode: a kernel divided an integer by zero with `//` or `%` (docs/debug.md)."""
+
+    names_stage_in_message = False

@@ -38,9 +38,31 @@ def cuDevicePrimaryCtxRetain(dev): return (0, 11)
 def cuDeviceGetAttribute(a, dev): return (0, {1: 9, 2: 0, 3: 4}[a])
 def cuCtxGetCurrent(): return (0, 11)
 def cuCtxSetCurrent(c): return (0,)
+IMAGES = []      # the PTX/cubin images loaded, in order
+GLOBALS = {}     # global name -> (dptr, size) of the last image
+
+
 def cuModuleLoadData(image):
     LOG.append(("load", len(image)))
+    IMAGES.append(bytes(image))
+    GLOBALS.clear()
     return (0, 99)
+
+
+def cuModuleGetGlobal(mod, name):
+    """A PTX `.global .b8 name[n]` (with its `= {...}` initializer, if any) as device memory."""
+    import re
+    key = name.decode()
+    if key not in GLOBALS:
+        m = re.search(rb"\.b8 " + re.escape(name) + rb"\[(\d+)\](?: = \{([^}]*)\})?", IMAGES[-1])
+        if m is None:
+            return (500, None, 0)
+        size = int(m.group(1))
+        dptr = cuMemAlloc(size)[1]
+        if m.group(2):
+            ctypes.memmove(MEM[dptr], bytes(int(v) for v in m.group(2).split(b",")), size)
+        GLOBALS[key] = (dptr, size)
+    return (0, *GLOBALS[key])
 def cuModuleGetFunction(mod, name): return (0, name.decode())
 def cuOccupancyMaxActiveBlocksPerMultiprocessor(f, block, smem): return (0, 2)
 def cuMemAlloc(n):

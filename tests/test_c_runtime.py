@@ -467,6 +467,12 @@ def _damaged_variants(good: bytes) -> dict[str, tuple[bytes, str, str]]:
     def missing_field(doc: dict, _b: dict) -> None:
         del doc["graphs"]["main"]["params"][2]["access"]
 
+    def abi_shape(doc: dict, _b: dict) -> None:          # consistent, re-checksummed: only the ABI check sees it
+        doc["graphs"]["wave"]["params"][0]["shape"] = [None]
+
+    def abi_entry(doc: dict, _b: dict) -> None:          # the wave graph pointed at main's code
+        doc["graphs"]["wave"]["entries"] = dict(doc["graphs"]["main"]["entries"])
+
     def wrong_machine(_d: dict, b: dict) -> None:          # valid checksums, refused by the ELF checks
         for name in ("cpu.o", "cpu.aarch64.o"):
             b[name] = b[name][:18] + (40).to_bytes(2, "little") + b[name][20:]   # EM_ARM
@@ -496,6 +502,8 @@ def _damaged_variants(good: bytes) -> dict[str, tuple[bytes, str, str]]:
         "bad entry": (repack(bad_entry), "KILN_ERR_FORMAT", "entries.cpu: expected a symbol name"),
         "no targets": (repack(no_targets), "KILN_ERR_FORMAT", "the file holds no compiled target"),
         "missing field": (repack(missing_field), "KILN_ERR_FORMAT", "params[2].access: required field is missing"),
+        "abi shape": (repack(abi_shape), "KILN_ERR_FORMAT", "graph 'wave': the manifest disagrees with the object's ABI"),
+        "abi entry": (repack(abi_entry), "KILN_ERR_FORMAT", "graph 'wave': the manifest disagrees with the object's ABI"),
         "wrong machine": (repack(wrong_machine), "KILN_ERR_ELF", "ELF: e_machine is 40"),
         "bad external": (repack(bad_external), "KILN_ERR_ELF", "external symbol 'puts'"),
     }

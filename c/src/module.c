@@ -68,6 +68,123 @@ static kiln_status index_symbols(kiln_graph *g, kiln_error *err) {
     return KILN_OK;
 }
 
+/* ---- the ABI descriptor (kiln/runtime/abi_digest.py): SHA-256 of a canonical JSON of what the
+ * manifest says about an entry, compared with the object's `<symbol>_abi` global. The JSON must
+ * be byte for byte Python's json.dumps(doc, sort_keys=True, separators=(",", ":"),
+ * ensure_ascii=True). */
+typedef struct abi_text {
+    char *buf;
+    size_t len, cap;
+    int oom;
+} abi_text;
+
+static void put(abi_text *t, const char *s, size_t n) {
+    if (t->oom) return;
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = (t->cap ? t->cap * 2 : 1024) + n;
+        char *b = realloc(t->buf, cap);
+        if (!b) { t->oom = 1; return; }
+        t->buf = b;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, s, n);
+    t->len += n;
+}
+
+static void puts_(abi_text *t, const char *s) { put(t, s, strlen(s)); }
+
+static void put_u16(abi_text *t, unsigned v) {
+    char e[8];
+    snprintf(e, sizeof e, "\\u%04x", v & 0xFFFFu);
+    put(t, e, 6);
+}
+
+/* a JSON string as Python writes it with ensure_ascii: printable ASCII as is (but " and \),
+ * the usual short escapes, everything else \uXXXX (UTF-8 decoded, surrogate pairs above BMP) */
+static void put_str(abi_text *t, const char *s) {
+    put(t, "\"", 1);
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p;
+        const char *short_esc = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r"
+                              : c == '\t' ? "\\t" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
+        if (short_esc) { puts_(t, short_esc); p++; continue; }
+        if (c >= 0x20 && c < 0x7F) { put(t, (const char *)p, 1); p++; continue; }
+        unsigned cp = c, more = 0;
+        if (c >= 0xF0) { cp = c & 0x07; more = 3; } else if (c >= 0xE0) { cp = c & 0x0F; more = 2; }
+        else if (c >= 0xC0) { cp = c & 0x1F; more = 1; }
+        p++;
+        for (unsigned k = 0; k < more && (*p & 0xC0) == 0x80; k++, p++) cp = (cp << 6) | (*p & 0x3F);
+        if (cp >= 0x10000) {
+            cp -= 0x10000;
+            put_u16(t, 0xD800 + (cp >> 10));
+            put_u16(t, 0xDC00 + (cp & 0x3FF));
+        } else {
+            put_u16(t, cp);
+        }
+    }
+    put(t, "\"", 1);
+}
+
+static kiln_status check_abi(const kiln_module *m, const kiln_graph_desc *d, const char *sym, kiln_error *err) {
+    static const char *const access[] = {"none", "read", "write", "readwrite"};
+    abi_text t = {0};
+    char num[32];
+    puts_(&t, "{\"kind\":\"graph\",\"name\":");
+    put_str(&t, d->name);
+    puts_(&t, ",\"params\":[");
+    for (size_t i = 0; i < d->nparams; i++) {
+        const kiln_arg_info *a = &d->params[i].info;
+        puts_(&t, i ? ",{\"access\":\"" : "{\"access\":\"");
+        puts_(&t, access[a->access & 3]);
+        puts_(&t, "\",\"dtype\":\"");
+        puts_(&t, kiln_dtype_name(a->dtype));
+        puts_(&t, a->kind == KILN_ARRAY ? "\",\"kind\":\"ndarray\",\"name\":" : "\",\"kind\":\"scalar\",\"name\":");
+        put_str(&t, a->name);
+        snprintf(num, sizeof num, ",\"ndim\":%d,\"offset\":%lld,\"shape\":", a->ndim, (long long)d->params[i].offset);
+        puts_(&t, num);
+        if (!a->has_shape) {
+            puts_(&t, "null}");
+            continue;
+        }
+        puts_(&t, "[");
+        for (int k = 0; k < a->ndim; k++) {
+            if (k) puts_(&t, ",");
+            if (a->shape_symbol[k]) {
+                put_str(&t, a->shape_symbol[k]);
+            } else if (a->shape_size[k] >= 0) {
+                snprintf(num, sizeof num, "%lld", (long long)a->shape_size[k]);
+                puts_(&t, num);
+            } else {
+                puts_(&t, "null");
+            }
+        }
+        puts_(&t, "]}");
+    }
+    puts_(&t, "],\"symbol\":");
+    put_str(&t, sym);
+    puts_(&t, "}");
+    if (t.oom) {
+        free(t.buf);
+        return kiln_fail(err, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    uint8_t want[32];
+    kiln_sha256_digest(t.buf, t.len, want);
+    free(t.buf);
+    char glob[512];
+    snprintf(glob, sizeof glob, "%s_abi", sym);
+    kiln_error ignored;
+    uintptr_t a = kiln_elf_data_address(&m->object, glob, sizeof want, &ignored);
+    if (!a)
+        return kiln_fail(err, KILN_ERR_FORMAT, "graph '%s': the object has no ABI descriptor '%s' (a manifest that "
+                         "does not belong to this code, or a file written by an older kiln)", d->name, glob);
+    if (memcmp((const void *)a, want, sizeof want) != 0)
+        return kiln_fail(err, KILN_ERR_FORMAT, "graph '%s': the manifest disagrees with the object's ABI descriptor "
+                         "(parameters, access modes, shapes or entry point '%s' were changed, or the code "
+                         "belongs to another file)", d->name, sym);
+    return KILN_OK;
+}
+
 static kiln_status link_graphs(kiln_module *m, kiln_error *err) {
     m->ngraphs = m->manifest.ngraphs;
     m->graphs = calloc(m->ngraphs + 1, sizeof *m->graphs);
@@ -82,6 +199,8 @@ static kiln_status link_graphs(kiln_module *m, kiln_error *err) {
                              m->target->name);
         uintptr_t a = kiln_elf_code_address(&m->object, sym, err);
         if (!a) return KILN_ERR_ELF;
+        kiln_status abi = check_abi(m, g->desc, sym, err);
+        if (abi != KILN_OK) return abi;
         g->entry = (kiln_entry_fn)a;
         snprintf(g->owner, sizeof g->owner, "graph '%s'", g->desc->name);
         kiln_status st = index_symbols(g, err);

@@ -107,7 +107,7 @@ class KernelBodyEmitter(ExprEmitter):
         self.b.store(self.to_mem(v, t, self.b), slot)
 
     def s_Store(self, s: N.Store) -> None:
-        p, a = self.element_ptr(s.array, s.indices)
+        p, a = self.element_ptr(s.array, s.indices, s.check)
         v = self.convert(self.expr(s.value), s.value.type, a.dtype)
         self.b.store(self.to_mem(v, a.dtype, self.b), p, align=a.dtype.itemsize)
 

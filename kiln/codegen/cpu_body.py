@@ -60,6 +60,8 @@ class CpuBodyEmitter(KernelBodyEmitter):
         super().__init__(me, fir, fn)
         self.runtime = runtime
         self.n_parallel = 0             # parallel loops outlined so far (names their contexts)
+        #: while a privatised chunk loop is emitted: array -> (the real array, its element count)
+        self.private_real: dict[str, tuple[ArrayVal, ir.Value]] = {}
 
     # -- the outlined parallel loop -----------------------------------------------------------
     def emit_parallel_loop(self, s: N.ParallelFor, plan: N.ParallelPlan) -> None:
@@ -77,6 +79,7 @@ class CpuBodyEmitter(KernelBodyEmitter):
         body_fn = self._outline(s, plan, ctx_ty)
         weight = ir.Constant(I64, HEAVY_ITERATION_WEIGHT if plan.heavy_iterations else 1)
         b.call(self.runtime.parallel_for_fn(), [body_fn, ctx, total, weight])
+        self.leave_if_failed()
 
     def _context_fields(self, dims: list[tuple[ir.Value, ir.Value, ir.Value]]) -> list[ir.Value]:
         """What the body function reads from its context: every array (pointer, extents), every
@@ -124,6 +127,7 @@ class CpuBodyEmitter(KernelBodyEmitter):
         for _ in s.dims:
             dvals.append((get(i), get(i + 1), get(i + 2)))
             i += 3
+        sub.leave_if_failed()       # debug mode: another chunk failed a check, skip this one
         sub.emit_parallel_body(s, plan, dvals, lo, hi)
         sub.finish()
         return body_fn
@@ -265,10 +269,12 @@ class CpuBodyEmitter(KernelBodyEmitter):
             self._fill_identity(bufs[name], counts[name], op, real[name].dtype)
             self.arrays[name] = ArrayVal(bufs[name], real[name].extents, real[name].type)
         self.private = set(arrays)
+        self.private_real = {name: (real[name], counts[name]) for name in arrays}
         try:
             self.emit_chunk_loop(s, dvals, lo, hi)
         finally:
             self.private = set()
+            self.private_real = {}
             self.arrays.update(real)
         # Other chunks merge into the same real arrays concurrently: the merge stays atomic.
         for name, op in arrays.items():
@@ -283,13 +289,25 @@ class CpuBodyEmitter(KernelBodyEmitter):
 
     def private_rmw(self, e: N.AtomicRMW) -> None:
         """`x[idx] op= v` on a private copy: nobody else sees it, so no atomic is needed. SUB
-        subtracts here and the merge adds the net delta (see kiln.passes.plan_parallel)."""
+        subtracts here and the merge adds the net delta (see kiln.passes.plan_parallel).
+
+        The copy holds exactly the array's elements, so an element number outside the array
+        (a bin computed from bad data) must never reach it: that update goes to the real
+        array's atomic, exactly what the unprivatised loop does (docs/language.md, "Histograms")."""
         b = self.b
-        p, a = self.element_ptr(e.array, e.indices)
+        flat, a = self.flat_index(e.array, e.indices)
+        real, count = self.private_real[e.array.name]
         t = a.dtype                       # never bool: mem_type == reg_type
         v = self.convert(self.expr(e.value), e.value.type, t)
-        old = b.load(p, typ=reg_type(t), align=t.itemsize)
-        b.store(self.rmw_op(e.op, old, v, t), p, align=t.itemsize)
+        inside = b.icmp_unsigned("<", flat, count)
+        with b.if_else(inside, likely=True) as (private, shared):
+            with private:
+                p = gep(b, a.ptr, [flat], inbounds=True, source_etype=mem_type(t))
+                old = b.load(p, typ=reg_type(t), align=t.itemsize)
+                b.store(self.rmw_op(e.op, old, v, t), p, align=t.itemsize)
+            with shared:
+                p = gep(b, real.ptr, [flat], inbounds=False, source_etype=mem_type(t))
+                b.atomic_rmw(atomicrmw_name(e.op, t), p, v, "monotonic")
 
     def _index_loop(self, n: ir.Value, name: str, body: Callable[[ir.Value], None]) -> None:
         """for k in [0, n): body(k), at the builder's position (k is an i64)."""

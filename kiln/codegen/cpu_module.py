@@ -30,6 +30,7 @@ from kiln.config import TUNING
 from kiln.errors import KilnError
 from kiln.ir import nodes as N
 from kiln.ir.graph import ArgBinding, ConstBinding, GraphIR
+from kiln.runtime.debug_record import STATUS_CHECK_FAILED
 from kiln.types import NdArrayType, ScalarType
 
 #: the parallel-loop body type: void body(ptr ctx, i64 lo, i64 hi)
@@ -93,6 +94,7 @@ class CpuModuleEmitter(ModuleEmitterBase):
             self._emit_pyobj_wrapper(entry, layout_params([(p.name, p.type) for p in kf.params]))
         for f, fn in todo:
             self.emit_body(f, fn)
+        self.debug.emit_table()
 
     def _emit_entry(self, kf: N.FunctionIR, impl: ir.Function, entry: ir.Function) -> None:
         b = ir.IRBuilder(entry.append_basic_block("entry"))
@@ -114,8 +116,15 @@ class CpuModuleEmitter(ModuleEmitterBase):
                 if t.is_bool:
                     v = b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
                 args.append(v)
+        kidx = self.debug.kernel_index.get(kf.name)
+        if kidx is None:
+            b.call(impl, args)
+            b.ret(ir.Constant(I32, 0))
+            return
+        # debug mode: say which kernel runs (for the error message), report a failed check
+        b.store(ir.Constant(I64, kidx), self.debug.current_kernel(), align=8)
         b.call(impl, args)
-        b.ret(ir.Constant(I32, 0))
+        b.ret(b.select(self.debug.failed(b), ir.Constant(I32, STATUS_CHECK_FAILED), ir.Constant(I32, 0)))
 
     def _emit_pyobj_wrapper(self, entry: ir.Function, layout: list) -> None:
         """`int32 <entry>_pyobj(uint8_t *args, int64 data_offset)`: like `entry`, but each ndarray

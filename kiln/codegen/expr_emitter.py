@@ -30,7 +30,7 @@ from kiln.ir import nodes as N
 from kiln.ir.builtins import BUILTINS, as_float
 from kiln.ir.ops import ATOMIC_AS_BINARY, PLAIN_BINARY, atomicrmw_name
 from kiln.passes.plan_parallel import ReductionKey
-from kiln.types import INDEX, ScalarType, f32, f64, i64
+from kiln.types import INDEX, MAX_NDIM, ScalarType, f32, f64, i64
 
 
 class ExprEmitter:
@@ -56,6 +56,9 @@ class ExprEmitter:
         #: arrays that the chunk loop being emitted scatters into a private copy (self.arrays
         #: then points at the copy): their atomics become plain load-op-store
         self.private: set[str] = set()
+        #: debug mode: where this function's check ids start in the module's site table (None:
+        #: the function has no checks)
+        self.check_base: int | None = me.debug.base.get(fir.name)
 
     def new_var(self, name: str, t: ScalarType, init: ir.Value | None = None) -> None:
         slot = alloca(self.ab, mem_type(t), name=name)
@@ -95,19 +98,64 @@ class ExprEmitter:
             return self.convert(v, t, i64)
         return self.b.sext(v, I64) if t.kind == "i" else self.b.zext(v, I64)
 
-    def element_ptr(self, ref: N.ArrayRef, indices: tuple[N.Expr, ...]) -> tuple[ir.Value, ArrayVal]:
+    def flat_index(self, ref: N.ArrayRef, indices: tuple[N.Expr, ...], check: int = -1) -> tuple[ir.Value, ArrayVal]:
+        """The row-major element number of `ref[indices]`; with a debug check id (>= 0), every
+        index is first checked against its extent (a failure leaves the function)."""
         a = self.array(ref)
         if len(indices) != len(a.extents):
             raise codegen_error(f"codegen: {ref.name} needs {len(a.extents)} indices", ref.loc)
-        flat = None
-        for d, ix in enumerate(indices):
-            v = self.index64(ix)
-            if flat is None:
-                flat = v
-            else:
-                flat = self.b.add(self.b.mul(flat, a.extents[d], flags=("nsw",)), v, flags=("nsw",))
+        values = [self.index64(ix) for ix in indices]
+        if check >= 0 and self.check_base is not None:
+            b = self.b
+            ok = b.icmp_unsigned("<", values[0], a.extents[0])     # unsigned: negatives fail too
+            for v, e in zip(values[1:], a.extents[1:]):
+                ok = b.and_(ok, b.icmp_unsigned("<", v, e))
+            self.guard(ok, check, values, a.extents)
+        flat = values[0]
+        for d, v in enumerate(values[1:], 1):
+            flat = self.b.add(self.b.mul(flat, a.extents[d], flags=("nsw",)), v, flags=("nsw",))
+        return flat, a
+
+    def element_ptr(self, ref: N.ArrayRef, indices: tuple[N.Expr, ...], check: int = -1) -> tuple[ir.Value, ArrayVal]:
+        flat, a = self.flat_index(ref, indices, check)
         p = gep(self.b, a.ptr, [flat], inbounds=True, source_etype=mem_type(a.dtype))
         return p, a
+
+    # -- debug mode ---------------------------------------------------------------------------
+    def guard(self, ok: ir.Value, check: int, values: list[ir.Value], extents: list[ir.Value]) -> None:
+        """Continue when `ok`; else record check `check` (with the index values and extents) in
+        the module's error record and leave the function (kiln.codegen.debug_checks)."""
+        assert self.check_base is not None
+        b = self.b
+        fail = self.fn.append_basic_block("check.fail")
+        cont = self.fn.append_basic_block("check.ok")
+        b.cbranch(ok, cont, fail)
+        b.position_at_end(fail)
+        pad = [ir.Constant(I64, 0)] * (MAX_NDIM - len(values))
+        b.call(self.me.debug.fail_fn(), [ir.Constant(I64, self.check_base + check), ir.Constant(I64, len(values)),
+                                         *values, *pad, *extents, *pad])
+        self.leave()
+        b.position_at_end(cont)
+
+    def leave(self) -> None:
+        """Return from the function being emitted (a zero value where it returns one)."""
+        rt = self.fn.function_type.return_type
+        if isinstance(rt, ir.VoidType):
+            self.b.ret_void()
+        else:
+            self.b.ret(ir.Constant(rt, None))
+
+    def leave_if_failed(self) -> None:
+        """Debug mode, after a call that may have failed a check: leave the function too."""
+        if self.check_base is None:
+            return
+        b = self.b
+        stop = self.fn.append_basic_block("check.stop")
+        cont = self.fn.append_basic_block("check.cont")
+        b.cbranch(self.me.debug.failed(b), stop, cont)
+        b.position_at_end(stop)
+        self.leave()
+        b.position_at_end(cont)
 
     # -- expressions ------------------------------------------------------------------------
     def expr(self, e: N.Expr) -> ir.Value:
@@ -128,7 +176,7 @@ class ExprEmitter:
         return self.convert(self.array(e.array).extents[e.dim], INDEX, e.type)
 
     def e_Load(self, e: N.Load) -> ir.Value:
-        p, a = self.element_ptr(e.array, e.indices)
+        p, a = self.element_ptr(e.array, e.indices, e.check)
         t = a.dtype
         v = self.from_mem(self.b.load(p, typ=mem_type(t), align=t.itemsize), t, self.b)
         return self.convert(v, t, e.type)
@@ -158,6 +206,8 @@ class ExprEmitter:
         if e.op in (N.BinaryOp.SHL, N.BinaryOp.SHR):
             return self.shift(e.op, lhs, t, rv, e.rhs.type)
         rhs = self.convert(rv, e.rhs.type, t)
+        if e.check >= 0 and self.check_base is not None:      # debug: integer // or % by zero
+            self.guard(self.b.icmp_unsigned("!=", rhs, ir.Constant(rhs.type, 0)), e.check, [], [])
         return self.binop(e.op, lhs, rhs, t, e.loc)
 
     def binop(self, op: N.BinaryOp, a: ir.Value, c: ir.Value, t: ScalarType, loc: N.Loc) -> ir.Value:
@@ -322,14 +372,15 @@ class ExprEmitter:
                 assert isinstance(p.type, ScalarType)
                 args.append(self.convert(self.expr(a), a.type, p.type))
         r = self.b.call(fn, args)
+        self.leave_if_failed()
         if f.ret is None:
             return ir.Constant(reg_type(e.type), None)
         return self.convert(r, f.ret, e.type)
 
     # -- atomics ----------------------------------------------------------------------------
     def atomic(self, op: N.AtomicOp, ref: N.ArrayRef, indices: tuple[N.Expr, ...], value: N.Expr,
-               loc: N.Loc) -> ir.Value:
-        p, a = self.element_ptr(ref, indices)
+               loc: N.Loc, check: int = -1) -> ir.Value:
+        p, a = self.element_ptr(ref, indices, check)
         t = a.dtype
         v = self.to_mem(self.convert(self.expr(value), value.type, t), t, self.b)
         llop = atomicrmw_name(op, t)
@@ -344,7 +395,7 @@ class ExprEmitter:
         return self.binop(ATOMIC_AS_BINARY[op], old, v, t, N.NO_LOC)
 
     def e_AtomicRMW(self, e: N.AtomicRMW) -> ir.Value:
-        old = self.atomic(e.op, e.array, e.indices, e.value, e.loc)
+        old = self.atomic(e.op, e.array, e.indices, e.value, e.loc, e.check)
         return self.convert(old, e.array.type.dtype, e.type)  # type: ignore[arg-type]
 
     # -- builtins ---------------------------------------------------------------------------

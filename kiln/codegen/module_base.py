@@ -6,14 +6,21 @@ its entries and says which body emitter lowers its function bodies (`new_body_em
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from llvmlite import ir
 
-from kiln.codegen.llvm_util import FLOAT_SUFFIX, I1, I64, PTR, VOID, c_ident, fn_attrs, reg_type
+from kiln.artifact.manifest import ParamInfo
+from kiln.codegen.debug_checks import DebugChecks
+from kiln.codegen.llvm_util import FLOAT_SUFFIX, I1, I8, I64, PTR, VOID, c_ident, fn_attrs, reg_type
+from kiln.errors import KilnError
 from kiln.ir import nodes as N
+from kiln.runtime.abi_digest import DIGEST_SIZE, SUFFIX, abi_digest
 from kiln.types import NdArrayType, ScalarType
+
+#: the manifest's parameters of each entry point: ("kernel", IR name) or ("graph", name) -> params
+AbiParams = Mapping[tuple[str, str], Sequence[ParamInfo]]
 
 
 class BodyEmitter(Protocol):
@@ -38,6 +45,8 @@ class ModuleEmitterBase(ABC):
         self.kernel_irs: dict[str, N.FunctionIR] = {}
         self.kernel_symbols: dict[str, str] = {}
         self._ipow: dict[str, ir.Function] = {}
+        #: debug mode's record, site table and fail helper (unused by release kernels)
+        self.debug = DebugChecks(self.module, self.unique)
 
     @abstractmethod
     def new_body_emitter(self, fir: N.FunctionIR, fn: ir.Function) -> BodyEmitter:
@@ -49,6 +58,22 @@ class ModuleEmitterBase(ABC):
 
     def emit_body(self, fir: N.FunctionIR, fn: ir.Function) -> None:
         self.new_body_emitter(fir, fn).emit()
+
+    def add_abi_descriptors(self, abi: AbiParams) -> None:
+        """`<entry>_abi`: the digest of what the manifest will say about each entry point
+        (kiln.runtime.abi_digest), which the loader compares with the manifest it reads."""
+        ty = ir.ArrayType(I8, DIGEST_SIZE)
+        graph_symbols: dict[str, str] = getattr(self, "graph_symbols", {})    # CPU modules only
+        entries = [("kernel", n, s) for n, s in self.kernel_symbols.items()] + [
+            ("graph", n, s) for n, s in graph_symbols.items()]
+        for kind, name, symbol in entries:
+            params = abi.get((kind, name))
+            if params is None:
+                raise KilnError(f"no ABI parameters for {kind} {name!r}")
+            g = ir.GlobalVariable(self.module, ty, symbol + SUFFIX)
+            g.initializer = ir.Constant(ty, bytearray(abi_digest(kind, name, symbol, params)))
+            g.storage_class = "dso_local"
+            g.align = 8
 
     # -- names and declarations -----------------------------------------------------------
     def unique(self, base: str) -> str:
@@ -77,6 +102,7 @@ class ModuleEmitterBase(ABC):
         any order; returns the (IR, LLVM function) pairs whose bodies still need emitting."""
         todo: list[tuple[N.FunctionIR, ir.Function]] = []
         for k in kernels:
+            self.debug.register(k, [f.name for f in k.funcs if f.name not in self.func_irs])
             for f in k.funcs:
                 if f.name in self.func_irs:
                     continue

@@ -57,7 +57,7 @@ from kiln.codegen.llvm_util import (
     mem_type,
     reg_type,
 )
-from kiln.codegen.module_base import ModuleEmitterBase
+from kiln.codegen.module_base import AbiParams, ModuleEmitterBase
 from kiln.codegen.nvptx_math import GPU_MATH, GpuMathLibrary
 from kiln.config import TUNING
 from kiln.errors import KernelError, KilnError, TargetError
@@ -215,6 +215,7 @@ class NvptxModuleEmitter(ModuleEmitterBase):
                 launches.append(self._emit_phase(k, ph, sym))
             self.launches[kf.name] = launches
             self.kernel_symbols[kf.name] = launches[0].entry
+        self.debug.emit_table()     # debug mode: the CUDA runtime decodes failed checks with it
 
     def _emit_phase(self, k: N.KernelIR, ph: N.LaunchPhase, sym: str) -> Launch:
         """The PTX entry `sym` of one launch phase: the stripped prefix, then the phase's own
@@ -758,7 +759,7 @@ def _warn_builtin_math() -> None:
 
 def build_ptx(kernels: Sequence[N.KernelIR], arch: str = DEFAULT_PTX_ARCH,
               features: str = DEFAULT_PTX_FEATURES, opt_level: int = 3, want_asm: bool = False,
-              fast_math: bool = False, libdevice: str | bool = True) -> PtxCode:
+              fast_math: bool = False, libdevice: str | bool = True, abi: AbiParams | None = None) -> PtxCode:
     """Compile planned kernels to one PTX module (`.target arch`), with its launches. The PTX is
     the assembly; `want_asm` also copies it into `PtxCode.asm` (for stage dumps).
 
@@ -771,6 +772,8 @@ def build_ptx(kernels: Sequence[N.KernelIR], arch: str = DEFAULT_PTX_ARCH,
     path = find_libdevice() if libdevice is True else (libdevice or None)
     me = NvptxModuleEmitter(str(tm.target_data), libdevice=path is not None, fast_math=fast_math)
     me.add_kernels(kernels)
+    if abi is not None:                 # kiln.runtime.abi_digest: binds the manifest to this PTX
+        me.add_abi_descriptors(abi)
     if path is None and me.math.used and libdevice is True and not libdevice_turned_off():
         _warn_builtin_math()
     link = None

@@ -30,6 +30,10 @@ OBJECT_CONTRACT (what every object blob produced by `kiln.codegen.build_object` 
         `kiln_rt_min_parallel_iters`  int64 = 4096  (smaller loops run on the calling thread)
       With the pointers NULL or num_threads <= 1 every kernel runs serially; libgomp is never
       referenced by symbol, so the object links without it.
+    * `<entry symbol>_abi`: 32 bytes of writable data per entry, the SHA-256 that binds the
+      manifest's description of that entry to the code (kiln.runtime.abi_digest);
+    * debug builds only: `kiln_debug_record`, `kiln_debug_kernel`, `kiln_debug_table` and
+      `kiln_debug_table_len` (writable data, kiln.runtime.debug_record).
 - Undefined (external) symbols: only those in ALLOWED_EXTERNAL_SYMBOLS: libm math functions,
   memset/memcpy/memmove, and the half-precision conversion helpers `__extendhfsf2` /
   `__truncsfhf2` (compiler-rt / libgcc), which LLVM calls only for f16 on targets without F16C

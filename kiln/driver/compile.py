@@ -7,6 +7,7 @@ always the serialized file, and the runtime links it from those bytes, so a grap
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import warnings
@@ -43,7 +44,7 @@ from kiln.types import MatrixType, NdArrayType, ScalarType, u32
 
 def compile_program(request: CompileRequest, options: CompileOptions | None = None) -> bytes:
     """Compile every graph and kernel of `request` for its targets; return the file's bytes."""
-    pipe = Pipeline(options or CompileOptions.from_config(config.current()))
+    pipe = Pipeline(_with_debug(options or CompileOptions.from_config(config.current()), request))
     key = None
     if cache.enabled_for(request, dumping=bool(pipe.options.dump)):
         with pipe.stage("disk cache lookup"):
@@ -80,13 +81,14 @@ def _compile(pipe: Pipeline, request: CompileRequest) -> bytes:
     kernels = lowering.unique_kernels()
     # 3. Native code: one object for all kernels and graph entry points (CPU), PTX + cubins (CUDA).
     out = _NativeOutputs(kernels, graphs)
+    abi = _abi_params(request, graphs, kernels, lowering)
     for cpu_target in _cpu_targets(request.cpu_targets):
-        _build_cpu(pipe, unit, cpu_target, kernels, graphs, out)
-    cuda_doc = (_build_cuda(pipe, unit, kernels, request.cuda_archs, out, fast_math=request.fast_math)
+        _build_cpu(pipe, unit, cpu_target, kernels, graphs, out, abi)
+    cuda_doc = (_build_cuda(pipe, unit, kernels, request.cuda_archs, out, fast_math=request.fast_math, abi=abi)
                 if request.cuda else None)
     # 4. Manifest + container.
     with pipe.stage("pack"):
-        doc = _manifest(request, graphs, kernels, lowering, exported, out).to_json()
+        doc = _manifest(request, graphs, kernels, lowering, exported, out, abi).to_json()
         if cuda_doc is not None:
             doc["cuda"] = cuda_doc      # optional launch data (docs/format.md, "CUDA targets")
         return container.pack(doc, out.blobs)
@@ -96,6 +98,16 @@ def lower_kernel(kernel: Any, param_types: ParamTypes, options: CompileOptions |
     """Front end and IR passes for one kernel specialisation (kiln.driver.pipeline.IR_PASSES)."""
     pipe = Pipeline(options or CompileOptions.from_config(config.current()))
     return pipe.lower(kernel.qualname, lambda: kernel.specialize(param_types))
+
+
+def _with_debug(options: CompileOptions, request: CompileRequest) -> CompileOptions:
+    """`options`, in debug mode when the request asks for it (compile(debug=True))."""
+    return dataclasses.replace(options, debug=True) if request.debug and not options.debug else options
+
+
+def _kernel_debug(kernel: Any) -> bool:
+    """Whether a kernel was declared `@kl.kernel(debug=True)`."""
+    return bool(getattr(kernel, "debug", False))
 
 
 class _Lowering:
@@ -118,7 +130,7 @@ class _Lowering:
     def kernel_ir(self, kernel: Any, types: ParamTypes) -> KernelIR:
         key = (id(kernel), types)
         if key not in self.lowered:
-            kir = self.pipe.lower(kernel.qualname, lambda: kernel.specialize(types))
+            kir = self.pipe.lower(kernel.qualname, lambda: kernel.specialize(types), _kernel_debug(kernel))
             self.lowered[key] = passes.make_names_unique([*self.lowered.values(), kir])[-1]
         return self.lowered[key]
 
@@ -194,13 +206,29 @@ def cpu_target_names(arch: str) -> tuple[str, str]:
     return f"cpu.{arch}", f"cpu.{arch}.o"
 
 
+def _abi_params(request: CompileRequest, graphs: Sequence[GraphIR], kernels: Sequence[KernelIR],
+                lowering: _Lowering) -> dict[tuple[str, str], tuple[ParamInfo, ...]]:
+    """What the manifest will say about each entry's parameters, for the object's ABI
+    descriptors (kiln.runtime.abi_digest): the same functions build both."""
+    by_name = lowering.by_name()
+    user_types = {kir.kernel.name: types for (_, types), kir in lowering.lowered.items()}
+    abi = {("kernel", k.kernel.name): _kernel_info(k, lowering.access(k), {}, user_types.get(k.kernel.name, ())).params
+           for k in kernels}
+    abi.update({("graph", g.name): _graph_param_infos(_graph_args(spec.args, g.dispatches), g, by_name,
+                                                      lowering.access)
+                for spec, g in zip(request.graphs, graphs)})
+    return abi
+
+
 def _build_cpu(pipe: Pipeline, unit: str, target: Any, kernels: Sequence[KernelIR],
-               graphs: Sequence[GraphIR], out: _NativeOutputs) -> None:
+               graphs: Sequence[GraphIR], out: _NativeOutputs,
+               abi: dict[tuple[str, str], tuple[ParamInfo, ...]] | None = None) -> None:
     """One x86-64/aarch64 ELF object for every kernel and graph entry point."""
     # lazy: LLVM (llvmlite) is imported by the first compile, not when kernels or graphs are defined
     from kiln import codegen
 
-    obj = codegen.build_object(kernels, graphs, target, stage=pipe.stage, want_asm="asm" in pipe.options.dump)
+    obj = codegen.build_object(kernels, graphs, target, stage=pipe.stage, want_asm="asm" in pipe.options.dump,
+                               abi=abi)
     tname, blob_name = cpu_target_names(target.arch)
     prefix = "" if tname == "cpu" else f"{tname}."     # dump names stay short for the usual x86-64 file
     pipe.dump("llvm", unit, f"{prefix}llvm_emit", lambda: obj.llvm_ir_unoptimised)
@@ -215,14 +243,15 @@ def _build_cpu(pipe: Pipeline, unit: str, target: Any, kernels: Sequence[KernelI
 
 
 def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: Sequence[str] | None,
-                out: _NativeOutputs, *, fast_math: bool = False) -> dict[str, Any]:
+                out: _NativeOutputs, *, fast_math: bool = False,
+                abi: dict[tuple[str, str], tuple[ParamInfo, ...]] | None = None) -> dict[str, Any]:
     """PTX for every kernel, cubins for `archs` when nvJitLink is importable (kiln.codegen.nvptx);
     returns the manifest's CUDA launch section."""
     # lazy, as above; modules rather than names because tests replace their functions
     from kiln.codegen import cuda_link, nvptx
 
     with pipe.stage("ptx"):
-        ptx = nvptx.build_ptx(kernels, fast_math=fast_math)
+        ptx = nvptx.build_ptx(kernels, fast_math=fast_math, abi=abi)
     pipe.dump("ptx", unit, "ptx", lambda: ptx.ptx)
     archs = tuple(nvptx.DEFAULT_CUBIN_ARCHS if archs is None else archs)
     names = ["cuda.ptx"]
@@ -252,20 +281,19 @@ def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: S
 
 
 def _manifest(request: CompileRequest, graphs: Sequence[GraphIR], kernels: Sequence[KernelIR],
-              lowering: _Lowering, exported: dict[str, str], out: _NativeOutputs) -> Manifest:
-    by_name = lowering.by_name()
-    user_types = {kir.kernel.name: types for (_, types), kir in lowering.lowered.items()}
+              lowering: _Lowering, exported: dict[str, str], out: _NativeOutputs,
+              abi: dict[tuple[str, str], tuple[ParamInfo, ...]]) -> Manifest:
+    """The manifest; its parameters are exactly the ones the object's ABI descriptors hash."""
     return Manifest(
         format_version=(container.FORMAT_MAJOR, container.FORMAT_MINOR),
         kiln_version=KILN_VERSION,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         targets=tuple(out.targets),
-        kernels={k.kernel.name: _kernel_info(k, lowering.access(k), out.kernel_entries[k.kernel.name],
-                                             user_types.get(k.kernel.name, ())) for k in kernels},
-        graphs={g.name: GraphInfo(g.name, _graph_param_infos(_graph_args(spec.args, g.dispatches), g, by_name,
-                                                             lowering.access),
-                                  _dispatch_infos(g.dispatches), out.graph_entries[g.name])
-                for spec, g in zip(request.graphs, graphs)},
+        kernels={k.kernel.name: KernelInfo(k.kernel.name, k.display_name or k.kernel.name,
+                                           abi["kernel", k.kernel.name], out.kernel_entries[k.kernel.name])
+                 for k in kernels},
+        graphs={g.name: GraphInfo(g.name, abi["graph", g.name], _dispatch_infos(g.dispatches),
+                                  out.graph_entries[g.name]) for g in graphs},
         exported_kernels=exported,
         fields=fields.field_infos(request, out.blobs),
         random_seed=request.random_seed,

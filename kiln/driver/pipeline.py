@@ -53,14 +53,29 @@ IR_PASSES: tuple[Pass, ...] = (
 )
 
 
+#: the passes that follow IR_PASSES in debug mode (`compile(debug=True)`, `KILN_DEBUG=1`,
+#: `@kl.kernel(debug=True)`; docs/debug.md)
+DEBUG_PASSES: tuple[Pass, ...] = (
+    Pass("insert_bounds_checks", passes.insert_bounds_checks,
+         "debug mode: check every array index and integer divisor at run time"),
+)
+
+
+def ir_passes(debug: bool) -> tuple[Pass, ...]:
+    """The passes a kernel goes through: IR_PASSES, then DEBUG_PASSES in debug mode."""
+    return IR_PASSES + DEBUG_PASSES if debug else IR_PASSES
+
+
 @dataclass(frozen=True)
 class CompileOptions:
-    """What the pipeline watches: dump kinds and folder, timing, verify after every pass."""
+    """What the pipeline watches: dump kinds and folder, timing, verify after every pass; and
+    `debug`: every kernel compiled with run-time checks (docs/debug.md)."""
 
     dump: frozenset[str] = frozenset()
     dump_dir: str = "kiln_dump"
     timing: bool = False
     verify_each_pass: bool = False
+    debug: bool = False
 
     @classmethod
     def from_config(cls, cfg: Config, dump: str | Sequence[str] | None = None) -> CompileOptions:
@@ -70,7 +85,7 @@ class CompileOptions:
         unknown = sorted(set(kinds) - set(DUMP_KINDS))
         if unknown:
             raise KilnError(f"unknown dump kind(s) {', '.join(unknown)}: expected some of {', '.join(DUMP_KINDS)}")
-        return cls(frozenset(kinds), cfg.dump_dir, cfg.timing, cfg.verify)
+        return cls(frozenset(kinds), cfg.dump_dir, cfg.timing, cfg.verify, cfg.debug)
 
 
 _STAGE_EXT = {"ir": "kir", "llvm": "ll", "asm": "s", "ptx": "ptx"}
@@ -107,15 +122,16 @@ class Pipeline:
         finally:
             self.timings.setdefault(name, []).append(time.perf_counter() - t0)
 
-    def lower(self, kernel_name: str, front_end: Callable[[], KernelIR]) -> KernelIR:
-        """Front end, then every pass in IR_PASSES, verified after each or once at the end."""
+    def lower(self, kernel_name: str, front_end: Callable[[], KernelIR], debug: bool = False) -> KernelIR:
+        """Front end, then every pass in IR_PASSES (and DEBUG_PASSES when `debug` or the options
+        say so), verified after each or once at the end."""
         with self.stage("front end"):
             kir = front_end()
         self.dump("ir", kernel_name, "front_end", lambda: format_ir(kir))
         if self.options.verify_each_pass:
             with self.stage("verify"):
                 verify(kir, lowered=False)
-        for p in IR_PASSES:
+        for p in ir_passes(debug or self.options.debug):
             with self.stage(p.name):
                 kir = p.run(kir)
             self.dump("ir", kernel_name, p.name, functools.partial(format_ir, kir))
@@ -148,7 +164,7 @@ class Pipeline:
 
 def _past_lowering(p: Pass) -> bool:
     """Whether AugStore must be gone after pass `p` (it is lowered by lower_aug_stores)."""
-    names = [q.name for q in IR_PASSES]
+    names = [q.name for q in IR_PASSES + DEBUG_PASSES]
     return names.index(p.name) >= names.index("lower_aug_stores")
 
 

@@ -60,6 +60,7 @@ class CompileRequest:
     cuda: bool = False                       # also build PTX (+ cubins) for CUDA
     cuda_archs: tuple[str, ...] | None = None
     fast_math: bool = False                  # CUDA: libdevice's fast f32 sin/cos/exp/log/... variants
+    debug: bool = False                      # every kernel with run-time checks (docs/debug.md)
     #: record each field's content at compile time as its initial value (False for direct calls,
     #: which bind fields to their own arrays)
     field_init: bool = True

@@ -130,16 +130,16 @@ class GraphBuilder(Sequential):
 
     def compile(self, target: str = "host", name: str = "main", targets: list[str] | None = None,
                 cuda_archs: list[str] | None = None, dump: str | Sequence[str] | None = None,
-                fast_math: bool = False, seed: int = 0) -> CompiledGraph:
+                fast_math: bool = False, seed: int = 0, debug: bool = False) -> CompiledGraph:
         """Compile for the host CPU (or a portable baseline such as "x86-64-v2"); `targets`
         (e.g. ["cpu", "cuda"]), `cuda_archs` and `fast_math` as in `kl.Module` (docs/cuda.md);
         `dump` as in `kl.Module.compile`; `seed` starts the graph's random numbers (kl.random;
-        `compiled.seed(n)` restarts them)."""
+        `compiled.seed(n)` restarts them); `debug=True`: run-time checks (docs/debug.md)."""
         self.check(name)
         cpu_targets, cuda = resolve_targets(target, targets)
         request = CompileRequest((self.spec(name),), (), cpu_targets, cuda,
                                  None if cuda_archs is None else tuple(cuda_archs), fast_math=fast_math,
-                                 random_seed=seed)
+                                 random_seed=seed, debug=debug)
         return compile_and_link(request, dump).graphs[name]
 
 

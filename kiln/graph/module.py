@@ -100,22 +100,23 @@ class Module:
         self.kernels[name] = (kernel, types)
         self._compiled = None
 
-    def compile(self, dump: str | Sequence[str] | None = None) -> CompiledModule:
+    def compile(self, dump: str | Sequence[str] | None = None, debug: bool = False) -> CompiledModule:
         """Compile everything to native code and link it into this process. `dump` ("ir,llvm",
         or a list of "ir", "llvm", "asm", "ptx") writes those stages to KILN_DUMP_DIR
-        (docs/architecture.md); it replaces KILN_DUMP and always compiles afresh."""
-        if self._compiled is None or dump is not None:
-            self._compiled = compile_and_link(self.compile_request(), dump)
+        (docs/architecture.md); it replaces KILN_DUMP and always compiles afresh. `debug=True`
+        compiles afresh with run-time checks (docs/debug.md)."""
+        if self._compiled is None or dump is not None or debug:
+            self._compiled = compile_and_link(self.compile_request(debug), dump)
         assert self._compiled is not None
         return self._compiled
 
-    def compile_request(self) -> CompileRequest:
+    def compile_request(self, debug: bool = False) -> CompileRequest:
         """This module as the driver's plain-data input."""
         cpu_targets, cuda = resolve_targets(self.target, self.targets)
         graphs = tuple(builder.spec(name) for name, builder in self.graphs.items())
         kernels = tuple(KernelSpec(name, k, types) for name, (k, types) in self.kernels.items())
         return CompileRequest(graphs, kernels, cpu_targets, cuda, self.cuda_archs, fast_math=self.fast_math,
-                              random_seed=self.seed)
+                              random_seed=self.seed, debug=debug)
 
     def save(self, path: str | os.PathLike[str], sign_key: Any = None) -> None:
         """Compile (once) and write the .kiln file, signed with `sign_key` if given (kiln.signing)."""

@@ -130,6 +130,9 @@ class Load(Expr):
 
     array: ArrayRef
     indices: tuple[Expr, ...]
+    #: debug mode: the index of this access's site in `KernelIR.checks` (bounds-checked when
+    #: >= 0; set only by kiln.passes.insert_bounds_checks)
+    check: int = -1
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,9 @@ class Binary(Expr):
     op: BinaryOp
     lhs: Expr
     rhs: Expr
+    #: debug mode: integer `//` and `%` whose divisor is checked for zero (a `KernelIR.checks`
+    #: index, as on Load)
+    check: int = -1
 
 
 @dataclass(frozen=True)
@@ -195,6 +201,7 @@ class AtomicRMW(Expr):
     array: ArrayRef
     indices: tuple[Expr, ...]
     value: Expr
+    check: int = -1             # as on Load
 
 
 @dataclass(frozen=True)
@@ -231,6 +238,7 @@ class Store(Stmt):
     array: ArrayRef
     indices: tuple[Expr, ...]
     value: Expr
+    check: int = -1             # as on Load
 
 
 @dataclass(frozen=True)
@@ -424,6 +432,18 @@ class LaunchPlan:
 
 
 @dataclass(frozen=True)
+class CheckSite:
+    """One run-time check of debug mode (kiln.passes.insert_bounds_checks): `kind` "index" (an
+    access of `array`, whose indices must satisfy 0 <= i < extent in every dimension) or
+    "divide" (an integer `//`/`%` whose divisor must be non-zero; `array` is empty). `loc` is
+    the user's source line; a failing check stops the kernel and is reported with it."""
+
+    kind: str
+    array: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
 class KernelIR:
     """A kernel together with every func it (transitively) calls, callees first."""
 
@@ -433,3 +453,6 @@ class KernelIR:
     display_name: str = ""
     #: set by kiln.passes.plan_parallel (None before)
     launch_plan: LaunchPlan | None = None
+    #: debug mode: the check sites that accesses and divisions of the kernel and its funcs refer
+    #: to by index (`Load.check`, ...); empty in release builds
+    checks: tuple[CheckSite, ...] = ()

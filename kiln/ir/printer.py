@@ -42,10 +42,12 @@ def expr_text(e: ir.Expr | ir.ArrayRef) -> str:
     if isinstance(e, ir.Shape):
         return f"{e.array.name}.shape[{e.dim}]"
     if isinstance(e, ir.Load):
-        return _element(e.array, e.indices)
+        return _element(e.array, e.indices, e.check)
     if isinstance(e, ir.Unary):
         sep = " " if e.op is ir.UnaryOp.NOT else ""
         return f"{e.op.value}{sep}{expr_text(e.operand)}"
+    if isinstance(e, ir.Binary) and e.check >= 0:
+        return f"({expr_text(e.lhs)} {e.op.value}!{e.check} {expr_text(e.rhs)})"
     if isinstance(e, ir.Binary | ir.Compare | ir.Logical):
         return f"({expr_text(e.lhs)} {e.op.value} {expr_text(e.rhs)})"
     if isinstance(e, ir.Select):
@@ -55,7 +57,7 @@ def expr_text(e: ir.Expr | ir.ArrayRef) -> str:
     if isinstance(e, ir.BuiltinCall):
         return f"{e.name}({_args(e.args)}):{e.type.name}"
     if isinstance(e, ir.AtomicRMW):
-        return f"atomic_{e.op.value}({_element(e.array, e.indices)}, {expr_text(e.value)})"
+        return f"atomic_{e.op.value}({_element(e.array, e.indices, e.check)}, {expr_text(e.value)})"
     if isinstance(e, ir.Call):
         return f"call {e.func}({_args(e.args)}):{e.type.name}"
     raise TypeError(f"format_ir: unknown expression node {type(e).__name__}")
@@ -65,8 +67,10 @@ def _args(args: Iterable[ir.Expr | ir.ArrayRef]) -> str:
     return ", ".join(expr_text(a) for a in args)
 
 
-def _element(array: ir.ArrayRef, indices: tuple[ir.Expr, ...]) -> str:
-    return f"{array.name}[{_args(indices)}]"
+def _element(array: ir.ArrayRef, indices: tuple[ir.Expr, ...], check: int = -1) -> str:
+    """`x[i, j]`, or `x[i, j]!3` when debug mode checks it (site 3 of the kernel's checks)."""
+    mark = f"!{check}" if check >= 0 else ""
+    return f"{array.name}[{_args(indices)}]{mark}"
 
 
 def _range(var: str, start: ir.Expr, stop: ir.Expr, step: ir.Expr) -> str:
@@ -94,7 +98,8 @@ class _Printer:
         if isinstance(s, ir.Assign):
             self.line(d, f"{s.name}:{s.value.type.name} = {expr_text(s.value)}", s.loc)
         elif isinstance(s, ir.Store):
-            self.line(d, f"{_element(s.array, s.indices)}:{s.value.type.name} = {expr_text(s.value)}", s.loc)
+            self.line(d, f"{_element(s.array, s.indices, s.check)}:{s.value.type.name} = {expr_text(s.value)}",
+                      s.loc)
         elif isinstance(s, ir.AugStore):
             self.line(d, f"{_element(s.array, s.indices)}:{s.value.type.name} {s.op.value}= {expr_text(s.value)}",
                       s.loc)
@@ -164,6 +169,9 @@ def format_ir(kir: ir.KernelIR) -> str:
     text = "\n".join(format_function(f) for f in (*kir.funcs, kir.kernel))
     if kir.launch_plan is not None:
         text += launch_text(kir.launch_plan) + "\n"
+    for k, c in enumerate(kir.checks):
+        what = f"index {c.array}" if c.kind == "index" else c.kind
+        text += f"# check !{k}: {what} at {os.path.basename(c.loc.filename)}:{c.loc.line}\n"
     return text
 
 

@@ -29,11 +29,11 @@ def verify(kir: ir.KernelIR, *, lowered: bool = False) -> None:
             raise IRVerifyError(f"{f.name}: a callee is marked as a kernel")
         if f.name in funcs or f.name == kir.kernel.name:
             raise IRVerifyError(f"duplicate function name {f.name!r}")
-        _Verifier(f, funcs, lowered).run()
+        _Verifier(f, funcs, lowered, kir.checks).run()
         funcs[f.name] = f
     if not kir.kernel.is_kernel:
         raise IRVerifyError(f"{kir.kernel.name}: KernelIR.kernel is not marked as a kernel")
-    _Verifier(kir.kernel, funcs, lowered).run()
+    _Verifier(kir.kernel, funcs, lowered, kir.checks).run()
     if kir.launch_plan is not None:
         _verify_launch_plan(kir.kernel, kir.launch_plan)
 
@@ -52,8 +52,10 @@ def _verify_launch_plan(fn: ir.FunctionIR, plan: ir.LaunchPlan) -> None:
 
 
 class _Verifier:
-    def __init__(self, fn: ir.FunctionIR, funcs: dict[str, ir.FunctionIR], lowered: bool) -> None:
+    def __init__(self, fn: ir.FunctionIR, funcs: dict[str, ir.FunctionIR], lowered: bool,
+                 checks: tuple[ir.CheckSite, ...] = ()) -> None:
         self.fn = fn
+        self.checks = checks
         self.funcs = funcs
         self.lowered = lowered
         self.params = {p.name: p for p in fn.params}
@@ -68,6 +70,16 @@ class _Verifier:
     def check(self, cond: bool, msg: str, node: object = None) -> None:
         if not cond:
             raise self.fail(msg, node)
+
+    def site(self, check: int, kind: str, array: str, node: object) -> None:
+        """A debug-mode check id (`Load.check`, ...) names a site of that kind and array."""
+        if check < 0:
+            return
+        self.check(check < len(self.checks), f"check id {check} beyond the kernel's {len(self.checks)} sites",
+                   node)
+        c = self.checks[check]
+        self.check(c.kind == kind and c.array == array, f"check id {check} names a {c.kind} site of "
+                   f"{c.array!r}, not a {kind} site of {array!r}", node)
 
     def run(self) -> None:
         fn = self.fn
@@ -101,6 +113,8 @@ class _Verifier:
             if isinstance(s, ir.AugStore):
                 self.check(not self.lowered, "AugStore left after lower_aug_stores", s)
             dtype = self.access(s.array, s.indices, s)
+            if isinstance(s, ir.Store):
+                self.site(s.check, "index", s.array.name, s)
             self.expr(s.value)
             self.check(s.value.type == dtype, f"stored value has type {s.value.type}, array dtype is {dtype}", s)
             if isinstance(s, ir.AugStore) and s.op in _INT_ATOMICS:
@@ -201,6 +215,7 @@ class _Verifier:
             self.check(0 <= e.dim < (e.array.type.ndim or 0) and t == INDEX, "bad shape access", e)
         elif isinstance(e, ir.Load):
             self.check(self.access(e.array, e.indices, e) == t, "load type differs from the array dtype", e)
+            self.site(e.check, "index", e.array.name, e)
         elif isinstance(e, ir.Unary):
             self.expr(e.operand)
             if e.op == ir.UnaryOp.NOT:
@@ -232,6 +247,7 @@ class _Verifier:
             self.builtin_call(e)
         elif isinstance(e, ir.AtomicRMW):
             dtype = self.access(e.array, e.indices, e)
+            self.site(e.check, "index", e.array.name, e)
             self.expr(e.value)
             self.check(t == dtype and e.value.type == dtype, "atomic type differs from the array dtype", e)
             if e.op in _INT_ATOMICS:
@@ -246,6 +262,10 @@ class _Verifier:
         self.expr(e.lhs)
         self.expr(e.rhs)
         self.check(t != f16, "arithmetic on f16 (must be done in f32)", e)
+        if e.check >= 0:
+            self.check(t.is_int and e.op in (ir.BinaryOp.FLOORDIV, ir.BinaryOp.MOD),
+                       "a division check on something other than integer // or %", e)
+            self.site(e.check, "divide", "", e)
         self.check(e.lhs.type == t, f"left operand of type {e.lhs.type} for a {t} result", e)
         if e.op in (ir.BinaryOp.SHL, ir.BinaryOp.SHR):
             self.check(t.is_int and e.rhs.type.is_int, "shift on non-ints", e)

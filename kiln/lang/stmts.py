@@ -439,6 +439,11 @@ class StmtMixin(ExprMixin):
                             node.iter)
         if not isinstance(node.target, ast.Name):
             raise LangError("a kl.static loop needs a single loop variable", node.target)
+        # every unrolled copy is compiled: cap the total per function (docs/language.md)
+        self.unrolled: int = getattr(self, "unrolled", 0) + len(items)
+        if self.unrolled > STATIC_UNROLL_LIMIT:
+            raise LangError(f"kl.static loops unroll to more than {STATIC_UNROLL_LIMIT} iterations in this "
+                            "function; use a plain range() loop", node.iter)
         out: Stmts = []
         self.loops.append(LoopCtx("static", node.lineno))
         try:
@@ -453,6 +458,11 @@ class StmtMixin(ExprMixin):
         finally:
             self.loops.pop()
         return out
+
+
+#: most loop bodies that kl.static loops of one function may unroll to, nested loops counted
+#: with their multiplicity (each copy is compiled; far more makes LLVM take minutes)
+STATIC_UNROLL_LIMIT = 4096
 
 
 def always_returns(body: tuple[ir.Stmt, ...] | list[ir.Stmt]) -> bool:

@@ -88,6 +88,10 @@ class ArgBinder:
         self.name_set = frozenset(self.names)
         self.fast_plans = tuple((p.name, p.kind == _ARRAY, p.dtype, p.ndim, p.shape, p) for p in self.plans)
         self.has_symbols = any(isinstance(d, str) for p in params if p.shape for d in p.shape)
+        used = [(p.layout.name, p.access) for p in params if p.layout.kind == "ndarray" and p.access != "none"]
+        #: pairs of array parameters of which at least one is written (debug mode's overlap check)
+        self.write_pairs = tuple((a, b) for k, (a, ma) in enumerate(used) for b, mb in used[k + 1:]
+                                 if "write" in ma or "write" in mb)
 
     @classmethod
     def _plans(cls, params: tuple[ParamInfo, ...]) -> tuple[ArgPlan, ...]:
@@ -172,6 +176,17 @@ class ArgBinder:
         return self.struct.pack(*values)
 
     # ------------------------------------------------------------------------------ checks
+    def check_overlaps(self, args: Mapping[str, object]) -> None:
+        """Debug mode: no written array may share memory with another array argument (the same
+        array twice, or overlapping views); kiln's code assumes they are distinct, like C's
+        `restrict`. Release builds leave this to the caller (docs/debug.md)."""
+        for a, b in self.write_pairs:
+            x, y = args[a], args[b]
+            if isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and np.may_share_memory(x, y):
+                same = "the same array" if x is y else "overlapping arrays"
+                raise ArgumentError(f"{self.owner}: arguments {a!r} and {b!r} are {same}, and the code "
+                                    "writes to one of them; pass distinct arrays (a copy)")
+
     def check_mapping(self, args: object) -> None:
         """`args` must be a mapping with exactly the parameter names as keys."""
         if not isinstance(args, Mapping):

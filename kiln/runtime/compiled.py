@@ -18,6 +18,7 @@ from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import GraphInfo, KernelInfo, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArtifactError, KilnError
 from kiln.runtime import threads
+from kiln.runtime.abi_digest import check_abi
 from kiln.runtime.binding import (
     DATA_OFFSET,
     ArgBinder,
@@ -26,6 +27,7 @@ from kiln.runtime.binding import (
     field_arguments,
     visible,
 )
+from kiln.runtime.debug_record import STATUS_CHECK_FAILED, DebugRecord
 from kiln.runtime.rng import draws, new_rng_state, with_rng
 from kiln.runtime.runnable import ArgSpec, Runnable, arg_specs
 
@@ -67,17 +69,34 @@ class _Runnable:
             self._objects = False
 
     def run(self, args: Mapping[str, Any]) -> None:
-        """Check all arguments, then run the native code once. Arrays are updated in place."""
-        if self._field_args:
-            args = {**self._field_args, **args}
-        if self._rng:
-            args = with_rng(args, self._module.rng_state)
+        """Check all arguments, then run the native code once. Arrays are updated in place.
+
+        The packed block holds raw addresses, so the call works on a private copy of `args`:
+        its references keep every array alive until the native code returns, whatever other
+        threads do to the caller's mapping meanwhile."""
+        held = args.copy() if type(args) is dict else dict(args) if isinstance(args, Mapping) else args
+        if isinstance(held, dict):
+            if self._field_args:
+                held = {**self._field_args, **held}
+            if self._rng:
+                held = dict(with_rng(held, self._module.rng_state))
+        if self._module._debug is not None:
+            self._pack(held, False)                  # every argument checked first, then:
+            self._binder.check_overlaps(held)
         if self._objects:
-            status = self._entry(self._pack(args, True), DATA_OFFSET)
+            status = self._entry(self._pack(held, True), DATA_OFFSET)
         else:
-            status = self._entry(self._pack(args, False))
+            status = self._entry(self._pack(held, False))
         if status:
-            raise KernelRuntimeError(f"{self._owner}: native code returned status {status}")
+            self._raise_status(status)
+
+    def _raise_status(self, status: int) -> None:
+        """A failed check of debug mode as its IndexError/ZeroDivisionError, else a runtime error."""
+        record = self._module._debug
+        error = record.take_error() if record is not None and status == STATUS_CHECK_FAILED else None
+        if error is not None:
+            raise error
+        raise KernelRuntimeError(f"{self._owner}: native code returned status {status}")
 
     def save(self, path: str | os.PathLike[str], sign_key: Any = None) -> None:
         """Write the .kiln file this object came from (the whole module it belongs to), signed
@@ -139,6 +158,8 @@ class CompiledModule:
                  blobs: Mapping[str, Any] | None = None) -> None:
         self._data = data
         self._native = native
+        #: debug mode's error record (None for a release module; kiln.runtime.debug_record)
+        self._debug = DebugRecord.attach(native)
         self.manifest = manifest
         self.target = target
         self._field_storage = allocate_fields(manifest.fields, blobs or {})
@@ -228,10 +249,22 @@ def _link(data: bytes, container: Container, source: str) -> CompiledModule:
         native = load_object(bytes(container.blobs[target.blobs[0]]))
     except ArtifactError as e:
         raise ArtifactError(f"{source}: {e}") from None
+    _check_abi(native, manifest, target, source)
     threads.attach(native)
     try:
         return CompiledModule(data, manifest, target, native, container.blobs)
     except ArtifactError as e:  # an entry symbol missing from the object
+        raise ArtifactError(f"{source}: {e}") from None
+
+
+def _check_abi(native: Any, manifest: Manifest, target: TargetInfo, source: str) -> None:
+    """The object's ABI descriptors must agree with the manifest (kiln.runtime.abi_digest)."""
+    try:
+        for g in manifest.graphs.values():
+            check_abi(native, "graph", g.name, g.entries[target.name], g.params)
+        for k in manifest.kernels.values():
+            check_abi(native, "kernel", k.name, k.entries[target.name], k.params)
+    except ArtifactError as e:
         raise ArtifactError(f"{source}: {e}") from None
 
 

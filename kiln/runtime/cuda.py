@@ -44,6 +44,7 @@ from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, SCALAR_FORMAT
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import Binding, CudaSection, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError, CudaError
+from kiln.runtime.abi_digest import DIGEST_SIZE, SUFFIX, check_descriptor, ptx_descriptor
 from kiln.runtime.binding import ArgBinder, ArgPlan, bind_call_arguments, visible
 from kiln.runtime.cuda_arrays import device_array, stream_handle
 from kiln.runtime.cuda_driver import Device, check, cuda_available, driver, pick_image
@@ -87,6 +88,7 @@ class CudaModule:
         self.launches = section.launches
         #: the random-number state of kernels that draw (kl.random): this module's own
         self.rng_state = new_rng_state(manifest.random_seed)
+        self._check_ptx_abi()
         self._loaded: dict[int, LoadedImage] = {}
         #: module-level fields: device arrays owned by this load, filled from the init blobs
         self._fields = DeviceFields(manifest.fields, container.blobs)
@@ -95,6 +97,32 @@ class CudaModule:
                        for name, g in manifest.graphs.items()}
         self.kernels = {name: CudaKernel(self, f"kernel {name!r}", manifest.kernels[kname].params, kname)
                         for name, kname in manifest.exported_kernels.items()}
+
+    def _check_ptx_abi(self) -> None:
+        """The PTX's ABI descriptors must agree with the manifest (kiln.runtime.abi_digest); the
+        image actually loaded (a cubin, maybe) is checked again on the device by `loaded`."""
+        ptx = bytes(self._container.blobs[self.ptx_blob]) if self.ptx_blob in self._container.blobs else b""
+        try:
+            for k in self.manifest.kernels.values():
+                symbol = self._entry_of(k.name)
+                check_descriptor(ptx_descriptor(ptx, symbol), "kernel", k.name, symbol, k.params, "PTX")
+        except ArtifactError as e:
+            raise ArtifactError(f"{self.source}: {e}") from None
+
+    def _entry_of(self, kname: str) -> str:
+        entry = self.manifest.kernels[kname].entries.get(self.target.name)
+        if entry is None:
+            raise ArtifactError(f"kernel {kname!r} has no entry point for target {self.target.name!r}")
+        return entry
+
+    def _check_device_abi(self, lm: LoadedImage) -> None:
+        for k in self.manifest.kernels.values():
+            symbol = self._entry_of(k.name)
+            try:
+                check_descriptor(lm.global_bytes(symbol + SUFFIX, DIGEST_SIZE), "kernel", k.name, symbol, k.params,
+                                 lm.image_kind)
+            except ArtifactError as e:
+                raise ArtifactError(f"{self.source}: {e}") from None
 
     def loaded(self, device: int = 0) -> LoadedImage:
         lm = self._loaded.get(device)
@@ -106,7 +134,10 @@ class CudaModule:
             if blob == self.ptx_blob:
                 image += b"\0"
             entries = [ln.entry for launches in self.launches.values() for ln in launches]
-            lm = self._loaded[device] = LoadedImage(dev, image, kind, entries, self.block, self.source)
+            lm = LoadedImage(dev, image, kind, entries, self.block, self.source)
+            if blob != self.ptx_blob:           # the PTX text was checked when the file was read
+                self._check_device_abi(lm)
+            self._loaded[device] = lm
         return lm
 
     def device_fields(self, device: int = 0) -> dict[str, DeviceField]:
@@ -152,7 +183,7 @@ def _launch_nodes(module: CudaModule, offsets: dict[str, Any],
                 gather.append((gl.offset, gl.size, name))
             else:
                 gather.append(struct.pack("<" + SCALAR_FORMAT[kp.layout.dtype], b.value))
-        nodes.extend(Node(ln, gather, kinfo.params) for ln in module.launches[kname])
+        nodes.extend(Node(ln, gather, kinfo.params, kinfo.display_name) for ln in module.launches[kname])
     return nodes
 
 
@@ -313,7 +344,10 @@ class CudaRunnable:
         lm.dev.make_current()
         s = stream_handle(stream)
         block, copy_back = self._upload(values, keep, uploads, s)
-        if use_graph and len(self.nodes) > 0:
+        if lm.debug is not None:        # debug mode: launch by launch, the record read after each
+            self._binder.check_overlaps(args)
+            self._run_plain(lm, block, s, checked=True)
+        elif use_graph and len(self.nodes) > 0:
             self._run_graph(lm, block, s)
         else:
             self._run_plain(lm, block, s)
@@ -325,7 +359,7 @@ class CudaRunnable:
             check(driver().cuStreamSynchronize(s), f"{self.owner}: cuStreamSynchronize")
         del keep
 
-    def _run_plain(self, lm: LoadedImage, block: bytes, s: int) -> None:
+    def _run_plain(self, lm: LoadedImage, block: bytes, s: int, checked: bool = False) -> None:
         drv = driver()
         cache = self._plain.get(id(lm))
         if cache is None:
@@ -341,6 +375,10 @@ class CudaRunnable:
             err = drv.cuLaunchKernel(c[6], c[1], 1, 1, c[5], 1, 1, 0, s, c[4], 0)
             if err[0] != drv.CUresult.CUDA_SUCCESS:
                 check(err, f"{self.owner}: cuLaunchKernel({node.entry})")
+            if checked and lm.debug is not None:
+                failure = lm.debug.take_error(node.kernel, s)
+                if failure is not None:         # nothing after the failing launch runs
+                    raise failure
 
     def _run_graph(self, lm: LoadedImage, block: bytes, s: int) -> None:
         key = (id(lm), self._array_key(block))

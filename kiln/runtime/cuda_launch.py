@@ -9,8 +9,9 @@ from typing import Any, Protocol
 
 from kiln.abi import SCALAR_FORMAT, SLOT, block_size
 from kiln.artifact.manifest import CudaLaunch, ParamInfo
-from kiln.errors import CudaError
+from kiln.errors import CudaError, KilnError
 from kiln.runtime.cuda_driver import Device, check, driver
+from kiln.runtime.debug_record import MAX_TABLE, RECORD, RECORD_SLOTS, TABLE, describe, parse_table
 
 
 class LoadedImage:
@@ -37,15 +38,67 @@ class LoadedImage:
             except CudaError:
                 occ = 2048 // block
             self.max_grid[e] = max(1, dev.sm_count * max(1, int(occ)))
+        #: debug mode's error record in device memory (None for a release image)
+        self.image = image
+        self.debug = DeviceDebugRecord(self.mod, source) if RECORD.encode() in image else None
+
+
+    def global_bytes(self, name: str, size: int) -> bytes | None:
+        """The `size` bytes of the module global `name` (None when the image has no such global
+        of that size)."""
+        drv = driver()
+        if name.encode() not in self.image:
+            return None
+        res = drv.cuModuleGetGlobal(self.mod, name.encode())
+        if res[0] != drv.CUresult.CUDA_SUCCESS or int(res[2]) != size:
+            return None
+        buf = ctypes.create_string_buffer(size)
+        check(drv.cuMemcpyDtoHAsync(ctypes.addressof(buf), res[1], size, 0), "cuMemcpyDtoHAsync")
+        check(drv.cuStreamSynchronize(0), "cuStreamSynchronize")
+        return buf.raw
+
+
+class DeviceDebugRecord:
+    """Debug mode on the GPU: the image's error record and site table (kiln.runtime.debug_record)
+    in device memory. A failed check in a GPU thread records itself and leaves that thread; the
+    runtime reads the record after each launch (the run synchronizes in debug mode) and stops."""
+
+    def __init__(self, mod: Any, source: str) -> None:
+        drv = driver()
+        self.dptr, size = check(drv.cuModuleGetGlobal(mod, RECORD.encode()), f"{source}: cuModuleGetGlobal({RECORD})")
+        if int(size) != RECORD_SLOTS * 8:
+            raise CudaError(f"{source}: {RECORD} has {size} bytes, expected {RECORD_SLOTS * 8}")
+        tptr, tsize = check(drv.cuModuleGetGlobal(mod, TABLE.encode()), f"{source}: cuModuleGetGlobal({TABLE})")
+        if not 0 < int(tsize) <= MAX_TABLE:
+            raise CudaError(f"{source}: debug table of {tsize} bytes")
+        raw = ctypes.create_string_buffer(int(tsize))
+        check(drv.cuMemcpyDtoHAsync(ctypes.addressof(raw), tptr, int(tsize), 0), "cuMemcpyDtoHAsync")
+        check(drv.cuStreamSynchronize(0), "cuStreamSynchronize")
+        self.sites: list[list[Any]] = list(parse_table(raw.raw).get("sites", []))
+
+    def take_error(self, kernel: str, stream: int) -> KilnError | None:
+        """The failure recorded by the launches so far on `stream` (then cleared), or None."""
+        drv = driver()
+        rec = (ctypes.c_int64 * RECORD_SLOTS)()
+        check(drv.cuMemcpyDtoHAsync(ctypes.addressof(rec), self.dptr, RECORD_SLOTS * 8, stream), "cuMemcpyDtoHAsync")
+        check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize")
+        if rec[0] == 0:
+            return None
+        zero = (ctypes.c_int64 * RECORD_SLOTS)()
+        check(drv.cuMemcpyHtoDAsync(self.dptr, ctypes.addressof(zero), RECORD_SLOTS * 8, stream), "cuMemcpyHtoDAsync")
+        check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize")
+        return describe(list(rec), kernel, self.sites)
 
 
 class Node:
     """One kernel launch of a run: function, grid, and its argument block gathered from the run's
     block (graph args) and constants."""
 
-    __slots__ = ("entry", "mode", "count", "waves", "gather", "kparams", "nslots")
+    __slots__ = ("entry", "mode", "count", "waves", "gather", "kparams", "nslots", "kernel")
 
-    def __init__(self, launch: CudaLaunch, gather: list[Any], kparams: tuple[ParamInfo, ...]) -> None:
+    def __init__(self, launch: CudaLaunch, gather: list[Any], kparams: tuple[ParamInfo, ...],
+                 kernel: str = "") -> None:
+        self.kernel = kernel          # the user's name of the kernel (debug mode's messages)
         self.entry = launch.entry
         self.mode = launch.mode
         self.count = launch.count
