@@ -162,3 +162,12 @@ def test_cuda_manifest_is_bound_to_the_ptx() -> None:
     bad = container.pack(doc, blobs)
     with pytest.raises(kl.ArtifactError, match="PTX's ABI descriptor"):
         cuda.load_bytes(bad)
+
+
+def test_ptx_descriptor_with_trailing_zero_bytes() -> None:
+    """LLVM's PTX printer leaves an initializer's trailing zeros out (PTX zero-fills the rest)."""
+    from kiln.runtime.abi_digest import ptx_descriptor
+    digest = bytes(range(1, 32)) + b"\0"
+    ptx = (b".visible .global .align 8 .b8 k_abi[32] = {" + b", ".join(str(v).encode() for v in digest[:31])
+           + b"};\n")
+    assert ptx_descriptor(ptx, "k") == digest

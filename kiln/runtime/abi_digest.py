@@ -63,9 +63,11 @@ def ptx_descriptor(ptx: bytes, symbol: str) -> bytes | None:
     if m is None:
         return None
     try:
-        return bytes(int(v) for v in m.group(1).split(b","))
+        values = bytes(int(v) for v in m.group(1).split(b","))
     except ValueError:                  # a value above 255: not a descriptor kiln wrote
         return None
+    # PTX zero-fills an array past its initializer, and LLVM leaves trailing zero bytes out
+    return values.ljust(32, b"\0") if len(values) <= 32 else None
 
 
 def check_descriptor(held: bytes | None, kind: str, name: str, symbol: str, params: Sequence[ParamInfo],
