@@ -232,7 +232,10 @@ class CudaRunnable:
         for plan in b.plans:
             a = args[plan.name]
             if plan.array_type is None:
-                values.append(b.scalar(plan, a))
+                if plan.parts:          # a vector/matrix argument: one scalar slot per element
+                    values += b.vector(plan, a)
+                else:
+                    values.append(b.scalar(plan, a))
                 continue
             if isinstance(a, np.ndarray):
                 b.check_ndarray(plan, a, host_copy=True)
@@ -278,7 +281,7 @@ class CudaRunnable:
             k = 0
             for plan in b.plans:
                 pos.append(k)
-                k += 1 + plan.ndim if plan.array_type is not None else 1
+                k += 1 + plan.ndim if plan.array_type is not None else max(1, len(plan.parts))
             for a, name in uploads:
                 nbytes = max(1, a.nbytes)
                 dptr = self._staging_buffer(name, nbytes)
