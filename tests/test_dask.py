@@ -19,7 +19,12 @@ from kiln.errors import ArgumentError
 
 # A loaded machine can make the distributed scheduler drop a task ("lost dependencies") or miss a
 # heartbeat; those are the cluster's timing, not kiln's results, so a failed test is re-run.
-pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=2)
+# The cluster's worker processes have hung the whole suite twice when started late in a loaded
+# session (never when this file runs on its own): .ci/run runs this file as a separate step with a
+# time limit (KILN_TEST_DASK=1), and the main suite leaves it out.
+pytestmark = [pytest.mark.flaky(reruns=2, reruns_delay=2),
+              pytest.mark.skipif(os.environ.get("KILN_TEST_DASK") != "1",
+                                 reason="run apart: KILN_TEST_DASK=1 pytest tests/test_dask.py (.ci/run does)")]
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")

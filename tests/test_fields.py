@@ -427,7 +427,7 @@ def test_direct_cuda_call_stages_the_fields_own_array(monkeypatch: pytest.Monkey
     fake.install(monkeypatch)
     # PTX only: the fake driver reads ABI descriptors from PTX text, not from cubins (a GPU
     # machine with nvJitLink would otherwise put cubins in the file)
-    import kiln.codegen.cuda_link as cuda_link
+    from kiln.codegen import cuda_link
     monkeypatch.setattr(cuda_link, "nvjitlink_available", lambda: "disabled in this test")
 
     @kl.kernel

@@ -74,8 +74,11 @@ class _Runnable:
         The packed block holds raw addresses, so the call works on a private copy of `args`:
         its references keep every array alive until the native code returns, whatever other
         threads do to the caller's mapping meanwhile."""
-        held = args.copy() if type(args) is dict else dict(args) if isinstance(args, Mapping) else args
-        if isinstance(held, dict):
+        self._run(args.copy() if type(args) is dict else dict(args) if isinstance(args, Mapping) else args)
+
+    def _run(self, held: Any) -> None:
+        """`run` on a mapping this call owns (direct calls build a fresh dict: no second copy)."""
+        if (self._field_args or self._rng) and isinstance(held, dict):
             if self._field_args:
                 held = {**self._field_args, **held}
             if self._rng:
@@ -143,9 +146,9 @@ class CompiledKernel(_Runnable):
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         names = self._names
         if len(args) == len(names) and not kwargs:
-            self.run(dict(zip(names, args)))
+            self._run(dict(zip(names, args)))      # a fresh dict: run() need not copy it
             return
-        self.run(bind_call_arguments(self._owner, names, args, kwargs))
+        self._run(bind_call_arguments(self._owner, names, args, kwargs))
 
     def __repr__(self) -> str:
         return f"<CompiledKernel {self.name!r} args={self.args}>"
