@@ -30,6 +30,12 @@ HIDDEN_PREFIX = "@"
 #: seed hi, run lo, run hi) that the runtime passes (kiln.lang.random, docs/language.md)
 RNG_PARAM = "@rng"
 
+
+def is_field_param(name: str) -> bool:
+    """Whether a parameter name is a hidden field parameter (`@x`): hidden, and not the random
+    state, the one hidden parameter that is not a field."""
+    return name.startswith(HIDDEN_PREFIX) and name != RNG_PARAM
+
 #: struct format characters for scalar values inside their slot
 SCALAR_FORMAT: dict[str, str] = {
     "bool": "?7x", "i8": "b7x", "i16": "h6x", "i32": "i4x", "i64": "q",

@@ -17,7 +17,7 @@ from typing import Any
 from kiln import config, passes
 from kiln._extras import install_command, require
 from kiln._version import KILN_VERSION
-from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, layout_params
+from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, is_field_param, layout_params
 from kiln.artifact import container
 from kiln.artifact.manifest import (
     Binding,
@@ -315,7 +315,7 @@ def _dispatch_infos(dispatches: Sequence[Dispatch]) -> tuple[DispatchInfo, ...]:
 def _dispatch_info(d: Dispatch) -> DispatchInfo:
     return DispatchInfo(d.kernel, tuple(
         (Binding("field", arg=b.name.removeprefix(HIDDEN_PREFIX))
-         if b.name.startswith(HIDDEN_PREFIX) and b.name != RNG_PARAM
+         if is_field_param(b.name)
          else Binding("arg", arg=b.name)) if isinstance(b, ArgBinding)
         else Binding("const", value=b.value, dtype=b.type.name) for b in d.bindings))
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kiln._record import Record
-from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, ParamLayout, block_struct
+from kiln.abi import HIDDEN_PREFIX, ParamLayout, block_struct, is_field_param
 from kiln.artifact.manifest import FieldInfo, ParamInfo, ShapeDim
 from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError
 from kiln.types import SCALARS_BY_NAME, NdArrayType, from_numpy, value_range
@@ -343,7 +343,7 @@ def allocate_fields(fields: Mapping[str, FieldInfo], blobs: Mapping[str, bytes |
 def field_arguments(params: tuple[ParamInfo, ...], storage: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The hidden arguments (`@name` -> the module's array) of a graph's or kernel's parameters."""
     return {p.layout.name: storage[p.layout.name[len(HIDDEN_PREFIX):]]
-            for p in params if p.layout.name.startswith(HIDDEN_PREFIX) and p.layout.name != RNG_PARAM}
+            for p in params if is_field_param(p.layout.name)}
 
 
 def visible(params: tuple[ParamInfo, ...]) -> tuple[ParamInfo, ...]:

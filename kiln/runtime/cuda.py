@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, SCALAR_FORMAT
+from kiln.abi import HIDDEN_PREFIX, SCALAR_FORMAT, is_field_param
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import Binding, CudaSection, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError, CudaError
@@ -203,8 +203,7 @@ class CudaRunnable:
         self._plain: dict[int, list[Any]] = {}
         self._staging: dict[str, tuple[int, int]] = {}     # numpy param -> (device ptr, bytes)
         self.args: list[ArgSpec] = arg_specs(visible(params))
-        self._hidden = tuple(p.layout.name for p in params if p.layout.name.startswith(HIDDEN_PREFIX)
-                             and p.layout.name != RNG_PARAM)
+        self._hidden = tuple(p.layout.name for p in params if is_field_param(p.layout.name))
         self._rng = draws(params)      # takes the module's random-number state (copied in and back)
 
     @property
