@@ -100,8 +100,9 @@ def ship(graph: Any, client: Any = None) -> ShippedGraph:
     client = _client(client)
     if client is not None:
         # broadcast: a replica in every worker's memory now (and a worker that joins later
-        # fetches it once from a peer); hash=True: shipping the same file twice reuses the key.
-        data = client.scatter(data, broadcast=True, hash=True)
+        # fetches it once from a peer). hash=False: a fresh key per ship; re-scattering under a
+        # content-hash key that an earlier, released ship is still forgetting can hang.
+        data = client.scatter(data, broadcast=True, hash=False)
     return ShippedGraph(data, digest, name, device, args)
 
 
@@ -207,7 +208,7 @@ def sweep(graph: Any, params_list: Sequence[Mapping[str, Any]], fixed_args: Mapp
         if shipped.spec(n).kind != "ndarray":
             raise ArgumentError(f"sweep: output {n!r} is a scalar argument, not an array")
     arrays = {n: v for n, v in fixed.items() if isinstance(v, np.ndarray)}
-    scattered = client.scatter(arrays, broadcast=True, hash=True) if arrays else {}
+    scattered = client.scatter(arrays, broadcast=True, hash=False) if arrays else {}
     fixed.update(scattered)
     return [client.submit(_sweep_task, shipped.data, shipped.digest, shipped.name, shipped.device, fixed,
                           dict(params), wanted, repeat, pure=False) for params in params_list]

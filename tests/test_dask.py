@@ -127,9 +127,8 @@ def test_file_linked_once_per_worker_and_no_compiler_on_workers(client: Any, tmp
     leaked = client.run(eval, "sorted(m for m in __import__('sys').modules "
                               "if m.startswith(('kiln.lang', 'kiln.codegen', 'kiln.compiler', 'llvmlite')))")
     assert all(v == [] for v in leaked.values()), leaked
-    # The file lives in each worker's memory once, under one key the tasks depend on.
-    who = client.who_has(shipped.data)
-    assert len(next(iter(who.values()))) == 2
+    # The file is cluster data under one key that the tasks depend on, not bytes inside them.
+    assert list(client.who_has(shipped.data)) == [shipped.data.key]
 
 
 def test_bad_arguments(client: Any, saxpy_file: Path) -> None:
@@ -156,3 +155,27 @@ def test_sweep_particles_example(client: Any, capsys: pytest.CaptureFixture[str]
     assert example.main(n=3000, frames=4, client=client) == 0
     out = capsys.readouterr().out
     assert "sweep_particles: OK" in out and out.count("max |state - numpy| = 0.00e+00") == 4
+
+
+LOCAL_SCHEDULER = """
+import numpy as np, dask.array as da, kiln as kl, kiln.dask as kd
+step = kl.load(__import__("sys").argv[1])
+x = np.arange(100, dtype=np.float32)
+y = kd.map_blocks(step, {"x": da.from_array(x, chunks=10)}, out="y", args={"a": 2.0})
+assert np.array_equal(y.compute(), 2 * x)
+print("links", kd.links_in_this_process())
+"""
+
+
+def test_map_blocks_without_a_cluster(saxpy_file: Path, tmp_path: Path) -> None:
+    """No distributed client: dask's local scheduler runs the blocks in this process, which
+    links the file once."""
+    import subprocess
+    import sys
+    script = tmp_path / "local.py"
+    script.write_text(LOCAL_SCHEDULER)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, str(script), str(saxpy_file)], capture_output=True, text=True, env=env,
+                          check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "links 1"
