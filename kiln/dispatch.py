@@ -92,26 +92,95 @@ def set_random_seed(seed: int) -> None:
 seed = set_random_seed       # kl.seed(n)
 
 
+class CallPlan:
+    """How one specialisation of a direct kernel is called, decided once when it is compiled:
+    the compiled code, the mode it was compiled for (device, debug mode, default float type),
+    the fields bound to their own arrays, whether the process-wide random state is passed, and
+    the runtime entry that takes a dict already holding every parameter."""
+
+    __slots__ = ("__weakref__", "compiled", "device", "config", "fp", "owner", "names", "arity", "by_name",
+                 "fields", "rng", "plain", "invoke")
+
+    def __init__(self, kernel: Kernel, compiled: Any, types: ParamTypes, device: str) -> None:
+        self.compiled = compiled
+        self.device = device
+        #: the configuration in force when this plan was last chosen: while it stays in force (and
+        #: the device and default float type), calls compile the same way (DirectKernel.__call__)
+        self.config = config.current()
+        self.fp = default_fp()
+        self.owner = f"kernel {kernel.name!r}"
+        self.names = tuple(n for n, t in zip(kernel.param_names, types) if not isinstance(t, TemplateArg))
+        self.arity = len(self.names)
+        self.by_name = _by_name(self.names)
+        #: (hidden parameter "@name", Field): the field's own storage, read at each call, so
+        #: direct calls update it in place
+        self.fields = tuple(kernel.hidden_fields(types).items())
+        self.rng = draws(compiled.params)
+        #: neither fields nor the random state to add: the argument dict is complete
+        self.plain = not self.fields and not self.rng
+        # the CPU runtime can skip its own field/random-state binding: this plan does it
+        self.invoke = compiled.run_bound if device == "cpu" else compiled.run
+
+    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Bind positional and keyword arguments (the runtime binder checks their values)."""
+        self.run(self.by_name(args) if len(args) == self.arity and not kwargs
+                 else bind_call_arguments(self.owner, self.names, args, kwargs))
+
+    def run(self, bound: dict[str, Any]) -> None:
+        """Run on the visible arguments by name, in a dict this call owns."""
+        for hidden, f in self.fields:
+            bound[hidden] = f.array
+        if self.rng:
+            bound[RNG_PARAM] = _rng_state       # the process-wide state, not the module's own
+        self.invoke(bound)
+
+
+def _by_name(names: tuple[str, ...]) -> Callable[[tuple[Any, ...]], dict[str, Any]]:
+    """`args -> dict(zip(names, args))` for exactly len(names) positional arguments. dict(zip())
+    costs 0.3-0.8 us on this project's slow test machine, a third of a whole tiny kernel call; a
+    dict display of up to four names costs 0.1-0.2 us."""
+    if len(names) == 1:
+        (n0,) = names
+        return lambda a: {n0: a[0]}
+    if len(names) == 2:
+        n0, n1 = names
+        return lambda a: {n0: a[0], n1: a[1]}
+    if len(names) == 3:
+        n0, n1, n2 = names
+        return lambda a: {n0: a[0], n1: a[1], n2: a[2]}
+    if len(names) == 4:
+        n0, n1, n2, n3 = names
+        return lambda a: {n0: a[0], n1: a[1], n2: a[2], n3: a[3]}
+    return lambda a: dict(zip(names, a))
+
+
 class DirectKernel(Kernel):
     """A `@kl.kernel`: the front end's Kernel, callable directly on arrays.
 
     The compiled code is cached on the kernel object, so it dies with it: `_call_cache` maps
-    (device, parameter types) to a compiled kernel; `_fixed` short-cuts fully annotated kernels,
-    which have one specialisation per device.
+    (mode, parameter types, default float type) to a `CallPlan`; `_fixed` short-cuts fully
+    annotated kernels, which have one specialisation per mode: their calls skip the type checks
+    of `call_kernel` (the runtime binder checks every argument).
     """
 
     def __init__(self, fn: Callable[..., Any], debug: bool = False) -> None:
         super().__init__(fn)
         #: always compiled in debug mode (`@kl.kernel(debug=True)`; docs/debug.md)
         self.debug = debug
-        self._call_cache: dict[tuple[Any, ...], Any] = {}
-        self._fixed: tuple[str, Any] | None = None
+        self._call_cache: dict[tuple[Any, ...], CallPlan] = {}
+        self._fixed: CallPlan | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        fixed = self._fixed
-        if fixed is not None and fixed[0] == _mode(self):
-            # compiled already for this device, one specialisation: the runtime checks the args
-            return fixed[1](*args, **kwargs)
+        plan = self._fixed
+        # Same device, same configuration object (set_debug and config overrides replace it) and
+        # same default float type: still the mode the plan was compiled for. Inline, since every
+        # function call here costs ~0.1 us of a ~2 us call.
+        if plan is not None and plan.device == _device and plan.config is config.current() and plan.fp is default_fp():
+            if len(args) == plan.arity and not kwargs and plan.plain:
+                plan.invoke(plan.by_name(args))
+            else:
+                plan.call(args, kwargs)
+            return None
         return call_kernel(self, args, kwargs)
 
 
@@ -129,17 +198,17 @@ def _mode(kernel: DirectKernel) -> str:
     return _device + ":debug" if kernel.debug or config.current().debug else _device
 
 
+def _is_fixed(kernel: Kernel) -> bool:
+    """Every parameter annotated with a concrete type: one specialisation per mode."""
+    return all(isinstance(a, ScalarType | MatrixType) or isinstance(a, NdArrayType) and a.is_concrete
+               for a in kernel.annotations)
+
+
 def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     device = _device
     if device not in DEVICES:
         raise ValueError(f"KILN_DEVICE must be 'cpu' or 'cuda', got {device!r}")
     mode = _mode(kernel)
-    fixed = kernel._fixed
-    if fixed is not None and fixed[0] == mode:
-        # Fully annotated kernels have one specialisation: go straight to the runtime binder,
-        # which checks every argument (dtype, ndim, contiguity, ranges) before running.
-        fixed[1](*args, **kwargs)
-        return
     bound = _bind(kernel, args, kwargs)
     names = kernel.param_names
     types = tuple(_type_of(kernel, n, ann, bound[n]) for n, ann in zip(names, kernel.annotations))
@@ -147,18 +216,14 @@ def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, A
         if isinstance(t, TemplateArg):  # compiled in: not an argument of the native code
             del bound[n]
     key = (mode, types, default_fp())
-    compiled = kernel._call_cache.get(key)
-    if compiled is None:
-        compiled = _compile_direct(kernel, types, device, mode != device)
-        kernel._call_cache[key] = compiled
-        if all(isinstance(a, ScalarType | MatrixType) or isinstance(a, NdArrayType) and a.is_concrete
-               for a in kernel.annotations) and not kernel.hidden_fields(types) and not draws(compiled.params):
-            kernel._fixed = (mode, compiled)
-    for hidden, f in kernel.hidden_fields(types).items():
-        bound[hidden] = f.array   # the field's own storage: direct calls update it in place
-    if draws(compiled.params):
-        bound[RNG_PARAM] = _rng_state       # the process-wide state, not the module's own
-    compiled.run(bound)
+    plan = kernel._call_cache.get(key)
+    if plan is None:
+        plan = CallPlan(kernel, _compile_direct(kernel, types, device, mode != device), types, device)
+        kernel._call_cache[key] = plan
+    if _is_fixed(kernel):
+        plan.config = config.current()  # same mode under this configuration: no re-check
+        kernel._fixed = plan            # the next calls in this mode go straight to the plan
+    plan.run(bound)
 
 
 def _compile_direct(kernel: Kernel, types: ParamTypes, device: str, debug: bool = False) -> Any:

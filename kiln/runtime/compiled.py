@@ -83,6 +83,11 @@ class _Runnable:
                 held = {**self._field_args, **held}
             if self._rng:
                 held = dict(with_rng(held, self._module.rng_state))
+        self.run_bound(held)
+
+    def run_bound(self, held: dict[str, Any]) -> None:
+        """Run on a dict this call owns that already holds every parameter, hidden ones included
+        (the direct-call dispatcher binds a kernel's fields and the random state itself)."""
         if self._module._debug is not None:
             self._pack(held, False)                  # every argument checked first, then:
             self._binder.check_overlaps(held)
