@@ -1,7 +1,9 @@
 """Compile time, kiln beside Taichi and Numba in one run (issue 14's compile-time goals).
 
-Every number comes from fresh subprocesses; each cell is the MEDIAN of `--repeats` processes (the
-machine is shared: the median is reported, with the spread in the JSON of each child). Cold rows
+Every number comes from fresh subprocesses, `--repeats` of them per cell. The first-call rows
+report the FASTEST process's wall time (the one least disturbed by other load on a shared
+machine), the median wall time, and the fastest CPU time (`time.process_time`, all threads of the
+process: what a loaded machine distorts least); the mpm88 rows report medians. Cold rows
 run with every disk cache off (kiln KILN_CACHE=0; Taichi's offline cache off, TI_OFFLINE_CACHE=0
 / ti.init(offline_cache=False); Numba njit without cache=True): that is each tool's first-run JIT.
 The "second process" row turns each tool's disk cache on (kiln's compile cache, Taichi's offline
@@ -49,6 +51,11 @@ MPM_PARTICLES = 1024
 # Children: each measures one thing in a fresh process and prints one JSON line
 # ---------------------------------------------------------------------------------------------
 
+def _clocks() -> tuple[float, float]:
+    """(wall, CPU) seconds: the CPU time of this process (all its threads) is what a loaded
+    machine distorts least, so the table reports it beside the wall time."""
+    return time.perf_counter(), time.process_time()
+
 def _kiln_saxpy():
     import kiln as kl
 
@@ -64,14 +71,14 @@ def child_kiln_saxpy_direct() -> dict:
     import numpy as np
     t0 = time.perf_counter()
     _kl, saxpy = _kiln_saxpy()
-    t1 = time.perf_counter()
     x, y = np.ones(1024, np.float32), np.zeros(1024, np.float32)
+    t1, c1 = _clocks()
     saxpy(2.0, x, y)
-    t2 = time.perf_counter()
+    t2, c2 = _clocks()
     saxpy(2.0, x, y)
     t3 = time.perf_counter()
     assert y[0] == 4.0
-    return {"import_s": t1 - t0, "compile_s": t2 - t1 - (t3 - t2), "first_s": t2 - t1}
+    return {"import_s": t1 - t0, "compile_s": t2 - t1 - (t3 - t2), "first_s": t2 - t1, "first_cpu_s": c2 - c1}
 
 
 def child_kiln_saxpy_module() -> dict:
@@ -97,16 +104,16 @@ def child_taichi_saxpy() -> dict:
         for i in range(x.shape[0]):
             y[i] = a * x[i] + y[i]
 
-    t1 = time.perf_counter()
     x, y = np.ones(1024, np.float32), np.zeros(1024, np.float32)
+    t1, c1 = _clocks()
     saxpy(2.0, x, y)
     ti.sync()
-    t2 = time.perf_counter()
+    t2, c2 = _clocks()
     saxpy(2.0, x, y)
     ti.sync()
     t3 = time.perf_counter()
     assert y[0] == 4.0
-    return {"import_s": t1 - t0, "compile_s": t2 - t1 - (t3 - t2), "first_s": t2 - t1}
+    return {"import_s": t1 - t0, "compile_s": t2 - t1 - (t3 - t2), "first_s": t2 - t1, "first_cpu_s": c2 - c1}
 
 
 def _numba_saxpy_py(a, x, y):
@@ -121,14 +128,14 @@ def child_numba_saxpy() -> dict:
     from numba import njit
 
     saxpy = njit(cache="NUMBA_CACHE_DIR" in os.environ)(_numba_saxpy_py)
-    t1 = time.perf_counter()
     x, y = np.ones(1024, np.float32), np.zeros(1024, np.float32)
+    t1, c1 = _clocks()
     saxpy(np.float32(2.0), x, y)
-    t2 = time.perf_counter()
+    t2, c2 = _clocks()
     saxpy(np.float32(2.0), x, y)
     t3 = time.perf_counter()
     assert y[0] == 4.0
-    return {"import_s": t1 - t0, "compile_s": t2 - t1 - (t3 - t2), "first_s": t2 - t1}
+    return {"import_s": t1 - t0, "compile_s": t2 - t1 - (t3 - t2), "first_s": t2 - t1, "first_cpu_s": c2 - c1}
 
 
 def child_kiln_chain() -> dict:
@@ -136,15 +143,15 @@ def child_kiln_chain() -> dict:
     sys.path.insert(0, str(HERE / "coldstart"))
     t0 = time.perf_counter()
     import chain_kiln
-    t1 = time.perf_counter()
+    t1, c1 = _clocks()
     graph = chain_kiln.build()
     t2 = time.perf_counter()
     y = np.zeros(16, np.float32)
     graph.run({"y": y})
-    t3 = time.perf_counter()
+    t3, c3 = _clocks()
     graph.run({"y": y})
     t4 = time.perf_counter()
-    return {"import_s": t1 - t0, "compile_s": t2 - t1, "first_s": t3 - t1, "run_s": t4 - t3}
+    return {"import_s": t1 - t0, "compile_s": t2 - t1, "first_s": t3 - t1, "first_cpu_s": c3 - c1, "run_s": t4 - t3}
 
 
 def child_taichi_chain() -> dict:
@@ -154,23 +161,24 @@ def child_taichi_chain() -> dict:
     import taichi as ti
     ti.init(arch=ti.cpu, offline_cache=False, log_level=ti.ERROR)
     import chain_taichi
-    t1 = time.perf_counter()
+    t1, c1 = _clocks()
     y_arg = ti.graph.Arg(ti.graph.ArgKind.NDARRAY, "y", dtype=ti.f32, ndim=1)
     builder = ti.graph.GraphBuilder()
     for k in chain_taichi.KERNELS:
         builder.dispatch(k, y_arg)
     graph = builder.compile()
-    t2 = time.perf_counter()
+    t2, c2 = _clocks()
     y = ti.ndarray(ti.f32, shape=16)
     y.from_numpy(np.zeros(16, np.float32))
-    t2b = time.perf_counter()
+    t2b, c2b = _clocks()
     graph.run({"y": y})
     ti.sync()
-    t3 = time.perf_counter()
+    t3, c3 = _clocks()
     graph.run({"y": y})
     ti.sync()
     t4 = time.perf_counter()
-    return {"import_s": t1 - t0, "compile_s": t2 - t1, "first_s": (t3 - t2b) + (t2 - t1), "run_s": t4 - t3}
+    return {"import_s": t1 - t0, "compile_s": t2 - t1, "first_s": (t3 - t2b) + (t2 - t1),
+            "first_cpu_s": (c3 - c2b) + (c2 - c1), "run_s": t4 - t3}
 
 
 def child_numba_chain() -> dict:
@@ -180,15 +188,16 @@ def child_numba_chain() -> dict:
     import chain_numba
     from numba import njit
     kernels = [njit(k.py_func) for k in chain_numba.KERNELS]   # the same source, cache off
-    t1 = time.perf_counter()
     y = np.zeros(16, np.float32)
+    t1, c1 = _clocks()
     for k in kernels:
         k(y)
-    t3 = time.perf_counter()
+    t3, c3 = _clocks()
     for k in kernels:
         k(y)
     t4 = time.perf_counter()
-    return {"import_s": t1 - t0, "compile_s": t3 - t1 - (t4 - t3), "first_s": t3 - t1, "run_s": t4 - t3}
+    return {"import_s": t1 - t0, "compile_s": t3 - t1 - (t4 - t3), "first_s": t3 - t1, "first_cpu_s": c3 - c1,
+            "run_s": t4 - t3}
 
 
 def child_kiln_mpm(substeps: int) -> dict:
@@ -277,12 +286,13 @@ def run_child(name: str, *extra: str, repeats: int = 1, env: dict[str, str] | No
 
 def _median_of(runs: list[dict]) -> dict:
     """Per field: the median of floats (of each stage's floats), all() of flags, else the first."""
-    out: dict = {"runs": runs}
+    out: dict = {"runs": runs, "min": {}}
     for k, v in runs[0].items():
         if isinstance(v, bool):
             out[k] = all(r[k] for r in runs)
         elif isinstance(v, float):
             out[k] = statistics.median(r[k] for r in runs)
+            out["min"][k] = min(r[k] for r in runs)
         elif isinstance(v, dict) and all(isinstance(x, float) for x in v.values()):   # --stages: per stage
             out[k] = {name: statistics.median(r[k].get(name, 0.0) for r in runs) for name in v}
         else:
@@ -324,6 +334,12 @@ def _s(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
+def _first(r: dict) -> str:
+    """A cold first-call cell: the fastest process's wall time (the least disturbed by other
+    load), then the median wall time and the fastest CPU time of the same processes."""
+    return (f"{_ms(r['min']['first_s'])} (median {_ms(r['first_s'])}; CPU {_ms(r['min']['first_cpu_s'])})")
+
+
 def main_table(substeps: list[int], repeats: int) -> None:
     import llvmlite
     import numba
@@ -332,19 +348,20 @@ def main_table(substeps: list[int], repeats: int) -> None:
     load = os.getloadavg()
     print(f"kiln (this tree), llvmlite {llvmlite.__version__}; Taichi {'.'.join(map(str, taichi.__version__))} "
           f"ti.cpu; Numba {numba.__version__}; {os.cpu_count()} CPUs, load average {load[0]:.1f} before the run")
-    print(f"Every cell: the median of {repeats} fresh process(es). Cold: every disk cache off (Taichi: its "
+    print(f"Every cell: {repeats} fresh process(es); first-call rows give the fastest process's wall time, the "
+          "median wall time and the fastest CPU time; mpm88 rows the median. Cold: every disk cache off (Taichi: its "
           "first-run JIT, offline cache off). Second process: each tool's own disk cache on, warmed.\n")
     warm_bytecode()
     cold = {name: run_child(name, repeats=repeats) for name in (
         "kiln_saxpy_direct", "taichi_saxpy", "numba_saxpy", "kiln_chain", "taichi_chain", "numba_chain")}
     cached = {name: run_cached(name, repeats) for name in ("kiln_saxpy_direct", "taichi_saxpy", "numba_saxpy")}
     rows = [
-        ("one small kernel (saxpy), first call, cold", *(_ms(cold[f"{p}_saxpy{s}"]["first_s"]) for p, s in (
+        ("one small kernel (saxpy), first call, cold", *(_first(cold[f"{p}_saxpy{s}"]) for p, s in (
             ("kiln", "_direct"), ("taichi", ""), ("numba", "")))),
         ("one small kernel, first call in a second process (disk cache)", *(
-            _ms(cached[f"{p}_saxpy{s}"]["first_s"]) for p, s in (("kiln", "_direct"), ("taichi", ""), ("numba", "")))),
-        ("10-kernel graph: compile + first run, cold", _ms(cold["kiln_chain"]["first_s"]),
-         _ms(cold["taichi_chain"]["first_s"]), _ms(cold["numba_chain"]["first_s"]) + " (10 first calls)"),
+            _first(cached[f"{p}_saxpy{s}"]) for p, s in (("kiln", "_direct"), ("taichi", ""), ("numba", "")))),
+        ("10-kernel graph: compile + first run, cold", _first(cold["kiln_chain"]),
+         _first(cold["taichi_chain"]), _first(cold["numba_chain"]) + " (10 first calls)"),
     ]
     pts: dict[str, list[tuple[int, float]]] = {"kiln": [], "taichi": []}
     # interleaved rounds (every N of both peers, then again), so that a change of the machine's

@@ -101,9 +101,10 @@ def worth_vectorizing(kernels: Sequence[KernelIR]) -> bool:
 
 def build_object(kernels: Sequence[KernelIR], graphs: Sequence[GraphIR], target: TargetSpec,
                  opt_level: int = 3, stage: StageHook | None = None, want_asm: bool = False,
-                 abi: AbiParams | None = None) -> ObjectCode:
+                 abi: AbiParams | None = None, want_ir: bool = True) -> ObjectCode:
     """One relocatable object for all `kernels` and `graphs`. `stage` (optional) wraps each step;
-    `want_asm` also renders the assembly text (for KILN_DUMP=asm); `abi` (the manifest's
+    `want_asm` also renders the assembly text (for KILN_DUMP=asm), `want_ir` the optimised LLVM
+    IR text (`ObjectCode.llvm_ir`, empty without it); `abi` (the manifest's
     parameters of each entry, keyed ("kernel", IR name) / ("graph", name)) adds the ABI
     descriptors that bind a manifest to this object (kiln.runtime.abi_digest)."""
     stage = stage or no_stage
@@ -112,7 +113,7 @@ def build_object(kernels: Sequence[KernelIR], graphs: Sequence[GraphIR], target:
         me = _emit(kernels, graphs, tm.triple, str(tm.target_data), abi)
         text = str(me.module)
     out = optimise_and_emit(text, tm, opt_level=opt_level, vectorize=worth_vectorizing(kernels), emit_object=True,
-                            want_asm=want_asm, stage=stage)
+                            want_asm=want_asm, want_ir=want_ir, stage=stage)
     return ObjectCode(blob=out.obj, target=target, kernel_symbols=dict(me.kernel_symbols),
                       graph_symbols=dict(me.graph_symbols), llvm_ir=out.llvm_ir, llvm_ir_unoptimised=text,
                       asm=out.asm)

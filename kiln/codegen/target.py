@@ -44,6 +44,7 @@ OBJECT_CONTRACT (what every object blob produced by `kiln.codegen.build_object` 
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import asdict, dataclass
 
@@ -125,25 +126,37 @@ class TargetSpec:
             raise TargetError(f"malformed target description {d!r}") from e
 
 
-_initialized = False
+_native_ready = False
+_all_ready = False
 
 
-def init_llvm() -> None:
-    """Initialise llvmlite's targets once (lazily): the native one, and every target llvmlite
-    ships (AArch64 for cross-compiling, NVPTX) where this build has them."""
-    global _initialized
-    if not _initialized:
+def init_llvm(triple: str | None = None) -> None:
+    """Initialise the LLVM targets a compile for `triple` needs, once per process: the native
+    target only (what direct calls and host graphs use), and every target llvmlite ships (AArch64
+    for cross-compiling, NVPTX) only when another triple is asked for. Initialising all of them
+    up front cost ~1 ms of every process's first compile, for targets it rarely uses."""
+    global _native_ready, _all_ready
+    if not _native_ready:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
+        _native_ready = True
+    if triple is not None and not _all_ready and triple.split("-", 1)[0] != _native_arch():
         try:
             llvm.initialize_all_targets()
             llvm.initialize_all_asmprinters()
         except (AttributeError, RuntimeError):  # pragma: no cover - a native-only llvmlite build
             pass
-        _initialized = True
+        _all_ready = True
 
 
+@functools.lru_cache(maxsize=1)
+def _native_arch() -> str:
+    return str(llvm.get_process_triple()).split("-", 1)[0]
+
+
+@functools.lru_cache(maxsize=1)
 def host_target() -> TargetSpec:
+    """This machine's target (asked of LLVM once per process: the CPU feature query costs ~0.5 ms)."""
     init_llvm()
     triple = llvm.get_process_triple()
     arch = triple.split("-", 1)[0]
@@ -176,7 +189,7 @@ def named_target(name: str) -> TargetSpec:
 
 
 def create_target_machine(spec: TargetSpec, opt_level: int = 3) -> llvm.TargetMachine:
-    init_llvm()
+    init_llvm(spec.triple)
     try:
         target = llvm.Target.from_triple(spec.triple)
         return target.create_target_machine(cpu=spec.cpu, features=spec.features,

@@ -228,7 +228,7 @@ def _build_cpu(pipe: Pipeline, unit: str, target: Any, kernels: Sequence[KernelI
     from kiln import codegen
 
     obj = codegen.build_object(kernels, graphs, target, stage=pipe.stage, want_asm="asm" in pipe.options.dump,
-                               abi=abi)
+                               abi=abi, want_ir="llvm" in pipe.options.dump)
     tname, blob_name = cpu_target_names(target.arch)
     prefix = "" if tname == "cpu" else f"{tname}."     # dump names stay short for the usual x86-64 file
     pipe.dump("llvm", unit, f"{prefix}llvm_emit", lambda: obj.llvm_ir_unoptimised)

@@ -245,6 +245,16 @@ def _relocation_entries(blob: bytes, r: Section) -> np.ndarray:
     return np.frombuffer(blob, _RELA_DTYPE, r.size // _RELA.size, r.offset)
 
 
+def _distinct(values: np.ndarray) -> list[int]:
+    """The distinct values, ascending: `np.unique(values).tolist()` without numpy 2.x's first-use
+    import of numpy.ma (~10 ms of every process's first load or compile)."""
+    ordered = np.sort(values)
+    keep = np.empty(len(ordered), bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep].tolist()
+
+
 def _check_relocations(blob: bytes, r: Section, target: Section, machine: int, nsyms: int) -> None:
     """Every entry: a relocation type known for `machine` (when it has a table), a symbol index in
     range, and the patched bytes inside the target section. Vectorised: objects of big programs
@@ -261,7 +271,7 @@ def _check_relocations(blob: bytes, r: Section, target: Section, machine: int, n
     types = info & np.uint64(0xFFFFFFFF)
     has_table = any(m == machine for m, _t in RELOCATIONS)
     widths = np.ones(len(entries), np.uint64)   # without a table: the first byte must be inside
-    for t in np.unique(types).tolist():
+    for t in _distinct(types):
         desc = RELOCATIONS.get((machine, t))
         if desc is None:
             if not has_table:
@@ -574,11 +584,11 @@ def load_elf_object(blob: bytes) -> LoadedObject:
         entries = _relocation_entries(blob, r)
         syms = (entries["info"] >> np.uint64(32)).astype(np.int64)
         types = (entries["info"] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        kinds = {t: RELOCATIONS[(machine, t)][1] for t in np.unique(types).tolist()}
+        kinds = {t: RELOCATIONS[(machine, t)][1] for t in _distinct(types)}
         for t, kind in kinds.items():
             if kind not in ("got", "plt"):
                 continue
-            for k in np.unique(syms[types == t]).tolist():
+            for k in _distinct(syms[types == t]):
                 if kind == "got" and k not in got_syms:
                     got_syms[k] = len(got_syms)
                 elif kind == "plt" and symbols[k].shndx == SHN_UNDEF and k not in stub_syms:
@@ -742,7 +752,7 @@ class _Image:
                  tsec: Section) -> None:
         machine = self.info.machine
         at0 = self.offsets[tsec.index]
-        for t in np.unique(types).tolist():
+        for t in _distinct(types):
             rname, kind, width = RELOCATIONS[(machine, t)]
             if kind == "none":
                 continue
