@@ -129,7 +129,8 @@ def _mode(kernel: DirectKernel) -> str:
     return _device + ":debug" if kernel.debug or config.current().debug else _device
 
 
-def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run `kernel` on the arguments; its return value if it declares one (`-> kl.f32`)."""
     device = _device
     if device not in DEVICES:
         raise ValueError(f"KILN_DEVICE must be 'cpu' or 'cuda', got {device!r}")
@@ -159,6 +160,8 @@ def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, A
     if draws(compiled.params):
         bound[RNG_PARAM] = _rng_state       # the process-wide state, not the module's own
     compiled.run(bound)
+    result = kernel.result_field            # a returned value is in a field (kiln.lang.kernel)
+    return None if result is None else result[None]
 
 
 def _compile_direct(kernel: Kernel, types: ParamTypes, device: str, debug: bool = False) -> Any:
