@@ -237,7 +237,8 @@ class Grouped:
 
 
 def grouped(over: Any) -> Grouped:
-    """`for I in kl.grouped(x)`: one loop variable holding the whole index (a tuple of i32)."""
+    """`for I in kl.grouped(x)`: one loop variable holding the whole index (an integer vector in
+    kernels; outside them, the index tuples)."""
     return Grouped(over)
 
 
