@@ -1,21 +1,19 @@
-"""Conway's game of life on a torus (bench/taichi_programs/game_of_life.py, Taichi 1.7) ported to
-kiln: integer fields, a `kl.grouped` struct-for, a static 3x3 neighbourhood, a 0-d population field.
+"""Conway's game of life on a torus (Taichi 1.7): integer fields, kl.grouped struct-for,
+a static 3x3 neighbourhood, integer vectors for wrapped indices.
 
-The kernels are the Taichi program's with `ti.` renamed to `kl.`, except where a construct that
-other parts of issue 13 add is not in kiln yet (marked "port:"): the random `seed` kernel is left
-out (random numbers are coming; the board starts from a numpy array, as the Taichi program's
-`run(steps, initial)` does) and `wrapped` wraps one index component at a time instead of an
-integer vector. `ti.init` becomes a module build: the field contents at build time (the initial
-board) are recorded in the file; the module is saved, loaded in a fresh process that runs the
-generations, and the result is checked against tests/reference/game_of_life_numpy.py.
+The kiln port of bench/taichi_programs/game_of_life.py: the Taichi program with `ti.` renamed to
+`kl.` (tests/test_taichi_examples.py compares them line by line). The only differences:
+- `ti.init(arch=ti.cpu)` is left out: `build()` below compiles the kernels into a module, which is
+  saved to a .kiln file and loaded where it runs, on the CPU or an NVIDIA GPU (`main(device=...)`);
+- the `__main__` block runs `main()`: the module is loaded in a fresh process (runtime only), seeds
+  a board with `kl.random()`, and evolves a numpy board, checked against
+  tests/reference/game_of_life_numpy.py.
+The program's own `run()` works too, with direct kernel calls, as in Taichi.
 
-    python examples/game_of_life.py
+    python examples/game_of_life.py [cpu|cuda]
 """
 
-from __future__ import annotations
-
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,9 +28,15 @@ neighbours = kl.field(kl.i32, shape=res)
 population = kl.field(kl.i32, shape=())
 
 
+@kl.kernel
+def seed(density: kl.f32):
+    for i, j in alive:
+        alive[i, j] = 1 if kl.random() < density else 0
+
+
 @kl.func
-def wrapped(i: kl.i32, n: kl.i32) -> kl.i32:         # port: one component (no integer vectors yet)
-    return (i + n) % n
+def wrapped(I):
+    return (I + kl.Vector(res)) % kl.Vector(res)
 
 
 @kl.kernel
@@ -41,7 +45,7 @@ def count_neighbours():
         total = 0
         for di, dj in kl.static(kl.ndrange((-1, 2), (-1, 2))):
             if kl.static(di != 0 or dj != 0):
-                total += alive[wrapped(I[0] + di, res[0]), wrapped(I[1] + dj, res[1])]   # port
+                total += alive[wrapped(I + kl.math.ivec2(di, dj))]
         neighbours[I] = total
 
 
@@ -56,50 +60,62 @@ def apply_rules():
         population[None] += alive[I]
 
 
-def build(initial: np.ndarray) -> kl.Module:
-    """One graph, `generation`; the module's fields start from `initial` (recorded in the file)."""
-    alive.from_numpy(np.asarray(initial, np.int32))
-    population[None] = int(np.sum(initial))
+def run(steps, initial=None, density=0.25):
+    """Evolve `steps` generations from `initial` (numpy int32 array of shape res) or, when it
+    is None, from cells alive with probability `density` (kl.random()). Returns the board and
+    the live-cell count (array of 1)."""
+    if initial is None:
+        seed(density)
+        population[None] = int(alive.to_numpy().sum())
+    else:
+        alive.from_numpy(np.asarray(initial, np.int32))
+        population[None] = int(np.sum(initial))
+    for _ in range(steps):
+        count_neighbours()
+        apply_rules()
+    return alive.to_numpy(), np.int32([population[None]])
+
+
+# -- kiln: the module build that replaces ti.init, and the check ---------------------------------
+def build(targets: tuple[str, ...] = ("cpu",)) -> kl.Module:
+    """Two graphs: `seed` (a random board) and `generation` (one step of the rules)."""
+    m = kl.Module(targets=list(targets))
+    g = kl.GraphBuilder()
+    g.dispatch(seed, kl.Arg("density", kl.f32))
+    m.add_graph("seed", g)
     g = kl.GraphBuilder()
     g.dispatch(count_neighbours)
     g.dispatch(apply_rules)
-    m = kl.Module()
     m.add_graph("generation", g)
     return m
 
 
-RUN = """
-import sys
-import numpy as np
-import kiln as kl
-m = kl.load_module(sys.argv[1])
-for _ in range(int(sys.argv[2])):
-    m.graphs["generation"].run({})
-np.savez(sys.argv[3], **{k: np.asarray(v) for k, v in m.fields.items()})
-"""
+def main(device: str = "cpu", steps: int = 100, density: float = 0.25) -> int:
+    sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+    from fresh_process import run_saved
 
-
-def main(steps: int = 100, density: float = 0.25, seed: int = 0) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.reference import game_of_life_numpy as ref
 
-    initial = (np.random.default_rng(seed).random(res) < density).astype(np.int32)
+    initial = (np.random.default_rng(0).random(res) < density).astype(np.int32)
+    plan = [{"graph": "seed", "args": {"density": density}}, {"snapshot": "seeded"},
+            {"graph": "generation", "repeat": steps}]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "game_of_life.kiln")
-        build(initial).save(path)
-        out = os.path.join(tmp, "fields.npz")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(kl.__file__).parents[1]),
-                                                                          os.environ.get("PYTHONPATH")])))
-        subprocess.run([sys.executable, "-c", RUN, path, str(steps), out], check=True, env=env)
-        got = dict(np.load(out))
+        build(("cpu", "cuda") if device == "cuda" else ("cpu",)).save(path)
+        # each field's name in the file is the one it was first used by (kl.field(..., name=...) to choose)
+        seeded = run_saved(path, plan[:2], device)[f"seeded/field:{alive.name}"]
+        got = run_saved(path, plan[2:], device, fields={alive: initial})
     want_board, want_pop = ref.run(initial, steps)
-    same = bool((got["alive"] == want_board).all())
-    print(f"game_of_life: {res} torus, {steps} generations in a reloaded module; board matches numpy: {same}; "
-          f"population {int(got['population'])} (numpy {int(want_pop[0])})")
-    ok = same and int(got["population"]) == int(want_pop[0])
+    same = bool((got[f"field:{alive.name}"] == want_board).all())
+    pop = int(got[f"field:{population.name}"])
+    fraction = float(seeded.mean())
+    print(f"game_of_life ({device}): {res} torus, {steps} generations in a reloaded module; board matches "
+          f"numpy: {same}; population {pop} (numpy {int(want_pop[0])}); kl.random() seeded {fraction:.1%} "
+          f"alive (density {density:.0%})")
+    ok = same and pop == int(want_pop[0]) and set(np.unique(seeded)) <= {0, 1} and abs(fraction - density) < 0.03
     print("game_of_life: OK" if ok else "game_of_life: MISMATCH")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "cpu"))

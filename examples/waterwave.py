@@ -1,23 +1,22 @@
-"""Water waves (bench/taichi_programs/waterwave.py, Taichi 1.7) ported to kiln: the damped 2-D wave
-equation on a pond with fixed edges, three height fields rotated between steps as
-`kl.template()` arguments, Gaussian drops, and a shading pass.
+"""Water waves: the damped 2-D wave equation on a square pond with fixed edges (Taichi 1.7).
 
-The kernels are the Taichi program's with `ti.` renamed to `kl.`, except where a construct that
-other parts of issue 13 add is not in kiln yet (marked "port:"): `laplacian` has annotated
-parameters (generic funcs are coming) and `slope` returns its two components instead of a
-`kl.Vector` (vector values are coming). `ti.init` becomes a module build: the drops, three leapfrog
-steps (one full rotation of the fields) and the shading are graphs of one module that owns the
-fields; it is saved, loaded in a fresh process and run there, then checked against
-tests/reference/waterwave_numpy.py.
+Three height fields are rotated between steps (previous, current, next), so the update kernel
+takes them as ti.template() arguments. Drops are Gaussian bumps; a shading pass turns the
+surface slope into a brightness image.
 
-    python examples/waterwave.py
+The kiln port of bench/taichi_programs/waterwave.py: the Taichi program with `ti.` renamed to
+`kl.` (tests/test_taichi_examples.py compares them line by line). The only differences:
+- `ti.init(arch=ti.cpu)` is left out: `build()` below compiles the kernels into a module (the drops,
+  three leapfrog steps -- one full rotation of the fields -- and the shading are its graphs), which
+  is saved to a .kiln file and loaded where it runs, on the CPU or an NVIDIA GPU (`main(device=...)`);
+- the `__main__` block runs `main()`: the module is loaded in a fresh process (runtime only) that
+  runs it; the result is checked against tests/reference/waterwave_numpy.py.
+The program's own `run()` works too, with direct kernel calls, as in Taichi.
+
+    python examples/waterwave.py [cpu|cuda]
 """
 
-from __future__ import annotations
-
-import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,20 +38,18 @@ energy = kl.field(kl.f32, shape=())
 
 
 @kl.func
-def laplacian(h: kl.template(), i: kl.i64, j: kl.i64) -> kl.f32:   # port: annotated parameters
+def laplacian(h, i, j):
     return h[i - 1, j] + h[i + 1, j] + h[i, j - 1] + h[i, j + 1] - 4.0 * h[i, j]
 
 
 @kl.func
-def slope_sq(h: kl.template(), i: kl.i64, j: kl.i64) -> kl.f32:    # port: |slope|^2, not a vector
+def slope(h, i, j):
     # central differences; the edges (fixed at height 0) use a zero outside neighbour
     right = h[i + 1, j] if i < shape[0] - 1 else 0.0
     left = h[i - 1, j] if i > 0 else 0.0
     up = h[i, j + 1] if j < shape[1] - 1 else 0.0
     down = h[i, j - 1] if j > 0 else 0.0
-    gx = (right - left) * (0.5 / dx)
-    gy = (up - down) * (0.5 / dx)
-    return gx * gx + gy * gy
+    return kl.Vector([right - left, up - down]) * (0.5 / dx)
 
 
 @kl.kernel
@@ -77,20 +74,38 @@ def shade(h: kl.template()):
     # brighter where the surface is steeper (a Fresnel-like look)
     energy[None] = 0.0
     for i, j in brightness:
-        g2 = slope_sq(h, i, j)                                # port: g.dot(g)
-        cos_view = 1.0 / kl.sqrt(1.0 + g2)
+        g = slope(h, i, j)
+        cos_view = 1.0 / kl.sqrt(1.0 + g.dot(g))
         brightness[i, j] = pow(1.0 - cos_view, 2)
         energy[None] += h[i, j] * h[i, j]
 
 
-def build() -> kl.Module:
-    """The module: `drop` (one drop on the current and previous heights), `step3` (three leapfrog
-    steps, after which the fields are back in their roles) and `shade`."""
-    m = kl.Module()
+def run(steps, drops=((30.0, 20.0, 1.0, 4.0), (60.0, 40.0, -0.5, 3.0))):
+    """Start from a flat pond plus `drops` (cx, cy, amplitude, width in cells), run `steps`
+    leapfrog steps. Returns the current height, the previous height, the brightness image and
+    the sum of squared heights (array of 1)."""
+    for h in heights:
+        h.fill(0.0)
+    for cx, cy, amplitude, width in drops:
+        add_drop(heights[0], cx, cy, amplitude, width)
+        add_drop(heights[1], cx, cy, amplitude, width)  # start at rest: previous == current
+    prev, cur, nxt = heights
+    for _ in range(steps):
+        step(prev, cur, nxt)
+        prev, cur, nxt = cur, nxt, prev
+    shade(cur)
+    return cur.to_numpy(), prev.to_numpy(), brightness.to_numpy(), np.float32([energy[None]])
+
+
+# -- kiln: the module build that replaces ti.init, and the check ---------------------------------
+def build(targets: tuple[str, ...] = ("cpu",)) -> kl.Module:
+    """Graphs `drop` (one drop on the current and previous heights, as run() adds them), `step3`
+    (three leapfrog steps, after which the fields are back in their roles) and `shade`."""
+    m = kl.Module(targets=list(targets))
     drop = kl.GraphBuilder()
-    args = [kl.Arg(n, kl.f32) for n in ("cx", "cy", "amplitude", "width")]
+    args = [kl.Arg(name, kl.f32) for name in ("cx", "cy", "amplitude", "width")]
     drop.dispatch(add_drop, heights[0], *args)
-    drop.dispatch(add_drop, heights[1], *args)   # start at rest: previous == current
+    drop.dispatch(add_drop, heights[1], *args)  # start at rest: previous == current
     m.add_graph("drop", drop)
     steps = kl.GraphBuilder()
     prev, cur, nxt = heights
@@ -99,54 +114,38 @@ def build() -> kl.Module:
         prev, cur, nxt = cur, nxt, prev
     m.add_graph("step3", steps)
     sh = kl.GraphBuilder()
-    sh.dispatch(shade, cur)                   # after 3k steps `cur` is heights[1] again
+    sh.dispatch(shade, cur)  # after 3k steps `cur` is heights[1] again
     m.add_graph("shade", sh)
     return m
 
 
-RUN = """
-import json, sys
-import numpy as np
-import kiln as kl
-path, drops, steps, out = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-m = kl.load_module(path)
-for cx, cy, amplitude, width in drops:
-    m.graphs["drop"].run({"cx": cx, "cy": cy, "amplitude": amplitude, "width": width})
-for _ in range(steps // 3):
-    m.graphs["step3"].run({})
-m.graphs["shade"].run({})
-np.savez(out, **{k: np.asarray(v) for k, v in m.fields.items()})
-"""
-
-
-def main(steps: int = 201, drops: tuple[tuple[float, ...], ...] = ((30.0, 20.0, 1.0, 4.0), (60.0, 40.0, -0.5, 3.0))
-         ) -> int:
+def main(device: str = "cpu", steps: int = 201,
+         drops: tuple[tuple[float, ...], ...] = ((30.0, 20.0, 1.0, 4.0), (60.0, 40.0, -0.5, 3.0))) -> int:
     if steps % 3:
         raise ValueError("steps must be a multiple of 3 (one rotation of the three height fields per graph run)")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+    from fresh_process import run_saved
+
     from tests.reference import waterwave_numpy as ref
 
+    plan = [{"graph": "drop", "args": dict(zip(("cx", "cy", "amplitude", "width"), d))} for d in drops]
+    plan += [{"graph": "step3", "repeat": steps // 3}, {"graph": "shade"}]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "waterwave.kiln")
-        build().save(path)
-        out = os.path.join(tmp, "fields.npz")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(kl.__file__).parents[1]),
-                                                                          os.environ.get("PYTHONPATH")])))
-        subprocess.run([sys.executable, "-c", RUN, path, json.dumps(drops), str(steps), out], check=True, env=env)
-        got = dict(np.load(out))
+        build(("cpu", "cuda") if device == "cuda" else ("cpu",)).save(path)
+        got = run_saved(path, plan, device)
+    # each field's name in the file is the one it was first used by (kl.field(..., name=...) to choose)
+    cur, prev, light, total = (got[f"field:{f.name}"] for f in (heights[1], heights[0], brightness, energy))
     want_h, want_prev, want_b, want_e = ref.run(drops, steps)
-    names = [h.name for h in heights]
-    err_h = float(np.abs(got[names[1]] - want_h).max())
-    err_prev = float(np.abs(got[names[0]] - want_prev).max())
-    err_b = float(np.abs(got[brightness.name] - want_b).max())
-    rel_e = abs(float(got[energy.name]) - float(want_e[0])) / float(want_e[0])
-    assert float(want_e[0]) > 0
-    print(f"waterwave: {shape} pond, {steps} steps in a reloaded module; max |h - numpy| = {err_h:.2e}, "
+    err_h, err_prev = float(abs(cur - want_h).max()), float(abs(prev - want_prev).max())
+    err_b = float(abs(light - want_b).max())
+    rel_e = abs(float(total) - float(want_e[0])) / float(want_e[0])
+    print(f"waterwave ({device}): {shape} pond, {steps} steps in a reloaded module; max |h - numpy| = {err_h:.2e}, "
           f"|prev - numpy| = {err_prev:.2e}, |brightness - numpy| = {err_b:.2e}, sum h^2 rel. err {rel_e:.1e}")
-    ok = err_h < 1e-4 and err_prev < 1e-4 and err_b < 1e-4 and rel_e < 1e-4
+    ok = err_h < 1e-4 and err_prev < 1e-4 and err_b < 1e-4 and rel_e < 1e-4 and float(want_e[0]) > 0
     print("waterwave: OK" if ok else "waterwave: MISMATCH")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "cpu"))

@@ -99,7 +99,7 @@ class CallPlan:
     the runtime entry that takes a dict already holding every parameter."""
 
     __slots__ = ("__weakref__", "compiled", "device", "config", "fp", "owner", "names", "arity", "by_name",
-                 "fields", "rng", "plain", "invoke")
+                 "fields", "rng", "plain", "invoke", "result")
 
     def __init__(self, kernel: Kernel, compiled: Any, types: ParamTypes, device: str) -> None:
         self.compiled = compiled
@@ -120,19 +120,23 @@ class CallPlan:
         self.plain = not self.fields and not self.rng
         # the CPU runtime can skip its own field/random-state binding: this plan does it
         self.invoke = compiled.run_bound if device == "cpu" else compiled.run
+        #: the field a kernel's return value lands in (`-> kl.f32`; kiln.lang.kernel), else None
+        self.result = kernel.result_field
 
-    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Bind positional and keyword arguments (the runtime binder checks their values)."""
-        self.run(self.by_name(args) if len(args) == self.arity and not kwargs
+        return self.run(self.by_name(args) if len(args) == self.arity and not kwargs
                  else bind_call_arguments(self.owner, self.names, args, kwargs))
 
-    def run(self, bound: dict[str, Any]) -> None:
-        """Run on the visible arguments by name, in a dict this call owns."""
+    def run(self, bound: dict[str, Any]) -> Any:
+        """Run on the visible arguments by name, in a dict this call owns; the kernel's return
+        value if it declares one."""
         for hidden, f in self.fields:
             bound[hidden] = f.array
         if self.rng:
             bound[RNG_PARAM] = _rng_state       # the process-wide state, not the module's own
         self.invoke(bound)
+        return None if self.result is None else self.result[None]
 
 
 def _by_name(names: tuple[str, ...]) -> Callable[[tuple[Any, ...]], dict[str, Any]]:
@@ -178,9 +182,8 @@ class DirectKernel(Kernel):
         if plan is not None and plan.device == _device and plan.config is config.current() and plan.fp is default_fp():
             if len(args) == plan.arity and not kwargs and plan.plain:
                 plan.invoke(plan.by_name(args))
-            else:
-                plan.call(args, kwargs)
-            return None
+                return None
+            return plan.call(args, kwargs)
         return call_kernel(self, args, kwargs)
 
 
@@ -204,7 +207,8 @@ def _is_fixed(kernel: Kernel) -> bool:
                for a in kernel.annotations)
 
 
-def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run `kernel` on the arguments; its return value if it declares one (`-> kl.f32`)."""
     device = _device
     if device not in DEVICES:
         raise ValueError(f"KILN_DEVICE must be 'cpu' or 'cuda', got {device!r}")
@@ -223,7 +227,7 @@ def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, A
     if _is_fixed(kernel):
         plan.config = config.current()  # same mode under this configuration: no re-check
         kernel._fixed = plan            # the next calls in this mode go straight to the plan
-    plan.run(bound)
+    return plan.run(bound)
 
 
 def _compile_direct(kernel: Kernel, types: ParamTypes, device: str, debug: bool = False) -> Any:

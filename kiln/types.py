@@ -16,7 +16,7 @@ Promotion (documented in docs/language.md):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 
@@ -322,14 +322,52 @@ class NdArrayType:
         return f"kl.ndarray({self.element_type!r}, ndim={self.outer_ndim})"
 
 
-def ndarray(dtype: ScalarType | MatrixType | None = None, ndim: int | None = None) -> NdArrayType:
-    """`kl.ndarray(kl.f32, ndim=2)`; `kl.ndarray(kl.vec2, ndim=1)` is a numpy (n, 2) array."""
+class HostNdarray(np.ndarray):
+    """The storage `kl.ndarray(dtype, shape=...)`, `kl.Vector.ndarray` and `kl.Matrix.ndarray`
+    make: a plain numpy array (kernels, graphs and the runtimes take it as any numpy array) with
+    the host methods of a Taichi ndarray, so a ported program's host code runs unchanged."""
+
+    def to_numpy(self) -> np.ndarray:
+        """A copy, as a plain numpy array."""
+        return np.array(self, copy=True).view(np.ndarray)
+
+    def from_numpy(self, a: object) -> None:
+        """Copy `a` (the same shape) into the array, converting its dtype."""
+        arr = np.asarray(a)
+        if arr.shape != self.shape:
+            raise ValueError(f"from_numpy: the ndarray has shape {self.shape}, got an array of shape {arr.shape}")
+        self[...] = arr
+
+
+def host_ndarray(shape: tuple[int, ...], dtype: ScalarType) -> HostNdarray:
+    """Zeros of `shape` (element dimensions included) and `dtype`, as a HostNdarray."""
+    return np.zeros(shape, dtype.np_dtype).view(HostNdarray)
+
+
+@overload
+def ndarray(dtype: ScalarType | MatrixType | None = None, ndim: int | None = None) -> NdArrayType: ...
+@overload
+def ndarray(dtype: ScalarType | MatrixType, ndim: None = None, *, shape: int | tuple[int, ...]) -> HostNdarray: ...
+
+
+def ndarray(dtype: ScalarType | MatrixType | None = None, ndim: int | None = None, *,
+            shape: int | tuple[int, ...] | None = None) -> NdArrayType | HostNdarray:
+    """`kl.ndarray(kl.f32, ndim=2)`; `kl.ndarray(kl.vec2, ndim=1)` is a numpy (n, 2) array.
+
+    With `shape=` (Taichi's `ti.ndarray(ti.f32, shape=n)`, host side) it makes the storage
+    instead: a zeroed numpy array of shape `shape` + the element shape."""
     element_shape: tuple[int, ...] = ()
     if isinstance(dtype, MatrixType):
         element_shape, dtype = dtype.shape, dtype.dtype
     if dtype is not None and not isinstance(dtype, ScalarType):
         raise TypeError(f"kl.ndarray: dtype must be a kiln scalar, vector or matrix type such as kl.f32 "
                         f"or kl.vec2, got {dtype!r}")
+    if shape is not None:
+        outer = (shape,) if isinstance(shape, int) else tuple(shape)
+        if dtype is None or ndim is not None or not all(isinstance(d, int) and d >= 0 for d in outer):
+            raise ValueError(f"kl.ndarray(dtype, shape=...) makes an array: it takes a dtype and a shape of "
+                             f"ints >= 0, without ndim; got dtype={dtype!r}, ndim={ndim!r}, shape={shape!r}")
+        return host_ndarray(outer + element_shape, dtype)
     if ndim is not None and (not isinstance(ndim, int) or not 1 <= ndim + len(element_shape) <= MAX_NDIM
                              or ndim < 1):
         raise ValueError(f"kl.ndarray: ndim must be an int in 1..{MAX_NDIM - len(element_shape)}, got {ndim!r}")

@@ -186,6 +186,36 @@ def test_graphs_are_cached_with_their_dispatches(cache_on: Path, compiles: list[
     np.testing.assert_array_equal(x, ref)
 
 
+FIELD_FILE = """
+import kiln as kl
+
+level = kl.field(kl.f32, shape=3)
+
+@kl.kernel
+def raise_level():
+    for i in level:
+        level[i] += 1.0
+"""
+
+
+def test_a_changed_field_content_is_a_miss(cache_on: Path, tmp_path: Path) -> None:
+    # a compiled graph records its fields' content as their initial value
+    mod = _module_from(tmp_path / "k_field.py", FIELD_FILE, "k_field")
+
+    def run_once() -> np.ndarray:
+        g = kl.GraphBuilder()
+        g.dispatch(mod.raise_level)
+        cg = g.compile()
+        cg.run({})
+        return np.asarray(cg.fields["level"]).copy()
+
+    np.testing.assert_array_equal(run_once(), [1, 1, 1])
+    mod.level.from_numpy(np.float32([5, 6, 7]))
+    np.testing.assert_array_equal(run_once(), [6, 7, 8])
+    mod.level.from_numpy(np.float32([0, 0, 2]))
+    np.testing.assert_array_equal(run_once(), [1, 1, 3])
+
+
 def test_switched_off_it_neither_reads_nor_writes(tmp_path: Path, compiles: list[int]) -> None:
     mod = _module_from(tmp_path / "k_off.py", KERNEL_FILE.format(scale=2.0, offset=1.0), "k_off")
     with config.configured(cache=False, cache_dir=str(tmp_path / "off")):

@@ -783,7 +783,8 @@ def test_parallel_loop_rules():
     @kernel
     def k7(x: kt.ndarray(kt.f32, ndim=1)):
         return 1  # ERR
-    expect_error(k7, (A1,), "kernels cannot return a value")
+    expect_error(k7, (A1,), "kernel 'k7' returns a value but has no return type annotation (-> kl.f32)",
+                 cls=KernelTypeError)
 
 
 def test_builtin_arity_and_calls():

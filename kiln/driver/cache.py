@@ -48,7 +48,7 @@ from kiln.artifact import container
 from kiln.driver.request import CompileRequest, GraphArgSpec
 from kiln.errors import ArtifactError
 from kiln.lang.callables import Compilable
-from kiln.lang.fields import TemplateArg
+from kiln.lang.fields import Field, TemplateArg
 from kiln.lang.transformer import NameResolver
 from kiln.runtime.hostcpu import host_arch, host_features
 from kiln.types import NdArrayType, ScalarType, default_fp
@@ -238,6 +238,8 @@ class _KernelPrints:
         h.update(f"{c.kind} {c.qualname} {c.filename}:{c.first_line}\n{source}\n".encode("utf-8", "surrogatepass"))
         for name in sorted(names):
             found, value = resolver.lookup(name)
+            if isinstance(value, Field):
+                value.name_for(name)   # fixed at first use, as the front end would: it is in the file
             if found:
                 h.update(f"{name}={self._value(value, names, 0)}\n".encode("utf-8", "surrogatepass"))
         for pname, ann in sorted(getattr(fn, "__annotations__", {}).items()):
@@ -252,6 +254,10 @@ class _KernelPrints:
             return f"np.{v.dtype}:{v.tobytes().hex()}"
         if isinstance(v, ScalarType | NdArrayType):
             return f"type:{v!r}"
+        if isinstance(v, Field):
+            # a compiled module records the field's content as its initial value: key it too
+            return (f"field:{v.name}:{v.dtype.name}{v.shape}{v.element_shape}:"
+                    + hashlib.sha256(v.array.tobytes()).hexdigest())
         if isinstance(v, Compilable):
             return f"{v.kind}:{self.of(v)}"
         if isinstance(v, tuple | list | frozenset):

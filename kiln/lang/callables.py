@@ -165,9 +165,6 @@ class Compilable:
                     if not isinstance(rt, ScalarType):
                         raise _error(self._source_info(), fdef.returns,
                                      f"{self.kind} '{self.name}' can only return a scalar")
-                    if self.kind == "kernel":
-                        raise _error(self._source_info(), fdef.returns,
-                                     f"kernel '{self.name}' cannot return a value; write results into an array")
                     self._ret = rt
             self._annotations = out
         return self._annotations

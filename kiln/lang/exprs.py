@@ -429,11 +429,8 @@ class ExprMixin(ASTTransformer):
                                self.loc(node))
         if obj is range:
             raise LangError("range() can only be used as the iterable of a for loop")
-        if obj is py_builtins.pow:      # Python's pow(a, b) is a ** b
-            if len(node.args) != 2:
-                raise type_error(f"pow() takes 2 arguments in kernels (no modulus), got {len(node.args)}")
-            return self.binary(ir.BinaryOp.POW, self.scalar(node.args[0]), self.scalar(node.args[1]),
-                               self.loc(node))
+        if obj is py_builtins.len:
+            return self.static_len(node)
         target = as_scalar_type(obj)
         if target is not None:
             if len(node.args) != 1:
@@ -444,6 +441,20 @@ class ExprMixin(ASTTransformer):
         if isinstance(obj, Compilable):  # not a Func: a kernel
             raise LangError(f"cannot call kernel '{obj.name}' from a kernel or func; make it a @kl.func")
         raise LangError(f"cannot call '{_obj_name(obj)}' inside a kernel")
+
+    def static_len(self, node: ast.Call) -> Lit:
+        """`len(x)` of something whose length is known at compile time: a captured tuple or list
+        (`range(len(spring_offsets))`), a tuple value, or a vector/matrix (its rows, as Taichi)."""
+        self._arity("len", 1, node)
+        v = self.visit(node.args[0])
+        if isinstance(v, Static) and isinstance(v.obj, tuple | list | range):
+            return Lit(len(v.obj))
+        if isinstance(v, TupleVal):
+            return Lit(len(v.items))
+        if isinstance(v, MatrixVal):
+            return Lit(v.shape[0])
+        raise type_error(f"len() in a kernel needs a value of compile-time length (a captured tuple or list, "
+                         f"a tuple, a vector), got {describe(v)}", node.args[0])
 
     def template_arg(self, v: Value, where: str) -> TemplateArg | NdArrayType:
         """The specialisation key of a template argument: a field, a constant or an object; an

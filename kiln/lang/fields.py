@@ -75,8 +75,9 @@ class Field:
     # -- what kernels see ------------------------------------------------------------------
     @property
     def array_type(self) -> NdArrayType:
-        """The type of the hidden IR parameter (0-d fields are 1-D arrays of one element)."""
-        return NdArrayType(self.dtype, self.array.ndim)
+        """The type of the hidden IR parameter (0-d fields are 1-D arrays of one element); a
+        vector or matrix field's elements are vector/matrix values, as in an ndarray of vec3."""
+        return NdArrayType(self.dtype, self.array.ndim, self.element_shape)
 
     @property
     def index_ndim(self) -> int:
@@ -113,6 +114,13 @@ class Field:
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.array[self._key(key)] = value
+
+    def __iter__(self) -> Iterator[Any]:
+        """The indices of the field's elements (ints for a 1-D field, else tuples), as `for i in
+        x` means in a kernel."""
+        if len(self.shape) == 1:
+            return iter(range(self.shape[0]))
+        return itertools.product(*(range(d) for d in self.shape))
 
     def to_numpy(self) -> np.ndarray:
         """A copy of the content, shaped `shape + element_shape`."""
@@ -229,7 +237,8 @@ class Grouped:
 
 
 def grouped(over: Any) -> Grouped:
-    """`for I in kl.grouped(x)`: one loop variable holding the whole index (a tuple of i32)."""
+    """`for I in kl.grouped(x)`: one loop variable holding the whole index (an integer vector in
+    kernels; outside them, the index tuples)."""
     return Grouped(over)
 
 

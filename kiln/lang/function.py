@@ -16,8 +16,8 @@ from kiln.lang.random import RngUse, finish_kernel
 from kiln.lang.stmts import always_returns
 from kiln.lang.structfor import StructForMixin
 from kiln.lang.transformer import LoopCtx, NameResolver, Scope, SourceInfo
-from kiln.lang.values import LangError, Value, from_python
-from kiln.types import MatrixType, NdArrayType, ScalarType
+from kiln.lang.values import LangError, Value, cast_to, from_python, type_error
+from kiln.types import INDEX, MatrixType, NdArrayType, ScalarType
 
 
 def mangle(qualname: str, types: tuple[ScalarType | NdArrayType, ...]) -> str:
@@ -111,6 +111,17 @@ class FunctionCompiler(StructForMixin):
             raise LangError(f"two different fields are both named '{f.name}'; give one another name with "
                             f"kl.field(..., name=...)")
         return ir.ArrayRef(hidden, f.array_type, loc)
+
+    def kernel_return(self, value: ast.expr, loc: ir.Loc) -> list[ir.Stmt]:
+        """`return v` in a kernel (Taichi's kernel return value): v is stored in the kernel's
+        0-d result field (kiln.lang.kernel.Kernel.result_field), which a direct call returns."""
+        f = getattr(self.obj, "result_field", None)
+        if f is None:
+            raise type_error(f"kernel '{self.func_name}' returns a value but has no return type annotation "
+                             "(-> kl.f32)")
+        arr = self.field_ref(f, f"{self.func_name}_result", loc)
+        v = cast_to(self.scalar(value), f.dtype, loc)
+        return [ir.Store(loc, arr, (ir.Const(INDEX, loc, 0),), v), ir.Return(loc, None)]
 
     def field_of(self, arr: ir.ArrayRef) -> Field | None:
         return self.field_params.get(arr.name)

@@ -13,9 +13,8 @@ How a call is expanded (`inline_call`):
   expansion (`<func>.<n>.<param>`) assigned once, so that the body may reassign it and the
   argument is evaluated once, at the call; plain variables, constants and weak literals that the
   body never assigns are used as they are; arrays, compile-time objects, tuples and any other
-  non-scalar Value (the vectors' MatrixVal included) are bound AS IS -- a MatrixVal is a tuple
-  of scalar expressions of the caller, so a func that assigns one of its components should give
-  it fresh locals first (the vector code's own copy rule; nothing else here depends on its type);
+  non-scalar Value are bound AS IS; a vector (MatrixVal) is bound as it is unless the body
+  assigns the parameter, which then becomes a vector local of the expansion (pass by value);
 - the body is lowered with the func's own source, globals and scope, its locals prefixed with
   the expansion's name; its statements are emitted before the statement holding the call (the
   compiler's `pending` list), and the call's value is the returned Value;
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.errors import KernelError
 from kiln.ir import nodes as ir
+from kiln.lang.matrix_assign import assign_local
 from kiln.lang.transformer import NameResolver, Scope
 from kiln.lang.values import (
     LangError,
@@ -102,7 +102,7 @@ def inline_call(c: StmtMixin, func: Func, node: ast.Call) -> Value:
     try:
         fdef = func._fdef()
         params = fdef.args.posonlyargs + fdef.args.args
-        assigned = {n.id for n in ast.walk(fdef) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        assigned = _assigned_names(fdef)
         for arg, v, loc in zip(params, args, locs):
             frame.stmts.extend(_bind(c, func, arg, anns.get(arg.arg), v, arg.arg in assigned, loc))
         frame.stmts.extend(c.stmts(fdef.body))
@@ -135,6 +135,22 @@ def _leave(c: StmtMixin, saved: tuple[Any, ...]) -> None:
     (c.src, c.resolver, c.scope, c.func_name, c.ret, c.is_kernel, c.loops, c.nesting, c.inline) = saved
 
 
+def _assigned_names(fdef: ast.FunctionDef) -> set[str]:
+    """Names the body assigns, directly (`z = ...`) or through a component (`z.x = ...`,
+    `z[0] += ...`): such a parameter needs a copy of its own."""
+    out = set()
+    for n in ast.walk(fdef):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            out.add(n.id)
+        elif isinstance(n, ast.Attribute | ast.Subscript) and isinstance(n.ctx, ast.Store):
+            base: ast.expr = n
+            while isinstance(base, ast.Attribute | ast.Subscript):
+                base = base.value
+            if isinstance(base, ast.Name):
+                out.add(base.id)
+    return out
+
+
 def _bind(c: StmtMixin, func: Func, arg: ast.arg, ann: Any, v: Value, assigned: bool,
           loc: ir.Loc) -> list[ir.Stmt]:
     """Bind parameter `arg` of the expansion to the argument value `v` (see the module doc)."""
@@ -144,6 +160,10 @@ def _bind(c: StmtMixin, func: Func, arg: ast.arg, ann: Any, v: Value, assigned: 
     if isinstance(ann, MatrixType) and (not isinstance(v, MatrixVal) or v.shape != ann.shape):
         raise type_error(f"argument '{name}' of func '{func.name}' expects {ann!r}, got {describe(v)}", arg)
     scalar_ann = ann if isinstance(ann, ScalarType) else None
+    if isinstance(v, MatrixVal) and assigned:
+        # a vector the body reassigns (`z = complex_sqr(z) + c`): a vector local of the
+        # expansion, as for scalars (pass by value)
+        return assign_local(c, name, v, loc, None)
     if not isinstance(v, ir.Expr | Lit):
         # arrays, compile-time objects, tuples, vectors (MatrixVal): bound as they are
         if scalar_ann is not None:

@@ -25,6 +25,7 @@ class Kernel(Compilable):
         # keyed by (parameter types, default float type): kl.set_default_fp changes the IR
         self._cache: dict[tuple[Any, ...], ir.KernelIR] = {}
         self._hidden: dict[tuple[Any, ...], dict[str, Field]] = {}
+        self._result: Field | None = None
 
     def specialize(self, param_types: tuple[ScalarType | NdArrayType, ...]) -> ir.KernelIR:
         """The typed IR of this kernel for concrete parameter types (cached per type tuple)."""
@@ -41,6 +42,18 @@ class Kernel(Compilable):
             self._cache[key] = kir
             self._hidden[key] = compiler.field_params
         return kir
+
+    @property
+    def result_field(self) -> Field | None:
+        """Where a kernel declared `-> type` stores its `return` value: a 0-d field of that type
+        (made at first use), which direct calls read and return; in a compiled graph or module
+        it is one of its fields (`<kernel>_result`). None for a kernel without a return type."""
+        rt = self.return_type
+        if rt is None:
+            return None
+        if self._result is None:
+            self._result = Field(rt, ())
+        return self._result
 
     def hidden_fields(self, param_types: tuple[Any, ...]) -> dict[str, Field]:
         """The fields the specialisation for `param_types` uses: hidden IR parameter name ("@x")

@@ -18,9 +18,11 @@ import numpy as np
 from kiln.lang import builtins_py
 from kiln.lang.fields import matrix_field, vector_field
 from kiln.types import (
+    HostNdarray,
     MatrixType,
     ScalarType,
     f32,
+    host_ndarray,
     i32,
     ivec2,
     ivec3,
@@ -148,19 +150,22 @@ class Vector:
     """`kl.Vector([a, b, c])` builds a vector (as Taichi's `ti.Vector`); `kl.Vector.zero(dt, n)`.
 
     Inside kernels the front end expands these calls; outside they return numpy arrays.
-    `kl.Vector.field` is added by the fields module (kiln's module-level state).
+    `kl.Vector.field(n, dtype, shape)` is kiln.lang.fields' (fields are module-level state;
+    Taichi spells them on this class).
     """
+
+    field = staticmethod(vector_field)
 
     def __new__(cls, values: Any, dt: ScalarType | None = None) -> Any:  # type: ignore[misc]
         arr = np.asarray(values)
         return arr.astype(dt.np_dtype) if dt is not None else arr
 
     @staticmethod
-    def ndarray(n: int, dt: ScalarType, shape: int | tuple[int, ...]) -> np.ndarray:
+    def ndarray(n: int, dt: ScalarType, shape: int | tuple[int, ...]) -> HostNdarray:
         """Host-side storage for `kl.ndarray(kl.types.vector(n, dt), ...)`: zeros of shape
         shape + (n,) (Taichi's `ti.Vector.ndarray`; kiln's ndarrays are numpy arrays)."""
         outer = (shape,) if isinstance(shape, int) else tuple(shape)
-        return np.zeros(outer + (vector(n, dt).shape[0],), dt.np_dtype)
+        return host_ndarray(outer + (vector(n, dt).shape[0],), dt)
 
     @staticmethod
     @_kernel_fn("Vector.zero")
@@ -175,17 +180,19 @@ class Vector:
 
 class Matrix:
     """`kl.Matrix([[a, b], [c, d]])` builds a matrix (rows first, as Taichi's `ti.Matrix`);
-    `kl.Matrix.zero(dt, n, m)`, `kl.Matrix.identity(dt, n)`."""
+    `kl.Matrix.zero(dt, n, m)`, `kl.Matrix.identity(dt, n)`; `kl.Matrix.field(n, m, dt, shape)`."""
+
+    field = staticmethod(matrix_field)
 
     def __new__(cls, rows: Any, dt: ScalarType | None = None) -> Any:  # type: ignore[misc]
         arr = np.asarray(rows)
         return arr.astype(dt.np_dtype) if dt is not None else arr
 
     @staticmethod
-    def ndarray(n: int, m: int, dt: ScalarType, shape: int | tuple[int, ...]) -> np.ndarray:
+    def ndarray(n: int, m: int, dt: ScalarType, shape: int | tuple[int, ...]) -> HostNdarray:
         """Host-side storage for an ndarray of n x m matrices: zeros of shape shape + (n, m)."""
         outer = (shape,) if isinstance(shape, int) else tuple(shape)
-        return np.zeros(outer + matrix(n, m, dt).shape, dt.np_dtype)
+        return host_ndarray(outer + matrix(n, m, dt).shape, dt)
 
     @staticmethod
     @_kernel_fn("Matrix.zero")
@@ -221,8 +228,3 @@ __all__ = [
     "transpose", "uvec2", "uvec3", "uvec4", "vec2", "vec3", "vec4", "vector",
 ]
 
-
-# `kl.Vector.field(n, dtype, shape)` / `kl.Matrix.field(n, m, dtype, shape)`: module-level fields
-# of vectors and matrices (kiln.lang.fields owns fields; Taichi spells them on these classes)
-Vector.field = staticmethod(vector_field)  # type: ignore[attr-defined]
-Matrix.field = staticmethod(matrix_field)  # type: ignore[attr-defined]

@@ -273,13 +273,15 @@ def assign_local(cx: Any, name: str, v: Value, loc: ir.Loc, ann: ScalarType | Ma
     dtype = ann.dtype if ann is not None else arith_type(v.dtype)
     if ann is not None and v.shape != ann.shape:
         raise type_error(f"'{name}' is annotated {ann!r} but assigned {describe(v)}")
+    # an inlined func's locals carry its expansion's prefix, as scalar locals do (kiln.lang.inline)
+    ir_name = name if cx.inline is None else cx.inline.prefix + name
     for k in range(_size(shape)):
-        prev = cx.local_decls.get(f"{name}.{k}")
+        prev = cx.local_decls.get(f"{ir_name}.{k}")
         if prev is not None and prev != dtype:
             raise type_error(f"'{name}' already has element type {prev.name} and cannot be redeclared "
                              f"with {dtype.name}")
-        cx.local_decls[f"{name}.{k}"] = dtype
-    new = MatrixLocal(name, dtype, cx.region, loc.line, shape)
+        cx.local_decls[f"{ir_name}.{k}"] = dtype
+    new = MatrixLocal(ir_name, dtype, cx.region, loc.line, shape)
     cx.scope.locals[name] = new
     out, items = _stage(cx, list(v.items), list(_local_places(new)), loc)
     return out + [p.write(x, loc) for p, x in zip(_local_places(new), items)]

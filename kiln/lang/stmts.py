@@ -279,10 +279,10 @@ class StmtMixin(ExprMixin):
             return inline_return(self, node)
         loc = self.loc(node)
         if self.is_kernel:
-            if node.value is not None:
-                raise LangError("kernels cannot return a value; write results into an array")
             if self.region is not None:
                 raise LangError("'return' is not allowed inside the parallel loop")
+            if node.value is not None:
+                return self.kernel_return(node.value, loc)
             return [ir.Return(loc, None)]
         if node.value is None:
             if self.ret is not None:

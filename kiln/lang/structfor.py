@@ -18,6 +18,7 @@ from kiln.lang.transformer import LoopCtx
 from kiln.lang.values import (
     LangError,
     Lit,
+    MatrixVal,
     Scalar,
     Static,
     TupleVal,
@@ -59,7 +60,7 @@ class StructForMixin(StmtMixin):
                 raise LangError(f"cannot iterate over the 0-d field '{f.name}'; use x[None]", node)
             return [([Lit(0), Lit(n), Lit(1)], node) for n in f.shape]
         loc = self.loc(node)
-        return [([Lit(0), ir.Shape(INDEX, loc, arr, d), Lit(1)], node) for d in range(arr.type.ndim)]  # type: ignore[arg-type]
+        return [([Lit(0), ir.Shape(INDEX, loc, arr, d), Lit(1)], node) for d in range(arr.type.outer_ndim)]  # type: ignore[arg-type]
 
     def struct_loop(self, node: ast.For, names: list[str], dims: Dims) -> Stmts:
         if self.is_kernel and self.nesting == 0:
@@ -67,8 +68,8 @@ class StructForMixin(StmtMixin):
         return self.serial_for(node, names, dims, ndrange=True)
 
     def grouped_for(self, node: ast.For, it: ast.Call) -> Stmts:
-        """`for I in kl.grouped(x)` / `kl.grouped(kl.ndrange(...))`: I is the whole index, a tuple
-        of i32 values (an integer vector once vector values exist)."""
+        """`for I in kl.grouped(x)` / `kl.grouped(kl.ndrange(...))`: I is the whole index, an
+        integer vector (i32 components)."""
         if len(it.args) != 1 or it.keywords:
             raise LangError("kl.grouped() takes one field, ndarray or kl.ndrange(...)", it)
         if not isinstance(node.target, ast.Name):
@@ -88,7 +89,10 @@ class StructForMixin(StmtMixin):
         name = node.target.id
         names = [f"{name}.{k}" for k in range(len(dims))]   # dotted: cannot collide with Python names
         loc = self.loc(node.target)
-        index = TupleVal(tuple(ir.Cast(i32, loc, ir.Var(INDEX, loc, n)) for n in names))
+        items = tuple(ir.Cast(i32, loc, ir.Var(INDEX, loc, n)) for n in names)
+        # an integer vector, as Taichi's (`I + kl.ivec2(1, 0)`, `x[I]`, `I[0]`); vectors have at
+        # most 4 elements, so a deeper index stays a tuple (indexing and `I[k]` work the same)
+        index: Value = MatrixVal((len(items),), i32, items) if len(items) <= 4 else TupleVal(items)
         self.scope.consts.append({name: index})
         try:
             return self.struct_loop(node, names, dims)
@@ -147,17 +151,23 @@ class StructForMixin(StmtMixin):
     def visit_List(self, node: ast.List) -> Value:
         return TupleVal(tuple(self.visit(e) for e in node.elts))
 
+    def _tuple_key(self, name: str) -> str:
+        """Where list/tuple local `name` is kept: per inlined expansion, like its scalar locals."""
+        return name if self.inline is None else self.inline.prefix + name
+
     def visit_Name(self, node: ast.Name) -> Value:
         name = node.id
-        if name in self.tuple_locals and not any(name in c for c in self.scope.consts):
-            return self.tuple_locals[name]
+        key = self._tuple_key(name)
+        if key in self.tuple_locals and not any(name in c for c in self.scope.consts):
+            return self.tuple_locals[key]
         return super().visit_Name(node)
 
     def assign_name(self, name: str, v: Value, loc: ir.Loc, ann: ScalarType | MatrixType | None = None) -> Stmts:
         if isinstance(v, TupleVal) and ann is None:
             return self.assign_tuple(name, v, loc)
-        if name in self.tuple_locals:
-            raise LangError(f"'{name}' holds a list/tuple of {len(self.tuple_locals[name].items)} values "  # type: ignore[union-attr]
+        held = self.tuple_locals.get(self._tuple_key(name))
+        if held is not None:
+            raise LangError(f"'{name}' holds a list/tuple of {len(held.items)} values "  # type: ignore[union-attr]
                             "and cannot be reassigned a scalar")
         lv = self.scope.locals.get(name)
         target = ann if ann is not None else lv.type if lv is not None else None
@@ -169,8 +179,9 @@ class StructForMixin(StmtMixin):
         return super().assign_name(name, v, loc, ann)
 
     def assign_tuple(self, name: str, v: TupleVal, loc: ir.Loc) -> Stmts:
-        """`w = [a, b, c]`: each run-time item is copied into its own local `w.k` (value semantics);
-        compile-time items stay constants. Items are read with static indices (`w[k]`)."""
+        """`w = [a, b, c]`: each run-time item (a scalar or a vector) is copied into its own local
+        `w.k` (value semantics); compile-time items stay constants. Items are read with static
+        indices (`w[k]`)."""
         if self.scope.locals.get(name) is not None:
             raise LangError(f"'{name}' is a scalar variable and cannot be reassigned a list/tuple")
         out: Stmts = []
@@ -180,9 +191,14 @@ class StructForMixin(StmtMixin):
                 out += super().assign_name(f"{name}.{k}", item, loc)
                 lv = self.scope.locals[f"{name}.{k}"]
                 items.append(ir.Var(lv.type, loc, lv.ir_name))
+            elif isinstance(item, MatrixVal):
+                out += super().assign_name(f"{name}.{k}", item, loc)
+                lv = self.scope.locals[f"{name}.{k}"]
+                items.append(MatrixVal(item.shape, lv.type, tuple(
+                    ir.Var(lv.type, loc, f"{lv.ir_name}.{j}") for j in range(len(item.items)))))
             elif isinstance(item, Lit | ir.Const | Static | TupleVal):
                 items.append(item)
             else:
                 raise LangError(f"a list/tuple local cannot hold {describe(item)}")
-        self.tuple_locals[name] = TupleVal(tuple(items))
+        self.tuple_locals[self._tuple_key(name)] = TupleVal(tuple(items))
         return out
