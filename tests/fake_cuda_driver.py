@@ -30,6 +30,14 @@ class CUDA_KERNEL_NODE_PARAMS:
     pass
 
 
+class CUevent_flags:
+    CU_EVENT_DISABLE_TIMING = 2
+
+
+HOST = {}        # page-locked host allocations: address -> ctypes buffer
+EVENTS = {}      # event -> recorded on stream (None: never recorded)
+
+
 def cuInit(flags): return (0,)
 def cuGetErrorName(err): return (0, b"ERR")
 def cuDeviceGetCount(): return (0, 1)
@@ -78,6 +86,31 @@ def cuMemcpyDtoHAsync(dst, dptr, n, s):
     LOG.append(("dtoh", n, s))
     return (0,)
 def cuStreamSynchronize(s): LOG.append(("sync", s)); return (0,)
+def cuMemHostAlloc(n, flags):
+    buf = ctypes.create_string_buffer(n)
+    HOST[ctypes.addressof(buf)] = buf
+    return (0, ctypes.addressof(buf))
+def cuMemFreeHost(p): HOST.pop(p, None); return (0,)
+def cuEventCreate(flags):
+    e = len(EVENTS) + 1000
+    EVENTS[e] = None
+    return (0, e)
+def cuEventRecord(e, s): EVENTS[e] = s; LOG.append(("record", s)); return (0,)
+def cuEventQuery(e): return (0,)
+def cuEventSynchronize(e): return (0,)
+def cuEventDestroy(e): EVENTS.pop(e, None); return (0,)
+
+
+def slots(kernel_params, n):
+    """The `n` 8-byte parameters a launch passed (its kernelParams address, as logged)."""
+    ptrs = (ctypes.c_void_p * n).from_address(kernel_params)
+    return [ctypes.string_at(p, 8) for p in ptrs]
+
+
+def device_bytes(dptr, n):
+    """`n` bytes of fake device memory at `dptr` (inside an allocation)."""
+    base = max(b for b in MEM if b <= dptr)
+    return ctypes.string_at(ctypes.addressof(MEM[base]) + dptr - base, n)
 
 
 def _params_bytes(kernel_params, nslots):
@@ -88,11 +121,11 @@ def _params_bytes(kernel_params, nslots):
 
 
 def cuLaunchKernel(f, gx, gy, gz, bx, by, bz, smem, s, kernel_params, extra):
-    LOG.append(("launch", f, gx, bx, s, _params_bytes(kernel_params, 4).hex()))
+    LOG.append(("launch", f, gx, bx, s, _params_bytes(kernel_params, 4).hex(), kernel_params))
     return (0,)
 def cuGraphCreate(flags): return (0, object())
 def cuGraphAddKernelNode(graph, deps, ndeps, p):
-    LOG.append(("node", p.func, p.gridDimX, p.blockDimX, ndeps, _params_bytes(p.kernelParams, 4).hex()))
+    LOG.append(("node", p.func, p.gridDimX, p.blockDimX, ndeps, _params_bytes(p.kernelParams, 4).hex(), p.kernelParams))
     return (0, object())
 def cuGraphInstantiate(g, flags): return (0, "exec")
 def cuGraphLaunch(e, s): LOG.append(("graphlaunch", s)); return (0,)
@@ -115,3 +148,5 @@ def install(monkeypatch):
     monkeypatch.setattr(cuda_driver, "_drv", None)
     monkeypatch.setattr(cuda_driver.Device, "_all", {})
     LOG.clear()
+    HOST.clear()
+    EVENTS.clear()

@@ -32,7 +32,6 @@ device-array checks here.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
 from collections.abc import Mapping
@@ -49,7 +48,8 @@ from kiln.runtime.binding import ArgBinder, ArgPlan, bind_call_arguments, visibl
 from kiln.runtime.cuda_arrays import device_array, stream_handle
 from kiln.runtime.cuda_driver import Device, check, cuda_available, driver, pick_image
 from kiln.runtime.cuda_fields import DeviceField, DeviceFields
-from kiln.runtime.cuda_launch import GraphExec, LoadedImage, Node, decode_block, eval_host_expr, param_array
+from kiln.runtime.cuda_graph import BlockGraphExec, BlockImage, grid_dependencies
+from kiln.runtime.cuda_launch import GraphExec, LoadedImage, Node, decode_block, eval_host_expr, node_params
 from kiln.runtime.rng import draws, new_rng_state, with_rng
 from kiln.runtime.runnable import ArgSpec, arg_specs
 from kiln.types import SCALARS_BY_NAME
@@ -199,7 +199,11 @@ class CudaRunnable:
         self.params = params
         self.block_size = module.block
         self.nodes = _launch_nodes(module, {p.layout.name: p.layout for p in params}, dispatches)
-        self._graphs: dict[Any, GraphExec] = {}
+        self._graphs: dict[Any, GraphExec | BlockGraphExec] = {}
+        #: every entry reads its block from device memory when asked: graphs replay after one copy
+        self._block_graphs = all(n.block_ptr for n in self.nodes)
+        self._image = BlockImage(self.nodes) if self._block_graphs else None
+        self._grid_deps = grid_dependencies(self.nodes)
         self._plain: dict[int, list[Any]] = {}
         self._staging: dict[str, tuple[int, int]] = {}     # numpy param -> (device ptr, bytes)
         self.args: list[ArgSpec] = arg_specs(visible(params))
@@ -370,9 +374,8 @@ class CudaRunnable:
             kb = self.node_block(node, block)
             c = cache[i]
             if c is None or c[0] != kb:       # same arguments as last time: reuse grid and params
-                buf, ptrs = param_array(kb, node.nslots)
-                c = cache[i] = (kb, self.grid(node, kb, lm), buf, ptrs,
-                                ctypes.addressof(ptrs) if node.nslots else 0,
+                buf, ptrs, addr = node_params(node, kb)
+                c = cache[i] = (kb, self.grid(node, kb, lm), buf, ptrs, addr,
                                 1 if node.mode == "single" else self.block_size, lm.functions[node.entry])
             err = drv.cuLaunchKernel(c[6], c[1], 1, 1, c[5], 1, 1, 0, s, c[4], 0)
             if err[0] != drv.CUresult.CUDA_SUCCESS:
@@ -383,16 +386,36 @@ class CudaRunnable:
                     raise failure
 
     def _run_graph(self, lm: LoadedImage, block: bytes, s: int) -> None:
+        if self._image is not None:
+            self._replay(lm, block, s)
+            return
         key = (id(lm), self._array_key(block))
         ge = self._graphs.get(key)
         if ge is None:
-            if len(self._graphs) >= 64:            # bound the cache: drop the oldest
-                old = next(iter(self._graphs))
-                self._graphs.pop(old).destroy()
-            ge = self._graphs[key] = GraphExec(self, lm, block)
+            ge = self._cache_graph(key, lambda: GraphExec(self, lm, block))
         elif ge.block != block:
+            assert isinstance(ge, GraphExec)
             ge.update(block)
         check(driver().cuGraphLaunch(ge.exec, s), f"{self.owner}: cuGraphLaunch")
+
+    def _replay(self, lm: LoadedImage, block: bytes, s: int) -> None:
+        """Replay the graph of this device, stream and grid sizes; the arguments travel in one
+        copy to its device buffer, made only when they changed (kiln.runtime.cuda_graph)."""
+        key = (id(lm), s, b"".join(block[o:o + n] for o, n in self._grid_deps))
+        ge = self._graphs.get(key)
+        if ge is None:
+            assert self._image is not None
+            image = self._image
+            ge = self._cache_graph(key, lambda: BlockGraphExec(self, lm, image, block, s))
+        assert isinstance(ge, BlockGraphExec)
+        ge.launch(block, s)
+
+    def _cache_graph(self, key: Any, build: Any) -> Any:
+        if len(self._graphs) >= 64:            # bound the cache: drop the oldest
+            old = next(iter(self._graphs))
+            self._graphs.pop(old).destroy()
+        ge = self._graphs[key] = build()
+        return ge
 
     def _array_key(self, block: bytes) -> bytes:
         parts = []
