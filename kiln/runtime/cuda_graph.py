@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from kiln.abi import SLOT
 from kiln.errors import CudaError
 from kiln.runtime.cuda_driver import check, driver
 from kiln.runtime.cuda_launch import LaunchPlan, LoadedImage, Node, node_params
@@ -34,7 +35,8 @@ _ALIGN = 16
 
 class BlockImage:
     """Where each launch's argument block lives in the concatenated device image, and how to
-    build that image from a run's argument block with one numpy gather."""
+    build that image from a run's argument block with one numpy gather of 8-byte slots (blocks
+    are made of slots: kiln.abi)."""
 
     def __init__(self, nodes: list[Node]) -> None:
         self.offsets: list[int] = []
@@ -50,21 +52,22 @@ class BlockImage:
                     template += g
                 else:
                     template += bytes(g[1])
-                    src.extend(range(g[0], g[0] + g[1]))
-                    dst.extend(range(at, at + g[1]))
+                    src.extend(range(g[0] // SLOT, (g[0] + g[1]) // SLOT))
+                    dst.extend(range(at // SLOT, (at + g[1]) // SLOT))
             template += bytes(-len(template) % _ALIGN)
             if len(template) == base:        # a kernel without parameters: keep offsets distinct
                 template += bytes(_ALIGN)
         self.nbytes = len(template)
-        self.template = np.frombuffer(bytes(template), np.uint8)
+        #: the constant slots (bindings baked in at compile time) and zeros elsewhere
+        self.template = np.frombuffer(bytes(template), np.uint64)
         self.src = np.asarray(src, np.intp)
         self.dst = np.asarray(dst, np.intp)
 
     def fill(self, out: np.ndarray, block: bytes) -> None:
-        """Write the image of the run block `block` into `out` (uint8, `nbytes` long)."""
-        out[:] = self.template
+        """Write the slots that come from the run block `block` into `out` (uint64, holding the
+        template's constants already)."""
         if len(self.src):
-            out[self.dst] = np.frombuffer(block, np.uint8)[self.src]
+            out[self.dst] = np.frombuffer(block, np.uint64)[self.src]
 
 
 def grid_dependencies(nodes: list[Node]) -> tuple[tuple[int, int], ...]:
@@ -148,7 +151,8 @@ class BlockGraphExec:
         n = self.image.nbytes
         for _ in range(STAGING_SLOTS):
             host = int(check(drv.cuMemHostAlloc(n, 0), f"{self.r.owner}: cuMemHostAlloc({n})"))
-            view = np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(host))
+            view = np.ctypeslib.as_array((ctypes.c_uint64 * (n // SLOT)).from_address(host))
+            view[:] = self.image.template
             event = check(drv.cuEventCreate(drv.CUevent_flags.CU_EVENT_DISABLE_TIMING), "cuEventCreate")
             self._slots.append((host, view, event))
 
