@@ -34,18 +34,41 @@ class CUevent_flags:
     CU_EVENT_DISABLE_TIMING = 2
 
 
+class CUpointer_attribute:
+    CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL = 9
+
+
+GPUS = [1]         # how many GPUs the fake driver shows (tests set it)
+CURRENT = [11]     # the current context: 11 + the GPU's ordinal
+POINTER_GPU = {}   # device pointer -> the GPU it belongs to (arrays of tests; allocations: MEM_GPU)
+MEM_GPU = {}       # allocation -> the GPU that was current when it was made
+
+
 HOST = {}        # page-locked host allocations: address -> ctypes buffer
 EVENTS = {}      # event -> recorded on stream (None: never recorded)
 
 
 def cuInit(flags): return (0,)
 def cuGetErrorName(err): return (0, b"ERR")
-def cuDeviceGetCount(): return (0, 1)
-def cuDeviceGet(i): return (0, 7)
-def cuDevicePrimaryCtxRetain(dev): return (0, 11)
+def cuDeviceGetCount(): return (0, GPUS[0])
+def cuDeviceGet(i): return (0, 7 + i)
+def cuDevicePrimaryCtxRetain(dev): return (0, 11 + dev - 7)
 def cuDeviceGetAttribute(a, dev): return (0, {1: 9, 2: 0, 3: 4}[a])
-def cuCtxGetCurrent(): return (0, 11)
-def cuCtxSetCurrent(c): return (0,)
+def cuCtxGetCurrent(): return (0, CURRENT[0])
+def cuCtxSetCurrent(c):
+    CURRENT[0] = c
+    LOG.append(("ctx", c - 11))
+    return (0,)
+
+
+def cuPointerGetAttribute(attr, ptr):
+    assert attr == CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+    if ptr in POINTER_GPU:
+        return (0, POINTER_GPU[ptr])
+    for base, buf in MEM.items():
+        if base <= ptr < base + len(buf):
+            return (0, MEM_GPU.get(base, 0))
+    return (1, None)          # CUDA_ERROR_INVALID_VALUE: not CUDA memory
 IMAGES = []      # the PTX/cubin images loaded, in order
 GLOBALS = {}     # global name -> (dptr, size) of the last image
 
@@ -77,6 +100,8 @@ def cuMemAlloc(n):
     p = _next[0]
     _next[0] += (n + 255) // 256 * 256 + 256
     MEM[p] = ctypes.create_string_buffer(n)
+    MEM_GPU[p] = CURRENT[0] - 11
+    LOG.append(("alloc", n, CURRENT[0] - 11))
     return (0, p)
 def cuMemFree(p): MEM.pop(p, None); return (0,)
 def cuMemcpyHtoDAsync(dptr, src, n, s):
@@ -146,7 +171,11 @@ def install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
     monkeypatch.setitem(sys.modules, "cuda.bindings.driver", sys.modules[__name__])
     monkeypatch.setattr(cuda_driver, "_drv", None)
+    monkeypatch.setattr(cuda_driver, "_count", [])
     monkeypatch.setattr(cuda_driver.Device, "_all", {})
     LOG.clear()
     HOST.clear()
     EVENTS.clear()
+    GPUS[0] = 1
+    CURRENT[0] = 11
+    POINTER_GPU.clear()

@@ -645,7 +645,7 @@ def test_set_device_for_direct_calls() -> None:
 
     x = np.zeros(8, np.float32)
     add_one(x)
-    with pytest.raises(ValueError, match="expected 'cpu' or 'cuda'"):
+    with pytest.raises(ValueError, match="'cpu', 'cuda' or 'cuda:N'"):
         kl.set_device("tpu")
     kl.set_device("cuda")
     try:
