@@ -61,6 +61,23 @@ def kmax(x: kl.ndarray(kl.f32, ndim=1), out: kl.ndarray(kl.f32, ndim=1)):
 
 
 @kl.kernel
+def kmin(x: kl.ndarray(kl.f32, ndim=1), out: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0]):
+        kl.atomic_min(out[0], x[i])
+
+
+@kl.kernel
+def kmoments(x: kl.ndarray(kl.f32, ndim=1), out: kl.ndarray(kl.f32, ndim=1)):
+    # a few elements: count, sum, sum of squares, sum of cubes in one pass
+    for i in range(x.shape[0]):
+        v = x[i]
+        out[0] += 1.0
+        out[1] += v
+        out[2] += v * v
+        out[3] += v * v * v
+
+
+@kl.kernel
 def gauss_wave(x: kl.ndarray(kl.f32, ndim=1), y: kl.ndarray(kl.f32, ndim=1), o: kl.ndarray(kl.f32, ndim=1)):
     for i in range(x.shape[0]):
         o[i] = kl.sin(x[i]) * kl.exp(-y[i] * y[i])
@@ -155,6 +172,23 @@ def reduction_rows(torch, cm, x, n: int, reps: int, bw_copy: float, res: dict) -
     rows.append(row("max reduction kiln (kl.atomic_max)", gpu_time(torch, lambda: km(x, acc, stream=stream), reps),
                     "max_kiln_GBs"))
     rows.append(row("  torch.max", gpu_time(torch, lambda: torch.max(x), reps), "max_torch_GBs"))
+    kn, k4 = cm.kernels["min"], cm.kernels["moments"]
+    acc.fill_(2.0)
+    kn(x, acc, stream=stream)
+    torch.cuda.synchronize()
+    assert acc[0].item() == x.min().item(), "min mismatch"
+    rows.append(row("min reduction kiln (kl.atomic_min)", gpu_time(torch, lambda: kn(x, acc, stream=stream), reps),
+                    "min_kiln_GBs"))
+    rows.append(row("  torch.min", gpu_time(torch, lambda: torch.min(x), reps), "min_torch_GBs"))
+    acc4 = torch.zeros(4, device="cuda")
+    k4(x, acc4, stream=stream)
+    torch.cuda.synchronize()
+    assert abs(acc4[0].item() - n) <= 1e-6 * n, "moments count mismatch"   # f32 partial counts
+    rows.append(row("4 moments kiln (4 elements, one pass)", gpu_time(torch, lambda: k4(x, acc4, stream=stream), reps),
+                    "moments_kiln_GBs"))
+    rows.append(row("  torch (numel, sum, x*x sum, x**3 sum)",
+                    gpu_time(torch, lambda: (torch.sum(x), torch.sum(x * x), torch.sum(x * x * x)), reps),
+                    "moments_torch_GBs", "; three sums, five passes"))
     return rows
 
 
@@ -267,6 +301,8 @@ def measure_all(torch, opts, rows: list[tuple[str, str, str]], res: dict) -> Non
     mod.add_kernel(gauss_wave, name="math")
     mod.add_kernel(ksum_sq, name="sum_sq")
     mod.add_kernel(kmax, name="max")
+    mod.add_kernel(kmin, name="min")
+    mod.add_kernel(kmoments, name="moments")
     cm = mod.compile()
     ks, kst = cm.kernels["saxpy"], cm.kernels["stencil"]
     x = torch.rand(n, device="cuda")
