@@ -103,7 +103,7 @@ def cuMemAlloc(n):
     MEM_GPU[p] = CURRENT[0] - 11
     LOG.append(("alloc", n, CURRENT[0] - 11))
     return (0, p)
-def cuMemFree(p): MEM.pop(p, None); return (0,)
+def cuMemFree(p): MEM.pop(p, None); LOG.append(("free", p)); return (0,)
 def cuMemcpyHtoDAsync(dptr, src, n, s):
     ctypes.memmove(MEM[dptr], src, n); LOG.append(("htod", n, s)); return (0,)
 def cuMemcpyDtoHAsync(dst, dptr, n, s):
@@ -155,7 +155,7 @@ def cuGraphAddKernelNode(graph, deps, ndeps, p):
 def cuGraphInstantiate(g, flags): return (0, "exec")
 def cuGraphLaunch(e, s): LOG.append(("graphlaunch", s)); return (0,)
 def cuGraphExecKernelNodeSetParams(e, n, p): LOG.append(("setparams", p.func, p.gridDimX, _params_bytes(p.kernelParams, 4).hex())); return (0,)
-def cuGraphExecDestroy(e): return (0,)
+def cuGraphExecDestroy(e): LOG.append(("destroy",)); return (0,)
 def cuGraphDestroy(g): return (0,)
 
 

@@ -145,3 +145,19 @@ def test_files_without_block_addresses_update_nodes(monkeypatch):
     fake.LOG.clear()
     graph.run({"a": 3.0, "b": 0.25, "x": x, "y": y})
     assert _events(fake, "node", "setparams", "htod", "graphlaunch") == ["setparams", "graphlaunch"]
+
+
+def test_the_graph_cache_is_bounded_and_frees_what_it_drops(monkeypatch):
+    from kiln.runtime.cuda_graph import STAGING_SLOTS
+    fake, graph = _module(monkeypatch)
+
+    def run(n):
+        graph.run({"a": 1.0, "b": 0.0, "x": DeviceArray(n), "y": DeviceArray(n, 0xB000)})
+
+    run(65 * 256)
+    first = next(iter(graph._graphs.values()))
+    for k in range(1, 65):                   # 64 more grid sizes: the first graph is dropped
+        run((65 - k) * 256)
+    assert len(graph._graphs) == 64 and first not in graph._graphs.values()
+    assert ("destroy",) in fake.LOG and ("free", first.dbuf) in fake.LOG
+    assert not first._slots and len(fake.HOST) == 64 * STAGING_SLOTS    # its staging slots given back

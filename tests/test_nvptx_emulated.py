@@ -228,5 +228,23 @@ def test_entries_read_their_block_from_the_slots_or_from_memory(block_in_memory)
     np.testing.assert_array_equal(v, _ref5(u))
 
 
+@kl.kernel
+def mark_scale_mark(b: kl.f64, x: kl.ndarray(kl.f64, ndim=1), o: kl.ndarray(kl.f64, ndim=1)):
+    o[0] = b
+    for i in range(x.shape[0]):
+        x[i] = x[i] * b
+    o[1] = o[0] + 1.0
+
+
+@pytest.mark.parametrize("block_in_memory", [False, True])
+def test_every_launch_phase_reads_the_block_the_same_way(block_in_memory):
+    e = EmulatedKernel(mark_scale_mark, (kl.f64, kl.ndarray(kl.f64, ndim=1), kl.ndarray(kl.f64, ndim=1)))
+    assert [ln.mode for ln in e.launches] == ["single", "loop", "single"]
+    x, o = np.arange(9.0), np.zeros(2)
+    e.run(3.0, x, o, block=4, grid=2, block_in_memory=block_in_memory)
+    np.testing.assert_array_equal(x, np.arange(9.0) * 3.0)
+    assert o.tolist() == [3.0, 4.0]
+
+
 class _Raw(int):
     """A slot value passed as is (an f32's bits)."""
