@@ -57,7 +57,7 @@ SETTINGS: tuple[Setting, ...] = (
             "CPU threads for parallel loops (a positive integer); empty: the CPUs this process may use. "
             "`kl.set_num_threads` changes it at run time."),
     Setting("device", "KILN_DEVICE", "cpu", lambda raw: _lower_text(raw) or "cpu",
-            "where direct kernel calls run at start-up: `cpu` or `cuda` (`kl.set_device` changes it)."),
+            "where direct kernel calls run at start-up: `cpu`, `cuda` or `cuda:N` (`kl.set_device` changes it)."),
     Setting("loader", "KILN_LOADER", "", _lower_text,
             "object loader: `elf` (kiln's own, Linux x86-64), `mcjit` (llvmlite) or `auto`/empty "
             "(elf where it works, else mcjit)."),

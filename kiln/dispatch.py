@@ -22,6 +22,7 @@ from kiln.graph.linking import compile_and_link
 from kiln.lang.fields import Template, TemplateArg
 from kiln.lang.kernel import Kernel
 from kiln.runtime.binding import bind_call_arguments
+from kiln.runtime.cuda_driver import device_ordinal
 from kiln.runtime.rng import draws, new_rng_state
 from kiln.types import (
     MAX_NDIM,
@@ -34,21 +35,26 @@ from kiln.types import (
     set_default_fp,
 )
 
-DEVICES = ("cpu", "cuda")
-
-#: where direct kernel calls run: "cpu" or "cuda" (kl.set_device; env KILN_DEVICE)
+#: where direct kernel calls run: "cpu", "cuda" or "cuda:N" (kl.set_device; env KILN_DEVICE)
 _device: str = config.current().device
 
 
 def set_device(device: str) -> None:
-    """Run direct kernel calls (`saxpy(2.0, x, y)`) on "cpu" (default) or "cuda", like Taichi's
-    `ti.init(arch=...)`. Graphs choose their targets at compile time and are not affected. On
-    "cuda", numpy arguments are copied to the GPU and back (docs/cuda.md) and device arrays
-    (PyTorch, CuPy) are used in place."""
+    """Run direct kernel calls (`saxpy(2.0, x, y)`) on "cpu" (default), "cuda" (GPU 0) or
+    "cuda:N" (GPU N), like Taichi's `ti.init(arch=...)`. Graphs choose their targets at compile
+    time and are not affected. On a GPU, numpy arguments are copied to it and back
+    (docs/cuda.md) and device arrays (PyTorch, CuPy) on that GPU are used in place."""
     global _device
-    if device not in DEVICES:
-        raise ValueError(f"set_device: expected 'cpu' or 'cuda', got {device!r}")
+    _check_device(device, "set_device")
     _device = device
+
+
+def _check_device(device: str, where: str) -> None:
+    if device != "cpu":
+        try:
+            device_ordinal(device)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
 
 
 #: `kl.init(arch=kl.cpu)` / `kl.init(arch=kl.cuda)` (`kl.gpu`: the only GPU kiln runs on)
@@ -210,8 +216,7 @@ def _is_fixed(kernel: Kernel) -> bool:
 def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run `kernel` on the arguments; its return value if it declares one (`-> kl.f32`)."""
     device = _device
-    if device not in DEVICES:
-        raise ValueError(f"KILN_DEVICE must be 'cpu' or 'cuda', got {device!r}")
+    _check_device(device, "KILN_DEVICE")
     mode = _mode(kernel)
     bound = _bind(kernel, args, kwargs)
     names = kernel.param_names
@@ -235,10 +240,11 @@ def _compile_direct(kernel: Kernel, types: ParamTypes, device: str, debug: bool 
     # __name__ is an identifier except for lambdas and the like, which cannot be kernels
     spec = KernelSpec(kernel.name, kernel, types)
     # fields are bound to their own arrays on every call: the file needs no copy of their content
-    request = (CompileRequest(kernels=(spec,), cpu_targets=(), cuda=True, field_init=False, debug=debug)
-               if device == "cuda" else CompileRequest(kernels=(spec,), cpu_targets=("host",), field_init=False,
-                                                       debug=debug))
-    return compile_and_link(request).kernels[kernel.name]
+    if device == "cpu":
+        request = CompileRequest(kernels=(spec,), cpu_targets=("host",), field_init=False, debug=debug)
+        return compile_and_link(request).kernels[kernel.name]
+    request = CompileRequest(kernels=(spec,), cpu_targets=(), cuda=True, field_init=False, debug=debug)
+    return compile_and_link(request, cuda_device=device_ordinal(device)).kernels[kernel.name]
 
 
 def _bind(kernel: Kernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -384,7 +384,7 @@ def test_ptx_text():
     assert [ln["mode"] for ln in launches["reset_then_sum__f32a1_f64a1"]] == ["single", "loop", "single"]
     assert launches["saxpy__f32_f32a1_f32a1"] == [{"entry": "kiln_kernel_saxpy__f32_f32a1_f32a1", "mode": "loop",
                                                   "count": [[["const", 0], ["shape", "x", 0], ["const", 1]]],
-                                                  "waves": 16}]
+                                                  "waves": 16, "block_ptr": True}]
 
 
 @needs_nvptx
@@ -645,7 +645,7 @@ def test_set_device_for_direct_calls() -> None:
 
     x = np.zeros(8, np.float32)
     add_one(x)
-    with pytest.raises(ValueError, match="expected 'cpu' or 'cuda'"):
+    with pytest.raises(ValueError, match="'cpu', 'cuda' or 'cuda:N'"):
         kl.set_device("tpu")
     kl.set_device("cuda")
     try:
@@ -780,18 +780,21 @@ def test_runtime_plumbing_against_a_recording_driver(monkeypatch):
     xs, ys, out = np.ones(1000, np.float32), np.arange(1000, dtype=np.float32), np.zeros(3)
     graph.run({"a": 2.0, "x": xs, "y": ys, "out": out})
     log = fake.LOG
-    assert log[0][0] == "load" and [e[1] for e in log if e[0] == "htod"] == [4000, 4000, 24]
+    # the staged arrays, then the launches' argument blocks in one copy (kiln.runtime.cuda_graph)
+    assert log[0][0] == "load" and [e[1] for e in log if e[0] == "htod"] == [4000, 4000, 24, 80]
     nodes = [e for e in log if e[0] == "node"]
     # saxpy then total, each over 1000 elements (4 blocks of 256), chained in dispatch order
     assert [(n[1].split("__")[0], n[2], n[3], n[4]) for n in nodes] == [
         ("kiln_kernel_saxpy", 4, 256, 0), ("kiln_kernel_total", 4, 256, 1)]
-    a_slot = bytes.fromhex(nodes[0][5])[:8]
-    assert struct.unpack("<f", a_slot[:4])[0] == 2.0
-    assert bytes.fromhex(nodes[0][5])[16:24] == struct.pack("<q", 1000)          # x's extent
+    *zeros, where = fake.slots(nodes[0][6], 6)      # saxpy: 5 slots, then its block's address
+    assert zeros == [bytes(8)] * 5
+    kb = fake.device_bytes(int.from_bytes(where, "little"), 40)
+    assert struct.unpack("<f", kb[:4])[0] == 2.0 and kb[16:24] == struct.pack("<q", 1000)   # a, x's extent
     assert [e[1] for e in log if e[0] == "dtoh"] == [4000, 24] and log[-1] == ("sync", 0)   # y and out, not x
     fake.LOG.clear()
     graph.run({"a": 3.0, "x": xs, "y": ys, "out": out})             # only the scalar changed
-    assert [e[0] for e in log if e[0] in ("node", "setparams", "graphlaunch")] == ["setparams", "graphlaunch"]
+    assert [e[0] for e in log if e[0] in ("node", "setparams", "graphlaunch")] == ["graphlaunch"]
+    assert struct.unpack("<f", fake.device_bytes(int.from_bytes(where, "little"), 4))[0] == 3.0
     fake.LOG.clear()
 
     class DeviceArray:

@@ -58,15 +58,21 @@ class EmulatedKernel:
             fty = ctypes.CFUNCTYPE(None, *([ctypes.c_uint64] * nslots))
             self.entries.append((ln, fty(self.engine.get_function_address(ln.entry))))
 
-    def run(self, *args, block: int = 32, grid: int = 3) -> None:
+    def run(self, *args, block: int = 32, grid: int = 3, block_in_memory: bool = False) -> None:
+        """`block_in_memory`: pass the argument block by its address, the slots zero (how CUDA
+        graph nodes launch, kiln.runtime.cuda_graph), instead of in the slots."""
         slots: list[int] = []
         for a in args:
             if isinstance(a, np.ndarray):
                 assert a.flags.c_contiguous
                 slots.append(a.ctypes.data)
                 slots += list(a.shape)
+            elif isinstance(a, _Raw):
+                slots.append(int(a))
             else:
                 slots.append(struct.unpack("<Q", struct.pack("<d" if isinstance(a, float) else "<q", a))[0])
+        held = np.array(slots, np.uint64)
+        params = [0] * len(slots) + [held.ctypes.data] if block_in_memory else slots + [0]
         for ln, fn in self.entries:
             nblocks = 1 if ln.mode == "single" else grid
             nthreads = 1 if ln.mode == "single" else block
@@ -76,7 +82,7 @@ class EmulatedKernel:
                 self.regs["ctaid"].value = bi
                 for ti in range(nthreads):
                     self.regs["tid"].value = ti
-                    fn(*slots)
+                    fn(*params)
 
 
 @kl.kernel
@@ -194,3 +200,51 @@ def test_emulated_grid_stride_loop_without_coarsening():
     ref = np.zeros_like(u)
     ref[1:-1:2] = u[0:-2:2] + u[2::2]
     np.testing.assert_array_equal(v, ref)
+
+
+@kl.kernel
+def scaled_flags(a: kl.f32, k: kl.i32, on: kl.i32, x: kl.ndarray(kl.f32, ndim=1), y: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0]):
+        y[i] = a * x[i] + kl.f32(k) if on else x[i]
+
+
+@pytest.mark.parametrize("block_in_memory", [False, True])
+def test_entries_read_their_block_from_the_slots_or_from_memory(block_in_memory):
+    """Every entry takes its argument block's address after the slots: 0 means "the slots are the
+    block" (plain launches), anything else "read it there" (CUDA graph nodes, whose block a copy
+    refreshes between replays): both give the same results, scalars of every width included."""
+    e = EmulatedKernel(scaled_flags, (kl.f32, kl.i32, kl.i32, kl.ndarray(kl.f32, ndim=1), kl.ndarray(kl.f32, ndim=1)))
+    assert all(ln.block_ptr for ln in e.launches)
+    x = np.arange(70, dtype=np.float32)
+    for a, k, on in [(2.5, -3, 1), (0.5, 7, 0)]:
+        y = np.zeros_like(x)
+        a_bits = struct.unpack("<I", struct.pack("<f", a))[0]
+        e.run(_Raw(a_bits), k, on, x, y, block=16, grid=2, block_in_memory=block_in_memory)
+        np.testing.assert_array_equal(y, np.float32(a) * x + np.float32(k) if on else x)
+    ss = EmulatedKernel(stencil5, (A2, A2))
+    u = np.random.default_rng(5).random((19, 6))
+    v = np.zeros_like(u)
+    ss.run(u, v, block=8, grid=2, block_in_memory=block_in_memory)
+    np.testing.assert_array_equal(v, _ref5(u))
+
+
+@kl.kernel
+def mark_scale_mark(b: kl.f64, x: kl.ndarray(kl.f64, ndim=1), o: kl.ndarray(kl.f64, ndim=1)):
+    o[0] = b
+    for i in range(x.shape[0]):
+        x[i] = x[i] * b
+    o[1] = o[0] + 1.0
+
+
+@pytest.mark.parametrize("block_in_memory", [False, True])
+def test_every_launch_phase_reads_the_block_the_same_way(block_in_memory):
+    e = EmulatedKernel(mark_scale_mark, (kl.f64, kl.ndarray(kl.f64, ndim=1), kl.ndarray(kl.f64, ndim=1)))
+    assert [ln.mode for ln in e.launches] == ["single", "loop", "single"]
+    x, o = np.arange(9.0), np.zeros(2)
+    e.run(3.0, x, o, block=4, grid=2, block_in_memory=block_in_memory)
+    np.testing.assert_array_equal(x, np.arange(9.0) * 3.0)
+    assert o.tolist() == [3.0, 4.0]
+
+
+class _Raw(int):
+    """A slot value passed as is (an f32's bits)."""

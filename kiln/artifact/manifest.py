@@ -108,14 +108,19 @@ MATH_LIBRARIES = ("libdevice", "builtin")
 
 
 class CudaLaunch(Record):
-    """One GPU launch of a kernel (docs/format.md, `cuda.launches`)."""
+    """One GPU launch of a kernel (docs/format.md, `cuda.launches`): written by
+    kiln.codegen.nvptx, read by kiln.runtime.cuda."""
 
-    __slots__ = ('entry', 'mode', 'count', 'waves')
-    _defaults: ClassVar[dict[str, Any]] = {'count': None, 'waves': 1}
+    __slots__ = ('entry', 'mode', 'count', 'waves', 'coarsen', 'block_ptr')
+    _defaults: ClassVar[dict[str, Any]] = {'count': None, 'waves': 1, 'coarsen': None, 'block_ptr': False}
     entry: str   # PTX entry name
     mode: str    # "loop" (grid-stride loop) or "single" (one thread)
     count: tuple[tuple[HostExpr, HostExpr, HostExpr], ...] | None   # per dim [start, stop, step]
     waves: int   # grid cap in full waves of resident blocks
+    coarsen: tuple[int, int] | None   # (dim, rows per thread) of a coarsened loop (informative)
+    #: the entry takes one more `.param .u64` after the block's slots: the device address of its
+    #: argument block, or 0 when the block is in the parameters
+    block_ptr: bool
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"entry": self.entry, "mode": self.mode}
@@ -123,6 +128,10 @@ class CudaLaunch(Record):
             d["count"] = [list(dim) for dim in self.count]
         if self.waves != 1:
             d["waves"] = self.waves
+        if self.coarsen is not None:
+            d["coarsen"] = list(self.coarsen)
+        if self.block_ptr:
+            d["block_ptr"] = True
         return d
 
 
@@ -362,7 +371,14 @@ class _Reader:
                 for k, e in enumerate(dim):
                     self.host_expr(e, f"{path}.count[{j}][{k}]", kparams)
             count = tuple(tuple(dim) for dim in dims)
-        return CudaLaunch(entry, mode, count, waves)  # type: ignore[arg-type]
+        coarsen = None
+        if ln.get("coarsen") is not None:
+            co = self.field(ln, "coarsen", path, list)
+            if len(co) != 2 or not all(type(v) is int and v >= 0 for v in co):
+                self.fail(f"{path}.coarsen", f"expected [dim, factor], got {co!r}")
+            coarsen = (co[0], co[1])
+        block_ptr = self.field(ln, "block_ptr", path, bool) if "block_ptr" in ln else False
+        return CudaLaunch(entry, mode, count, waves, coarsen, block_ptr)  # type: ignore[arg-type]
 
     def host_expr(self, e: Any, path: str, kparams: dict[str, ParamLayout]) -> None:
         """A launch-count expression: an op name and its operands; leaves name the kernel's

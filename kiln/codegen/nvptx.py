@@ -33,6 +33,7 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from kiln.abi import block_size, layout_params
+from kiln.artifact.manifest import CudaLaunch
 from kiln.codegen.body_emitter import KernelBodyEmitter
 from kiln.codegen.libdevice import (
     LIBDEVICE_MATH,
@@ -80,31 +81,10 @@ LOOP_WAVES_COARSENED = TUNING.cuda_loop_waves_coarsened
 
 
 @dataclass
-class Launch:
-    """One GPU launch of a kernel: its PTX entry name and how to size its grid."""
-
-    entry: str
-    mode: str                               # "loop" (grid-stride) or "single" (1 thread)
-    count: list[Any] | None = None          # per dim [start, stop, step] host expressions
-    waves: int = 1                          # grid cap, in full waves of resident blocks
-    coarsen: tuple[int, int] | None = None  # (dim, factor) of a coarsened loop (informative)
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"entry": self.entry, "mode": self.mode}
-        if self.count is not None:
-            d["count"] = self.count
-        if self.waves != 1:
-            d["waves"] = self.waves
-        if self.coarsen is not None:
-            d["coarsen"] = list(self.coarsen)
-        return d
-
-
-@dataclass
 class PtxCode:
     ptx: str
     arch: str
-    launches: dict[str, list[Launch]] = field(default_factory=dict)   # kernel IR name -> launches
+    launches: dict[str, list[CudaLaunch]] = field(default_factory=dict)   # kernel IR name -> launches
     llvm_ir: str = ""                                                 # optimised module text
     asm: str = ""                                                     # the PTX again, with want_asm
     #: where the math functions come from: "libdevice" or "builtin" (kiln.codegen.nvptx_math)
@@ -157,6 +137,11 @@ def _loop_count(kir: N.KernelIR, loop: N.ParallelFor, prefix: tuple[N.Stmt, ...]
     return dims
 
 
+def _count_tuple(count: list[Any] | None) -> Any:
+    """The manifest's form of a launch count (kiln.artifact.manifest.CudaLaunch.count)."""
+    return None if count is None else tuple(tuple(dim) for dim in count)
+
+
 # ---------------------------------------------------------------------------------------------
 # Emitters
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +154,7 @@ class NvptxModuleEmitter(ModuleEmitterBase):
     def __init__(self, data_layout: str = "", triple: str = TRIPLE, *, libdevice: bool = False,
                  fast_math: bool = False) -> None:
         super().__init__(triple, data_layout)
-        self.launches: dict[str, list[Launch]] = {}
+        self.launches: dict[str, list[CudaLaunch]] = {}
         self.math = GpuMathLibrary(self)
         self.libdevice = libdevice
         self.fast_math = fast_math
@@ -217,7 +202,7 @@ class NvptxModuleEmitter(ModuleEmitterBase):
             self.kernel_symbols[kf.name] = launches[0].entry
         self.debug.emit_table()     # debug mode: the CUDA runtime decodes failed checks with it
 
-    def _emit_phase(self, k: N.KernelIR, ph: N.LaunchPhase, sym: str) -> Launch:
+    def _emit_phase(self, k: N.KernelIR, ph: N.LaunchPhase, sym: str) -> CudaLaunch:
         """The PTX entry `sym` of one launch phase: the stripped prefix, then the phase's own
         statements, inlined into an entry that unpacks the argument slots."""
         kf = k.kernel
@@ -229,12 +214,13 @@ class NvptxModuleEmitter(ModuleEmitterBase):
         sub_ir = N.FunctionIR(kf.name, kf.params, kf.ret, kf.locals, prefix + own, kf.loc, True)
         self.emit_body(sub_ir, impl)
         nslots = block_size(layout_params([(p.name, p.type) for p in kf.params])) // 8
-        entry = ir.Function(self.module, ir.FunctionType(VOID, [I64] * nslots), name=sym)
+        # the block's slots, then the block's device address (0: the slots hold the block)
+        entry = ir.Function(self.module, ir.FunctionType(VOID, [I64] * (nslots + 1)), name=sym)
         entry.calling_convention = "ptx_kernel"
         fn_attrs(entry)
         self._emit_gpu_entry(kf, impl, entry)
         if ph.mode != "loop":
-            return Launch(sym, ph.mode, None, 1)
+            return CudaLaunch(sym, ph.mode, None, 1, None, True)
         loop = own[0]
         assert isinstance(loop, N.ParallelFor) and loop.plan is not None
         # 1-D streaming loops run fastest with many waves of blocks (measured on H100: saxpy 90%
@@ -247,17 +233,17 @@ class NvptxModuleEmitter(ModuleEmitterBase):
         count = _loop_count(k, loop, prefix)
         co = loop.plan.coarsen
         if co is None:
-            return Launch(sym, ph.mode, count, waves)
+            return CudaLaunch(sym, ph.mode, _count_tuple(count), waves, None, True)
         waves = LOOP_WAVES_COARSENED
         if count is not None:
             # one grid-stride step per `factor` iterations of the coarsened dim (step 1): the
             # runtime's range count over [start, stop, factor] is the number of groups
             count[co.dim] = [count[co.dim][0], count[co.dim][1], ["const", co.factor]]
-        return Launch(sym, ph.mode, count, waves, (co.dim, co.factor))
+        return CudaLaunch(sym, ph.mode, _count_tuple(count), waves, (co.dim, co.factor), True)
 
     def _emit_gpu_entry(self, kf: N.FunctionIR, impl: ir.Function, entry: ir.Function) -> None:
         b = ir.IRBuilder(entry.append_basic_block("entry"))
-        slots = list(entry.args)
+        slots = self._argument_slots(b, entry)
         layout = layout_params([(p.name, p.type) for p in kf.params])
         args: list[ir.Value] = []
         for pl, p in zip(layout, kf.params):
@@ -279,6 +265,40 @@ class NvptxModuleEmitter(ModuleEmitterBase):
                     args.append(b.trunc(raw, reg_type(t)) if t.bits < 64 else raw)
         b.call(impl, args)
         b.ret_void()
+
+    def _argument_slots(self, b: ir.IRBuilder, entry: ir.Function) -> list[ir.Value]:
+        """The argument block's slots: the entry's parameters, or, when its last parameter (the
+        block's device address) is not 0, the block read from device memory. A CUDA graph's
+        nodes point into a device buffer that one copy per run refreshes, so arguments that
+        change between replays need no node updates (kiln.runtime.cuda_graph). The address is
+        the same for every thread: the branch is uniform, and the loads go through the
+        read-only cache (the block does not change while a kernel runs)."""
+        params = list(entry.args)
+        slots, where = params[:-1], params[-1]
+        if not slots:
+            return []
+        start = b.block
+        from_memory = entry.append_basic_block("args.load")
+        ready = entry.append_basic_block("args.ready")
+        b.cbranch(b.icmp_unsigned("!=", where, ir.Constant(I64, 0)), from_memory, ready)
+        b.position_at_end(from_memory)
+        block = b.inttoptr(where, ir.PointerType(addrspace=1))
+        invariant = self.module.add_metadata([])
+        loaded = []
+        for k in range(len(slots)):
+            p = b.gep(block, [ir.Constant(I64, k)], inbounds=True, source_etype=I64)
+            v = b.load(p, typ=I64, align=8)
+            v.set_metadata("invariant.load", invariant)
+            loaded.append(v)
+        b.branch(ready)
+        b.position_at_end(ready)
+        out = []
+        for k, (param, mem) in enumerate(zip(slots, loaded)):
+            phi = b.phi(I64, f"slot{k}")
+            phi.add_incoming(param, start)
+            phi.add_incoming(mem, from_memory)
+            out.append(phi)
+        return out
 
 
 @dataclass
@@ -803,5 +823,5 @@ def host_math_ir(names: Sequence[str] = GPU_MATH) -> str:
 
 
 __all__ = ["BLOCK_SIZE", "DEFAULT_CUBIN_ARCHS", "DEFAULT_PTX_ARCH", "DEFAULT_PTX_FEATURES", "GPU_MATH",
-           "Launch", "NvptxBodyEmitter", "NvptxModuleEmitter", "PtxCode", "build_ptx", "create_nvptx_machine",
+           "NvptxBodyEmitter", "NvptxModuleEmitter", "PtxCode", "build_ptx", "create_nvptx_machine",
            "host_math_ir", "nvptx_available"]

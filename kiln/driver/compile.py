@@ -21,7 +21,6 @@ from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, is_field_param, layout_params
 from kiln.artifact import container
 from kiln.artifact.manifest import (
     Binding,
-    CudaLaunch,
     CudaSection,
     DispatchInfo,
     GraphInfo,
@@ -274,8 +273,7 @@ def _build_cuda(pipe: Pipeline, unit: str, kernels: Sequence[KernelIR], archs: S
                       "ahead of time.", stacklevel=5)  # the caller of GraphBuilder/Module.compile
     section = CudaSection(
         block_size=nvptx.BLOCK_SIZE, ptx="cuda.ptx", cubins={arch: f"cuda.{arch}.cubin" for arch in built},
-        launches={name: tuple(CudaLaunch(ln.entry, ln.mode, None if ln.count is None else tuple(
-            tuple(dim) for dim in ln.count), ln.waves) for ln in ls) for name, ls in ptx.launches.items()},
+        launches={name: tuple(ls) for name, ls in ptx.launches.items()},
         cubins_missing=why, nvjitlink=cuda_link.nvjitlink_version() if why is None else None, math=ptx.math)
     return section.to_json()    # the manifest's typed `cuda` section (kiln.artifact.manifest)
 

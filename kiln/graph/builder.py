@@ -18,6 +18,7 @@ from kiln.errors import ArgumentError, ArgumentValueError
 from kiln.graph.linking import compile_and_link
 from kiln.lang.fields import Template, TemplateArg
 from kiln.lang.kernel import BoundKernel, Kernel
+from kiln.runtime.cuda_driver import device_ordinal
 from kiln.types import MatrixType, NdArrayType, ScalarType
 
 if TYPE_CHECKING:
@@ -130,17 +131,20 @@ class GraphBuilder(Sequential):
 
     def compile(self, target: str = "host", name: str = "main", targets: list[str] | None = None,
                 cuda_archs: list[str] | None = None, dump: str | Sequence[str] | None = None,
-                fast_math: bool = False, seed: int = 0, debug: bool = False) -> CompiledGraph:
+                fast_math: bool = False, seed: int = 0, debug: bool = False,
+                device: str | None = None) -> CompiledGraph:
         """Compile for the host CPU (or a portable baseline such as "x86-64-v2"); `targets`
         (e.g. ["cpu", "cuda"]), `cuda_archs` and `fast_math` as in `kl.Module` (docs/cuda.md);
         `dump` as in `kl.Module.compile`; `seed` starts the graph's random numbers (kl.random;
-        `compiled.seed(n)` restarts them); `debug=True`: run-time checks (docs/debug.md)."""
+        `compiled.seed(n)` restarts them); `debug=True`: run-time checks (docs/debug.md);
+        `device` ("cuda:N"): the GPU a CUDA-only graph (targets=["cuda"]) runs on."""
         self.check(name)
+        gpu = 0 if device is None else device_ordinal(device)
         cpu_targets, cuda = resolve_targets(target, targets)
         request = CompileRequest((self.spec(name),), (), cpu_targets, cuda,
                                  None if cuda_archs is None else tuple(cuda_archs), fast_math=fast_math,
                                  random_seed=seed, debug=debug)
-        return compile_and_link(request, dump).graphs[name]
+        return compile_and_link(request, dump, gpu).graphs[name]
 
 
 def _record(kernel: Any, args: tuple[Any, ...]) -> RecordedDispatch:

@@ -14,17 +14,17 @@ from kiln.runtime.compiled import load_bytes
 from kiln.runtime.hostcpu import host_arch
 
 
-def compile_and_link(request: CompileRequest, dump: str | Sequence[str] | None = None) -> Any:
+def compile_and_link(request: CompileRequest, dump: str | Sequence[str] | None = None, cuda_device: int = 0) -> Any:
     """The compiled module: a `CompiledModule` when the request has a CPU target for this
     machine, a `CrossCompiledModule` (saves, does not run) when its CPU targets are all for other
-    machines, else (CUDA only: nothing to link on the CPU) a `kiln.runtime.cuda.CudaModule`. `dump` replaces
-    KILN_DUMP for this compile."""
+    machines, else (CUDA only: nothing to link on the CPU) a `kiln.runtime.cuda.CudaModule` that
+    runs on GPU `cuda_device`. `dump` replaces KILN_DUMP for this compile."""
     options = None if dump is None else CompileOptions.from_config(config.current(), dump)
     data = compile_program(request, options)
     if not request.cpu_targets:
         # lazy: the CUDA runtime is imported only by processes that build CUDA-only modules
         from kiln.runtime.cuda import load_bytes as load_cuda_bytes
-        return load_cuda_bytes(data, source="<compiled module>")
+        return load_cuda_bytes(data, source="<compiled module>", device=cuda_device)
     arches = cpu_arches(data)
     if host_arch() not in arches:
         return CrossCompiledModule(data, container.unpack(data, source="<compiled module>").manifest, arches)

@@ -27,6 +27,7 @@ from kiln.runtime.binding import (
     field_arguments,
     visible,
 )
+from kiln.runtime.cuda_driver import cuda_available, device_ordinal
 from kiln.runtime.debug_record import STATUS_CHECK_FAILED, DebugRecord
 from kiln.runtime.rng import draws, new_rng_state, with_rng
 from kiln.runtime.runnable import ArgSpec, Runnable, arg_specs
@@ -276,14 +277,26 @@ def _check_abi(native: Any, manifest: Manifest, target: TargetInfo, source: str)
         raise ArtifactError(f"{source}: {e}") from None
 
 
-def load_module(path: str | os.PathLike[str], device: str = "cpu", trusted_keys: Any = None) -> CompiledModule | CudaModule:
+def load_module(path: str | os.PathLike[str], device: str | None = None,
+                trusted_keys: Any = None) -> CompiledModule | CudaModule:
     """Load every graph and kernel of a .kiln file, for the CPU (a CompiledModule) or, with
-    device="cuda", for the current GPU (a kiln.runtime.cuda.CudaModule; docs/cuda.md).
+    device="cuda" / "cuda:N", for a GPU (a kiln.runtime.cuda.CudaModule; docs/cuda.md).
+    Default: the CPU, or the GPU when the file holds no CPU code and this machine has one.
     `trusted_keys`: refuse the file unless it is signed by one of these keys (kiln.signing)."""
-    if device != "cpu":
-        return _load_cuda(path, device, module=True, trusted_keys=trusted_keys)
+    data, source = _read(path, trusted_keys)
+    container = None if device is not None else unpack(data, source=source)
+    if _wants_gpu(device, container, source):
+        from kiln.runtime import cuda  # imports cuda-bindings lazily, only for GPU files
+        return cuda.load_bytes(data, source, _gpu_ordinal(device), container)
+    return _link(data, container or unpack(data, source=source), source)
+
+
+def _read(path: str | os.PathLike[str], trusted_keys: Any) -> tuple[bytes, str]:
+    """The file's bytes (checked against `trusted_keys` when given) and its name."""
     source = os.fspath(path)
-    return load_bytes(read_bytes(source), source, trusted_keys=trusted_keys)
+    data = read_bytes(source)
+    _verify(data, source, trusted_keys)
+    return data, source
 
 
 def _verify(data: bytes, source: str, trusted_keys: Any) -> None:
@@ -293,33 +306,51 @@ def _verify(data: bytes, source: str, trusted_keys: Any) -> None:
         verify_signature(data, trusted_keys, source)
 
 
-def _load_cuda(path: str | os.PathLike[str], device: str, module: bool, trusted_keys: Any) -> Any:
-    if device != "cuda":
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    from kiln.runtime import cuda  # imports cuda-bindings lazily, only for GPU files
-    if trusted_keys is not None:   # verify the very bytes the CUDA loader then reads
-        source = os.fspath(path)
-        data = read_bytes(source)
-        _verify(data, source, trusted_keys)
-        unpack(data, source=source)
-        return cuda.load_module(data) if module else cuda.load(data)
-    return cuda.load_module(path) if module else cuda.load(path)
+def _wants_gpu(device: str | None, container: Container | None, source: str) -> bool:
+    """Whether a load runs on a GPU: `device` says so ("cuda", "cuda:N"), or, when it is None, the
+    file holds no CPU code but a cuda target and this machine has a GPU. A file that needs a GPU
+    this machine lacks is refused here, naming the GPU device."""
+    if device == "cpu":
+        return False
+    if device is not None:
+        _gpu_ordinal(device)          # ValueError for a name that is no device
+        return True
+    assert container is not None      # read when no device was named
+    targets = container.manifest.get("targets")
+    kinds = {t.get("kind") for t in targets if isinstance(t, dict)} if isinstance(targets, list) else {"cpu"}
+    if "cpu" in kinds or "cuda" not in kinds:
+        return False                  # the CPU loader reports anything else
+    why = cuda_available()
+    if why is not None:
+        raise ArtifactError(f"{source}: the file holds no CPU code, only a cuda target, and this machine cannot "
+                            f"run it ({why}); load it with device=\"cuda\" on a machine with a GPU, or "
+                            "compile with targets=['cpu', 'cuda']")
+    return True
+
+
+def _gpu_ordinal(device: str | None) -> int:
+    return 0 if device is None else device_ordinal(device)
 
 
 @overload
-def load(path: str | os.PathLike[str], device: Literal["cpu"] = "cpu", trusted_keys: Any = None) -> CompiledGraph: ...
+def load(path: str | os.PathLike[str], device: Literal["cpu"] | None = None,
+         trusted_keys: Any = None) -> CompiledGraph: ...
 @overload
 def load(path: str | os.PathLike[str], device: str, trusted_keys: Any = None) -> Runnable: ...
 
 
-def load(path: str | os.PathLike[str], device: str = "cpu", trusted_keys: Any = None) -> Runnable:
-    """Load a .kiln file holding one graph and return that graph (a CompiledGraph, or with
-    device="cuda" a kiln.runtime.cuda.CudaGraph). `trusted_keys`: refuse the file unless it is
-    signed by one of these keys (kiln.signing)."""
-    if device != "cpu":
-        return _load_cuda(path, device, module=False, trusted_keys=trusted_keys)
-    source = os.fspath(path)
-    module = load_bytes(read_bytes(source), source, trusted_keys=trusted_keys)
+def load(path: str | os.PathLike[str], device: str | None = None, trusted_keys: Any = None) -> Runnable:
+    """Load a .kiln file holding one graph and return that graph: a CompiledGraph, or with
+    device="cuda" / "cuda:N" a kiln.runtime.cuda.CudaGraph on that GPU. Default (None): the CPU,
+    or the GPU when the file holds no CPU code and this machine has one (then a CudaGraph,
+    although typed as the CPU's graph). `trusted_keys`: refuse the file unless it is signed by
+    one of these keys (kiln.signing)."""
+    data, source = _read(path, trusted_keys)
+    container = None if device is not None else unpack(data, source=source)
+    if _wants_gpu(device, container, source):
+        from kiln.runtime import cuda
+        return cuda.only_graph(cuda.load_bytes(data, source, _gpu_ordinal(device), container))
+    module = _link(data, container or unpack(data, source=source), source)
     if len(module.graphs) != 1:
         raise ArtifactError(f"{source}: holds {len(module.graphs)} graphs "
                             f"({', '.join(sorted(module.graphs)) or 'none'}); use kiln.load_module() and pick one")

@@ -32,7 +32,6 @@ device-array checks here.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
 from collections.abc import Mapping
@@ -47,9 +46,19 @@ from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError, CudaEr
 from kiln.runtime.abi_digest import DIGEST_SIZE, SUFFIX, check_descriptor, ptx_descriptor
 from kiln.runtime.binding import ArgBinder, ArgPlan, bind_call_arguments, visible
 from kiln.runtime.cuda_arrays import device_array, stream_handle
-from kiln.runtime.cuda_driver import Device, check, cuda_available, driver, pick_image
+from kiln.runtime.cuda_driver import (
+    Device,
+    check,
+    cuda_available,
+    device_count,
+    device_ordinal,
+    driver,
+    pick_image,
+    pointer_device,
+)
 from kiln.runtime.cuda_fields import DeviceField, DeviceFields
-from kiln.runtime.cuda_launch import GraphExec, LoadedImage, Node, decode_block, eval_host_expr, param_array
+from kiln.runtime.cuda_graph import BlockGraphExec, BlockImage, grid_dependencies
+from kiln.runtime.cuda_launch import GraphExec, LoadedImage, Node, decode_block, eval_host_expr, node_params
 from kiln.runtime.rng import draws, new_rng_state, with_rng
 from kiln.runtime.runnable import ArgSpec, arg_specs
 from kiln.types import SCALARS_BY_NAME
@@ -65,9 +74,13 @@ CheckedArgs = tuple[list[Any], list[Any], list[tuple[np.ndarray, str]]]
 
 class CudaModule:
     """The cuda target of a .kiln file. Loading into the GPU happens at the first run, once per
-    device (primary context)."""
+    device (primary context). `device` is the GPU its graphs and kernels run on unless a run
+    names another (`run(args, device="cuda:1")`)."""
 
-    def __init__(self, data: bytes, container: Container, manifest: Manifest, source: str) -> None:
+    def __init__(self, data: bytes, container: Container, manifest: Manifest, source: str,
+                 device: int | str = 0) -> None:
+        #: the ordinal of the GPU runs use by default
+        self.device = device_ordinal(device)
         cudas = [t for t in manifest.targets if t.kind == "cuda"]
         if not cudas:
             kinds = ", ".join(sorted({t.kind for t in manifest.targets}))
@@ -140,29 +153,42 @@ class CudaModule:
             self._loaded[device] = lm
         return lm
 
-    def device_fields(self, device: int = 0) -> dict[str, DeviceField]:
-        """The fields' device arrays on `device` (allocated and initialised at first use)."""
-        self.loaded(device).dev.make_current()
-        return self._fields.on(device)
+    def device_fields(self, device: int | str | None = None) -> dict[str, DeviceField]:
+        """The fields' device arrays on `device` (default: the module's GPU; allocated and
+        initialised at first use)."""
+        ordinal = self.device if device is None else device_ordinal(device)
+        self.loaded(ordinal).dev.make_current()
+        return self._fields.on(ordinal)
 
     @property
     def fields(self) -> dict[str, DeviceField]:
-        """The module's fields on device 0 (device arrays; `to_numpy()` / `from_numpy()`)."""
-        return self.device_fields(0)
+        """The module's fields on its GPU (device arrays; `to_numpy()` / `from_numpy()`)."""
+        return self.device_fields()
 
     def seed(self, seed: int) -> None:
         """Restart this module's random numbers from `seed` (the file's seed is its default)."""
         self.rng_state[:] = new_rng_state(seed)
 
-    def image_kind(self, device: int = 0) -> str:
+    def image_kind(self, device: int | str | None = None) -> str:
         """Which code the GPU runs: 'cubin sm_90' or 'ptx sm_80 (driver JIT)' (loads the module)."""
-        return self.loaded(device).image_kind
+        return self.loaded(self.device if device is None else device_ordinal(device)).image_kind
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        write_bytes(path, self._data)
+    def save(self, path: str | os.PathLike[str], sign_key: Any = None) -> None:
+        """Write the .kiln file (atomically), signed with `sign_key` if given (kiln.signing), as
+        the CPU module's `save` does."""
+        if sign_key is None:
+            write_bytes(path, self._data)
+            return
+        from kiln.signing import sign_bytes  # cryptography is an optional extra
+        write_bytes(path, sign_bytes(self._data, sign_key))
 
     def to_bytes(self) -> bytes:
         return self._data
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes, str, str, int]]:
+        """Pickle as the file's bytes and the GPU (`_unpickle` loads them again in the receiving
+        process, for the same device), like the CPU's CompiledModule: no code objects travel."""
+        return _unpickle, (bytes(self._data), "module", "", self.device)
 
     def __repr__(self) -> str:
         return (f"<CudaModule ptx={self.target.cpu} cubins={sorted(self.cubins)} graphs={sorted(self.graphs)} "
@@ -199,9 +225,14 @@ class CudaRunnable:
         self.params = params
         self.block_size = module.block
         self.nodes = _launch_nodes(module, {p.layout.name: p.layout for p in params}, dispatches)
-        self._graphs: dict[Any, GraphExec] = {}
+        self._graphs: dict[Any, GraphExec | BlockGraphExec] = {}
+        #: every entry reads its block from device memory when asked: graphs replay after one copy
+        self._block_graphs = all(n.block_ptr for n in self.nodes)
+        self._image = BlockImage(self.nodes) if self._block_graphs else None
+        self._grid_deps = grid_dependencies(self.nodes)
         self._plain: dict[int, list[Any]] = {}
-        self._staging: dict[str, tuple[int, int]] = {}     # numpy param -> (device ptr, bytes)
+        #: (GPU, numpy param) -> (device ptr, bytes)
+        self._staging: dict[tuple[int, str], tuple[int, int]] = {}
         self.args: list[ArgSpec] = arg_specs(visible(params))
         self._hidden = tuple(p.layout.name for p in params if is_field_param(p.layout.name))
         self._rng = draws(params)      # takes the module's random-number state (copied in and back)
@@ -210,19 +241,27 @@ class CudaRunnable:
     def name(self) -> str:
         return self.owner.split("'")[1]
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the .kiln file this object came from (the whole module it belongs to)."""
-        self._module.save(path)
+    def save(self, path: str | os.PathLike[str], sign_key: Any = None) -> None:
+        """Write the .kiln file this object came from (the whole module it belongs to), signed
+        with `sign_key` if given."""
+        self._module.save(path, sign_key=sign_key)
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes, str, str, int]]:
+        """Pickle as the file's bytes, this graph's or kernel's name and the GPU (as CudaModule)."""
+        kind = "graph" if isinstance(self, CudaGraph) else "kernel"
+        return _unpickle, (bytes(self._module.to_bytes()), kind, self.name, self._module.device)
 
     def seed(self, seed: int) -> None:
         """Restart the random numbers of the module this belongs to (kl.random) from `seed`."""
         self._module.seed(seed)
 
     # -- argument handling -----------------------------------------------------------------
-    def _check_args(self, args: Mapping[str, Any]) -> CheckedArgs:
+    def _check_args(self, args: Mapping[str, Any], device: int | None = None) -> CheckedArgs:
         """Every argument check, before anything touches the GPU: (block values with numpy arrays'
-        pointers still to be filled, keepalive, numpy arrays to upload)."""
+        pointers still to be filled, keepalive, numpy arrays to upload). `device`: the GPU of the
+        run (default: the module's), which device arrays must be on."""
         b = self._binder
+        ordinal = self._module.device if device is None else device
         b.check_mapping(args)
         values: list[Any] = []
         symbols: dict[str, int] = {}
@@ -242,7 +281,7 @@ class CudaRunnable:
                 uploads.append((a, plan.name))
                 values.append(0)                 # the staging buffer's pointer, filled by _upload
             else:
-                ptr, shape, keepalive = self._device_array(plan, a)
+                ptr, shape, keepalive = self._device_array(plan, a, ordinal)
                 keep.append(keepalive)
                 values.append(ptr)
             if plan.shape is not None:
@@ -250,9 +289,10 @@ class CudaRunnable:
             values.extend(shape)
         return values, keep, uploads
 
-    def _device_array(self, plan: ArgPlan, a: Any) -> tuple[int, tuple[int, ...], Any]:
+    def _device_array(self, plan: ArgPlan, a: Any, device: int) -> tuple[int, tuple[int, ...], Any]:
         """(pointer, shape, keepalive) of a device array argument, after the checks only device
-        arrays need (the dtype/ndim rule is NdArrayType.mismatch, as for numpy arrays)."""
+        arrays need (the dtype/ndim rule is NdArrayType.mismatch, as for numpy arrays; the GPU,
+        where the process sees several)."""
         where = self._binder.where(plan)
         dv = device_array(a)
         if dv is None:
@@ -266,10 +306,14 @@ class CudaRunnable:
         if not contig:
             raise ArgumentValueError(f"{where}: device array is not C-contiguous "
                                      "(pass x.contiguous() / cupy.ascontiguousarray(x))")
+        owner = _array_gpu(ptr)
+        if owner is not None and owner != device:
+            raise ArgumentError(f"{where}: the array is on GPU cuda:{owner}, this run is on cuda:{device} "
+                                f"(move it, e.g. x.to('cuda:{device}'), or run with device='cuda:{owner}')")
         return ptr, shape, keepalive
 
     def _upload(self, values: list[Any], keep: list[Any], uploads: list[tuple[np.ndarray, str]],
-                stream: int) -> tuple[bytes, list[Any]]:
+                stream: int, device: int) -> tuple[bytes, list[Any]]:
         """Copy numpy arguments to staging buffers; (run block, copy-backs [(array, dptr, nbytes)])."""
         b = self._binder
         copy_back: list[Any] = []
@@ -283,7 +327,7 @@ class CudaRunnable:
                 k += 1 + plan.ndim if plan.array_type is not None else max(1, len(plan.parts))
             for a, name in uploads:
                 nbytes = max(1, a.nbytes)
-                dptr = self._staging_buffer(name, nbytes)
+                dptr = self._staging_buffer((device, name), nbytes)
                 if a.nbytes:
                     check(drv.cuMemcpyHtoDAsync(dptr, a.ctypes.data, a.nbytes, stream), "cuMemcpyHtoDAsync")
                 values[pos[idx[name]]] = dptr
@@ -293,7 +337,7 @@ class CudaRunnable:
             keep.append(uploads)
         return b.struct.pack(*values), copy_back
 
-    def _staging_buffer(self, name: str, nbytes: int) -> int:
+    def _staging_buffer(self, name: tuple[int, str], nbytes: int) -> int:
         have = self._staging.get(name)
         if have is not None and have[1] >= nbytes:
             return have[0]
@@ -330,22 +374,27 @@ class CudaRunnable:
         return max(1, min(max_grid, -(-total // self.block_size)))
 
     # -- running ----------------------------------------------------------------------------
-    def run(self, args: Mapping[str, Any], stream: Any = None, use_graph: bool = True, device: int = 0) -> None:
-        """Check all arguments, then launch on `stream` (default: the legacy default stream 0).
+    def run(self, args: Mapping[str, Any], stream: Any = None, use_graph: bool = True,
+            device: int | str | None = None) -> None:
+        """Check all arguments, then launch on `stream` (default: the legacy default stream 0):
+        an int handle, a CUstream, a torch.cuda.Stream, a CuPy stream or any object with
+        `__cuda_stream__`, of the run's GPU (`device`: "cuda:N" or N; default: the module's).
 
         Device arrays are used in place and the call returns without synchronizing; numpy arrays
-        are copied in, and those the code writes are copied back before run() returns."""
+        are copied in, and those the code writes are copied back before run() returns (the
+        stream alone is synchronised, never the device)."""
+        device = self._module.device if device is None else device_ordinal(device)
         missing = [h for h in self._hidden if h not in args]
         if missing:   # the module's device fields (direct calls pass the Python field's own array)
             fields = self._module.device_fields(device)
             args = {**{h: fields[h[len(HIDDEN_PREFIX):]] for h in missing}, **args}
         if self._rng:
             args = with_rng(args, self._module.rng_state)
-        values, keep, uploads = self._check_args(args)   # argument errors first, GPU or not
+        values, keep, uploads = self._check_args(args, device)   # argument errors first, GPU or not
         lm = self._module.loaded(device)
         lm.dev.make_current()
         s = stream_handle(stream)
-        block, copy_back = self._upload(values, keep, uploads, s)
+        block, copy_back = self._upload(values, keep, uploads, s, device)
         if lm.debug is not None:        # debug mode: launch by launch, the record read after each
             self._binder.check_overlaps(args)
             self._run_plain(lm, block, s, checked=True)
@@ -370,9 +419,8 @@ class CudaRunnable:
             kb = self.node_block(node, block)
             c = cache[i]
             if c is None or c[0] != kb:       # same arguments as last time: reuse grid and params
-                buf, ptrs = param_array(kb, node.nslots)
-                c = cache[i] = (kb, self.grid(node, kb, lm), buf, ptrs,
-                                ctypes.addressof(ptrs) if node.nslots else 0,
+                buf, ptrs, addr = node_params(node, kb)
+                c = cache[i] = (kb, self.grid(node, kb, lm), buf, ptrs, addr,
                                 1 if node.mode == "single" else self.block_size, lm.functions[node.entry])
             err = drv.cuLaunchKernel(c[6], c[1], 1, 1, c[5], 1, 1, 0, s, c[4], 0)
             if err[0] != drv.CUresult.CUDA_SUCCESS:
@@ -383,16 +431,36 @@ class CudaRunnable:
                     raise failure
 
     def _run_graph(self, lm: LoadedImage, block: bytes, s: int) -> None:
+        if self._image is not None:
+            self._replay(lm, block, s)
+            return
         key = (id(lm), self._array_key(block))
         ge = self._graphs.get(key)
         if ge is None:
-            if len(self._graphs) >= 64:            # bound the cache: drop the oldest
-                old = next(iter(self._graphs))
-                self._graphs.pop(old).destroy()
-            ge = self._graphs[key] = GraphExec(self, lm, block)
+            ge = self._cache_graph(key, lambda: GraphExec(self, lm, block))
         elif ge.block != block:
+            assert isinstance(ge, GraphExec)
             ge.update(block)
         check(driver().cuGraphLaunch(ge.exec, s), f"{self.owner}: cuGraphLaunch")
+
+    def _replay(self, lm: LoadedImage, block: bytes, s: int) -> None:
+        """Replay the graph of this device, stream and grid sizes; the arguments travel in one
+        copy to its device buffer, made only when they changed (kiln.runtime.cuda_graph)."""
+        key = (id(lm), s, b"".join(block[o:o + n] for o, n in self._grid_deps))
+        ge = self._graphs.get(key)
+        if ge is None:
+            assert self._image is not None
+            image = self._image
+            ge = self._cache_graph(key, lambda: BlockGraphExec(self, lm, image, block, s))
+        assert isinstance(ge, BlockGraphExec)
+        ge.launch(block, s)
+
+    def _cache_graph(self, key: Any, build: Any) -> Any:
+        if len(self._graphs) >= 64:            # bound the cache: drop the oldest
+            old = next(iter(self._graphs))
+            self._graphs.pop(old).destroy()
+        ge = self._graphs[key] = build()
+        return ge
 
     def _array_key(self, block: bytes) -> bytes:
         parts = []
@@ -416,9 +484,11 @@ class CudaKernel(CudaRunnable):
 
     def __init__(self, module: CudaModule, owner: str, params: tuple[ParamInfo, ...], kname: str) -> None:
         super().__init__(module, owner, params, [(kname, tuple(Binding("arg", arg=p.layout.name) for p in params))])
-        self._names = tuple(p.layout.name for p in visible(params))
+        # the binder's names: a vector or matrix argument is one name, not one per element
+        self._names = tuple(n for n in self._binder.names if not n.startswith(HIDDEN_PREFIX))
 
-    def run(self, args: Mapping[str, Any], stream: Any = None, use_graph: bool = False, device: int = 0) -> None:
+    def run(self, args: Mapping[str, Any], stream: Any = None, use_graph: bool = False,
+            device: int | str | None = None) -> None:
         super().run(args, stream=stream, use_graph=use_graph, device=device)
 
     def __call__(self, *args: Any, stream: Any = None, **kwargs: Any) -> None:
@@ -432,35 +502,64 @@ class CudaKernel(CudaRunnable):
 # Loading
 # ---------------------------------------------------------------------------------------------
 
-def load_bytes(data: bytes, source: str = "<bytes>") -> CudaModule:
-    """Verify a .kiln file held in memory and wrap its cuda target (no driver call yet)."""
-    container = unpack(data, source=source)
+def load_bytes(data: bytes, source: str = "<bytes>", device: int | str = 0,
+               container: Container | None = None) -> CudaModule:
+    """Verify a .kiln file held in memory and wrap its cuda target for GPU `device` ("cuda:N"
+    or N; no driver call yet). `container`: the file already unpacked (checksums verified)."""
+    if container is None:
+        container = unpack(data, source=source)
     try:
         manifest = Manifest.from_json(container.manifest, set(container.blobs))
     except ArtifactError as e:
         raise ArtifactError(f"{source}: {e}") from None
-    return CudaModule(data, container, manifest, source)
+    return CudaModule(data, container, manifest, source, device)
 
 
-def load_module(path: str | os.PathLike[str] | Any) -> CudaModule:
+def load_module(path: str | os.PathLike[str] | Any, device: int | str = 0) -> CudaModule:
     """Open a .kiln file (a path, bytes, or an object with `to_bytes()` such as a CompiledModule)
-    for the GPU."""
+    for GPU `device` ("cuda:N" or N)."""
     if isinstance(path, (bytes, bytearray, memoryview)):
-        return load_bytes(bytes(path))
+        return load_bytes(bytes(path), device=device)
     if hasattr(path, "to_bytes"):
-        return load_bytes(path.to_bytes(), source="<compiled module>")
+        return load_bytes(path.to_bytes(), source="<compiled module>", device=device)
     if hasattr(path, "_module") and hasattr(path._module, "to_bytes"):
-        return load_bytes(path._module.to_bytes(), source="<compiled module>")
+        return load_bytes(path._module.to_bytes(), source="<compiled module>", device=device)
     source = os.fspath(path)
-    return load_bytes(read_bytes(source), source)
+    return load_bytes(read_bytes(source), source, device)
 
 
-def load(path: str | os.PathLike[str] | Any) -> CudaGraph:
-    """Open a .kiln file holding one graph for the GPU and return that graph."""
-    m = load_module(path)
+def load(path: str | os.PathLike[str] | Any, device: int | str = 0) -> CudaGraph:
+    """Open a .kiln file holding one graph for GPU `device` and return that graph."""
+    return only_graph(load_module(path, device))
+
+
+def only_graph(m: CudaModule) -> CudaGraph:
+    """The one graph of a module (ArtifactError when it holds another number)."""
     if len(m.graphs) != 1:
         raise ArtifactError(f"{m.source}: holds {len(m.graphs)} graphs; use load_module() and pick one")
     return next(iter(m.graphs.values()))
+
+
+def _unpickle(data: bytes, kind: str, name: str, device: int) -> Any:
+    """Rebuild a pickled CudaModule ("module"), CudaGraph ("graph") or CudaKernel ("kernel")."""
+    module = load_bytes(data, source="<unpickled>", device=device)
+    if kind == "module":
+        return module
+    table: Mapping[str, Any] = module.graphs if kind == "graph" else module.kernels
+    if name not in table:
+        raise ArtifactError(f"<unpickled>: the file has no {kind} {name!r}")
+    return table[name]
+
+
+def _array_gpu(ptr: int) -> int | None:
+    """The GPU a device array's memory is on, asked of the driver only where the process sees
+    several GPUs (with one, every device array is on it); None when unknown or no driver."""
+    try:
+        if device_count() < 2:
+            return None
+    except CudaError:
+        return None
+    return pointer_device(ptr)
 
 
 __all__ = ["GRID_WAVES", "CudaGraph", "CudaKernel", "CudaModule", "cuda_available", "device_array", "driver",

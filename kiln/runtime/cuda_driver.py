@@ -67,6 +67,41 @@ def cuda_available() -> str | None:
     return None
 
 
+def device_ordinal(device: str | int) -> int:
+    """The GPU ordinal a device name means: "cuda" is GPU 0, "cuda:N" GPU N (an int is taken as
+    is). ValueError for anything else (the one home of this rule: kl.load, kl.set_device,
+    compile(device=...) and run(device=...) all ask here)."""
+    if isinstance(device, int) and not isinstance(device, bool):
+        if device < 0:
+            raise ValueError(f"a GPU ordinal cannot be negative, got {device}")
+        return device
+    if device == "cuda":
+        return 0
+    if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N' (N: the GPU's ordinal), got {device!r}")
+
+
+_count: list[int] = []
+
+
+def device_count() -> int:
+    """How many CUDA GPUs this process sees (asked once; CudaError when there is no driver)."""
+    if not _count:
+        _count.append(int(check(driver().cuDeviceGetCount(), "cuDeviceGetCount")))
+    return _count[0]
+
+
+def pointer_device(ptr: int) -> int | None:
+    """The ordinal of the GPU whose memory `ptr` points into, or None when the driver cannot
+    tell (not CUDA memory, or a pointer of another API)."""
+    drv = driver()
+    res = drv.cuPointerGetAttribute(drv.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, ptr)
+    if res[0] != drv.CUresult.CUDA_SUCCESS:
+        return None
+    return int(res[1])
+
+
 class Device:
     """The primary context of one GPU and what kiln needs to know about it."""
 

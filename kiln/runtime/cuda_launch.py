@@ -94,7 +94,7 @@ class Node:
     """One kernel launch of a run: function, grid, and its argument block gathered from the run's
     block (graph args) and constants."""
 
-    __slots__ = ("entry", "mode", "count", "waves", "gather", "kparams", "nslots", "kernel")
+    __slots__ = ("entry", "mode", "count", "waves", "gather", "kparams", "nslots", "kernel", "block_ptr")
 
     def __init__(self, launch: CudaLaunch, gather: list[Any], kparams: tuple[ParamInfo, ...],
                  kernel: str = "") -> None:
@@ -106,6 +106,8 @@ class Node:
         self.gather = gather          # per kernel param: (src_offset, size, name) or bytes
         self.kparams = kparams
         self.nslots = block_size([p.layout for p in kparams]) // SLOT
+        #: the entry takes the block's device address after its slots (kiln.runtime.cuda_graph)
+        self.block_ptr = launch.block_ptr
 
 
 class LaunchPlan(Protocol):
@@ -150,11 +152,18 @@ def eval_host_expr(x: Any, scalars: dict[str, Any], shapes: dict[str, tuple[int,
 
 
 
-def param_array(kb: bytes, nslots: int) -> tuple[Any, Any]:
+def node_params(node: Node, kb: bytes, block_address: int = 0) -> tuple[Any, Any, int]:
+    """(buffer, pointer array, `kernelParams` address) of one launch: the argument block's
+    slots, then, for entries that take it, the block's device address (0: the slots hold the
+    block). The buffer and pointer array must outlive the launch call."""
+    n = node.nslots
+    if node.block_ptr:
+        kb += block_address.to_bytes(SLOT, "little")
+        n += 1
     buf = ctypes.create_string_buffer(kb, max(8, len(kb)))
     base = ctypes.addressof(buf)
-    ptrs = (ctypes.c_void_p * max(1, nslots))(*[base + SLOT * k for k in range(nslots)])
-    return buf, ptrs
+    ptrs = (ctypes.c_void_p * max(1, n))(*[base + SLOT * k for k in range(n)])
+    return buf, ptrs, ctypes.addressof(ptrs) if n else 0
 
 
 def decode_block(kparams: tuple[ParamInfo, ...], kb: bytes) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
@@ -170,7 +179,10 @@ def decode_block(kparams: tuple[ParamInfo, ...], kb: bytes) -> tuple[dict[str, A
 
 
 class GraphExec:
-    """A CUDA graph of one run's kernel nodes (one per launch, chained), instantiated."""
+    """A CUDA graph of one run's kernel nodes (one per launch, chained), instantiated, with the
+    arguments in the nodes' parameters: what files whose entries do not take their argument
+    block's address (written before `CudaLaunch.block_ptr`) replay with (kiln.runtime.cuda_graph
+    otherwise)."""
 
     def __init__(self, r: LaunchPlan, lm: LoadedImage, block: bytes) -> None:
         drv = driver()
@@ -203,8 +215,7 @@ class GraphExec:
         p.blockDimX = 1 if node.mode == "single" else self.r.block_size
         p.blockDimY = p.blockDimZ = 1
         p.sharedMemBytes = 0
-        buf, ptrs = param_array(kb, node.nslots)
-        p.kernelParams = ctypes.addressof(ptrs) if node.nslots else 0
+        buf, ptrs, p.kernelParams = node_params(node, kb)
         p.extra = 0
         return p, buf, ptrs           # the driver copies the values on each call that takes p
 
@@ -219,7 +230,7 @@ class GraphExec:
             if kb == self.node_blocks[i]:
                 continue
             p, buf, _ptrs = self.node_params[i]
-            ctypes.memmove(buf, kb, len(kb))
+            ctypes.memmove(buf, kb, len(kb))        # the slots; a block address after them stays 0
             if node.count is not None:
                 grid = r.grid(node, kb, self.lm)
                 if grid != p.gridDimX:
