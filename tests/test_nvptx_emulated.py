@@ -62,9 +62,9 @@ class EmulatedKernel:
         slots: list[int] = []
         for a in args:
             if isinstance(a, np.ndarray):
-                assert a.flags.c_contiguous
                 slots.append(a.ctypes.data)
                 slots += list(a.shape)
+                slots += [s // a.itemsize for s in a.strides]     # element strides (kiln.abi)
             else:
                 slots.append(struct.unpack("<Q", struct.pack("<d" if isinstance(a, float) else "<q", a))[0])
         for ln, fn in self.entries:
