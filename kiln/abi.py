@@ -7,8 +7,14 @@ reserved for debug-mode checks). A Python call therefore costs a single foreign 
 Argument block layout, little-endian, parameters in declaration order, each in 8-byte slots:
 - scalar: one slot; the value sits at the start of the slot in its native width
   (bool: one byte 0/1; f16: IEEE binary16 bits), the rest of the slot is padding;
-- ndarray: 1 + ndim slots: the data pointer, then `ndim` int64 extents (C-contiguous, so
-  strides follow from the extents and the dtype).
+- ndarray: 1 + 2*ndim slots: the data pointer (the address of element [0, ..., 0]), then `ndim`
+  int64 extents, then `ndim` int64 strides counted in ELEMENTS (not bytes; negative and zero
+  strides allowed). Element [i, j, ...] lives at `data + (i*s0 + j*s1 + ...) * itemsize`. A
+  C-contiguous array has strides (n1*n2*..., ..., n_last, 1); the compiled code is fastest when
+  the innermost stride is 1 (the loop vectorizer versions its loops on that), but any strides run.
+
+`ABI_VERSION` names this layout; it is part of every entry's ABI descriptor
+(kiln.runtime.abi_digest), so code of another layout never runs under this runtime's packing.
 
 The runtime never recomputes this from kernel types at run time: the layout is written into the
 .kiln manifest (`ParamLayout.to_json`) and read back from there.
@@ -22,6 +28,8 @@ from kiln._record import Record
 from kiln.types import NdArrayType, ScalarType, parse_type_name
 
 SLOT = 8
+#: the revision of the argument-block layout above (1: arrays without strides, kiln <= 0.1 files)
+ABI_VERSION = 2
 #: prefix of a hidden parameter that carries a module-level field (`@x`): kernels and graphs get
 #: one per field they use, and the runtime fills it from the module's own storage
 HIDDEN_PREFIX = "@"
@@ -64,7 +72,7 @@ class ParamLayout(Record):
 
     @property
     def size(self) -> int:
-        return SLOT * (1 + self.ndim) if self.kind == "ndarray" else SLOT
+        return SLOT * (1 + 2 * self.ndim) if self.kind == "ndarray" else SLOT
 
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "kind": self.kind, "dtype": self.dtype, "ndim": self.ndim,
@@ -92,11 +100,29 @@ def block_size(layout: list[ParamLayout]) -> int:
 
 def block_struct(layout: list[ParamLayout]) -> struct.Struct:
     """A struct.Struct that packs a whole argument block in one call, values in the order:
-    for a scalar its value; for an ndarray its data pointer then its extents."""
+    for a scalar its value; for an ndarray its data pointer, its extents, then its strides."""
     fmt = "<"
     for p in layout:
-        fmt += "Q" + "q" * p.ndim if p.kind == "ndarray" else SCALAR_FORMAT[p.dtype]
+        fmt += "Q" + "q" * (2 * p.ndim) if p.kind == "ndarray" else SCALAR_FORMAT[p.dtype]
     return struct.Struct(fmt)
+
+
+def block_struct_objects(layout: list[ParamLayout]) -> struct.Struct:
+    """Like `block_struct`, for the `_pyobj` entries (kiln.codegen.cpu_module): an ndarray takes
+    its object's address and its extents; its stride slots are padding that the native wrapper
+    fills from the numpy object itself (no per-call Python work for strides)."""
+    fmt = "<"
+    for p in layout:
+        fmt += "Q" + "q" * p.ndim + "8x" * p.ndim if p.kind == "ndarray" else SCALAR_FORMAT[p.dtype]
+    return struct.Struct(fmt)
+
+
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The element strides of a C-contiguous array of `shape`."""
+    out = [1] * len(shape)
+    for d in range(len(shape) - 2, -1, -1):
+        out[d] = out[d + 1] * shape[d + 1]
+    return tuple(out)
 
 
 def param_type(p: ParamLayout) -> ScalarType | NdArrayType:

@@ -23,6 +23,7 @@ from kiln.lang.fields import Template, TemplateArg
 from kiln.lang.kernel import Kernel
 from kiln.runtime.binding import bind_call_arguments
 from kiln.runtime.cuda_driver import device_ordinal
+from kiln.runtime.host_arrays import HostArrayError, host_view
 from kiln.runtime.rng import draws, new_rng_state
 from kiln.types import (
     MAX_NDIM,
@@ -265,9 +266,9 @@ def _type_of(kernel: Kernel, name: str, ann: ScalarType | NdArrayType | Template
             return TemplateArg(value)
     where = f"kernel {kernel.name!r}: argument {name!r}"
     if not isinstance(value, np.ndarray):
-        if hasattr(value, "__cuda_array_interface__") or hasattr(value, "__dlpack__"):
+        if hasattr(value, "__cuda_array_interface__") or (hasattr(value, "__dlpack__") and _dlpack_device(value) != 1):
             return _device_array_type(where, ann, value)
-        raise ArgumentError(f"{where}: expected a numpy.ndarray ({ann!r}), got {type(value).__name__}")
+        value = _host_view(where, ann, value)
     dt = from_numpy(value.dtype)
     if dt is None:
         raise ArgumentError(f"{where}: dtype {value.dtype} is not supported by kiln")
@@ -286,6 +287,26 @@ def _check_element_shape(where: str, ann: NdArrayType, shape: tuple[int, ...]) -
     if es and (len(shape) <= len(es) or shape[len(shape) - len(es):] != es):
         raise ArgumentError(f"{where}: expected an array of {ann.element_type!r} (element shape {es}, the "
                             f"last dimension(s)), got shape {shape}")
+
+
+def _dlpack_device(value: Any) -> int:
+    """The DLPack device type of `value` (1: CPU), 0 when it does not say."""
+    try:
+        return int(value.__dlpack_device__()[0])
+    except Exception:  # noqa: BLE001 - a foreign method; the binder words the error
+        return 0
+
+
+def _host_view(where: str, ann: NdArrayType, value: Any) -> np.ndarray:
+    """The zero-copy numpy view the runtime binder will bind for a host array that is not a
+    numpy array (CPU DLPack, __array_interface__, buffer protocol: kiln.runtime.host_arrays)."""
+    try:
+        view = host_view(value)
+    except HostArrayError as e:
+        raise ArgumentError(f"{where}: {e}") from None
+    if view is None:
+        raise ArgumentError(f"{where}: expected a numpy.ndarray ({ann!r}), got {type(value).__name__}")
+    return view
 
 
 def _device_array_type(where: str, ann: NdArrayType, value: Any) -> NdArrayType:

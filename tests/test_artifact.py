@@ -15,7 +15,7 @@ from kiln.errors import ArtifactError
 
 def _manifest() -> dict:
     return {
-        "format": "kiln", "format_version": [1, 0], "kiln_version": "0.1.0", "created": "2026-11-25T00:00:00+00:00",
+        "format": "kiln", "format_version": [container.FORMAT_MAJOR, 0], "kiln_version": "0.1.0", "created": "2026-11-25T00:00:00+00:00",
         "targets": [{"name": "cpu", "kind": "cpu", "arch": "x86_64", "triple": "x86_64-unknown-linux-gnu",
                      "cpu": "x86-64-v2", "features": "", "blobs": ["cpu.o"]}],
         "kernels": {"k": {"display_name": "k", "entries": {"cpu": "kiln_kernel_k"}, "params": [
@@ -36,7 +36,7 @@ def _packed() -> bytes:
 def test_round_trip_and_alignment() -> None:
     data = _packed()
     c = container.unpack(data)
-    assert c.format_version == (1, 0)
+    assert c.format_version == (container.FORMAT_MAJOR, container.FORMAT_MINOR)
     assert bytes(c.blobs["cpu.o"]) == b"\x7fELF" + bytes(range(256)) * 4
     (entry,) = c.manifest["blobs"]
     assert entry["offset"] % container.BLOB_ALIGN == 0
@@ -82,9 +82,13 @@ def test_bad_magic_and_versions() -> None:
     with pytest.raises(ArtifactError, match="bad magic"):
         container.unpack(b"PK\x03\x04" + bytes(data[4:]))
     newer = bytearray(data)
-    struct.pack_into("<H", newer, 8, 2)
-    with pytest.raises(ArtifactError, match="format version 2.0 is newer"):
+    struct.pack_into("<H", newer, 8, container.FORMAT_MAJOR + 1)
+    with pytest.raises(ArtifactError, match=f"format version {container.FORMAT_MAJOR + 1}.0 is newer"):
         container.unpack(bytes(newer))
+    older = bytearray(data)       # 1.x code takes arrays without strides: never run it
+    struct.pack_into("<H", older, 8, 1)
+    with pytest.raises(ArtifactError, match="format version 1.0 was written by an older kiln.*recompile"):
+        container.unpack(bytes(older))
     flagged = bytearray(data)
     struct.pack_into("<I", flagged, 12, 1)
     with pytest.raises(ArtifactError, match="flags"):

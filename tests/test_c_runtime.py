@@ -77,7 +77,7 @@ class CRuntime:
 
 @dataclass
 class CArray:
-    """An array argument with driver flags: ro, strided, misaligned, null."""
+    """An array argument with driver flags: ro, strided (Fortran order), alias (zero strides), misaligned, null."""
 
     array: np.ndarray
     flags: str = "-"
@@ -398,7 +398,7 @@ def _heat_args(h: int = 16, w: int = 12) -> dict[str, Any]:
     ({"u": None}, "KILN_ERR_MISSING_ARGUMENT", "missing argument 'u'; expected u, v, alpha, energy"),
     ({"bogus": 1.0}, "KILN_ERR_UNKNOWN_ARGUMENT", "unknown argument 'bogus'; expected u, v, alpha, energy"),
     ({"v": "ro"}, "KILN_ERR_READ_ONLY", "array is read-only but the compiled code writes to it"),
-    ({"v": "strided"}, "KILN_ERR_STRIDES", "not C-contiguous"),
+    ({"v": "alias"}, "KILN_ERR_STRIDES", "strides make elements share memory"),
     ({"v": "misaligned"}, "KILN_ERR_ALIGNMENT", "not aligned"),
     ({"v": "null"}, "KILN_ERR_ALIGNMENT", "NULL"),
 ])
@@ -431,6 +431,21 @@ def test_heat_demo_matches_python_runtime(crt: CRuntime, heat_file: Path, tmp_pa
         assert status == "ok"
         np.testing.assert_allclose(out["u"], ref["u"], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(out["energy"], ref["energy"], rtol=1e-9)
+
+
+def test_fortran_order_arrays_run_in_place(crt: CRuntime, heat_file: Path, tmp_path: Path) -> None:
+    """C callers pass any byte strides: u and v given in Fortran order (the driver's "strided"
+    flag reads each buffer column-major) give the Python runtime's result on the same views."""
+    args = _heat_args(16, 12)
+    status, out = crt.run(heat_file, "main", {**args, "u": CArray(args["u"], "strided"),
+                                              "v": CArray(args["v"], "strided")}, tmp_path)
+    assert status == "ok"
+    raw = {k: np.ascontiguousarray(args[k]).ravel().copy() for k in ("u", "v")}
+    ref = {**args, **{k: raw[k].reshape(args[k].shape, order="F") for k in raw}}   # views of raw
+    kl.load(heat_file).run(ref)
+    for k, mem in raw.items():
+        np.testing.assert_allclose(out[k].ravel(), mem, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out["energy"], ref["energy"], rtol=1e-9)
 
 
 # ------------------------------------------------------------------------------------------ damaged files
@@ -487,13 +502,16 @@ def _damaged_variants(good: bytes) -> dict[str, tuple[bytes, str, str]]:
     flipped_blob = bytearray(good)
     flipped_blob[body_at + 200] ^= 0x01
     newer = bytearray(good)
-    newer[8:10] = (2).to_bytes(2, "little")
+    newer[8:10] = (container.FORMAT_MAJOR + 1).to_bytes(2, "little")
+    older = bytearray(good)
+    older[8:10] = (1).to_bytes(2, "little")
     return {
         "empty": (b"", "KILN_ERR_FORMAT", "file is empty"),
         "bad magic": (b"PK\3\4" + good[4:], "KILN_ERR_FORMAT", "not a kiln file (bad magic)"),
         "truncated header": (good[:40], "KILN_ERR_FORMAT", "truncated file"),
         "truncated": (good[:-50], "KILN_ERR_FORMAT", "truncated or corrupt file"),
         "newer major": (bytes(newer), "KILN_ERR_VERSION", "upgrade kiln to load it"),
+        "older major": (bytes(older), "KILN_ERR_VERSION", "written by an older kiln; recompile it"),
         "manifest flip": (bytes(flipped_manifest), "KILN_ERR_FORMAT", "manifest checksum mismatch"),
         "blob flip": (bytes(flipped_blob), "KILN_ERR_FORMAT", "checksum mismatch in blob"),
         "bad dtype": (repack(bad_dtype), "KILN_ERR_FORMAT", "manifest: graphs.main.params[0].dtype: unknown dtype 'f33'"),
@@ -540,10 +558,10 @@ def test_damaged_files(crt: CRuntime, tmp_path: Path) -> None:
 def test_header_check(c_native: CRuntime, heat_file: Path, tmp_path: Path) -> None:
     assert c_native.call("header", str(heat_file)).strip() == "ok"
     newer = bytearray(heat_file.read_bytes())
-    newer[8:10] = (2).to_bytes(2, "little")
-    (tmp_path / "v2.kiln").write_bytes(bytes(newer))
-    got, message = _status(c_native.call("header", str(tmp_path / "v2.kiln")).strip())
-    assert got == STATUS["KILN_ERR_VERSION"] and "format version 2.0 is newer" in message
+    newer[8:10] = (container.FORMAT_MAJOR + 1).to_bytes(2, "little")
+    (tmp_path / "v3.kiln").write_bytes(bytes(newer))
+    got, message = _status(c_native.call("header", str(tmp_path / "v3.kiln")).strip())
+    assert got == STATUS["KILN_ERR_VERSION"] and f"format version {container.FORMAT_MAJOR + 1}.0 is newer" in message
 
 
 # ------------------------------------------------------------------------------------------ tables

@@ -40,7 +40,7 @@ def model(tmp_path_factory) -> Path:
 def test_inspect_text(model: Path, capsys) -> None:
     assert main(["inspect", str(model)]) == 0
     out = capsys.readouterr().out
-    assert "kiln format 1.0" in out
+    assert "kiln format 2.0" in out
     assert "runs here" in out and "object check: ok" in out
     assert "verified" in out
     assert "graph main: 2 dispatches" in out
@@ -51,7 +51,7 @@ def test_inspect_text(model: Path, capsys) -> None:
 def test_inspect_json(model: Path, capsys) -> None:
     assert main(["inspect", str(model), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["format_version"] == "1.0"
+    assert doc["format_version"] == "2.0"   # 2: arrays carry strides (kiln.abi)
     assert [d["kernel"] for d in doc["graphs"]["main"]["dispatches"]] == ["saxpy", "saxpy"]
     assert doc["blobs"][0]["verified"] is True
     assert doc["targets"][0]["runs_here"] is True

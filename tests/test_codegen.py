@@ -151,10 +151,11 @@ class Loaded:
         vals = []
         for p, a in zip(layout, args):
             if p.kind == "ndarray":
-                assert isinstance(a, np.ndarray) and a.flags.c_contiguous and a.ndim == p.ndim
+                assert isinstance(a, np.ndarray) and a.ndim == p.ndim
                 assert a.dtype == np.dtype(p.dtype if p.dtype == "bool" else a.dtype)
                 vals.append(a.ctypes.data)
                 vals += list(a.shape)
+                vals += [s // a.itemsize for s in a.strides]     # element strides (kiln.abi)
             else:
                 vals.append(a)
         s = block_struct(layout)

@@ -494,7 +494,7 @@ def test_file_with_cpu_and_cuda_targets(tmp_path):
     from kiln.runtime import cuda
     m = cuda.load_module(path)
     assert set(m.graphs) == {"main"} and m.target.kind == "cuda"
-    assert json.loads(json.dumps(c.manifest))["format_version"] == [1, 0]
+    assert json.loads(json.dumps(c.manifest))["format_version"] == [2, 0]
 
 
 @needs_nvptx
@@ -696,7 +696,7 @@ ro.flags.writeable = False
 SAME_ERRORS = [
     _good_args(x=np.ones(4, np.float64)),
     _good_args(x=np.ones((4, 1), np.float32)),
-    _good_args(x=np.ones(8, np.float32)[::2]),
+    _good_args(y=np.lib.stride_tricks.as_strided(np.ones(4, np.float32), (4,), (0,))),   # written, aliased
     _good_args(y=ro),
     _good_args(y=np.ones(5, np.float32)),
     _good_args(out=np.zeros(4)),
@@ -725,7 +725,7 @@ def test_cuda_argument_checks_are_the_cpu_checks(args):
 @pytest.mark.parametrize("array,exc,msg", [
     (_FakeDeviceArray((4,), "<f8"), kl.ArgumentError, "argument 'x': expected dtype f32, got f64 (kiln never converts"),
     (_FakeDeviceArray((4, 1)), kl.ArgumentError, "argument 'x': expected a 1-D array, got 2-D with shape (4, 1)"),
-    (_FakeDeviceArray((4,), "<f4", (8,)), kl.ArgumentValueError, "argument 'x': device array is not C-contiguous"),
+    (_FakeDeviceArray((4,), "<f4", (6,)), kl.ArgumentValueError, "argument 'x': device array strides (6,) are not whole"),
     (_FakeDeviceArray((5,)), kl.ArgumentValueError, "dimension 0 is 5 but shape symbol 'n' is 4"),
     (object(), kl.ArgumentError, "expected a numpy.ndarray or a CUDA device array"),
 ])
@@ -738,7 +738,11 @@ def test_device_array_checks(array, exc, msg):
         gpu._check_args(args)
     values, keep, uploads = gpu._check_args(_good_args(x=_FakeDeviceArray((4,))))
     assert len(keep) == 1
-    assert values[1:3] == [4096, 4] and [name for _, name in uploads] == ["y", "out"]
+    assert values[1:4] == [4096, 4, 1] and [name for _, name in uploads] == ["y", "out"]   # data, extent, stride
+    values, _, _ = gpu._check_args(_good_args(x=_FakeDeviceArray((4,), "<f4", (-8,))))   # any strides run
+    assert values[1:4] == [4096, 4, -2]
+    with pytest.raises(kl.ArgumentValueError, match="argument 'y': .*strides \\(0,\\) make elements share memory"):
+        gpu._check_args(_good_args(x=_FakeDeviceArray((4,)), y=_FakeDeviceArray((4,), "<f4", (0,))))
 
 
 @needs_nvptx

@@ -179,7 +179,7 @@ def test_graph_returns_the_first_non_zero_status_and_runs_nothing_after_it() -> 
     engine.finalize_object()
     entry = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)(engine.get_function_address(me.graph_symbols["g"]))
     x = np.zeros(1, np.int64)
-    block = (ctypes.c_int64 * 2)(x.ctypes.data, 1)
-    assert layout_params([("x", i64_1)])[0].size == 16
+    block = (ctypes.c_int64 * 3)(x.ctypes.data, 1, 1)     # data, extent, element stride
+    assert layout_params([("x", i64_1)])[0].size == 24
     assert entry(ctypes.addressof(block)) == 7
     assert x[0] == 12        # 0*10+1, then *10+2; the dispatch after the failing one did not run

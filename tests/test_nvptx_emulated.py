@@ -64,9 +64,9 @@ class EmulatedKernel:
         slots: list[int] = []
         for a in args:
             if isinstance(a, np.ndarray):
-                assert a.flags.c_contiguous
                 slots.append(a.ctypes.data)
                 slots += list(a.shape)
+                slots += [s // a.itemsize for s in a.strides]     # element strides (kiln.abi)
             elif isinstance(a, _Raw):
                 slots.append(int(a))
             else:

@@ -43,7 +43,7 @@ extern "C" {
 
 /* The newest .kiln file format this library reads (any 1.y file loads: minor versions only add
  * optional fields). */
-#define KILN_FORMAT_MAJOR 1
+#define KILN_FORMAT_MAJOR 2
 #define KILN_FORMAT_MINOR 0
 
 /* The most dimensions an array argument may have (kiln.types.MAX_NDIM). */
@@ -66,7 +66,7 @@ typedef enum kiln_status {
     KILN_ERR_DTYPE = 11,           /* array element type differs (kiln never converts arrays) */
     KILN_ERR_RANK = 12,            /* array has the wrong number of dimensions */
     KILN_ERR_SHAPE = 13,           /* fixed size or shape symbol violated */
-    KILN_ERR_STRIDES = 14,         /* array is not C-contiguous */
+    KILN_ERR_STRIDES = 14,         /* a written array's strides make elements share memory */
     KILN_ERR_READ_ONLY = 15,       /* read-only array given for an argument the code writes */
     KILN_ERR_ALIGNMENT = 16,       /* array data not aligned to its element size, or NULL */
     KILN_ERR_SCALAR_RANGE = 17,    /* scalar value out of range for the parameter's dtype */
@@ -146,7 +146,7 @@ typedef struct kiln_arg {
     int ndim;
     void *data;               /* first element; NULL only for an empty array */
     const int64_t *shape;     /* ndim extents */
-    const int64_t *strides;   /* ndim byte strides, or NULL for C-contiguous */
+    const int64_t *strides;   /* ndim byte strides (any: views, Fortran order, negative), NULL: C order */
     int read_only;            /* 1: the caller forbids writes (refused for written arguments) */
 } kiln_arg;
 

@@ -36,6 +36,10 @@ kiln_status kiln_check_file_header(const void *data, size_t size, kiln_error *er
                          "kiln to load it",
                          major, minor, KILN_FORMAT_MAJOR, KILN_FORMAT_MINOR);
     if (major < 1) return kiln_fail(err, KILN_ERR_FORMAT, "invalid format version %u.%u", major, minor);
+    if (major < KILN_FORMAT_MAJOR)   /* 1.x code takes arrays without strides: recompile */
+        return kiln_fail(err, KILN_ERR_VERSION,
+                         "format version %u.%u was written by an older kiln; recompile it (this kiln: %d.%d)",
+                         major, minor, KILN_FORMAT_MAJOR, KILN_FORMAT_MINOR);
     if (flags != 0) return kiln_fail(err, KILN_ERR_FORMAT, "unsupported header flags 0x%x", flags);
     return KILN_OK;
 }

@@ -219,7 +219,7 @@ static kiln_status read_params(reader *r, const cJSON *obj, const char *path, in
         q->info.ndim = (int)nd;
         q->info.access = (kiln_access)acc;
         q->offset = offset;
-        offset += SLOT * (1 + (int64_t)nd);
+        offset += SLOT * (1 + 2 * (int64_t)nd);   /* an array: pointer, extents, strides */
         if (graph) {
             kiln_status st = read_shape(r, p, where, q);
             if (st != KILN_OK) return st;

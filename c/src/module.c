@@ -130,7 +130,7 @@ static kiln_status check_abi(const kiln_module *m, const kiln_graph_desc *d, con
     static const char *const access[] = {"none", "read", "write", "readwrite"};
     abi_text t = {0};
     char num[32];
-    puts_(&t, "{\"kind\":\"graph\",\"name\":");
+    puts_(&t, "{\"abi\":2,\"kind\":\"graph\",\"name\":");   /* 2: kiln.abi.ABI_VERSION */
     put_str(&t, d->name);
     puts_(&t, ",\"params\":[");
     for (size_t i = 0; i < d->nparams; i++) {

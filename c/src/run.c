@@ -1,6 +1,7 @@
 /* Running a graph: check every argument (the checks of kiln/runtime/binding.py, same messages),
  * pack the argument block of kiln/abi.py (8-byte slots: a scalar in its native width at the start
- * of its slot; an array as its data pointer then its ndim int64 extents), then one native call.
+ * of its slot; an array as its data pointer, its ndim int64 extents, then its ndim int64 element
+ * strides), then one native call.
  * Nothing runs unless every check passes. */
 #include <math.h>
 #include <stdio.h>
@@ -78,16 +79,50 @@ static kiln_status match_names(const kiln_graph *g, const kiln_arg *args, size_t
                      g->owner, expected);
 }
 
-static int is_c_contiguous(int ndim, const int64_t *shape, const int64_t *strides, int64_t itemsize) {
-    if (!strides) return 1;
-    for (int k = 0; k < ndim; k++)
-        if (shape[k] == 0) return 1;               /* empty arrays are contiguous (as numpy says) */
-    int64_t expect = itemsize;
+/* The block's element strides (kiln/abi.py) of an array: C order when the caller gives none,
+ * else its byte strides over the item size. 0 when a used stride (extent > 1) is not a multiple
+ * of the item size; extent-1 strides are never used, so they become 0. */
+static int element_strides(int ndim, const int64_t *shape, const int64_t *strides, int64_t itemsize,
+                           int64_t *out) {
+    int64_t c = 1;
     for (int k = ndim - 1; k >= 0; k--) {
-        if (shape[k] != 1 && strides[k] != expect) return 0;   /* extent-1 strides never matter */
-        expect *= shape[k];
+        if (!strides) {
+            out[k] = c;
+            c *= shape[k];
+        } else if (shape[k] <= 1) {
+            out[k] = 0;
+        } else if (strides[k] % itemsize) {
+            return 0;
+        } else {
+            out[k] = strides[k] / itemsize;
+        }
     }
     return 1;
+}
+
+/* Whether two elements may share memory (a zero stride, overlapping strides): the same
+ * conservative rule as kiln.runtime.binding.may_overlap_itself, on element strides. */
+static int may_overlap_itself(int ndim, const int64_t *shape, const int64_t *estrides) {
+    int64_t s[KILN_MAX_NDIM], n[KILN_MAX_NDIM];
+    int m = 0;
+    for (int k = 0; k < ndim; k++) {
+        if (shape[k] == 0) return 0;
+        if (shape[k] == 1) continue;
+        int64_t a = estrides[k] < 0 ? -estrides[k] : estrides[k];
+        int j = m++;
+        for (; j > 0 && s[j - 1] > a; j--) {       /* insertion sort by |stride| */
+            s[j] = s[j - 1];
+            n[j] = n[j - 1];
+        }
+        s[j] = a;
+        n[j] = shape[k];
+    }
+    int64_t reach = 1;
+    for (int j = 0; j < m; j++) {
+        if (s[j] < reach) return 1;
+        reach += s[j] * (n[j] - 1);
+    }
+    return 0;
 }
 
 static kiln_status check_shape(const kiln_graph *g, size_t p, const kiln_arg *a, int64_t *symvals, char *bound,
@@ -145,14 +180,19 @@ static kiln_status pack_array(const kiln_graph *g, size_t p, const kiln_arg *a, 
         }
         count = count && a->shape[k] ? count * a->shape[k] : 0;
     }
-    if (!is_c_contiguous(a->ndim, a->shape, a->strides, itemsize))
-        return fail_arg(g, err, KILN_ERR_STRIDES, info->name,
-                        "array is not C-contiguous (pass a contiguous copy; kiln never copies arrays)");
-    if ((count && !a->data) || ((uintptr_t)a->data % (uintptr_t)itemsize))
+    int64_t estrides[KILN_MAX_NDIM];
+    if ((count && !a->data) || ((uintptr_t)a->data % (uintptr_t)itemsize) ||
+        !element_strides(a->ndim, a->shape, a->strides, itemsize, estrides))
         return fail_arg(g, err, KILN_ERR_ALIGNMENT, info->name,
-                        a->data ? "array data is not aligned to its dtype (pass a copy)" : "array data is NULL");
-    if (a->read_only && (info->access == KILN_ACCESS_WRITE || info->access == KILN_ACCESS_READWRITE))
+                        a->data ? "array data or strides are not aligned to its dtype (pass a copy)"
+                                : "array data is NULL");
+    int written = info->access == KILN_ACCESS_WRITE || info->access == KILN_ACCESS_READWRITE;
+    if (a->read_only && written)
         return fail_arg(g, err, KILN_ERR_READ_ONLY, info->name, "array is read-only but the compiled code writes to it");
+    if (written && a->strides && may_overlap_itself(a->ndim, a->shape, estrides))
+        return fail_arg(g, err, KILN_ERR_STRIDES, info->name,
+                        "the compiled code writes to this array, but its strides make elements share memory "
+                        "(pass an array with distinct elements)");
     if (info->has_shape) {
         kiln_status st = check_shape(g, p, a, symvals, bound, err);
         if (st != KILN_OK) return st;
@@ -160,6 +200,7 @@ static kiln_status pack_array(const kiln_graph *g, size_t p, const kiln_arg *a, 
     uint64_t ptr = (uint64_t)(uintptr_t)a->data;
     memcpy(slot, &ptr, 8);
     memcpy(slot + 8, a->shape, 8 * (size_t)a->ndim);
+    memcpy(slot + 8 + 8 * (size_t)a->ndim, estrides, 8 * (size_t)a->ndim);
     return KILN_OK;
 }
 

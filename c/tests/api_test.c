@@ -101,14 +101,22 @@ static void check_module(const char *path) {
     kiln_arg empty[] = {kiln_arg_f64("a", 1.0), kiln_arg_array("x", KILN_F32, NULL, 1, &zero),
                         kiln_arg_array("y", KILN_F32, NULL, 1, &zero), kiln_arg_array("out", KILN_F64, &out, 1, &one)};
     CHECK(kiln_graph_run(g, empty, 4, &err) == KILN_OK && out == 0.0);
-    /* strides equal to C-contiguous ones are accepted */
-    int64_t stride = 4;
-    kiln_arg strided = kiln_arg_array("y", KILN_F32, y, 1, &n);
-    strided.strides = &stride;
-    kiln_arg with_strides[] = {args[0], strided, args[2], args[3]};
-    CHECK(kiln_graph_run(g, with_strides, 4, &err) == KILN_OK);
-    stride = 8;
-    CHECK(kiln_graph_run(g, with_strides, 4, &err) == KILN_ERR_STRIDES);
+    /* any strides run in place: x read backwards (a negative stride, data at its element 0) */
+    float yr[4] = {0};
+    int64_t back = -4;
+    kiln_arg xr = kiln_arg_array_const("x", KILN_F32, &x[3], 1, &n);
+    xr.strides = &back;
+    kiln_arg yarg = kiln_arg_array("y", KILN_F32, yr, 1, &n);
+    kiln_arg with_strides[] = {args[0], yarg, xr, args[3]};
+    CHECK(kiln_graph_run(g, with_strides, 4, &err) == KILN_OK && yr[0] == 8.0f && yr[3] == 2.0f);
+    /* a written array whose elements share memory; strides that are not whole elements */
+    int64_t stride = 0;
+    kiln_arg ybad = yarg;
+    ybad.strides = &stride;
+    kiln_arg with_bad_strides[] = {args[0], ybad, args[2], args[3]};
+    CHECK(kiln_graph_run(g, with_bad_strides, 4, &err) == KILN_ERR_STRIDES && strstr(err.message, "share memory"));
+    stride = 6;
+    CHECK(kiln_graph_run(g, with_bad_strides, 4, &err) == KILN_ERR_ALIGNMENT);
     /* a bad kind value */
     kiln_arg bad = args[3];
     bad.kind = (kiln_value_kind)77;

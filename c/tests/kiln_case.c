@@ -154,7 +154,10 @@ static int setup_array(array_arg *a, kiln_arg *out) {
     if (strstr(a->flags, "misaligned")) data += 1;
     *out = kiln_arg_array(a->name, (kiln_dtype)a->dtype, strstr(a->flags, "null") ? NULL : data, a->ndim, a->shape);
     if (strstr(a->flags, "ro")) out->read_only = 1;
-    if (strstr(a->flags, "strided")) {        /* Fortran order: not C-contiguous */
+    if (strstr(a->flags, "alias")) {          /* every element at one address (zero strides) */
+        for (int k = 0; k < a->ndim; k++) a->strides[k] = 0;
+        out->strides = a->strides;
+    } else if (strstr(a->flags, "strided")) {  /* Fortran order: the buffer read column-major */
         int64_t s = (int64_t)item;
         for (int k = 0; k < a->ndim; k++) {
             a->strides[k] = s;

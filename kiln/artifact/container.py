@@ -28,7 +28,7 @@ from kiln._record import Record
 from kiln.errors import ArtifactError
 
 MAGIC = b"KILN\x00\r\n\x1a"
-FORMAT_MAJOR = 1
+FORMAT_MAJOR = 2   # 2: array arguments carry strides (kiln.abi); 1.x files need recompiling
 FORMAT_MINOR = 0
 HEADER = struct.Struct("<8sHHIQQ32s")
 HEADER_SIZE = 64
@@ -174,6 +174,9 @@ def unpack(data: bytes, *, source: str = "<bytes>") -> Container:
                    f"({FORMAT_MAJOR}.{FORMAT_MINOR}); upgrade kiln to load it")
     if major < 1:
         raise fail(f"invalid format version {major}.{minor}")
+    if major < FORMAT_MAJOR:
+        raise fail(f"format version {major}.{minor} was written by an older kiln; recompile it "
+                   f"(this kiln: {FORMAT_MAJOR}.{FORMAT_MINOR})")   # 1.x code takes arrays without strides
     if flags & ~KNOWN_FLAGS:
         raise fail(f"unsupported header flags 0x{flags:x}")
     end = len(data)      # where the content covered by the blob table ends

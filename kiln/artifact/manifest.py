@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, NoReturn
 
 from kiln._record import Record
-from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, SLOT, ParamLayout
+from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, ParamLayout
 from kiln.errors import ArtifactError
 from kiln.types import MAX_NDIM, SCALARS_BY_NAME
 
@@ -448,7 +448,7 @@ class _Reader:
             if access not in ACCESS_MODES:
                 self.fail(f"{where}.access", f"expected one of {ACCESS_MODES}, got {access!r}")
             layout = ParamLayout(name, kind, dtype, ndim, off)
-            offset += SLOT * (1 + ndim)
+            offset += layout.size
             shape = None
             if graph and "shape" in p and p["shape"] is not None:
                 shape_val = self.field(p, "shape", where, list)

@@ -58,9 +58,11 @@ class KernelBodyEmitter(ExprEmitter):
                 ptr = next(args)
                 ptr.name = f"{p.name}.data"
                 ext = [next(args) for _ in range(p.type.rank)]
-                for d, e in enumerate(ext):
+                strides = [next(args) for _ in range(p.type.rank)]
+                for d, (e, st) in enumerate(zip(ext, strides)):
                     e.name = f"{p.name}.n{d}"
-                self.arrays[p.name] = ArrayVal(ptr, ext, p.type)
+                    st.name = f"{p.name}.s{d}"
+                self.arrays[p.name] = ArrayVal(ptr, ext, p.type, strides)
             else:
                 a = next(args)
                 a.name = f"{p.name}.arg"

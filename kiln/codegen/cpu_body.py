@@ -82,13 +82,14 @@ class CpuBodyEmitter(KernelBodyEmitter):
         self.leave_if_failed()
 
     def _context_fields(self, dims: list[tuple[ir.Value, ir.Value, ir.Value]]) -> list[ir.Value]:
-        """What the body function reads from its context: every array (pointer, extents), every
+        """What the body function reads from its context: every array (pointer, extents, strides), every
         scalar variable (params and locals), then start/step/count per dimension."""
         b = self.b
         fields: list[ir.Value] = []
         for a in self.arrays.values():
             fields.append(a.ptr)
             fields += a.extents
+            fields += a.strides
         for slot, t in self.vars.values():
             fields.append(b.load(slot, typ=mem_type(t)))
         for start, step, cnt in dims:
@@ -116,10 +117,12 @@ class CpuBodyEmitter(KernelBodyEmitter):
 
         i = 0
         for name, a in self.arrays.items():
+            rank = len(a.extents)
             ptr = get(i)
-            ext = [get(i + 1 + k) for k in range(len(a.extents))]
-            i += 1 + len(a.extents)
-            sub.arrays[name] = ArrayVal(ptr, ext, a.type)
+            ext = [get(i + 1 + k) for k in range(rank)]
+            strides = [get(i + 1 + rank + k) for k in range(rank)]
+            i += 1 + 2 * rank
+            sub.arrays[name] = ArrayVal(ptr, ext, a.type, strides)
         for name, (_, t) in self.vars.items():
             sub.new_var(name, t, get(i))
             i += 1
@@ -263,11 +266,12 @@ class CpuBodyEmitter(KernelBodyEmitter):
         b.cbranch(fits, priv_bb, atomic_bb)
 
         # Private version: clear the copies to the op's identity and point the arrays at them
-        # (same extents, so indexing is unchanged) while the loop is emitted.
+        # (same extents, C-ordered strides) while the loop is emitted.
         b.position_at_end(priv_bb)
         for name, op in arrays.items():
             self._fill_identity(bufs[name], counts[name], op, real[name].dtype)
-            self.arrays[name] = ArrayVal(bufs[name], real[name].extents, real[name].type)
+            self.arrays[name] = ArrayVal(bufs[name], real[name].extents, real[name].type,
+                                         ArrayVal.contiguous_strides(b, real[name].extents))
         self.private = set(arrays)
         self.private_real = {name: (real[name], counts[name]) for name in arrays}
         try:
@@ -295,7 +299,9 @@ class CpuBodyEmitter(KernelBodyEmitter):
         (a bin computed from bad data) must never reach it: that update goes to the real
         array's atomic, exactly what the unprivatised loop does (docs/language.md, "Histograms")."""
         b = self.b
-        flat, a = self.flat_index(e.array, e.indices)
+        a = self.array(e.array)
+        values = self.index_values(e.array, e.indices)
+        flat = self.offset(values, a.strides)          # the copy's element number (C order)
         real, count = self.private_real[e.array.name]
         t = a.dtype                       # never bool: mem_type == reg_type
         v = self.convert(self.expr(e.value), e.value.type, t)
@@ -306,7 +312,7 @@ class CpuBodyEmitter(KernelBodyEmitter):
                 old = b.load(p, typ=reg_type(t), align=t.itemsize)
                 b.store(self.rmw_op(e.op, old, v, t), p, align=t.itemsize)
             with shared:
-                p = gep(b, real.ptr, [flat], inbounds=False, source_etype=mem_type(t))
+                p = gep(b, real.ptr, [self.offset(values, real.strides)], inbounds=False, source_etype=mem_type(t))
                 b.atomic_rmw(atomicrmw_name(e.op, t), p, v, "monotonic")
 
     def _index_loop(self, n: ir.Value, name: str, body: Callable[[ir.Value], None]) -> None:
@@ -339,6 +345,15 @@ class CpuBodyEmitter(KernelBodyEmitter):
             self._index_loop(count, "priv.init", lambda k: b.store(
                 ident, gep(b, buf, [k], source_etype=ty), align=t.itemsize))
 
+    def _real_offset(self, k: ir.Value, a: ArrayVal) -> ir.Value:
+        """The offset in the real (strided) array of the element a C-ordered copy holds at `k`."""
+        b = self.b
+        values: list[ir.Value] = []
+        for e in reversed(a.extents[1:]):
+            values.insert(0, b.urem(k, e))
+            k = b.udiv(k, e)
+        return self.offset([k, *values], a.strides)
+
     def _merge_private(self, buf: ir.Value, count: ir.Value, op: N.AtomicOp, a: ArrayVal) -> None:
         """for k in [0, count): if copy[k] != identity: atomically real[k] = real[k] <op> copy[k].
         Elements still at the identity would not change the array, so they cost no atomic (a
@@ -354,7 +369,7 @@ class CpuBodyEmitter(KernelBodyEmitter):
             changed = (b.fcmp_unordered("!=", v, ident) if t.is_float
                        else b.icmp_unsigned("!=", v, ident))
             with b.if_then(changed):
-                b.atomic_rmw(llop, gep(b, a.ptr, [k], source_etype=ty), v, "monotonic")
+                b.atomic_rmw(llop, gep(b, a.ptr, [self._real_offset(k, a)], source_etype=ty), v, "monotonic")
 
         self._index_loop(count, "priv.merge", merge)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from llvmlite import ir
 
-from kiln.abi import SLOT, block_size, layout_params
+from kiln.abi import SLOT, ParamLayout, block_size, layout_params
 from kiln.codegen.cpu_body import CpuBodyEmitter
 from kiln.codegen.llvm_util import (
     I8,
@@ -31,7 +31,7 @@ from kiln.errors import KilnError
 from kiln.ir import nodes as N
 from kiln.ir.graph import ArgBinding, ConstBinding, GraphIR
 from kiln.runtime.debug_record import STATUS_CHECK_FAILED
-from kiln.types import NdArrayType, ScalarType
+from kiln.types import SCALARS_BY_NAME, NdArrayType, ScalarType
 
 #: the parallel-loop body type: void body(ptr ctx, i64 lo, i64 hi)
 _BODY_TY = ir.FunctionType(VOID, [PTR, I64, I64])
@@ -107,9 +107,9 @@ class CpuModuleEmitter(ModuleEmitterBase):
                 return gep(b, block, [ir.Constant(I64, off)], inbounds=True, source_etype=I8)
             if isinstance(p.type, NdArrayType):
                 args.append(b.load(at(pl.offset), typ=PTR, align=8, name=f"{p.name}.data"))
-                for d in range(p.type.rank):
+                for d in range(2 * p.type.rank):      # extents, then strides (kiln.abi)
                     args.append(b.load(at(pl.offset + SLOT * (d + 1)), typ=I64, align=8,
-                                       name=f"{p.name}.n{d}"))
+                                       name=f"{p.name}.{'ns'[d // p.type.rank]}{d % p.type.rank}"))
             else:
                 t = p.type
                 v = b.load(at(pl.offset), typ=mem_type(t), align=8, name=p.name)
@@ -126,16 +126,18 @@ class CpuModuleEmitter(ModuleEmitterBase):
         b.call(impl, args)
         b.ret(b.select(self.debug.failed(b), ir.Constant(I32, STATUS_CHECK_FAILED), ir.Constant(I32, 0)))
 
-    def _emit_pyobj_wrapper(self, entry: ir.Function, layout: list) -> None:
-        """`int32 <entry>_pyobj(uint8_t *args, int64 data_offset)`: like `entry`, but each ndarray
-        data slot holds the address of a Python array object whose data pointer sits at
-        `data_offset` inside it. The runtime uses this when it has verified that layout, because
-        reading `id(a)` in Python is far cheaper than asking numpy for the pointer."""
-        fn = ir.Function(self.module, ir.FunctionType(I32, [PTR, I64]), name=f"{entry.name}_pyobj")
+    def _emit_pyobj_wrapper(self, entry: ir.Function, layout: list[ParamLayout]) -> None:
+        """`int32 <entry>_pyobj(uint8_t *args, int64 data_offset, int64 strides_offset)`: like
+        `entry`, but each ndarray data slot holds the address of a numpy array object whose data
+        pointer sits at `data_offset` inside it, and whose byte strides are the int64 array that
+        the pointer at `strides_offset` points to (this wrapper fills the block's stride slots
+        from it, in elements). The runtime uses this when it has verified that layout, because
+        reading `id(a)` in Python is far cheaper than asking numpy for the pointer and strides."""
+        fn = ir.Function(self.module, ir.FunctionType(I32, [PTR, I64, I64]), name=f"{entry.name}_pyobj")
         fn.linkage = "dso_local"
         fn_attrs(fn)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        src, off = fn.args
+        src, off, soff = fn.args
         nslots = max(1, block_size(layout) // SLOT)
         copy = alloca(b, ir.ArrayType(I64, nslots), name="block")
         copy.align = 8
@@ -149,6 +151,13 @@ class CpuModuleEmitter(ModuleEmitterBase):
             obj = b.load(slot, typ=PTR, align=8)
             data = b.load(gep(b, obj, [off], source_etype=I8), typ=PTR, align=8)
             b.store(data, slot, align=8)
+            byte_strides = b.load(gep(b, obj, [soff], source_etype=I8), typ=PTR, align=8)
+            shift = ir.Constant(I64, SCALARS_BY_NAME[p.dtype].itemsize.bit_length() - 1)
+            for d in range(p.ndim):
+                bs = b.load(gep(b, byte_strides, [ir.Constant(I64, d)], source_etype=I64), typ=I64, align=8)
+                # not `exact`: an extent-1 dimension may carry any stride (never used)
+                b.store(b.ashr(bs, shift), gep(b, copy, [ir.Constant(I64, p.offset + SLOT * (1 + p.ndim + d))],
+                                               source_etype=I8), align=8)
         b.ret(b.call(entry, [copy]))
 
     def add_graphs(self, graphs: Sequence[GraphIR]) -> None:

@@ -99,8 +99,10 @@ class ExprEmitter:
         return self.b.sext(v, I64) if t.kind == "i" else self.b.zext(v, I64)
 
     def flat_index(self, ref: N.ArrayRef, indices: tuple[N.Expr, ...], check: int = -1) -> tuple[ir.Value, ArrayVal]:
-        """The row-major element number of `ref[indices]`; with a debug check id (>= 0), every
-        index is first checked against its extent (a failure leaves the function)."""
+        """The element offset of `ref[indices]` from its data pointer (sum of index * stride, so
+        any strides work; LLVM's loop vectorizer versions loops on a unit innermost stride); with
+        a debug check id (>= 0), every index is first checked against its extent (a failure
+        leaves the function)."""
         a = self.array(ref)
         if len(indices) != len(a.extents):
             raise codegen_error(f"codegen: {ref.name} needs {len(a.extents)} indices", ref.loc)
@@ -111,10 +113,20 @@ class ExprEmitter:
             for v, e in zip(values[1:], a.extents[1:]):
                 ok = b.and_(ok, b.icmp_unsigned("<", v, e))
             self.guard(ok, check, values, a.extents)
-        flat = values[0]
-        for d, v in enumerate(values[1:], 1):
-            flat = self.b.add(self.b.mul(flat, a.extents[d], flags=("nsw",)), v, flags=("nsw",))
-        return flat, a
+        return self.offset(values, a.strides), a
+
+    def index_values(self, ref: N.ArrayRef, indices: tuple[N.Expr, ...]) -> list[ir.Value]:
+        """The i64 values of `ref[indices]`'s indices (evaluated once, unchecked)."""
+        if len(indices) != len(self.array(ref).extents):
+            raise codegen_error(f"codegen: {ref.name} needs {len(self.array(ref).extents)} indices", ref.loc)
+        return [self.index64(ix) for ix in indices]
+
+    def offset(self, values: list[ir.Value], strides: list[ir.Value]) -> ir.Value:
+        """sum(index * stride): an element's offset from the data pointer, in elements."""
+        flat = self.b.mul(values[0], strides[0], flags=("nsw",))
+        for v, st in zip(values[1:], strides[1:]):
+            flat = self.b.add(flat, self.b.mul(v, st, flags=("nsw",)), flags=("nsw",))
+        return flat
 
     def element_ptr(self, ref: N.ArrayRef, indices: tuple[N.Expr, ...], check: int = -1) -> tuple[ir.Value, ArrayVal]:
         flat, a = self.flat_index(ref, indices, check)
@@ -367,7 +379,7 @@ class ExprEmitter:
         for a, p in zip(e.args, f.params):
             if isinstance(a, N.ArrayRef):
                 av = self.array(a)
-                args += [av.ptr, *av.extents]
+                args += [av.ptr, *av.extents, *av.strides]
             else:
                 assert isinstance(p.type, ScalarType)
                 args.append(self.convert(self.expr(a), a.type, p.type))

@@ -91,12 +91,22 @@ def fn_attrs(fn: ir.Function, *extra: str) -> ir.Function:
 
 
 class ArrayVal:
-    """An array argument inside a function being emitted: data pointer and one i64 per extent."""
+    """An array argument inside a function being emitted: data pointer, one i64 per extent and
+    one i64 element stride per dimension (kiln.abi: element [i, j] at ptr[i*s0 + j*s1])."""
 
-    def __init__(self, ptr: ir.Value, extents: list[ir.Value], t: NdArrayType) -> None:
+    def __init__(self, ptr: ir.Value, extents: list[ir.Value], t: NdArrayType, strides: list[ir.Value]) -> None:
         self.ptr = ptr
         self.extents = extents
         self.type = t
+        self.strides = strides
+
+    @staticmethod
+    def contiguous_strides(b: ir.IRBuilder, extents: list[ir.Value]) -> list[ir.Value]:
+        """The strides of a C-ordered buffer of `extents` (kiln's private copies)."""
+        out: list[ir.Value] = [ir.Constant(I64, 1)]
+        for e in reversed(extents[1:]):
+            out.insert(0, b.mul(out[0], e, flags=("nsw",)))
+        return out
 
     @property
     def dtype(self) -> ScalarType:

@@ -119,7 +119,7 @@ class ModuleEmitterBase(ABC):
         args: list[ir.Type] = []
         for p in f.params:
             if isinstance(p.type, NdArrayType):
-                args += [PTR] + [I64] * p.type.rank
+                args += [PTR] + [I64] * (2 * p.type.rank)     # data, extents, strides
             else:
                 args.append(reg_type(p.type))
         ret = reg_type(f.ret) if (f.ret is not None and not f.is_kernel) else VOID

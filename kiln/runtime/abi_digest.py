@@ -3,7 +3,8 @@
 For every entry point (each graph and each kernel) the compiler puts into the object a 32-byte
 writable global `<entry symbol>_abi` holding `abi_digest(...)`: a SHA-256 of a canonical JSON of
 what the manifest says about that entry (its kind and name, the entry symbol, and per parameter
-its name, kind, dtype, rank, block offset, access mode and shape constraints). The loader
+its name, kind, dtype, rank, block offset, access mode and shape constraints, and the block
+layout's revision `kiln.abi.ABI_VERSION`). The loader
 recomputes the digest from the manifest it read and refuses the file (ArtifactError) when the
 object holds a different one or none: a manifest edited consistently and re-checksummed, or
 another file's object under this manifest, no longer runs (docs/format.md, docs/debug.md).
@@ -19,6 +20,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from kiln.abi import ABI_VERSION
 from kiln.artifact.manifest import ParamInfo
 from kiln.errors import ArtifactError
 
@@ -30,7 +32,7 @@ DIGEST_SIZE = 32
 def canonical_abi(kind: str, name: str, symbol: str, params: Sequence[ParamInfo]) -> bytes:
     """The canonical JSON (sorted keys, no spaces, UTF-8) that `abi_digest` hashes."""
     doc: dict[str, Any] = {
-        "kind": kind, "name": name, "symbol": symbol,
+        "abi": ABI_VERSION, "kind": kind, "name": name, "symbol": symbol,
         "params": [{"name": p.layout.name, "kind": p.layout.kind, "dtype": p.layout.dtype, "ndim": p.layout.ndim,
                     "offset": p.layout.offset, "access": p.access,
                     "shape": None if p.shape is None else list(p.shape)} for p in params],

@@ -3,7 +3,10 @@
 Everything that does not depend on the call (names, dtypes, ranges, the struct format) is
 computed once in `ArgBinder.__init__`; `pack` does only per-call work. All checks happen before
 any native code runs, so a failing call leaves every array untouched. Arrays are never copied:
-the block holds their data pointers.
+the block holds their data pointers and strides (any strides: views, transposes, Fortran order,
+negative steps), and objects that are not numpy arrays but share their memory through
+`__array_interface__`, the buffer protocol or CPU DLPack are bound through a numpy view of that
+same memory (kiln.runtime.host_arrays).
 """
 
 from __future__ import annotations
@@ -16,33 +19,44 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kiln._record import Record
-from kiln.abi import HIDDEN_PREFIX, ParamLayout, block_struct, is_field_param
+from kiln.abi import HIDDEN_PREFIX, ParamLayout, block_struct, block_struct_objects, is_field_param
 from kiln.artifact.manifest import FieldInfo, ParamInfo, ShapeDim
 from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError
+from kiln.runtime.host_arrays import HostArrayError, host_view
 from kiln.types import SCALARS_BY_NAME, NdArrayType, from_numpy, value_range
 
 _ARRAY, _BOOL, _INT, _FLOAT, _VECTOR = 0, 1, 2, 3, 4
 
 
-def _probe_data_offset() -> int:
-    """Offset of the data pointer inside a CPython ndarray object, or 0 if it can't be trusted.
+def _probe_offsets() -> tuple[int, int]:
+    """Offsets of the data pointer and of the strides pointer inside a CPython ndarray object
+    (numpy's PyArrayObject_fields: data, nd, dimensions, strides), or (0, 0) if they can't be
+    trusted.
 
-    Reading it straight from the object is 3x faster than `a.ctypes.data`; it is verified on
-    several live arrays before use, and `ndarray.ctypes.data` is the fallback.
+    Reading them straight from the object is 3x faster than `a.ctypes.data`; they are verified
+    on several live arrays before use, and `ndarray.ctypes.data` / `a.strides` are the fallback.
     """
     try:
-        probes = [np.empty(n, np.float32) for n in (1, 7, 1000)] + [np.arange(6.0).reshape(2, 3)[1]]
-        off = 2 * ctypes.sizeof(ctypes.c_void_p)   # PyObject_HEAD on a default CPython build
+        base = np.arange(24.0).reshape(2, 3, 4)
+        probes = [np.empty(n, np.float32) for n in (1, 7, 1000)] + [
+            base[1], base.T, base[::-1, :, ::2], np.asfortranarray(base)]
+        ptr = ctypes.sizeof(ctypes.c_void_p)
+        off = 2 * ptr                     # PyObject_HEAD on a default CPython build
+        strides_off = off + 3 * ptr       # data, nd (padded), dimensions, then strides
         for a in probes:
             if ctypes.c_void_p.from_address(id(a) + off).value != a.ctypes.data:
-                return 0
-        return off
+                return 0, 0
+            strides = ctypes.c_void_p.from_address(id(a) + strides_off).value or 0
+            if tuple((ctypes.c_int64 * a.ndim).from_address(strides)) != a.strides:
+                return 0, 0
+        return off, strides_off
     except (OSError, ValueError, TypeError, AttributeError):  # pragma: no cover - exotic interpreters
-        return 0
+        return 0, 0
 
 
-#: where an ndarray object keeps its data pointer (0: unknown, use the plain entry points)
-DATA_OFFSET = _probe_data_offset()
+#: where an ndarray object keeps its data pointer and its strides pointer (0: unknown, use the
+#: plain entry points)
+DATA_OFFSET, STRIDES_OFFSET = _probe_offsets()
 _from_address = ctypes.c_void_p.from_address
 _ndarray = np.ndarray
 
@@ -83,6 +97,7 @@ class ArgBinder:
     def __init__(self, params: tuple[ParamInfo, ...], owner: str) -> None:
         self.owner = owner
         self.struct = block_struct([p.layout for p in params])
+        self.struct_objects = block_struct_objects([p.layout for p in params])
         self.plans = self._plans(params)
         self.names = tuple(p.name for p in self.plans)
         self.name_set = frozenset(self.names)
@@ -141,6 +156,10 @@ class ArgBinder:
         return self._pack(args, True)
 
     def _pack(self, args: Mapping[str, object], objects: bool) -> bytes:
+        """The block of one call. An array argument that is not a numpy array (but shares its
+        memory through one of the protocols of kiln.runtime.host_arrays) is replaced IN `args` by
+        a numpy view of the same memory: the caller passes a mapping it owns, which keeps that
+        view alive until the native call returns (the `_pyobj` entry reads it)."""
         if type(args) is not dict and not isinstance(args, Mapping):
             self.check_mapping(args)
         if len(args) != len(self.names):
@@ -156,24 +175,44 @@ class ArgBinder:
                 raise
             if is_array:
                 if type(a) is not _ndarray and not isinstance(a, _ndarray):
-                    raise self._array_type_error(plan, a)
+                    a = self.host_view(plan, a)
+                    if isinstance(args, dict):
+                        args[name] = a            # held by the caller's mapping during the call
+                    elif objects:
+                        raise TypeError("pack_objects needs a dict that the caller owns")
                 dt = a.dtype  # type: ignore[union-attr]
                 if (dt is not dtype and dt != dtype) or a.ndim != ndim:  # type: ignore[union-attr]
                     self.check_ndarray(plan, a)  # type: ignore[arg-type]
                 # carray = C-contiguous, aligned and writeable: the common case in one test
                 if not a.flags.carray:  # type: ignore[union-attr]
-                    self._check_flags(plan, a.flags, False)  # type: ignore[union-attr]
+                    self._check_flags(plan, a, False)  # type: ignore[arg-type]
                 shape = a.shape  # type: ignore[union-attr]
                 if shape_spec is not None:
                     self.check_shape(plan, shape, symbols)
-                values.append(id(a) if objects else data_pointer(a))  # type: ignore[arg-type]
-                values += shape
+                if objects:       # the `_pyobj` entry reads the data pointer and strides itself
+                    values.append(id(a))
+                    values += shape
+                else:
+                    values.append(data_pointer(a))  # type: ignore[arg-type]
+                    values += shape
+                    values += element_strides(a)  # type: ignore[arg-type]
             else:
                 if plan.kind != _VECTOR:
                     values.append(self.scalar(plan, a))
                 else:
                     values += self.vector(plan, a)
-        return self.struct.pack(*values)
+        return (self.struct_objects if objects else self.struct).pack(*values)
+
+    def host_view(self, plan: ArgPlan, a: object) -> np.ndarray:
+        """A zero-copy numpy view of a host array that is not a numpy array, or the error that
+        says why `a` cannot be bound (kiln.runtime.host_arrays)."""
+        try:
+            view = host_view(a)
+        except HostArrayError as e:
+            raise ArgumentError(f"{self.where(plan)}: {e}") from None
+        if view is None:
+            raise self._array_type_error(plan, a)
+        return view
 
     # ------------------------------------------------------------------------------ checks
     def check_overlaps(self, args: Mapping[str, object]) -> None:
@@ -198,22 +237,33 @@ class ArgBinder:
         return f"{self.owner}: argument {plan.name!r}"
 
     def check_ndarray(self, plan: ArgPlan, a: np.ndarray, host_copy: bool = False) -> None:
-        """dtype, ndim, contiguity, alignment and writability of a numpy array argument
-        (`host_copy`: the array is copied to a device, so its alignment does not matter)."""
+        """dtype, ndim, layout, alignment and writability of a numpy array argument
+        (`host_copy`: the array's bytes are copied to a device as they lie, so it must be
+        C-contiguous, and its alignment does not matter)."""
         assert plan.array_type is not None
         problem = plan.array_type.mismatch(from_numpy(a.dtype), a.ndim, str(a.dtype), a.shape)
         if problem is not None:
             raise ArgumentError(f"{self.where(plan)}: {problem}")
-        self._check_flags(plan, a.flags, host_copy)
+        self._check_flags(plan, a, host_copy)
 
-    def _check_flags(self, plan: ArgPlan, flags: Any, host_copy: bool) -> None:
-        if not flags.c_contiguous:
-            raise ArgumentValueError(f"{self.where(plan)}: array is not C-contiguous "
-                                     "(pass np.ascontiguousarray(x); kiln never copies arrays)")
+    def _check_flags(self, plan: ArgPlan, a: np.ndarray, host_copy: bool) -> None:
+        """Any strides are fine for code on this host; what is refused: misaligned data or
+        strides, a read-only array the code writes, and a written array whose elements may
+        share memory (a zero stride from broadcast_to, or overlapping strides)."""
+        flags = a.flags
         if not flags.aligned and not host_copy:
-            raise ArgumentValueError(f"{self.where(plan)}: array data is not aligned to its dtype (pass a copy)")
+            raise ArgumentValueError(f"{self.where(plan)}: array data or strides are not aligned to its dtype "
+                                     "(pass a copy)")
         if plan.needs_write and not flags.writeable:
             raise ArgumentValueError(f"{self.where(plan)}: array is read-only but the compiled code writes to it")
+        if (plan.needs_write and not (flags.c_contiguous or flags.f_contiguous)
+                and may_overlap_itself(a.shape, a.strides, a.itemsize)):
+            raise ArgumentValueError(f"{self.where(plan)}: the compiled code writes to this array, but its strides "
+                                     f"{a.strides} make elements share memory (a zero stride from broadcast_to, or "
+                                     "overlapping strides); pass an array with distinct elements (a copy)")
+        if host_copy and not flags.c_contiguous:
+            raise ArgumentValueError(f"{self.where(plan)}: array is not C-contiguous, and host arrays are copied "
+                                     "to the GPU byte for byte (pass np.ascontiguousarray(x), or a device array)")
 
     def check_names(self, args: Mapping[str, object]) -> None:
         shown = tuple(n for n in self.names if not n.startswith(HIDDEN_PREFIX))   # fields: the runtime's
@@ -225,11 +275,9 @@ class ArgBinder:
                             f"{', '.join(map(repr, unknown))}; expected {', '.join(shown) or 'none'}")
 
     def _array_type_error(self, plan: ArgPlan, a: object) -> ArgumentError:
-        hint = ""
-        if hasattr(a, "__cuda_array_interface__") or hasattr(a, "__dlpack__"):
-            hint = " (device arrays need a graph compiled for the cuda target)"
-        return ArgumentError(f"{self.where(plan)}: expected a numpy.ndarray of {plan.type_name} "
-                             f"with ndim={plan.ndim}, got {type(a).__name__}{hint}")
+        return ArgumentError(f"{self.where(plan)}: expected a numpy.ndarray (or an object with __array_interface__, "
+                             f"the buffer protocol or CPU DLPack) of {plan.type_name} with ndim={plan.ndim}, "
+                             f"got {type(a).__name__}")
 
     def check_shape(self, plan: ArgPlan, shape: tuple[int, ...], symbols: dict[str, int]) -> None:
         """Fixed dimensions and shape symbols (bound in `symbols` by earlier arguments of the run)."""
@@ -296,6 +344,29 @@ class ArgBinder:
         if not plan.lo <= fv <= plan.hi and math.isfinite(fv):
             raise ArgumentValueError(f"{where}: {fv!r} is out of range for {plan.type_name}")
         return fv
+
+
+def element_strides(a: np.ndarray) -> list[int]:
+    """The strides of `a` in elements, as the argument block holds them (kiln.abi). Aligned arrays
+    have byte strides that are multiples of the item size, except on extent-1 dimensions, whose
+    stride is never used."""
+    size = a.itemsize
+    return [s // size for s in a.strides]
+
+
+def may_overlap_itself(shape: tuple[int, ...], byte_strides: tuple[int, ...], itemsize: int) -> bool:
+    """Whether two elements of an array may share memory. Conservative: True when, with the
+    dimensions sorted by stride, one stride is shorter than the span of the smaller ones (exact
+    for zero strides and ordinary views; a few exotic interleavings are refused though disjoint).
+    The C runtime (c/src/run.c) applies the same rule."""
+    if 0 in shape:
+        return False
+    reach = itemsize
+    for stride, n in sorted((abs(s), n) for s, n in zip(byte_strides, shape) if n > 1):
+        if stride < reach:
+            return True
+        reach += stride * (n - 1)
+    return False
 
 
 def missing_arguments(owner: str, missing: list[str], names: tuple[str, ...]) -> ArgumentError:

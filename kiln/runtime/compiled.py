@@ -21,6 +21,7 @@ from kiln.runtime import threads
 from kiln.runtime.abi_digest import check_abi
 from kiln.runtime.binding import (
     DATA_OFFSET,
+    STRIDES_OFFSET,
     ArgBinder,
     allocate_fields,
     bind_call_arguments,
@@ -35,7 +36,7 @@ from kiln.runtime.runnable import ArgSpec, Runnable, arg_specs
 if TYPE_CHECKING:
     from kiln.runtime.cuda import CudaModule
 
-_OBJ_ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64)
+_OBJ_ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 
 
 class KernelRuntimeError(KilnError, RuntimeError):
@@ -93,7 +94,7 @@ class _Runnable:
             self._pack(held, False)                  # every argument checked first, then:
             self._binder.check_overlaps(held)
         if self._objects:
-            status = self._entry(self._pack(held, True), DATA_OFFSET)
+            status = self._entry(self._pack(held, True), DATA_OFFSET, STRIDES_OFFSET)
         else:
             status = self._entry(self._pack(held, False))
         if status:

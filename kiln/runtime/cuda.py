@@ -39,12 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from kiln.abi import HIDDEN_PREFIX, SCALAR_FORMAT, is_field_param
+from kiln.abi import HIDDEN_PREFIX, SCALAR_FORMAT, contiguous_strides, is_field_param
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import Binding, CudaSection, Manifest, ParamInfo, TargetInfo
 from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError, CudaError
 from kiln.runtime.abi_digest import DIGEST_SIZE, SUFFIX, check_descriptor, ptx_descriptor
-from kiln.runtime.binding import ArgBinder, ArgPlan, bind_call_arguments, visible
+from kiln.runtime.binding import ArgBinder, ArgPlan, bind_call_arguments, may_overlap_itself, visible
 from kiln.runtime.cuda_arrays import device_array, stream_handle
 from kiln.runtime.cuda_driver import (
     Device,
@@ -278,39 +278,48 @@ class CudaRunnable:
             if isinstance(a, np.ndarray):
                 b.check_ndarray(plan, a, host_copy=True)
                 shape = a.shape
+                strides = contiguous_strides(shape)   # the staging copy is C-ordered
                 uploads.append((a, plan.name))
                 values.append(0)                 # the staging buffer's pointer, filled by _upload
             else:
-                ptr, shape, keepalive = self._device_array(plan, a, ordinal)
+                ptr, shape, strides, keepalive = self._device_array(plan, a, ordinal)
                 keep.append(keepalive)
                 values.append(ptr)
             if plan.shape is not None:
                 b.check_shape(plan, shape, symbols)
             values.extend(shape)
+            values.extend(strides)
         return values, keep, uploads
 
-    def _device_array(self, plan: ArgPlan, a: Any, device: int) -> tuple[int, tuple[int, ...], Any]:
-        """(pointer, shape, keepalive) of a device array argument, after the checks only device
-        arrays need (the dtype/ndim rule is NdArrayType.mismatch, as for numpy arrays; the GPU,
-        where the process sees several)."""
+    def _device_array(self, plan: ArgPlan, a: Any, device: int) -> tuple[int, tuple[int, ...], tuple[int, ...], Any]:
+        """(pointer, shape, element strides, keepalive) of a device array argument, after the
+        checks only device arrays need (the dtype/ndim rule is NdArrayType.mismatch, as for numpy
+        arrays; the GPU, where the process sees several). Any strides run in place (kiln.abi); C
+        order when the array gives none."""
         where = self._binder.where(plan)
         dv = device_array(a)
         if dv is None:
             raise ArgumentError(f"{where}: expected a numpy.ndarray or a CUDA device array (__cuda_array_interface__ "
                                 f"or DLPack) of {plan.type_name} with ndim={plan.ndim}, got {type(a).__name__}")
-        ptr, shape, dt, contig, keepalive = dv
+        ptr, shape, dt, byte_strides, keepalive = dv
         assert plan.array_type is not None
         problem = plan.array_type.mismatch(SCALARS_BY_NAME.get(dt), len(shape), dt, shape)
         if problem is not None:
             raise ArgumentError(f"{where}: {problem}")
-        if not contig:
-            raise ArgumentValueError(f"{where}: device array is not C-contiguous "
-                                     "(pass x.contiguous() / cupy.ascontiguousarray(x))")
         owner = _array_gpu(ptr)
         if owner is not None and owner != device:
             raise ArgumentError(f"{where}: the array is on GPU cuda:{owner}, this run is on cuda:{device} "
                                 f"(move it, e.g. x.to('cuda:{device}'), or run with device='cuda:{owner}')")
-        return ptr, shape, keepalive
+        if byte_strides is None:
+            return ptr, shape, contiguous_strides(shape), keepalive
+        size = SCALARS_BY_NAME[dt].itemsize
+        if any(s % size for s, n in zip(byte_strides, shape) if n > 1):
+            raise ArgumentValueError(f"{where}: device array strides {byte_strides} are not whole elements")
+        strides = tuple(s // size if n > 1 else 0 for s, n in zip(byte_strides, shape))
+        if plan.needs_write and may_overlap_itself(shape, byte_strides, size):
+            raise ArgumentValueError(f"{where}: the compiled code writes to this device array, but its strides "
+                                     f"{byte_strides} make elements share memory (pass an array with distinct elements)")
+        return ptr, shape, strides, keepalive
 
     def _upload(self, values: list[Any], keep: list[Any], uploads: list[tuple[np.ndarray, str]],
                 stream: int, device: int) -> tuple[bytes, list[Any]]:
@@ -324,7 +333,7 @@ class CudaRunnable:
             k = 0
             for plan in b.plans:
                 pos.append(k)
-                k += 1 + plan.ndim if plan.array_type is not None else max(1, len(plan.parts))
+                k += 1 + 2 * plan.ndim if plan.array_type is not None else max(1, len(plan.parts))
             for a, name in uploads:
                 nbytes = max(1, a.nbytes)
                 dptr = self._staging_buffer((device, name), nbytes)

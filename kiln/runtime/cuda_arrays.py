@@ -34,9 +34,9 @@ _PyCapsule_GetPointer.restype = ctypes.c_void_p
 _PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
 
-def device_array(a: Any) -> tuple[int, tuple[int, ...], str, bool, Any] | None:
-    """(pointer, shape, kiln dtype, c_contiguous, keepalive) of a CUDA device array, or None when
-    `a` is not one. Reads `__cuda_array_interface__` first, then DLPack."""
+def device_array(a: Any) -> tuple[int, tuple[int, ...], str, tuple[int, ...] | None, Any] | None:
+    """(pointer, shape, kiln dtype, byte strides or None for C order, keepalive) of a CUDA device
+    array, or None when `a` is not one. Reads `__cuda_array_interface__` first, then DLPack."""
     cai = getattr(a, "__cuda_array_interface__", None)
     if cai is not None:
         shape = tuple(int(s) for s in cai["shape"])
@@ -44,8 +44,7 @@ def device_array(a: Any) -> tuple[int, tuple[int, ...], str, bool, Any] | None:
         st = from_numpy(np.dtype(typestr))
         dt = st.name if st is not None else np.dtype(typestr).name
         strides = cai.get("strides")
-        contig = strides is None or _is_c_contig(shape, strides, np.dtype(typestr).itemsize)
-        return int(cai["data"][0] or 0), shape, dt, contig, a
+        return int(cai["data"][0] or 0), shape, dt, None if strides is None else tuple(map(int, strides)), a
     if hasattr(a, "__dlpack__") and hasattr(a, "__dlpack_device__") and not isinstance(a, np.ndarray):
         dev_type, _ = a.__dlpack_device__()
         if int(dev_type) not in (2, 13):   # kDLCUDA, kDLCUDAManaged
@@ -57,22 +56,12 @@ def device_array(a: Any) -> tuple[int, tuple[int, ...], str, bool, Any] | None:
         dt = _DL_TYPES.get((t.dtype.code, t.dtype.bits), f"dlpack({t.dtype.code},{t.dtype.bits})")
         itemsize = max(1, t.dtype.bits // 8)
         strides = None if not t.strides else tuple(t.strides[i] * itemsize for i in range(t.ndim))
-        contig = strides is None or _is_c_contig(shape, strides, itemsize)
-        return int((t.data or 0) + t.byte_offset), shape, dt, contig, cap
+        return int((t.data or 0) + t.byte_offset), shape, dt, strides, cap
     return None
 
 
 def _accepts_stream(a: Any) -> bool:
     return type(a).__module__.split(".")[0] in ("torch", "cupy", "jax", "jaxlib")
-
-
-def _is_c_contig(shape: tuple[int, ...], strides: Any, itemsize: int) -> bool:
-    expect = itemsize
-    for n, s in zip(reversed(shape), reversed(tuple(strides))):
-        if n != 1 and s != expect:
-            return False
-        expect *= n
-    return True
 
 
 def stream_handle(stream: Any) -> int:
