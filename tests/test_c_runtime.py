@@ -147,14 +147,15 @@ def _plain_build(cc: str, build: Path) -> Path:
 def c_native(tmp_path_factory: pytest.TempPathFactory) -> CRuntime:
     if "native" in _BUILDS:
         return _BUILDS["native"]
-    if shutil.which("gcc") is None:
-        pytest.skip(f"gcc not found: install the Debian packages {NATIVE_PACKAGES}")
+    cc = next((c for c in ("gcc", "cc") if shutil.which(c)), None)
+    if cc is None:
+        pytest.skip(f"no C compiler (gcc or cc) found: install the Debian packages {NATIVE_PACKAGES}")
     where = tmp_path_factory.mktemp("c-native") / "build"
-    # without cmake (a GPU machine may lack it) the library is built with gcc alone; the install,
-    # pkg-config and C++ tests then skip
-    build = _cmake_build(where, []) if shutil.which("cmake") else _plain_build("gcc", where)
+    # without cmake (a GPU machine may lack it) the library is built with the compiler alone; the
+    # install, pkg-config and C++ tests then skip
+    build = _cmake_build(where, []) if shutil.which("cmake") else _plain_build(cc, where)
     target = "x86-64-v2" if host_arch() == "x86_64" else "aarch64"
-    _BUILDS["native"] = CRuntime(host_arch(), target, [], _program("gcc", build, "kiln_case"), build, "gcc")
+    _BUILDS["native"] = CRuntime(host_arch(), target, [], _program(cc, build, "kiln_case"), build, cc)
     return _BUILDS["native"]
 
 

@@ -293,6 +293,17 @@ def cuda_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def ptx_file(cuda_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file without cubins (where nvJitLink built some): the fake drivers load PTX only."""
+    def ptx_only(doc: dict) -> None:
+        doc["cuda"]["cubins"] = {}
+        for t in doc["targets"]:
+            if t["kind"] == "cuda":
+                t["blobs"] = [doc["cuda"]["ptx"]]
+    return _manifest_edit(cuda_file, tmp_path_factory.mktemp("ptx"), ptx_only)
+
+
+@pytest.fixture(scope="module")
 def fake_libcuda(c_native: CRuntime) -> Path:
     """c/tests/fake_libcuda.c as a shared library (device memory is host memory, nothing runs)."""
     lib = c_native.build / "fake_libcuda.so"
@@ -333,7 +344,7 @@ def _masked(path: Path, entry: str, slots: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("what", ["graph main", "graph random", "kernel saxpy"])
-def test_cuda_launches_match_the_python_runtime(c_native: CRuntime, cuda_file: Path, fake_libcuda: Path,
+def test_cuda_launches_match_the_python_runtime(c_native: CRuntime, ptx_file: Path, fake_libcuda: Path,
                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str) -> None:
     """With the same fake driver on both sides (tests/fake_cuda_driver.py, c/tests/fake_libcuda.c:
     cc 9.0, 4 SMs, occupancy 2), libkiln makes the launches kiln.runtime.cuda makes: same entries
@@ -345,7 +356,7 @@ def test_cuda_launches_match_the_python_runtime(c_native: CRuntime, cuda_file: P
         "graph random": {"out": np.zeros((37, 5), np.float32)},
         "kernel saxpy": {"a": 2.0, "x": np.ones(n, np.float32), "y": np.zeros(n, np.float32)}}[what]
     log = tmp_path / "fake.log"
-    out, _arrays, fields = _run(c_native, cuda_file, [what, "runs 2", f"cuda {fake_libcuda}", f"fake_cuda 9 0 0 {log}"],
+    out, _arrays, fields = _run(c_native, ptx_file, [what, "runs 2", f"cuda {fake_libcuda}", f"fake_cuda 9 0 0 {log}"],
                                 args, tmp_path, fields=("heat",))
     assert out[0] == "image ptx sm_80 (driver JIT)" and out[-1] == "ok", out
     assert fields["heat"] == (np.arange(12, dtype=np.float32) * 0.5).tobytes()    # on the "device", from the file
@@ -356,7 +367,7 @@ def test_cuda_launches_match_the_python_runtime(c_native: CRuntime, cuda_file: P
     def launch(f: str, gx: int, _gy: int, _gz: int, bx: int, *rest: Any) -> tuple[int]:
         import ctypes
         params = rest[4]
-        n = _block_slots(cuda_file, f)
+        n = _block_slots(ptx_file, f)
         ptrs = (ctypes.c_void_p * max(1, n)).from_address(params) if n else []
         slots = [f"{int.from_bytes(ctypes.string_at(ptrs[k], 8), 'little'):016x}" for k in range(n)]
         py_launches.append((f, gx, bx, slots))
@@ -364,7 +375,7 @@ def test_cuda_launches_match_the_python_runtime(c_native: CRuntime, cuda_file: P
 
     monkeypatch.setattr(fake, "cuLaunchKernel", launch)    # every slot, in libkiln's log format
     from kiln.runtime import cuda
-    m = cuda.load_module(cuda_file)
+    m = cuda.load_module(ptx_file)
     kind, name = what.split()
     for _ in range(2):
         if kind == "graph":
@@ -374,7 +385,7 @@ def test_cuda_launches_match_the_python_runtime(c_native: CRuntime, cuda_file: P
     assert len(c_launches) == len(py_launches) > 0
     for (entry, grid, block, slots), (f, gx, bx, py_slots) in zip(c_launches, py_launches):
         assert (entry, grid, block) == (f, gx, bx)
-        assert _masked(cuda_file, entry, slots) == _masked(cuda_file, entry, py_slots)
+        assert _masked(ptx_file, entry, slots) == _masked(ptx_file, entry, py_slots)
     if what == "kernel saxpy":
         assert c_launches[0][1] == 4 * 2 * 16            # capped at 16 waves of 4 SMs x 2 blocks
 
@@ -384,34 +395,34 @@ def _manifest_edit(path: Path, tmp: Path, edit: Any) -> Path:
     c = container.unpack(path.read_bytes())
     doc = {k: v for k, v in c.manifest.items() if k != "blobs"}
     edit(doc)
-    out = tmp / "edited.kiln"
+    out = tmp / f"edited_{len(list(tmp.iterdir()))}.kiln"
     out.write_bytes(container.pack(doc, {k: bytes(v) for k, v in c.blobs.items()}))
     return out
 
 
-def test_cuda_load_errors(c_native: CRuntime, cuda_file: Path, fake_libcuda: Path, tmp_path: Path) -> None:
+def test_cuda_load_errors(c_native: CRuntime, ptx_file: Path, fake_libcuda: Path, tmp_path: Path) -> None:
     def load(path: Path, *directives: str) -> tuple[int, str]:
         out, _, _ = _run(c_native, path, ["kernel warm", *directives], {"a": 1.0}, tmp_path)
         return _status(out[-1])
 
-    got, message = load(cuda_file, f"cuda {tmp_path / 'no' / 'libcuda.so.1'}")
+    got, message = load(ptx_file, f"cuda {tmp_path / 'no' / 'libcuda.so.1'}")
     assert got == STATUS["KILN_ERR_NO_DEVICE"] and "no CUDA driver on this machine (" in message
-    got, message = load(cuda_file, f"cuda {fake_libcuda}", "fake_cuda 7 5 0 -")
+    got, message = load(ptx_file, f"cuda {fake_libcuda}", "fake_cuda 7 5 0")
     assert got == STATUS["KILN_ERR_NO_DEVICE"], message
     assert message.endswith("no code in this file runs on this GPU (sm_75); the file holds PTX for sm_80+. "
                             "Recompile with cuda_archs=['sm_75', ...]")
-    got, message = load(cuda_file, f"cuda {fake_libcuda}", "fake_cuda 9 0 100 -")
+    got, message = load(ptx_file, f"cuda {fake_libcuda}", "fake_cuda 9 0 100")
     assert got == STATUS["KILN_ERR_NO_DEVICE"] and "no CUDA GPU is visible on this machine" in message
 
     def writes_a(doc: dict) -> None:                     # consistent, re-checksummed: only the ABI check sees it
         doc["kernels"]["warm__f32"]["params"][0]["access"] = "read"
-    edited = _manifest_edit(cuda_file, tmp_path, writes_a)
-    got, message = load(edited, f"cuda {fake_libcuda}", "fake_cuda 9 0 0 -")
+    edited = _manifest_edit(ptx_file, tmp_path, writes_a)
+    got, message = load(edited, f"cuda {fake_libcuda}", "fake_cuda 9 0 0")
     assert got == STATUS["KILN_ERR_FORMAT"]
     assert "kernel 'warm__f32': the manifest disagrees with the PTX's ABI descriptor" in message
-    got, message = load(_manifest_edit(cuda_file, tmp_path, lambda d: d.pop("cuda")), f"cuda {fake_libcuda}")
+    got, message = load(_manifest_edit(ptx_file, tmp_path, lambda d: d.pop("cuda")), f"cuda {fake_libcuda}")
     assert got == STATUS["KILN_ERR_FORMAT"] and message.endswith("manifest: cuda: the launch table is missing")
-    got, message = load(_manifest_edit(cuda_file, tmp_path, lambda d: d["cuda"].update(block_size=0)))
+    got, message = load(_manifest_edit(ptx_file, tmp_path, lambda d: d["cuda"].update(block_size=0)))
     assert got == STATUS["KILN_ERR_FORMAT"] and message.endswith("manifest: cuda.block_size: 0 is out of range (1..1024)")
 
 
