@@ -225,6 +225,37 @@ def test_two_loads_never_share_a_field(c_native: CRuntime, state_file: Path, tmp
         assert out[-1] == "ok" and np.frombuffer(fields["steps"], np.int64)[0] == 4
 
 
+@kl.kernel
+def affine(x: kl.ndarray(kl.vec2, ndim=1), g: kl.vec2, s: kl.f32):
+    for i in range(x.shape[0]):
+        x[i] = x[i] * s + g
+
+
+def test_vector_arguments_as_element_scalars(c_native: CRuntime, tmp_path: Path) -> None:
+    """A vector argument `g` is passed from C as its scalars `g.0`, `g.1`; a manifest whose groups
+    or element shapes are wrong is refused in the Python reader's words."""
+    g = kl.GraphBuilder()
+    g.dispatch(affine, kl.Arg("x", kl.ndarray(kl.vec2, ndim=1)), kl.Arg("g", kl.vec2), 2.0)
+    path = tmp_path / "affine.kiln"
+    g.compile(target="x86-64-v2" if c_native.arch == "x86_64" else "aarch64").save(path)
+    x = np.random.default_rng(5).random((7, 2), dtype=np.float32)
+    out, arrays, _ = _run(c_native, path, ["graph main"], {"x": x, "g.0": 3.0, "g.1": -1.0}, tmp_path)
+    assert out[-1] == "ok", out
+    ref = x.copy()
+    kl.load(path).run({"x": ref, "g": [3.0, -1.0]})
+    np.testing.assert_array_equal(arrays["x"], ref)
+    for edit, fragment in ((lambda d: d["graphs"]["main"]["params"][2].update(element_shape=[3]),
+                            "vector argument 'g' needs"),
+                           (lambda d: d["graphs"]["main"]["params"][0].update(element_shape=[5]),
+                            "element_shape: expected 1 or 2 sizes in 1..4")):
+        bad = _manifest_edit(path, tmp_path, edit)
+        got, message = _status(c_native.call("list", str(bad)).strip().splitlines()[-1])
+        assert got == STATUS["KILN_ERR_FORMAT"] and fragment in message, message
+        with pytest.raises(kl.ArtifactError) as e:
+            kl.load(bad)
+        assert message == str(e.value)
+
+
 CPP_PROGRAM = r"""
 #include <cstdio>
 #include <vector>

@@ -46,6 +46,9 @@ struct kiln_container;
 typedef struct kiln_param {
     kiln_arg_info info;
     int64_t offset;         /* byte offset of the first slot in the argument block */
+    int element_ndim;       /* optional element_shape: trailing element dims (arrays) or the shape
+                             * of the vector argument a scalar belongs to (`g.0`, `g.1`, ...) */
+    int element_shape[2];
     /* info.name and info.shape_symbol[] are strdup'ed and freed with the manifest */
 } kiln_param;
 

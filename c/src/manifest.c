@@ -198,6 +198,57 @@ static kiln_status check_hidden_param(reader *r, const kiln_param *q, const char
     return KILN_OK;
 }
 
+/* the optional element_shape of a parameter: 1 or 2 sizes in 1..4, fewer than ndim for arrays */
+static kiln_status read_element_shape(reader *r, const cJSON *p, const char *where, kiln_param *q) {
+    const cJSON *es = cJSON_GetObjectItemCaseSensitive(p, "element_shape");
+    if (!es || cJSON_IsNull(es)) return KILN_OK;
+    if (!field(r, p, "element_shape", where, cJSON_Array)) return KILN_ERR_FORMAT;
+    int n = cJSON_GetArraySize(es), ok = n >= 1 && n <= 2 && !(q->info.kind == KILN_ARRAY && n >= q->info.ndim);
+    int k = 0;
+    for (const cJSON *d = es->child; ok && d; d = d->next, k++) {
+        ok = is_int(d) && d->valuedouble >= 1 && d->valuedouble <= 4;
+        if (ok) q->element_shape[k] = (int)d->valuedouble;
+    }
+    if (!ok)
+        return FAIL(r, "manifest: %s.element_shape: expected 1 or 2 sizes in 1..4 (fewer than ndim=%d for arrays)",
+                    where, q->info.ndim);
+    q->element_ndim = n;
+    return KILN_OK;
+}
+
+/* a vector argument `g` is the consecutive scalar params `g.0`, `g.1`, ... with its element_shape */
+static kiln_status check_vector_groups(reader *r, const kiln_param *ps, size_t n, const char *path) {
+    for (size_t i = 0; i < n;) {
+        const kiln_param *p = &ps[i];
+        if (p->info.kind != KILN_SCALAR || !p->element_ndim) {
+            i++;
+            continue;
+        }
+        size_t count = (size_t)p->element_shape[0] * (size_t)(p->element_ndim == 2 ? p->element_shape[1] : 1);
+        const char *dot = strrchr(p->info.name, '.');
+        size_t base = dot ? (size_t)(dot - p->info.name) : strlen(p->info.name);
+        int ok = i + count <= n;
+        char want[300];
+        for (size_t k = 0; ok && k < count; k++) {
+            const kiln_param *q = &ps[i + k];
+            snprintf(want, sizeof want, "%.*s.%zu", (int)base, p->info.name, k);
+            ok = q->info.kind == KILN_SCALAR && q->element_ndim == p->element_ndim &&
+                 memcmp(q->element_shape, p->element_shape, sizeof q->element_shape) == 0 &&
+                 strcmp(q->info.name, want) == 0;
+        }
+        if (!ok) {
+            char shape[32];
+            if (p->element_ndim == 2) snprintf(shape, sizeof shape, "[%d, %d]", p->element_shape[0], p->element_shape[1]);
+            else snprintf(shape, sizeof shape, "[%d]", p->element_shape[0]);
+            return FAIL(r, "manifest: %s.params[%zu]: vector argument '%.*s' needs %zu scalar params %.*s.0..%.*s.%zu of "
+                        "element_shape %s", path, i, (int)base, p->info.name, count, (int)base, p->info.name, (int)base,
+                        p->info.name, count - 1, shape);
+        }
+        i += count;
+    }
+    return KILN_OK;
+}
+
 /* params of a kernel (graph == 0, out may be NULL) or a graph; *nout params, *block bytes */
 static kiln_status read_params(reader *r, const cJSON *obj, const char *path, int graph,
                                kiln_param **out, size_t *nout, size_t *block) {
@@ -250,13 +301,15 @@ static kiln_status read_params(reader *r, const cJSON *obj, const char *path, in
             kiln_status st = read_shape(r, p, where, q);
             if (st != KILN_OK) return st;
         }
+        kiln_status es = read_element_shape(r, p, where, q);
+        if (es != KILN_OK) return es;
         if (q->info.name[0] == '@') {
             kiln_status st = check_hidden_param(r, q, where);
             if (st != KILN_OK) return st;
         }
     }
     *block = (size_t)offset;
-    return KILN_OK;
+    return check_vector_groups(r, ps, *nout, path);
 }
 
 static void free_params(kiln_param *ps, size_t n) {
