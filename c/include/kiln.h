@@ -59,7 +59,7 @@ typedef enum kiln_status {
     KILN_ERR_VERSION = 4,          /* file format newer than this library */
     KILN_ERR_ELF = 5,              /* the object code was refused by the ELF validator/loader */
     KILN_ERR_NO_TARGET = 6,        /* no code for this machine's architecture or CPU features */
-    KILN_ERR_NOT_FOUND = 7,        /* no graph of that name */
+    KILN_ERR_NOT_FOUND = 7,        /* no graph, kernel or field of that name */
     KILN_ERR_MISSING_ARGUMENT = 8, /* a graph argument was not given */
     KILN_ERR_UNKNOWN_ARGUMENT = 9, /* an argument name the graph does not have (or given twice) */
     KILN_ERR_KIND = 10,            /* scalar given for an array or the reverse; wrong scalar type */
@@ -72,7 +72,9 @@ typedef enum kiln_status {
     KILN_ERR_SCALAR_RANGE = 17,    /* scalar value out of range for the parameter's dtype */
     KILN_ERR_RUNTIME = 18,         /* native code returned a non-zero status */
     KILN_ERR_OUT_OF_MEMORY = 19,   /* malloc or mmap failed */
-    KILN_ERR_SYSTEM = 20           /* mprotect or another system call failed */
+    KILN_ERR_SYSTEM = 20,          /* mprotect or another system call failed */
+    KILN_ERR_NO_DEVICE = 21,       /* CUDA: no libcuda (NVIDIA driver), no GPU, or no code for this GPU */
+    KILN_ERR_CUDA = 22,            /* CUDA: a driver call failed (the message names it and its error) */
 } kiln_status;
 
 /* A status plus a human-readable message (same wording as the Python runtime's exceptions). */
@@ -169,6 +171,17 @@ KILN_API const char *kiln_status_name(kiln_status status);
 
 typedef struct kiln_module kiln_module;
 typedef struct kiln_graph kiln_graph;
+typedef struct kiln_kernel kiln_kernel;
+
+/* Where a module's code runs. On KILN_DEVICE_CUDA every array argument is a CUDA device pointer. */
+typedef enum kiln_device { KILN_DEVICE_CPU = 0, KILN_DEVICE_CUDA = 1 } kiln_device;
+
+/* Options of kiln_module_load_file_ex / kiln_module_load_memory_ex (zero-initialise, then set). */
+typedef struct kiln_load_options {
+    kiln_device device;     /* KILN_DEVICE_CPU (the default) or KILN_DEVICE_CUDA */
+    int cuda_device;        /* CUDA: the device ordinal (0: the first GPU) */
+    const char *libcuda;    /* CUDA: the driver library to dlopen; NULL: "libcuda.so.1" */
+} kiln_load_options;
 
 /* Read, verify and link a .kiln file. On success *out owns the mapped code; free it with
  * kiln_module_free. On failure *out is NULL and err (if not NULL) says why. */
@@ -178,10 +191,22 @@ KILN_API kiln_status kiln_module_load_file(const char *path, kiln_module **out, 
 KILN_API kiln_status kiln_module_load_memory(const void *data, size_t size, kiln_module **out,
                                              kiln_error *err);
 
+/* The same with options: device (CPU or CUDA), CUDA device ordinal, driver library. options may
+ * be NULL (the CPU). A CUDA load dlopens the driver (no link-time CUDA dependency), picks the
+ * cubin for the GPU's sm_XY (else JIT-compiles the PTX), and allocates the fields on the GPU. */
+KILN_API kiln_status kiln_module_load_file_ex(const char *path, const kiln_load_options *options,
+                                              kiln_module **out, kiln_error *err);
+KILN_API kiln_status kiln_module_load_memory_ex(const void *data, size_t size, const kiln_load_options *options,
+                                                kiln_module **out, kiln_error *err);
+
 /* Unmap the code and free everything; graphs of the module become invalid. NULL is allowed. */
 KILN_API void kiln_module_free(kiln_module *module);
 
-/* The CPU target chosen for this machine: arch ("x86_64", "aarch64") and LLVM cpu name. */
+/* KILN_DEVICE_CPU or KILN_DEVICE_CUDA. */
+KILN_API kiln_device kiln_module_device(const kiln_module *module);
+
+/* The target chosen: arch ("x86_64", "aarch64"; CUDA: "nvptx64") and cpu (an LLVM cpu name; CUDA:
+ * the code the GPU runs, "cubin sm_90" or "ptx sm_80 (driver JIT)"). */
 KILN_API const char *kiln_module_arch(const kiln_module *module);
 KILN_API const char *kiln_module_cpu(const kiln_module *module);
 
@@ -195,18 +220,80 @@ KILN_API size_t kiln_module_graph_count(const kiln_module *module);
 KILN_API const kiln_graph *kiln_module_graph(const kiln_module *module, size_t index);
 KILN_API const kiln_graph *kiln_module_find_graph(const kiln_module *module, const char *name);
 
+/* Exported kernels (Module.add_kernel), in manifest order; names are the user's names. */
+KILN_API size_t kiln_module_kernel_count(const kiln_module *module);
+KILN_API const kiln_kernel *kiln_module_kernel(const kiln_module *module, size_t index);
+KILN_API const kiln_kernel *kiln_module_find_kernel(const kiln_module *module, const char *name);
+
+/* ---------------------------------------------------------------- fields and random numbers */
+
+/* A module-level field (kl.field). The module owns its storage, filled from the file's initial
+ * values at load; graphs and kernels use it in place, so state persists across runs. */
+typedef struct kiln_field_info {
+    const char *name;
+    kiln_dtype dtype;
+    int ndim;                       /* shape + element_shape, as Python's module.fields[name] */
+    int64_t shape[KILN_MAX_NDIM];   /* (a 0-d scalar field has ndim 0) */
+    int element_ndim;               /* trailing dimensions of a vector (1) or matrix (2) element */
+    size_t nbytes;                  /* C-contiguous storage */
+    void *data;                     /* the storage: host memory, or a CUDA device pointer */
+} kiln_field_info;
+
+KILN_API size_t kiln_module_field_count(const kiln_module *module);
+KILN_API kiln_status kiln_module_field_info(const kiln_module *module, size_t index, kiln_field_info *out);
+/* KILN_ERR_NOT_FOUND when the module has no field of that name */
+KILN_API kiln_status kiln_module_find_field(const kiln_module *module, const char *name, kiln_field_info *out,
+                                            kiln_error *err);
+/* Copy a field's whole content out of / into the module (nbytes must be the field's size). On
+ * CUDA these synchronise with the device. Not while a graph of the module runs. */
+KILN_API kiln_status kiln_module_read_field(const kiln_module *module, const char *name, void *dst, size_t nbytes,
+                                            kiln_error *err);
+KILN_API kiln_status kiln_module_write_field(kiln_module *module, const char *name, const void *src,
+                                             size_t nbytes, kiln_error *err);
+
+/* The random-number state of kl.random (u32: seed lo, seed hi, run lo, run hi): the file's seed
+ * at load, advanced by every launch that draws, exactly as in Python. kiln_module_seed restarts
+ * the stream (Python: module.seed(n)). */
+KILN_API kiln_status kiln_module_seed(kiln_module *module, uint64_t seed, kiln_error *err);
+KILN_API kiln_status kiln_module_rng_state(const kiln_module *module, uint32_t state[4], kiln_error *err);
+
 /* ---------------------------------------------------------------- graphs */
 
 KILN_API const char *kiln_graph_name(const kiln_graph *graph);
+/* The arguments a caller passes; hidden parameters (`@name` fields, `@rng`) are filled by the
+ * module and never listed or passed. */
 KILN_API size_t kiln_graph_arg_count(const kiln_graph *graph);
 KILN_API kiln_status kiln_graph_arg_info(const kiln_graph *graph, size_t index, kiln_arg_info *out);
 
 /* Check every argument (names, kinds, dtypes, ranks, shapes and shape symbols, strides,
  * alignment, writability, scalar ranges), then run the graph's whole dispatch list natively,
  * once. Nothing runs, and no array is touched, unless every check passes. Thread-safe: several
- * threads may run graphs of one module at once (on different arrays). */
+ * threads may run graphs of one module at once (on different arrays), except graphs that use
+ * fields or random numbers (the module's state). */
 KILN_API kiln_status kiln_graph_run(const kiln_graph *graph, const kiln_arg *args, size_t nargs,
                                     kiln_error *err);
+
+/* The same on a CUDA stream (a CUstream; NULL: the legacy default stream). On CUDA a run checks
+ * the arguments, launches and returns without waiting for the GPU. On the CPU stream is ignored. */
+KILN_API kiln_status kiln_graph_run_on_stream(const kiln_graph *graph, const kiln_arg *args, size_t nargs,
+                                              void *stream, kiln_error *err);
+
+/* Wait until the work queued on a CUDA stream (NULL: the default stream) is done; a no-op on CPU. */
+KILN_API kiln_status kiln_module_synchronize(const kiln_module *module, void *stream, kiln_error *err);
+
+/* ---------------------------------------------------------------- kernels */
+
+KILN_API const char *kiln_kernel_name(const kiln_kernel *kernel);
+KILN_API size_t kiln_kernel_arg_count(const kiln_kernel *kernel);
+KILN_API kiln_status kiln_kernel_arg_info(const kiln_kernel *kernel, size_t index, kiln_arg_info *out);
+
+/* Call an exported kernel (Python: module.kernels["k"](...)): arguments whose name is NULL are
+ * positional (in parameter order, before any named one), the others named; then the checks and
+ * the run of kiln_graph_run. */
+KILN_API kiln_status kiln_kernel_call(const kiln_kernel *kernel, const kiln_arg *args, size_t nargs,
+                                      kiln_error *err);
+KILN_API kiln_status kiln_kernel_call_on_stream(const kiln_kernel *kernel, const kiln_arg *args, size_t nargs,
+                                                void *stream, kiln_error *err);
 
 /* Size in bytes of one element of a dtype (1, 2, 4 or 8), and its name ("f32"). */
 KILN_API size_t kiln_dtype_size(kiln_dtype dtype);

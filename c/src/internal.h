@@ -46,6 +46,9 @@ struct kiln_container;
 typedef struct kiln_param {
     kiln_arg_info info;
     int64_t offset;         /* byte offset of the first slot in the argument block */
+    int element_ndim;       /* optional element_shape: trailing element dims (arrays) or the shape
+                             * of the vector argument a scalar belongs to (`g.0`, `g.1`, ...) */
+    int element_shape[2];
     /* info.name and info.shape_symbol[] are strdup'ed and freed with the manifest */
 } kiln_param;
 
@@ -55,8 +58,24 @@ typedef struct kiln_target {
     size_t nblobs;
 } kiln_target;
 
+/* a graph dispatch's binding of one kernel parameter */
+typedef enum kiln_binding_kind { KILN_BIND_ARG = 0, KILN_BIND_CONST = 1, KILN_BIND_FIELD = 2 } kiln_binding_kind;
+
+typedef struct kiln_binding {
+    kiln_binding_kind kind;
+    size_t param;           /* ARG, FIELD: index of the graph parameter that carries the value */
+    uint8_t value[8];       /* CONST: the value in its slot (kiln/abi.py SCALAR_FORMAT) */
+} kiln_binding;
+
+typedef struct kiln_dispatch {
+    size_t kernel;          /* index into kiln_manifest.kernels */
+    kiln_binding *bindings; /* one per kernel parameter */
+} kiln_dispatch;
+
+/* a graph, or a kernel (then display_name is set and dispatches is empty) */
 typedef struct kiln_graph_desc {
-    char *name;
+    char *name;             /* graph name, or the kernel's IR name */
+    char *display_name;     /* kernels only */
     kiln_param *params;
     size_t nparams;
     size_t block_size;
@@ -64,7 +83,51 @@ typedef struct kiln_graph_desc {
     char **entry_targets;
     char **entry_symbols;
     size_t nentries;
+    kiln_dispatch *dispatches;
+    size_t ndispatches;
 } kiln_graph_desc;
+
+/* a module-level field (docs/format.md `fields`): storage shape (shape or [1]) + element_shape */
+typedef struct kiln_field_desc {
+    char *name;
+    kiln_dtype dtype;
+    int ndim;                       /* of `shape` (0 for a 0-d field) */
+    int element_ndim;
+    int64_t shape[KILN_MAX_NDIM];   /* shape then element_shape (ndim + element_ndim values) */
+    char *init;                     /* blob with the initial content, or NULL (zeros) */
+} kiln_field_desc;
+
+/* a launch-count expression (docs/format.md `cuda.launches`) */
+typedef enum kiln_expr_op {
+    KILN_EXPR_CONST, KILN_EXPR_ARG, KILN_EXPR_SHAPE, KILN_EXPR_INT, KILN_EXPR_ADD, KILN_EXPR_SUB,
+    KILN_EXPR_MUL, KILN_EXPR_FLOORDIV, KILN_EXPR_MOD, KILN_EXPR_MIN, KILN_EXPR_MAX
+} kiln_expr_op;
+
+typedef struct kiln_expr {
+    kiln_expr_op op;
+    double value;           /* CONST */
+    size_t param;           /* ARG, SHAPE: kernel parameter index */
+    int dim;                /* SHAPE */
+    struct kiln_expr *a, *b;
+} kiln_expr;
+
+typedef struct kiln_cuda_launch {
+    char *entry;
+    int single;             /* mode "single": one block of one thread */
+    int waves;
+    int ndims;              /* count dimensions; -1 when there is no count */
+    kiln_expr **count;      /* ndims * 3: start, stop, step */
+} kiln_cuda_launch;
+
+typedef struct kiln_cuda_section {
+    int present;
+    int block_size;
+    char *ptx;              /* blob names */
+    char **cubin_archs, **cubin_blobs;
+    size_t ncubins;
+    kiln_cuda_launch **launches;   /* per kernel (manifest order) */
+    size_t *nlaunches;
+} kiln_cuda_section;
 
 typedef struct kiln_manifest {
     int format_major, format_minor;
@@ -72,12 +135,30 @@ typedef struct kiln_manifest {
     size_t ntargets;
     kiln_graph_desc *graphs;
     size_t ngraphs;
+    kiln_graph_desc *kernels;
+    size_t nkernels;
+    char **exported_names;          /* exported_kernels: user name -> kernel index */
+    size_t *exported_kernels;
+    size_t nexported;
+    kiln_field_desc *fields;
+    size_t nfields;
+    uint64_t random_seed;
+    kiln_cuda_section cuda;
 } kiln_manifest;
 
 /* Parse and validate the manifest JSON (the checks of kiln/artifact/manifest.py). */
 kiln_status kiln_manifest_parse(const struct cJSON *doc, const struct kiln_container *container,
                                 kiln_manifest *out, kiln_error *err);
 void kiln_manifest_free(kiln_manifest *m);
+/* the field named `name`, or NULL */
+const kiln_field_desc *kiln_manifest_field(const kiln_manifest *m, const char *name);
+
+/* The top-level "cuda" section, validated as kiln/artifact/manifest.py does (manifest_cuda.c). */
+kiln_status kiln_manifest_parse_cuda(const struct cJSON *doc, kiln_manifest *m, kiln_error *err);
+void kiln_cuda_section_free(kiln_cuda_section *c);
+
+/* IEEE binary16 bits of a double, rounded to nearest even (as Python's struct 'e') */
+uint16_t kiln_f64_to_f16(double d);
 
 /* ---------------------------------------------------------------- container */
 

@@ -126,12 +126,15 @@ static void put_str(abi_text *t, const char *s) {
     put(t, "\"", 1);
 }
 
-static kiln_status check_abi(const kiln_module *m, const kiln_graph_desc *d, const char *sym, kiln_error *err) {
+kiln_status kiln_abi_digest(const char *kind, const kiln_graph_desc *d, const char *name, const char *sym,
+                            uint8_t digest[32], kiln_error *err) {
     static const char *const access[] = {"none", "read", "write", "readwrite"};
     abi_text t = {0};
     char num[32];
-    puts_(&t, "{\"abi\":2,\"kind\":\"graph\",\"name\":");   /* 2: kiln.abi.ABI_VERSION */
-    put_str(&t, d->name);
+    puts_(&t, "{\"abi\":2,\"kind\":\"");   /* 2: kiln.abi.ABI_VERSION */
+    puts_(&t, kind);
+    puts_(&t, "\",\"name\":");
+    put_str(&t, name);
     puts_(&t, ",\"params\":[");
     for (size_t i = 0; i < d->nparams; i++) {
         const kiln_arg_info *a = &d->params[i].info;
@@ -168,50 +171,102 @@ static kiln_status check_abi(const kiln_module *m, const kiln_graph_desc *d, con
         free(t.buf);
         return kiln_fail(err, KILN_ERR_OUT_OF_MEMORY, "out of memory");
     }
-    uint8_t want[32];
-    kiln_sha256_digest(t.buf, t.len, want);
+    kiln_sha256_digest(t.buf, t.len, digest);
     free(t.buf);
-    char glob[512];
-    snprintf(glob, sizeof glob, "%s_abi", sym);
-    kiln_error ignored;
-    uintptr_t a = kiln_elf_data_address(&m->object, glob, sizeof want, &ignored);
-    if (!a)
-        return kiln_fail(err, KILN_ERR_FORMAT, "graph '%s': the object has no ABI descriptor '%s' (a manifest that "
-                         "does not belong to this code, or a file written by an older kiln)", d->name, glob);
-    if (memcmp((const void *)a, want, sizeof want) != 0)
-        return kiln_fail(err, KILN_ERR_FORMAT, "graph '%s': the manifest disagrees with the object's ABI descriptor "
-                         "(parameters, access modes, shapes or entry point '%s' were changed, or the code "
-                         "belongs to another file)", d->name, sym);
     return KILN_OK;
 }
 
-static kiln_status link_graphs(kiln_module *m, kiln_error *err) {
-    m->ngraphs = m->manifest.ngraphs;
-    m->graphs = calloc(m->ngraphs + 1, sizeof *m->graphs);
-    if (!m->graphs) return kiln_fail(err, KILN_ERR_OUT_OF_MEMORY, "out of memory");
-    for (size_t i = 0; i < m->ngraphs; i++) {
-        kiln_graph *g = &m->graphs[i];
-        g->module = m;
-        g->desc = &m->manifest.graphs[i];
-        const char *sym = entry_for(g->desc, m->target->name);
-        if (!sym)
-            return kiln_fail(err, KILN_ERR_FORMAT, "graph '%s' has no entry point for target '%s'", g->desc->name,
-                             m->target->name);
-        uintptr_t a = kiln_elf_code_address(&m->object, sym, err);
-        if (!a) return KILN_ERR_ELF;
-        kiln_status abi = check_abi(m, g->desc, sym, err);
-        if (abi != KILN_OK) return abi;
-        g->entry = (kiln_entry_fn)a;
-        snprintf(g->owner, sizeof g->owner, "graph '%s'", g->desc->name);
-        kiln_status st = index_symbols(g, err);
+kiln_status kiln_abi_compare(const uint8_t *held, const char *kind, const kiln_graph_desc *d, const char *name,
+                             const char *sym, const char *where, kiln_error *err) {
+    uint8_t want[32];
+    kiln_status st = kiln_abi_digest(kind, d, name, sym, want, err);
+    if (st != KILN_OK) return st;
+    if (!held)
+        return kiln_fail(err, KILN_ERR_FORMAT, "%s '%s': the %s has no ABI descriptor '%s_abi' (a manifest that "
+                         "does not belong to this code, or a file written by an older kiln)", kind, name, where, sym);
+    if (memcmp(held, want, sizeof want) != 0)
+        return kiln_fail(err, KILN_ERR_FORMAT, "%s '%s': the manifest disagrees with the %s's ABI descriptor "
+                         "(parameters, access modes, shapes or entry point '%s' were changed, or the code "
+                         "belongs to another file)", kind, name, where, sym);
+    return KILN_OK;
+}
+
+static kiln_status check_abi(const kiln_module *m, const char *kind, const kiln_graph_desc *d, const char *sym,
+                             kiln_error *err) {
+    char glob[512];
+    snprintf(glob, sizeof glob, "%s_abi", sym);
+    kiln_error ignored;
+    uintptr_t a = kiln_elf_data_address(&m->object, glob, 32, &ignored);
+    return kiln_abi_compare(a ? (const uint8_t *)a : NULL, kind, d, d->name, sym, "object", err);
+}
+
+/* the parts of a graph or kernel every device needs: owner, shape symbols, hidden arguments */
+static kiln_status link_common(kiln_module *m, kiln_graph *g, const kiln_graph_desc *d, const char *kind,
+                               const char *name, kiln_error *err) {
+    g->module = m;
+    g->desc = d;
+    snprintf(g->owner, sizeof g->owner, "%s '%s'", kind, name);
+    kiln_status st = index_symbols(g, err);
+    if (st == KILN_OK) st = kiln_hidden_arguments(m, g, err);
+    if (st == KILN_OK && m->device == KILN_DEVICE_CUDA) st = kiln_cuda_plan(m, g, err);
+    return st;
+}
+
+/* every graph and kernel has an entry for the target (kiln/runtime/compiled.py _link; on CUDA
+ * kernels only: graphs run as the launches of their dispatches) */
+static kiln_status check_entries(const kiln_module *m, const char *target, kiln_error *err) {
+    for (size_t i = 0; m->device == KILN_DEVICE_CPU && i < m->manifest.ngraphs; i++)
+        if (!entry_for(&m->manifest.graphs[i], target))
+            return kiln_fail(err, KILN_ERR_FORMAT, "graph '%s' has no entry point for target '%s'",
+                             m->manifest.graphs[i].name, target);
+    for (size_t i = 0; i < m->manifest.nkernels; i++)
+        if (!entry_for(&m->manifest.kernels[i], target))
+            return kiln_fail(err, KILN_ERR_FORMAT, "kernel '%s' has no entry point for target '%s'",
+                             m->manifest.kernels[i].name, target);
+    return KILN_OK;
+}
+
+/* CPU: the object's ABI descriptors of every graph and kernel, then the graphs' entry points */
+static kiln_status link_cpu(kiln_module *m, kiln_error *err) {
+    for (size_t i = 0; i < m->manifest.ngraphs + m->manifest.nkernels; i++) {
+        int is_graph = i < m->manifest.ngraphs;
+        const kiln_graph_desc *d = is_graph ? &m->manifest.graphs[i] : &m->manifest.kernels[i - m->manifest.ngraphs];
+        const char *sym = entry_for(d, m->target->name);
+        if (!kiln_elf_code_address(&m->object, sym, err)) return KILN_ERR_ELF;
+        kiln_status st = check_abi(m, is_graph ? "graph" : "kernel", d, sym, err);
         if (st != KILN_OK) return st;
     }
+    for (size_t i = 0; i < m->ngraphs; i++)
+        m->graphs[i].entry = (kiln_entry_fn)kiln_elf_code_address(&m->object, entry_for(&m->manifest.graphs[i],
+                                                                                       m->target->name), err);
+    for (size_t i = 0; i < m->nkernels; i++) {
+        const kiln_graph_desc *d = &m->manifest.kernels[m->manifest.exported_kernels[i]];
+        m->kernels[i].graph.entry = (kiln_entry_fn)kiln_elf_code_address(&m->object, entry_for(d, m->target->name), err);
+    }
     return KILN_OK;
+}
+
+static kiln_status link_runnables(kiln_module *m, kiln_error *err) {
+    m->ngraphs = m->manifest.ngraphs;
+    m->nkernels = m->manifest.nexported;
+    m->graphs = calloc(m->ngraphs + 1, sizeof *m->graphs);
+    m->kernels = calloc(m->nkernels + 1, sizeof *m->kernels);
+    if (!m->graphs || !m->kernels) return kiln_fail(err, KILN_ERR_OUT_OF_MEMORY, "out of memory");
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; st == KILN_OK && i < m->ngraphs; i++)
+        st = link_common(m, &m->graphs[i], &m->manifest.graphs[i], "graph", m->manifest.graphs[i].name, err);
+    for (size_t i = 0; st == KILN_OK && i < m->nkernels; i++) {
+        m->kernels[i].name = m->manifest.exported_names[i];
+        st = link_common(m, &m->kernels[i].graph, &m->manifest.kernels[m->manifest.exported_kernels[i]], "kernel",
+                         m->kernels[i].name, err);
+    }
+    return st;
 }
 
 kiln_status kiln_module_set_num_threads(kiln_module *m, int n, kiln_error *err) {
     if (!m) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "module is NULL");
     if (n < 1) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "set_num_threads: expected a positive integer, got %d", n);
+    if (m->device == KILN_DEVICE_CUDA) return KILN_OK;      /* GPU code: no CPU threads to set */
     static const char *const globals[3] = {"kiln_rt_gomp_parallel", "kiln_rt_omp_get_thread_num",
                                            "kiln_rt_omp_get_num_threads"};
     void *gomp[3] = {NULL, NULL, NULL};
@@ -231,31 +286,65 @@ kiln_status kiln_module_set_num_threads(kiln_module *m, int n, kiln_error *err) 
 
 int kiln_module_num_threads(const kiln_module *m) { return m ? m->num_threads : 0; }
 
-static kiln_status link_module(const uint8_t *data, size_t size, kiln_module *m, kiln_error *err) {
+static kiln_status pick_cuda_target(const kiln_manifest *man, const kiln_target **out, kiln_error *err) {
+    char kinds[128] = "";
+    for (size_t i = 0; i < man->ntargets; i++) {
+        if (strcmp(man->targets[i].kind, "cuda") == 0) {
+            *out = &man->targets[i];
+            return man->cuda.present ? KILN_OK
+                                     : kiln_fail(err, KILN_ERR_FORMAT, "manifest: cuda: the launch table is missing");
+        }
+        if (!strstr(kinds, man->targets[i].kind)) {
+            size_t used = strlen(kinds);
+            snprintf(kinds + used, sizeof kinds - used, "%s%s", used ? ", " : "", man->targets[i].kind);
+        }
+    }
+    return kiln_fail(err, KILN_ERR_NO_TARGET, "the file has no cuda target (targets: %s); compile with "
+                     "targets=['cpu', 'cuda']", kinds);
+}
+
+static kiln_status link_module(const uint8_t *data, size_t size, const kiln_load_options *o, kiln_module *m,
+                               kiln_error *err) {
     kiln_container c;
     kiln_status st = kiln_container_unpack(data, size, &c, err);
     if (st != KILN_OK) return st;
+    m->device = o->device;
     st = kiln_manifest_parse(c.doc, &c, &m->manifest, err);
-    if (st == KILN_OK) st = pick_target(&m->manifest, &m->target, err);
-    if (st == KILN_OK && m->target->nblobs != 1)
-        st = kiln_fail(err, KILN_ERR_FORMAT, "CPU target '%s' must have exactly one object blob", m->target->name);
-    const kiln_blob *blob = NULL;
-    for (size_t i = 0; st == KILN_OK && i < c.nblobs; i++)
-        if (strcmp(c.blobs[i].name, m->target->blobs[0]) == 0) blob = &c.blobs[i];
-    if (st == KILN_OK) st = kiln_elf_load(blob->data, blob->size, &m->object, err);
+    if (st == KILN_OK && m->device == KILN_DEVICE_CUDA) {
+        st = pick_cuda_target(&m->manifest, &m->target, err);
+        if (st == KILN_OK) st = check_entries(m, m->target->name, err);
+        if (st == KILN_OK) st = kiln_cuda_open(m, &c, o, err);      /* the GPU image, ABI checked */
+    } else if (st == KILN_OK) {
+        st = pick_target(&m->manifest, &m->target, err);
+        if (st == KILN_OK && m->target->nblobs != 1)
+            st = kiln_fail(err, KILN_ERR_FORMAT, "CPU target '%s' must have exactly one object blob", m->target->name);
+        if (st == KILN_OK) st = check_entries(m, m->target->name, err);
+        const kiln_blob *blob = NULL;
+        for (size_t i = 0; st == KILN_OK && i < c.nblobs; i++)
+            if (strcmp(c.blobs[i].name, m->target->blobs[0]) == 0) blob = &c.blobs[i];
+        if (st == KILN_OK) st = kiln_elf_load(blob->data, blob->size, &m->object, err);
+    }
+    if (st == KILN_OK) st = kiln_fields_allocate(m, &c, err);
     kiln_container_free(&c);
-    if (st == KILN_OK) st = link_graphs(m, err);
-    if (st == KILN_OK) st = kiln_module_set_num_threads(m, kiln_default_threads(), err);
+    if (st == KILN_OK) st = link_runnables(m, err);
+    if (st == KILN_OK && m->device == KILN_DEVICE_CPU) st = link_cpu(m, err);
+    if (st == KILN_OK && m->device == KILN_DEVICE_CPU) st = kiln_module_set_num_threads(m, kiln_default_threads(), err);
+    if (st == KILN_OK && m->device == KILN_DEVICE_CUDA) m->num_threads = 1;
     return st;
 }
 
-kiln_status kiln_module_load_memory(const void *data, size_t size, kiln_module **out, kiln_error *err) {
+kiln_status kiln_module_load_memory_ex(const void *data, size_t size, const kiln_load_options *options,
+                                       kiln_module **out, kiln_error *err) {
     if (!out) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "out is NULL");
     *out = NULL;
     if (!data && size) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "data is NULL");
+    kiln_load_options cpu = {KILN_DEVICE_CPU, 0, NULL};
+    if (!options) options = &cpu;
+    if (options->device != KILN_DEVICE_CPU && options->device != KILN_DEVICE_CUDA)
+        return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "unknown device %d", (int)options->device);
     kiln_module *m = calloc(1, sizeof *m);
     if (!m) return kiln_fail(err, KILN_ERR_OUT_OF_MEMORY, "out of memory");
-    kiln_status st = link_module(data, size, m, err);
+    kiln_status st = link_module(data, size, options, m, err);
     if (st != KILN_OK) {
         kiln_module_free(m);
         return st;
@@ -264,7 +353,16 @@ kiln_status kiln_module_load_memory(const void *data, size_t size, kiln_module *
     return KILN_OK;
 }
 
+kiln_status kiln_module_load_memory(const void *data, size_t size, kiln_module **out, kiln_error *err) {
+    return kiln_module_load_memory_ex(data, size, NULL, out, err);
+}
+
 kiln_status kiln_module_load_file(const char *path, kiln_module **out, kiln_error *err) {
+    return kiln_module_load_file_ex(path, NULL, out, err);
+}
+
+kiln_status kiln_module_load_file_ex(const char *path, const kiln_load_options *options, kiln_module **out,
+                                     kiln_error *err) {
     if (!out || !path) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "path or out is NULL");
     *out = NULL;
     FILE *f = fopen(path, "rb");
@@ -292,23 +390,40 @@ kiln_status kiln_module_load_file(const char *path, kiln_module **out, kiln_erro
         free(buf);
         return kiln_fail(err, KILN_ERR_IO, "cannot read %s: read error", path);
     }
-    kiln_status st = kiln_module_load_memory(buf, size, out, err);
+    kiln_status st = kiln_module_load_memory_ex(buf, size, options, out, err);
     free(buf);
     if (st != KILN_OK) kiln_error_prefix(err, path);
     return st;
 }
 
+static void free_graph(kiln_graph *g) {
+    free(g->sym_index);
+    free(g->visible);
+    free(g->hidden);
+    kiln_cuda_plan_free(g->cuda);
+}
+
 void kiln_module_free(kiln_module *m) {
     if (!m) return;
-    for (size_t i = 0; m->graphs && i < m->ngraphs; i++) free(m->graphs[i].sym_index);
+    for (size_t i = 0; m->graphs && i < m->ngraphs; i++) free_graph(&m->graphs[i]);
+    for (size_t i = 0; m->kernels && i < m->nkernels; i++) free_graph(&m->kernels[i].graph);
     free(m->graphs);
+    free(m->kernels);
+    kiln_fields_free(m);
+    kiln_cuda_close(m);
     kiln_elf_unload(&m->object);
     kiln_manifest_free(&m->manifest);
     free(m);
 }
 
+kiln_device kiln_module_device(const kiln_module *m) { return m ? m->device : KILN_DEVICE_CPU; }
 const char *kiln_module_arch(const kiln_module *m) { return m && m->target ? m->target->arch : NULL; }
-const char *kiln_module_cpu(const kiln_module *m) { return m && m->target ? m->target->cpu : NULL; }
+
+const char *kiln_module_cpu(const kiln_module *m) {
+    if (!m || !m->target) return NULL;
+    return m->device == KILN_DEVICE_CUDA ? m->cuda_image : m->target->cpu;
+}
+
 size_t kiln_module_graph_count(const kiln_module *m) { return m ? m->ngraphs : 0; }
 
 const kiln_graph *kiln_module_graph(const kiln_module *m, size_t index) {
@@ -321,11 +436,30 @@ const kiln_graph *kiln_module_find_graph(const kiln_module *m, const char *name)
     return NULL;
 }
 
+size_t kiln_module_kernel_count(const kiln_module *m) { return m ? m->nkernels : 0; }
+
+const kiln_kernel *kiln_module_kernel(const kiln_module *m, size_t index) {
+    return m && index < m->nkernels ? &m->kernels[index] : NULL;
+}
+
+const kiln_kernel *kiln_module_find_kernel(const kiln_module *m, const char *name) {
+    for (size_t i = 0; m && name && i < m->nkernels; i++)
+        if (strcmp(m->kernels[i].name, name) == 0) return &m->kernels[i];
+    return NULL;
+}
+
 const char *kiln_graph_name(const kiln_graph *g) { return g ? g->desc->name : NULL; }
-size_t kiln_graph_arg_count(const kiln_graph *g) { return g ? g->desc->nparams : 0; }
+size_t kiln_graph_arg_count(const kiln_graph *g) { return g ? g->nvisible : 0; }
 
 kiln_status kiln_graph_arg_info(const kiln_graph *g, size_t index, kiln_arg_info *out) {
-    if (!g || !out || index >= g->desc->nparams) return KILN_ERR_INVALID_ARGUMENT;
-    *out = g->desc->params[index].info;
+    if (!g || !out || index >= g->nvisible) return KILN_ERR_INVALID_ARGUMENT;
+    *out = g->desc->params[g->visible[index]].info;
     return KILN_OK;
+}
+
+const char *kiln_kernel_name(const kiln_kernel *k) { return k ? k->name : NULL; }
+size_t kiln_kernel_arg_count(const kiln_kernel *k) { return k ? k->graph.nvisible : 0; }
+
+kiln_status kiln_kernel_arg_info(const kiln_kernel *k, size_t index, kiln_arg_info *out) {
+    return k ? kiln_graph_arg_info(&k->graph, index, out) : KILN_ERR_INVALID_ARGUMENT;
 }

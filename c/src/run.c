@@ -26,14 +26,21 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
 
 static void names_list(char *buf, size_t n, const kiln_graph *g) {
     buf[0] = 0;
-    for (size_t i = 0; i < g->desc->nparams; i++) {
+    for (size_t i = 0; i < g->nvisible; i++) {
         size_t used = strlen(buf);
-        snprintf(buf + used, n - used, "%s%s", i ? ", " : "", g->desc->params[i].info.name);
+        snprintf(buf + used, n - used, "%s%s", i ? ", " : "", g->desc->params[g->visible[i]].info.name);
     }
-    if (!g->desc->nparams) snprintf(buf, n, "none");
+    if (!g->nvisible) snprintf(buf, n, "none");
 }
 
-/* match each parameter with its argument (`which[p]`), or fail on missing/unknown/repeated names */
+static int is_visible_name(const kiln_graph *g, const char *name) {
+    for (size_t v = 0; name && v < g->nvisible; v++)
+        if (strcmp(name, g->desc->params[g->visible[v]].info.name) == 0) return 1;
+    return 0;
+}
+
+/* match each parameter with its argument (`which[p]`; hidden parameters get the module's storage),
+ * or fail on missing/unknown/repeated names */
 static kiln_status match_names(const kiln_graph *g, const kiln_arg *args, size_t nargs, const kiln_arg **which,
                                kiln_error *err) {
     const kiln_graph_desc *d = g->desc;
@@ -43,6 +50,10 @@ static kiln_status match_names(const kiln_graph *g, const kiln_arg *args, size_t
     for (size_t p = 0; p < d->nparams; p++) {
         const char *name = d->params[p].info.name;
         which[p] = NULL;
+        if (name[0] == '@') {
+            which[p] = &g->hidden[p];
+            continue;
+        }
         if (p < nargs && args[p].name && strcmp(args[p].name, name) == 0) {
             which[p] = &args[p];          /* the usual case: arguments in parameter order */
         } else {
@@ -59,13 +70,10 @@ static kiln_status match_names(const kiln_graph *g, const kiln_arg *args, size_t
         return kiln_fail(err, KILN_ERR_MISSING_ARGUMENT, "%s: missing argument%s %s; expected %s", g->owner,
                          nmissing > 1 ? "s" : "", list, expected);
     }
-    if (nargs == d->nparams) return KILN_OK;
+    if (nargs == g->nvisible) return KILN_OK;
     size_t nunknown = 0;
     for (size_t i = 0; i < nargs; i++) {
-        int known = 0;
-        for (size_t p = 0; p < d->nparams && !known; p++)
-            known = args[i].name && strcmp(args[i].name, d->params[p].info.name) == 0;
-        if (!known) {
+        if (!is_visible_name(g, args[i].name)) {
             size_t used = strlen(list);
             snprintf(list + used, sizeof list - used, "%s'%s'", nunknown++ ? ", " : "",
                      args[i].name ? args[i].name : "(null)");
@@ -204,8 +212,7 @@ static kiln_status pack_array(const kiln_graph *g, size_t p, const kiln_arg *a, 
     return KILN_OK;
 }
 
-/* IEEE binary16 bits of a double, rounded to nearest even (as Python's struct 'e') */
-static uint16_t f64_to_f16(double d) {
+uint16_t kiln_f64_to_f16(double d) {
     uint64_t b;
     memcpy(&b, &d, 8);
     uint16_t sign = (uint16_t)((b >> 48) & 0x8000);
@@ -296,7 +303,7 @@ static kiln_status scalar_float(const kiln_graph *g, const kiln_arg_info *info, 
         float f = (float)v;
         memcpy(slot, &f, 4);
     } else {
-        uint16_t h = f64_to_f16(v);
+        uint16_t h = kiln_f64_to_f16(v);
         memcpy(slot, &h, 2);
     }
     return KILN_OK;
@@ -330,7 +337,7 @@ static kiln_status pack_scalar(const kiln_graph *g, size_t p, const kiln_arg *a,
     return scalar_float(g, info, a, slot, err);
 }
 
-kiln_status kiln_graph_run(const kiln_graph *g, const kiln_arg *args, size_t nargs, kiln_error *err) {
+kiln_status kiln_run(const kiln_graph *g, const kiln_arg *args, size_t nargs, void *stream, kiln_error *err) {
     if (!g) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "graph is NULL");
     if (nargs && !args) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "args is NULL");
     const kiln_graph_desc *d = g->desc;
@@ -354,7 +361,9 @@ kiln_status kiln_graph_run(const kiln_graph *g, const kiln_arg *args, size_t nar
         st = d->params[p].info.kind == KILN_ARRAY ? pack_array(g, p, which[p], slot, symvals, bound, err)
                                                   : pack_scalar(g, p, which[p], slot, err);
     }
-    if (st == KILN_OK) {
+    if (st == KILN_OK && g->module->device == KILN_DEVICE_CUDA) {
+        st = kiln_cuda_run(g, block, stream, err);
+    } else if (st == KILN_OK) {
         int32_t status = g->entry(block);
         if (status) st = kiln_fail(err, KILN_ERR_RUNTIME, "%s: native code returned status %d", g->owner, status);
     }
@@ -369,4 +378,13 @@ kiln_status kiln_graph_run(const kiln_graph *g, const kiln_arg *args, size_t nar
         err->message[0] = 0;
     }
     return st;
+}
+
+kiln_status kiln_graph_run(const kiln_graph *g, const kiln_arg *args, size_t nargs, kiln_error *err) {
+    return kiln_run(g, args, nargs, NULL, err);
+}
+
+kiln_status kiln_graph_run_on_stream(const kiln_graph *g, const kiln_arg *args, size_t nargs, void *stream,
+                                     kiln_error *err) {
+    return kiln_run(g, args, nargs, stream, err);
 }

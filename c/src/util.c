@@ -60,6 +60,8 @@ const char *kiln_status_name(kiln_status status) {
     case KILN_ERR_RUNTIME: return "native code failed";
     case KILN_ERR_OUT_OF_MEMORY: return "out of memory";
     case KILN_ERR_SYSTEM: return "system call failed";
+    case KILN_ERR_NO_DEVICE: return "no CUDA driver, GPU or code for this GPU";
+    case KILN_ERR_CUDA: return "CUDA driver call failed";
     }
     return "unknown status";
 }
