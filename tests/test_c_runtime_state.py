@@ -40,7 +40,7 @@ def heat_total(out: kl.ndarray(kl.f64, ndim=1)):
 @kl.kernel
 def spin():
     for p in vel:
-        vel[p, 0], vel[p, 1] = -vel[p, 1], vel[p, 0]
+        vel[p] = kl.Vector([-vel[p][1], vel[p][0]])
 
 
 @kl.kernel
