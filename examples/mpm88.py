@@ -1,6 +1,6 @@
 """MLS-MPM in 2-D: a weakly compressible fluid blob falling into a box (Taichi 1.7).
 
-State lives in ndarrays of ti.math vectors and matrices so the same kernels can be recorded
+State lives in ndarrays of kl.math vectors and matrices so the same kernels can be recorded
 into a graph (bench/mpm88_bench.py). One substep = clear grid, P2G (quadratic B-spline, 3x3
 stencil, whole-vector atomics), grid update (gravity; slip walls that cancel the outward
 velocity), G2P (APIC C matrix, volume ratio J updated through the determinant of I + dt*C).

@@ -1,7 +1,7 @@
 """Gravitational n-body in 3-D with Plummer softening and leapfrog (kick-drift-kick), Taichi 1.7.
 
-Written as a @ti.data_oriented class: the fields are attributes, the kernels are methods, and
-the pair interaction is a ti.func with generic (unannotated) vector and scalar parameters.
+Written as a @kl.data_oriented class: the fields are attributes, the kernels are methods, and
+the pair interaction is a kl.func with generic (unannotated) vector and scalar parameters.
 
 The kiln port of bench/taichi_programs/nbody.py: the Taichi program with `ti.` renamed to `kl.`
 (tests/test_taichi_examples.py compares them line by line). The only differences:

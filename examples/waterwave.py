@@ -1,7 +1,7 @@
 """Water waves: the damped 2-D wave equation on a square pond with fixed edges (Taichi 1.7).
 
 Three height fields are rotated between steps (previous, current, next), so the update kernel
-takes them as ti.template() arguments. Drops are Gaussian bumps; a shading pass turns the
+takes them as kl.template() arguments. Drops are Gaussian bumps; a shading pass turns the
 surface slope into a brightness image.
 
 The kiln port of bench/taichi_programs/waterwave.py: the Taichi program with `ti.` renamed to

@@ -103,3 +103,19 @@ def test_host_ndarray_with_shape() -> None:
     assert kl.ndarray(kl.i32, shape=(2, 3)).shape == (2, 3)
     with pytest.raises(ValueError, match="without ndim"):
         kl.ndarray(kl.f32, ndim=1, shape=3)
+
+
+@kl.kernel
+def unpacked(out: kl.ndarray(kl.f32, ndim=2)):
+    for I in kl.grouped(out):
+        i, j = I                                      # a vector unpacks into its components
+        a, b = kl.vec2(j, i)
+        a, b = kl.vec2(b, a)                          # the right side is read before any assignment
+        out[I] = 10.0 * a + b
+
+
+def test_vector_unpacking() -> None:
+    out = np.zeros((2, 3), np.float32)
+    unpacked(out)
+    i, j = np.meshgrid(np.arange(2), np.arange(3), indexing="ij")
+    np.testing.assert_array_equal(out, 10.0 * i + j)

@@ -124,7 +124,7 @@ def store(key: str, data: bytes) -> None:
 def request_key(request: CompileRequest) -> str | None:
     """The cache key of `request`, or None when it cannot be cached (see `Uncacheable`)."""
     h = hashlib.sha256()
-    fps = _KernelPrints()
+    fps = _KernelPrints(field_content=request.field_init)
     try:
         for part in _request_parts(request, fps):
             h.update(part.encode("utf-8", "surrogatepass"))
@@ -206,11 +206,13 @@ def _host_fingerprint() -> str:
 
 
 class _KernelPrints:
-    """The fingerprint of each kernel or func object, computed once per key."""
+    """The fingerprint of each kernel or func object, computed once per key. `field_content`:
+    the file records the fields' content (compiled graphs and modules), so the key covers it."""
 
-    def __init__(self) -> None:
+    def __init__(self, field_content: bool = True) -> None:
         self.done: dict[int, str] = {}
         self.active: set[int] = set()
+        self.field_content = field_content
 
     def of(self, c: Compilable) -> str:
         fp = self.done.get(id(c))
@@ -242,6 +244,10 @@ class _KernelPrints:
                 value.name_for(name)   # fixed at first use, as the front end would: it is in the file
             if found:
                 h.update(f"{name}={self._value(value, names, 0)}\n".encode("utf-8", "surrogatepass"))
+        result = getattr(c, "result_field", None)     # a kernel's return value (kiln.lang.kernel)
+        if isinstance(result, Field):
+            result.name_for(f"{c.name}_result")        # as the front end names it
+            h.update(f"result={self._value(result, names, 0)}\n".encode())
         for pname, ann in sorted(getattr(fn, "__annotations__", {}).items()):
             if not isinstance(ann, str):
                 h.update(f"annotation {pname}={self._value(ann, names, 0)}\n".encode())
@@ -256,8 +262,8 @@ class _KernelPrints:
             return f"type:{v!r}"
         if isinstance(v, Field):
             # a compiled module records the field's content as its initial value: key it too
-            return (f"field:{v.name}:{v.dtype.name}{v.shape}{v.element_shape}:"
-                    + hashlib.sha256(v.array.tobytes()).hexdigest())
+            content = hashlib.sha256(v.array.tobytes()).hexdigest() if self.field_content else "-"
+            return f"field:{v.name}:{v.dtype.name}{v.shape}{v.element_shape}:{content}"
         if isinstance(v, Compilable):
             return f"{v.kind}:{self.of(v)}"
         if isinstance(v, tuple | list | frozenset):

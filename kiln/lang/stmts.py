@@ -161,14 +161,14 @@ class StmtMixin(ExprMixin):
         if len(node.targets) != 1:
             raise LangError("chained assignment (a = b = ...) is not supported in kernels")
         target, loc = node.targets[0], self.loc(node)
-        if isinstance(target, ast.Tuple) and not isinstance(node.value, ast.Tuple):
-            return vec_assign.unpack(self, target, self.visit(node.value), loc)  # U, S, V = kl.svd(F)
         if isinstance(target, ast.Tuple):
             if isinstance(node.value, ast.Tuple):
                 raw = [self.visit(e) for e in node.value.elts]
-            else:       # a tuple value: `n, z = escape(z, c)`
+            else:
                 tv = self.visit(node.value)
-                raw = list(tv.items) if isinstance(tv, TupleVal) else []
+                if not (isinstance(tv, MatrixVal) and len(tv.shape) == 1):
+                    return vec_assign.unpack(self, target, tv, loc)  # U, S, V = kl.svd(F); n, z = f(z)
+                raw = list(tv.items)            # `i, j = I`: a vector's components
             if len(raw) != len(target.elts):
                 raise LangError("tuple assignment needs a tuple of the same length on the right")
             vals: list[Value] = []
