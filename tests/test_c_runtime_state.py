@@ -276,6 +276,12 @@ int main(int, char **argv) {
     std::printf("steps %lld heat %s %d %zu fields %zu\n", steps, heat.name, heat.ndim, heat.nbytes, m.fields().size());
     m.seed(5);
     std::printf("rng %u %u device %d\n", m.rng_state()[0], m.rng_state()[2], (int)m.device());
+    void *mem = m.alloc(sizeof steps);
+    long long back = 0;
+    m.upload(mem, &steps, sizeof steps);
+    m.download(&back, mem, sizeof back);
+    m.free(mem);
+    std::printf("memory %lld\n", back);
     try {
         m.field("nope");
     } catch (const kiln::Error &e) {
@@ -303,7 +309,7 @@ def test_cpp_kernels_fields_and_seed(installed: Path, state_file: Path, tmp_path
     libdir = next(p.parent for p in installed.rglob("libkiln.so"))
     out = base._run([str(exe), str(state_file)], env=dict(os.environ, LD_LIBRARY_PATH=str(libdir))).stdout
     assert out.splitlines() == [
-        "y0 2.5 kernels 3", "steps 4 heat heat 2 48 fields 3", "rng 5 0 device 0",
+        "y0 2.5 kernels 3", "steps 4 heat heat 2 48 fields 3", "rng 5 0 device 0", "memory 4",
         "caught 7 no field named 'nope'; fields: heat, steps, vel",
         "caught 9 kernel 'saxpy': argument 'a' given twice"]
 
@@ -500,3 +506,24 @@ def test_cuda_graphs_on_a_real_gpu(c_native: CRuntime, cuda_file: Path, tmp_path
                           {"a": 3.0, "x": x, "y": np.ones_like(x)}, tmp_path)
     assert out[-1] == "ok", out
     np.testing.assert_allclose(arrays["y"], np.float32(3.0) * x + 1, rtol=1e-6, atol=1e-6)
+
+
+def test_heat_example_on_a_real_gpu(c_native: CRuntime, tmp_path: Path) -> None:
+    """examples/c/heat.c with its device argument: the demo's graph on the GPU, checked against
+    the example's own C reference."""
+    why = _real_gpu()
+    if why is not None:
+        pytest.skip(why)
+    import warnings
+
+    from kiln.cli.demo import build_graph
+    path = tmp_path / "heat_cuda.kiln"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_graph().compile(targets=["x86-64-v2" if c_native.arch == "x86_64" else "aarch64", "cuda"]).save(path)
+    exe = tmp_path / "heat"
+    base._run([c_native.cc, "-std=c11", "-O2", "-D_POSIX_C_SOURCE=200809L", f"-I{base.C_DIR / 'include'}",
+               str(base.ROOT / "examples" / "c" / "heat.c"), str(c_native.build / "libkiln.a"), "-lm", "-ldl",
+               "-lpthread", "-o", str(exe)])
+    out = base._run([str(exe), str(path), "3", "cuda"]).stdout
+    assert "nvptx64 code" in out and "kiln demo: OK" in out, out

@@ -262,11 +262,6 @@ static kiln_status run_once(kiln_module *m, const spec *sp, kiln_arg *args, size
     return kiln_graph_run(g, args, nargs, err);
 }
 
-/* CUDA: the driver's memory functions, from the library libkiln loads (the same handle) */
-typedef int (*alloc_fn)(unsigned long long *, size_t);
-typedef int (*htod_fn)(unsigned long long, const void *, size_t);
-typedef int (*dtoh_fn)(void *, unsigned long long, size_t);
-
 static void *cuda_symbol(const spec *sp, const char *name) {
     void *lib = dlopen(sp->libcuda, RTLD_NOW | RTLD_LOCAL);
     return lib ? dlsym(lib, name) : NULL;
@@ -279,25 +274,25 @@ static void configure_fake(const spec *sp) {
     if (configure) configure(sp->fake_major, sp->fake_minor, sp->fake_init, sp->fake_log[0] ? sp->fake_log : NULL);
 }
 
-/* copy every array to device memory (to_device) or back; 0 on a driver failure */
-static int device_arrays(const spec *sp, array_arg *arrays, kiln_arg *args, size_t nargs, int to_device) {
-    alloc_fn alloc;
-    htod_fn htod;
-    dtoh_fn dtoh;
-    void *f[3] = {cuda_symbol(sp, "cuMemAlloc_v2"), cuda_symbol(sp, "cuMemcpyHtoD_v2"), cuda_symbol(sp, "cuMemcpyDtoH_v2")};
-    if (!f[0] || !f[1] || !f[2]) return 0;
-    memcpy(&alloc, &f[0], sizeof f[0]);
-    memcpy(&htod, &f[1], sizeof f[1]);
-    memcpy(&dtoh, &f[2], sizeof f[2]);
+/* copy every array to device memory (to_device) or back (kiln_device_*); 0 on a failure */
+static int device_arrays(const kiln_module *m, array_arg *arrays, kiln_arg *args, size_t nargs, int to_device) {
     for (size_t i = 0; i < nargs; i++) {
         if (args[i].kind != KILN_ARG_ARRAY || !args[i].data) continue;
         array_arg *a = &arrays[i];
+        kiln_error err;
         if (to_device) {
-            unsigned long long d = 0;
-            if (alloc(&d, a->bytes + 16) != 0 || (a->bytes && htod(d, a->buffer + 16, a->bytes) != 0)) return 0;
-            args[i].data = (void *)(uintptr_t)d;
-        } else if (a->bytes && dtoh(a->buffer + 16, (unsigned long long)(uintptr_t)args[i].data, a->bytes) != 0) {
+            void *d = NULL;
+            if (kiln_device_alloc(m, a->bytes, &d, &err) != KILN_OK ||
+                kiln_device_upload(m, d, a->buffer + 16, a->bytes, &err) != KILN_OK) {
+                print_error(&err);
+                return 0;
+            }
+            args[i].data = d;
+        } else if (kiln_device_download(m, a->buffer + 16, args[i].data, a->bytes, &err) != KILN_OK) {
+            print_error(&err);
             return 0;
+        } else {
+            kiln_device_free(m, args[i].data);
         }
     }
     return 1;
@@ -357,7 +352,7 @@ static int run(const char *spec_path) {
     }
     if (sp.libcuda[0]) {
         printf("image %s\n", kiln_module_cpu(m));
-        if (!device_arrays(&sp, arrays, args, nargs, 1)) return 1;
+        if (!device_arrays(m, arrays, args, nargs, 1)) return 1;
     }
     if (sp.threads > 0 && kiln_module_set_num_threads(m, sp.threads, &err) != KILN_OK) {
         print_error(&err);
@@ -368,7 +363,7 @@ static int run(const char *spec_path) {
     kiln_status st = KILN_OK;
     for (int r = 0; r < sp.runs && st == KILN_OK; r++) st = run_once(m, &sp, args, nargs, &err);
     if (sp.libcuda[0] && (kiln_module_synchronize(m, NULL, NULL) != KILN_OK ||
-                          !device_arrays(&sp, arrays, args, nargs, 0)))
+                          !device_arrays(m, arrays, args, nargs, 0)))
         return 1;
     /* arrays are written back after a failed run too: the test checks that they are untouched */
     for (size_t i = 0; i < nargs; i++) {
