@@ -298,6 +298,48 @@ static int device_arrays(const kiln_module *m, array_arg *arrays, kiln_arg *args
     return 1;
 }
 
+/* the spec's directives into `sp`, `arrays` and `args`; 0 on a bad line */
+static int parse_spec(FILE *f, spec *sp, array_arg *arrays, kiln_arg *args, size_t *nargs) {
+    char line[4096];
+    snprintf(sp->graph, sizeof sp->graph, "main");
+    sp->runs = 1;
+    while (fgets(line, sizeof line, f) && *nargs < MAX_ARGS) {
+        char name[128], kind[16], value[128];
+        if (sscanf(line, "file %1023s", sp->file) == 1 || sscanf(line, "graph %255s", sp->graph) == 1 ||
+            sscanf(line, "kernel %255s", sp->kernel) == 1 || sscanf(line, "threads %d", &sp->threads) == 1 ||
+            sscanf(line, "runs %d", &sp->runs) == 1 || sscanf(line, "cuda %1023s", sp->libcuda) == 1)
+            continue;
+        if (sscanf(line, "fake_cuda %d %d %d %1023s", &sp->fake_major, &sp->fake_minor, &sp->fake_init,
+                   sp->fake_log) >= 3)
+            continue;
+        if (strncmp(line, "positional", 10) == 0) {
+            sp->positional = 1;
+        } else if (sscanf(line, "seed %llu", &sp->seed) == 1) {
+            sp->has_seed = 1;
+        } else if (sp->nin < 8 && sscanf(line, "field_in %127s %1023s", sp->in[sp->nin].name, sp->in[sp->nin].path) == 2) {
+            sp->nin++;
+        } else if (sp->nout < 8 &&
+                   sscanf(line, "field_out %127s %1023s", sp->out[sp->nout].name, sp->out[sp->nout].path) == 2) {
+            sp->nout++;
+        } else if (sscanf(line, "scalar %127s %15s %127s", name, kind, value) == 3) {
+            char *n = arrays[*nargs].name;        /* the slot's storage holds the name */
+            snprintf(n, sizeof arrays[*nargs].name, "%s", name);
+            if (strcmp(kind, "bool") == 0) args[(*nargs)++] = kiln_arg_bool(n, atoi(value));
+            else if (strcmp(kind, "int") == 0) args[(*nargs)++] = kiln_arg_i64(n, strtoll(value, NULL, 10));
+            else if (strcmp(kind, "uint") == 0) args[(*nargs)++] = kiln_arg_u64(n, strtoull(value, NULL, 10));
+            else args[(*nargs)++] = kiln_arg_f64(n, strtod(value, NULL));
+        } else if (strncmp(line, "array ", 6) == 0) {
+            array_arg *a = &arrays[*nargs];
+            if (!parse_array(line, a) || !setup_array(a, &args[*nargs])) {
+                fprintf(stderr, "bad array line: %s", line);
+                return 0;
+            }
+            (*nargs)++;
+        }
+    }
+    return 1;
+}
+
 static int run(const char *spec_path) {
     FILE *f = fopen(spec_path, "r");
     if (!f) return 1;
@@ -305,43 +347,9 @@ static int run(const char *spec_path) {
     static spec sp;
     kiln_arg args[MAX_ARGS];
     size_t nargs = 0;
-    char line[4096];
-    snprintf(sp.graph, sizeof sp.graph, "main");
-    sp.runs = 1;
-    while (fgets(line, sizeof line, f) && nargs < MAX_ARGS) {
-        char name[128], kind[16], value[128];
-        if (sscanf(line, "file %1023s", sp.file) == 1 || sscanf(line, "graph %255s", sp.graph) == 1 ||
-            sscanf(line, "kernel %255s", sp.kernel) == 1 || sscanf(line, "threads %d", &sp.threads) == 1 ||
-            sscanf(line, "runs %d", &sp.runs) == 1 || sscanf(line, "cuda %1023s", sp.libcuda) == 1)
-            continue;
-        if (sscanf(line, "fake_cuda %d %d %d %1023s", &sp.fake_major, &sp.fake_minor, &sp.fake_init, sp.fake_log) >= 3)
-            continue;
-        if (strncmp(line, "positional", 10) == 0) {
-            sp.positional = 1;
-        } else if (sscanf(line, "seed %llu", &sp.seed) == 1) {
-            sp.has_seed = 1;
-        } else if (sp.nin < 8 && sscanf(line, "field_in %127s %1023s", sp.in[sp.nin].name, sp.in[sp.nin].path) == 2) {
-            sp.nin++;
-        } else if (sp.nout < 8 &&
-                   sscanf(line, "field_out %127s %1023s", sp.out[sp.nout].name, sp.out[sp.nout].path) == 2) {
-            sp.nout++;
-        } else if (sscanf(line, "scalar %127s %15s %127s", name, kind, value) == 3) {
-            char *n = arrays[nargs].name;        /* the slot's storage holds the name */
-            snprintf(n, sizeof arrays[nargs].name, "%s", name);
-            if (strcmp(kind, "bool") == 0) args[nargs++] = kiln_arg_bool(n, atoi(value));
-            else if (strcmp(kind, "int") == 0) args[nargs++] = kiln_arg_i64(n, strtoll(value, NULL, 10));
-            else if (strcmp(kind, "uint") == 0) args[nargs++] = kiln_arg_u64(n, strtoull(value, NULL, 10));
-            else args[nargs++] = kiln_arg_f64(n, strtod(value, NULL));
-        } else if (strncmp(line, "array ", 6) == 0) {
-            array_arg *a = &arrays[nargs];
-            if (!parse_array(line, a) || !setup_array(a, &args[nargs])) {
-                fprintf(stderr, "bad array line: %s", line);
-                return 1;
-            }
-            nargs++;
-        }
-    }
+    int parsed = parse_spec(f, &sp, arrays, args, &nargs);
     fclose(f);
+    if (!parsed) return 1;
     kiln_module *m = NULL;
     kiln_error err;
     kiln_load_options options = {sp.libcuda[0] ? KILN_DEVICE_CUDA : KILN_DEVICE_CPU, 0, sp.libcuda};

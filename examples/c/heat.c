@@ -58,6 +58,20 @@ static double total(const float *u) {
     return e;
 }
 
+/* u and v (both starting as `u`) and the energy on the module's device; 0 on failure */
+static int device_arrays(const kiln_module *module, const float *u, size_t bytes, void **du, void **dv,
+                         void **denergy) {
+    kiln_error err;
+    if (kiln_device_alloc(module, bytes, du, &err) != KILN_OK || kiln_device_alloc(module, bytes, dv, &err) != KILN_OK ||
+        kiln_device_alloc(module, sizeof(double), denergy, &err) != KILN_OK ||
+        kiln_device_upload(module, *du, u, bytes, &err) != KILN_OK ||
+        kiln_device_upload(module, *dv, u, bytes, &err) != KILN_OK) {
+        fprintf(stderr, "kiln demo (C): %s\n", err.message);
+        return 0;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv) {
     const char *path = argc > 1 ? argv[1] : "heat.kiln";
     int runs = argc > 2 ? atoi(argv[2]) : 3;
@@ -90,12 +104,7 @@ int main(int argc, char **argv) {
     memcpy(rv, u, sizeof(float) * H * W);
     const size_t bytes = sizeof(float) * H * W;
     void *du = NULL, *dv = NULL, *denergy = NULL;     /* on the module's device */
-    if (kiln_device_alloc(module, bytes, &du, &err) != KILN_OK || kiln_device_alloc(module, bytes, &dv, &err) != KILN_OK ||
-        kiln_device_alloc(module, sizeof energy, &denergy, &err) != KILN_OK ||
-        kiln_device_upload(module, du, u, bytes, &err) != KILN_OK || kiln_device_upload(module, dv, u, bytes, &err) != KILN_OK) {
-        fprintf(stderr, "kiln demo (C): %s\n", err.message);
-        return 1;
-    }
+    if (!device_arrays(module, u, bytes, &du, &dv, &denergy)) return 1;
     const int64_t shape[2] = {H, W}, one = 1;
     kiln_arg args[] = {kiln_arg_array("u", KILN_F32, du, 2, shape), kiln_arg_array("v", KILN_F32, dv, 2, shape),
                        kiln_arg_f64("alpha", ALPHA), kiln_arg_array("energy", KILN_F64, denergy, 1, &one)};
