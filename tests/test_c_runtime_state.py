@@ -527,3 +527,43 @@ def test_heat_example_on_a_real_gpu(c_native: CRuntime, tmp_path: Path) -> None:
                "-lpthread", "-o", str(exe)])
     out = base._run([str(exe), str(path), "3", "cuda"]).stdout
     assert "nvptx64 code" in out and "kiln demo: OK" in out, out
+
+
+def _first_launch(doc: dict, kernel: str) -> dict:
+    return doc["cuda"]["launches"][kernel][0]
+
+
+CUDA_DAMAGE = {
+    "block size": lambda d: d["cuda"].update(block_size=4096),
+    "ptx blob": lambda d: d["cuda"].update(ptx="cpu.o"),
+    "cubin blob": lambda d: d["cuda"].update(cubins={"sm_90": "nope"}),
+    "math": lambda d: d["cuda"].update(math="fast"),
+    "missing kernel": lambda d: d["cuda"]["launches"].pop("saxpy__f32_f32a1_f32a1"),
+    "unknown kernel": lambda d: d["cuda"]["launches"].update(ghost=[]),
+    "no launch": lambda d: d["cuda"]["launches"].update(saxpy__f32_f32a1_f32a1=[]),
+    "entry": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(entry="not a symbol"),
+    "mode": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(mode="grid"),
+    "waves": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(waves=2000),
+    "count on single": lambda d: d["cuda"]["launches"]["warm__f32"][1].update(count=[]),
+    "count dim": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(count=[[["const", 0]]]),
+    "op": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(count=[[["pow", 1], ["const", 1],
+                                                                                ["const", 1]]]),
+    "operands": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(count=[[["+", ["const", 1]],
+                                                                                     ["const", 1], ["const", 1]]]),
+    "shape dim": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(count=[[["const", 0], ["shape", "x", 1],
+                                                                                      ["const", 1]]]),
+    "arg kind": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(count=[[["const", 0], ["arg", "x"],
+                                                                                     ["const", 1]]]),
+    "no cuda target": lambda d: d.update(targets=[t for t in d["targets"] if t["kind"] == "cpu"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CUDA_DAMAGE))
+def test_cuda_section_checked_like_python(c_native: CRuntime, ptx_file: Path, tmp_path: Path, name: str) -> None:
+    """Every reader validates a present `cuda` section (docs/format.md): the C loader refuses each
+    damaged one with the Python reader's message, even when it loads the CPU code."""
+    bad = _manifest_edit(ptx_file, tmp_path, CUDA_DAMAGE[name])
+    got, message = _status(c_native.call("list", str(bad)).strip().splitlines()[-1])
+    with pytest.raises(kl.ArtifactError) as e:
+        kl.load_module(bad)
+    assert got == STATUS["KILN_ERR_FORMAT"] and message == str(e.value), (message, str(e.value))
