@@ -567,3 +567,31 @@ def test_cuda_section_checked_like_python(c_native: CRuntime, ptx_file: Path, tm
     with pytest.raises(kl.ArtifactError) as e:
         kl.load_module(bad)
     assert got == STATUS["KILN_ERR_FORMAT"] and message == str(e.value), (message, str(e.value))
+
+
+STATE_DAMAGE = {
+    "field dtype": lambda d: d["fields"]["heat"].update(dtype="f128"),
+    "field shape": lambda d: d["fields"]["heat"].update(shape=[4, 0]),
+    "field name": lambda d: d["fields"].update({"2x": d["fields"].pop("vel")}),
+    "field init": lambda d: d["fields"]["heat"].update(init="nope"),
+    "field rank": lambda d: d["fields"]["heat"].update(shape=[12]),
+    "field dims": lambda d: d["fields"]["vel"].update(shape=[1] * 8),
+    "hidden name": lambda d: d["graphs"]["main"]["params"][2].update(name="@cold"),
+    "field binding": lambda d: d["graphs"]["main"]["dispatches"][0]["bindings"][1].update(field="vel"),
+    "unknown field binding": lambda d: d["graphs"]["main"]["dispatches"][0]["bindings"][1].update(field="nope"),
+    "seed negative": lambda d: d.update(random_seed=-1),
+    "seed too large": lambda d: d.update(random_seed=2 ** 64),
+    "seed float": lambda d: d.update(random_seed=1.5),
+    "exported": lambda d: d["exported_kernels"].update(saxpy="ghost"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATE_DAMAGE))
+def test_fields_and_seed_checked_like_python(c_native: CRuntime, state_file: Path, tmp_path: Path, name: str) -> None:
+    bad = _manifest_edit(state_file, tmp_path, STATE_DAMAGE[name])
+    got, message = _status(c_native.call("list", str(bad)).strip().splitlines()[-1])
+    with pytest.raises(kl.ArtifactError) as e:
+        kl.load_module(bad)
+    assert got == STATUS["KILN_ERR_FORMAT"], message
+    if name != "seed float":         # cJSON keeps numbers as doubles: "a number" where Python says "float"
+        assert message == str(e.value), (message, str(e.value))
