@@ -276,6 +276,12 @@ int main(int, char **argv) {
     std::printf("steps %lld heat %s %d %zu fields %zu\n", steps, heat.name, heat.ndim, heat.nbytes, m.fields().size());
     m.seed(5);
     std::printf("rng %u %u device %d\n", m.rng_state()[0], m.rng_state()[2], (int)m.device());
+    void *mem = m.alloc(sizeof steps);
+    long long back = 0;
+    m.upload(mem, &steps, sizeof steps);
+    m.download(&back, mem, sizeof back);
+    m.free(mem);
+    std::printf("memory %lld\n", back);
     try {
         m.field("nope");
     } catch (const kiln::Error &e) {
@@ -303,7 +309,7 @@ def test_cpp_kernels_fields_and_seed(installed: Path, state_file: Path, tmp_path
     libdir = next(p.parent for p in installed.rglob("libkiln.so"))
     out = base._run([str(exe), str(state_file)], env=dict(os.environ, LD_LIBRARY_PATH=str(libdir))).stdout
     assert out.splitlines() == [
-        "y0 2.5 kernels 3", "steps 4 heat heat 2 48 fields 3", "rng 5 0 device 0",
+        "y0 2.5 kernels 3", "steps 4 heat heat 2 48 fields 3", "rng 5 0 device 0", "memory 4",
         "caught 7 no field named 'nope'; fields: heat, steps, vel",
         "caught 9 kernel 'saxpy': argument 'a' given twice"]
 
@@ -500,3 +506,92 @@ def test_cuda_graphs_on_a_real_gpu(c_native: CRuntime, cuda_file: Path, tmp_path
                           {"a": 3.0, "x": x, "y": np.ones_like(x)}, tmp_path)
     assert out[-1] == "ok", out
     np.testing.assert_allclose(arrays["y"], np.float32(3.0) * x + 1, rtol=1e-6, atol=1e-6)
+
+
+def test_heat_example_on_a_real_gpu(c_native: CRuntime, tmp_path: Path) -> None:
+    """examples/c/heat.c with its device argument: the demo's graph on the GPU, checked against
+    the example's own C reference."""
+    why = _real_gpu()
+    if why is not None:
+        pytest.skip(why)
+    import warnings
+
+    from kiln.cli.demo import build_graph
+    path = tmp_path / "heat_cuda.kiln"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_graph().compile(targets=["x86-64-v2" if c_native.arch == "x86_64" else "aarch64", "cuda"]).save(path)
+    exe = tmp_path / "heat"
+    base._run([c_native.cc, "-std=c11", "-O2", "-D_POSIX_C_SOURCE=200809L", f"-I{base.C_DIR / 'include'}",
+               str(base.ROOT / "examples" / "c" / "heat.c"), str(c_native.build / "libkiln.a"), "-lm", "-ldl",
+               "-lpthread", "-o", str(exe)])
+    out = base._run([str(exe), str(path), "3", "cuda"]).stdout
+    assert "nvptx64 code" in out and "kiln demo: OK" in out, out
+
+
+def _first_launch(doc: dict, kernel: str) -> dict:
+    return doc["cuda"]["launches"][kernel][0]
+
+
+CUDA_DAMAGE = {
+    "block size": lambda d: d["cuda"].update(block_size=4096),
+    "ptx blob": lambda d: d["cuda"].update(ptx="cpu.o"),
+    "cubin blob": lambda d: d["cuda"].update(cubins={"sm_90": "nope"}),
+    "math": lambda d: d["cuda"].update(math="fast"),
+    "missing kernel": lambda d: d["cuda"]["launches"].pop("saxpy__f32_f32a1_f32a1"),
+    "unknown kernel": lambda d: d["cuda"]["launches"].update(ghost=[]),
+    "no launch": lambda d: d["cuda"]["launches"].update(saxpy__f32_f32a1_f32a1=[]),
+    "entry": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(entry="not a symbol"),
+    "mode": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(mode="grid"),
+    "waves": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(waves=2000),
+    "count on single": lambda d: d["cuda"]["launches"]["warm__f32"][1].update(count=[]),
+    "count dim": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(count=[[["const", 0]]]),
+    "op": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(count=[[["pow", 1], ["const", 1],
+                                                                                ["const", 1]]]),
+    "operands": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(count=[[["+", ["const", 1]],
+                                                                                     ["const", 1], ["const", 1]]]),
+    "shape dim": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(count=[[["const", 0], ["shape", "x", 1],
+                                                                                      ["const", 1]]]),
+    "arg kind": lambda d: _first_launch(d, "saxpy__f32_f32a1_f32a1").update(count=[[["const", 0], ["arg", "x"],
+                                                                                     ["const", 1]]]),
+    "no cuda target": lambda d: d.update(targets=[t for t in d["targets"] if t["kind"] == "cpu"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CUDA_DAMAGE))
+def test_cuda_section_checked_like_python(c_native: CRuntime, ptx_file: Path, tmp_path: Path, name: str) -> None:
+    """Every reader validates a present `cuda` section (docs/format.md): the C loader refuses each
+    damaged one with the Python reader's message, even when it loads the CPU code."""
+    bad = _manifest_edit(ptx_file, tmp_path, CUDA_DAMAGE[name])
+    got, message = _status(c_native.call("list", str(bad)).strip().splitlines()[-1])
+    with pytest.raises(kl.ArtifactError) as e:
+        kl.load_module(bad)
+    assert got == STATUS["KILN_ERR_FORMAT"] and message == str(e.value), (message, str(e.value))
+
+
+STATE_DAMAGE = {
+    "field dtype": lambda d: d["fields"]["heat"].update(dtype="f128"),
+    "field shape": lambda d: d["fields"]["heat"].update(shape=[4, 0]),
+    "field name": lambda d: d["fields"].update({"2x": d["fields"].pop("vel")}),
+    "field init": lambda d: d["fields"]["heat"].update(init="nope"),
+    "field rank": lambda d: d["fields"]["heat"].update(shape=[12]),
+    "field dims": lambda d: d["fields"]["vel"].update(shape=[1] * 8),
+    "hidden name": lambda d: d["graphs"]["main"]["params"][2].update(name="@cold"),
+    "field binding": lambda d: d["graphs"]["main"]["dispatches"][0]["bindings"][1].update(field="vel"),
+    "unknown field binding": lambda d: d["graphs"]["main"]["dispatches"][0]["bindings"][1].update(field="nope"),
+    "seed negative": lambda d: d.update(random_seed=-1),
+    "seed too large": lambda d: d.update(random_seed=2 ** 64),
+    "seed float": lambda d: d.update(random_seed=1.5),
+    "exported": lambda d: d["exported_kernels"].update(saxpy="ghost"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATE_DAMAGE))
+def test_fields_and_seed_checked_like_python(c_native: CRuntime, state_file: Path, tmp_path: Path, name: str) -> None:
+    bad = _manifest_edit(state_file, tmp_path, STATE_DAMAGE[name])
+    got, message = _status(c_native.call("list", str(bad)).strip().splitlines()[-1])
+    with pytest.raises(kl.ArtifactError) as e:
+        kl.load_module(bad)
+    assert got == STATUS["KILN_ERR_FORMAT"], message
+    if name != "seed float":         # cJSON keeps numbers as doubles: "a number" where Python says "float"
+        assert message == str(e.value), (message, str(e.value))

@@ -281,6 +281,16 @@ KILN_API kiln_status kiln_graph_run_on_stream(const kiln_graph *graph, const kil
 /* Wait until the work queued on a CUDA stream (NULL: the default stream) is done; a no-op on CPU. */
 KILN_API kiln_status kiln_module_synchronize(const kiln_module *module, void *stream, kiln_error *err);
 
+/* Memory for array arguments on the module's device, so one program serves both devices: CUDA
+ * device memory (cuMemAlloc, synchronous copies) for a CUDA module, aligned host memory for a CPU
+ * one. kiln_device_free(module, NULL) is allowed. */
+KILN_API kiln_status kiln_device_alloc(const kiln_module *module, size_t nbytes, void **out, kiln_error *err);
+KILN_API void kiln_device_free(const kiln_module *module, void *ptr);
+KILN_API kiln_status kiln_device_upload(const kiln_module *module, void *dst, const void *src, size_t nbytes,
+                                        kiln_error *err);
+KILN_API kiln_status kiln_device_download(const kiln_module *module, void *dst, const void *src, size_t nbytes,
+                                          kiln_error *err);
+
 /* ---------------------------------------------------------------- kernels */
 
 KILN_API const char *kiln_kernel_name(const kiln_kernel *kernel);

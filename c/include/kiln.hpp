@@ -186,6 +186,19 @@ public:
         return st;
     }
     kiln_device device() const { return kiln_module_device(m_); }
+    // Memory for array arguments on the module's device (see kiln_device_alloc).
+    void *alloc(size_t nbytes) const {
+        void *p = nullptr;
+        detail::check(kiln_device_alloc(m_, nbytes, &p, &err_), err_);
+        return p;
+    }
+    void free(void *p) const { kiln_device_free(m_, p); }
+    kiln_status upload(void *dst, const void *src, size_t nbytes) const {
+        return detail::check(kiln_device_upload(m_, dst, src, nbytes, &err_), err_);
+    }
+    kiln_status download(void *dst, const void *src, size_t nbytes) const {
+        return detail::check(kiln_device_download(m_, dst, src, nbytes, &err_), err_);
+    }
     kiln_status synchronize(void *stream = nullptr) const {
         return detail::check(kiln_module_synchronize(m_, stream, &err_), err_);
     }

@@ -333,3 +333,52 @@ kiln_status kiln_module_synchronize(const kiln_module *m, void *stream, kiln_err
     if (!m) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "module is NULL");
     return m->device == KILN_DEVICE_CUDA ? kiln_cuda_synchronize(m, stream, err) : KILN_OK;
 }
+
+/* ---------------------------------------------------------------- memory for arguments */
+
+kiln_status kiln_device_alloc(const kiln_module *m, size_t nbytes, void **out, kiln_error *err) {
+    if (!m || !out) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "module or out is NULL");
+    *out = NULL;
+    if (m->device == KILN_DEVICE_CPU) {
+        size_t size = (nbytes + 63) / 64 * 64;
+        *out = aligned_alloc(64, size ? size : 64);
+        return *out ? KILN_OK : kiln_fail(err, KILN_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes)", nbytes);
+    }
+    const struct kiln_cuda_module *cu = m->cuda;
+    CUdeviceptr p = 0;
+    char what[64];
+    snprintf(what, sizeof what, "cuMemAlloc(%zu)", nbytes);
+    kiln_status st = kiln_cuda_check(cu, cu->drv.CtxSetCurrent(cu->ctx), "cuCtxSetCurrent", err);
+    if (st == KILN_OK) st = kiln_cuda_check(cu, cu->drv.MemAlloc(&p, nbytes ? nbytes : 1), what, err);
+    if (st == KILN_OK) *out = (void *)(uintptr_t)p;
+    return st;
+}
+
+void kiln_device_free(const kiln_module *m, void *ptr) {
+    if (!m || !ptr) return;
+    if (m->device == KILN_DEVICE_CPU) {
+        free(ptr);
+        return;
+    }
+    m->cuda->drv.CtxSetCurrent(m->cuda->ctx);
+    m->cuda->drv.MemFree((CUdeviceptr)(uintptr_t)ptr);
+}
+
+static kiln_status copy(const kiln_module *m, void *dst, const void *src, size_t nbytes, int to_device,
+                        kiln_error *err) {
+    if (!m || ((!dst || !src) && nbytes)) return kiln_fail(err, KILN_ERR_INVALID_ARGUMENT, "module or pointer is NULL");
+    if (!nbytes) return KILN_OK;
+    if (m->device == KILN_DEVICE_CPU) {
+        memcpy(dst, src, nbytes);
+        return KILN_OK;
+    }
+    return kiln_cuda_copy(m, dst, src, nbytes, to_device, err);
+}
+
+kiln_status kiln_device_upload(const kiln_module *m, void *dst, const void *src, size_t nbytes, kiln_error *err) {
+    return copy(m, dst, src, nbytes, 1, err);
+}
+
+kiln_status kiln_device_download(const kiln_module *m, void *dst, const void *src, size_t nbytes, kiln_error *err) {
+    return copy(m, dst, src, nbytes, 0, err);
+}

@@ -46,7 +46,12 @@ static const kiln_cuda_function *function_of(const struct kiln_cuda_module *cu, 
     return NULL;
 }
 
-static size_t param_size(const kiln_param *p) { return SLOT * (1 + (size_t)p->info.ndim); }
+/* a parameter's bytes in the argument block, from the manifest's offsets (so a change of the
+ * layout in kiln/abi.py needs no change here) */
+static size_t param_size(const kiln_graph_desc *k, size_t q) {
+    int64_t end = q + 1 < k->nparams ? k->params[q + 1].offset : (int64_t)k->block_size;
+    return (size_t)(end - k->params[q].offset);
+}
 
 /* the launches of one dispatch (kernel index `ki`; bindings NULL: a kernel run on its own block) */
 static kiln_status add_dispatch(const kiln_module *m, struct kiln_cuda_plan *p, size_t ki, const kiln_binding *bindings,
@@ -63,7 +68,7 @@ static kiln_status add_dispatch(const kiln_module *m, struct kiln_cuda_plan *p, 
         p->nnodes++;
         for (size_t q = 0; q < k->nparams; q++) {
             gather *ga = &n->gathers[q];
-            ga->size = param_size(&k->params[q]);
+            ga->size = param_size(k, q);
             if (!bindings) {
                 ga->src = k->params[q].offset;
             } else if (bindings[q].kind == KILN_BIND_CONST) {

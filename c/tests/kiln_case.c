@@ -265,11 +265,6 @@ static kiln_status run_once(kiln_module *m, const spec *sp, kiln_arg *args, size
     return kiln_graph_run(g, args, nargs, err);
 }
 
-/* CUDA: the driver's memory functions, from the library libkiln loads (the same handle) */
-typedef int (*alloc_fn)(unsigned long long *, size_t);
-typedef int (*htod_fn)(unsigned long long, const void *, size_t);
-typedef int (*dtoh_fn)(void *, unsigned long long, size_t);
-
 static void *cuda_symbol(const spec *sp, const char *name) {
     void *lib = dlopen(sp->libcuda, RTLD_NOW | RTLD_LOCAL);
     return lib ? dlsym(lib, name) : NULL;
@@ -282,25 +277,67 @@ static void configure_fake(const spec *sp) {
     if (configure) configure(sp->fake_major, sp->fake_minor, sp->fake_init, sp->fake_log[0] ? sp->fake_log : NULL);
 }
 
-/* copy every array to device memory (to_device) or back; 0 on a driver failure */
-static int device_arrays(const spec *sp, array_arg *arrays, kiln_arg *args, size_t nargs, int to_device) {
-    alloc_fn alloc;
-    htod_fn htod;
-    dtoh_fn dtoh;
-    void *f[3] = {cuda_symbol(sp, "cuMemAlloc_v2"), cuda_symbol(sp, "cuMemcpyHtoD_v2"), cuda_symbol(sp, "cuMemcpyDtoH_v2")};
-    if (!f[0] || !f[1] || !f[2]) return 0;
-    memcpy(&alloc, &f[0], sizeof f[0]);
-    memcpy(&htod, &f[1], sizeof f[1]);
-    memcpy(&dtoh, &f[2], sizeof f[2]);
+/* copy every array to device memory (to_device) or back (kiln_device_*); 0 on a failure */
+static int device_arrays(const kiln_module *m, array_arg *arrays, kiln_arg *args, size_t nargs, int to_device) {
     for (size_t i = 0; i < nargs; i++) {
         if (args[i].kind != KILN_ARG_ARRAY || !args[i].data) continue;
         array_arg *a = &arrays[i];
+        kiln_error err;
         if (to_device) {
-            unsigned long long d = 0;
-            if (alloc(&d, a->bytes + 16) != 0 || (a->bytes && htod(d, a->buffer + 16, a->bytes) != 0)) return 0;
-            args[i].data = (void *)(uintptr_t)d;
-        } else if (a->bytes && dtoh(a->buffer + 16, (unsigned long long)(uintptr_t)args[i].data, a->bytes) != 0) {
+            void *d = NULL;
+            if (kiln_device_alloc(m, a->bytes, &d, &err) != KILN_OK ||
+                kiln_device_upload(m, d, a->buffer + 16, a->bytes, &err) != KILN_OK) {
+                print_error(&err);
+                return 0;
+            }
+            args[i].data = d;
+        } else if (kiln_device_download(m, a->buffer + 16, args[i].data, a->bytes, &err) != KILN_OK) {
+            print_error(&err);
             return 0;
+        } else {
+            kiln_device_free(m, args[i].data);
+        }
+    }
+    return 1;
+}
+
+/* the spec's directives into `sp`, `arrays` and `args`; 0 on a bad line */
+static int parse_spec(FILE *f, spec *sp, array_arg *arrays, kiln_arg *args, size_t *nargs) {
+    char line[4096];
+    snprintf(sp->graph, sizeof sp->graph, "main");
+    sp->runs = 1;
+    while (fgets(line, sizeof line, f) && *nargs < MAX_ARGS) {
+        char name[128], kind[16], value[128];
+        if (sscanf(line, "file %1023s", sp->file) == 1 || sscanf(line, "graph %255s", sp->graph) == 1 ||
+            sscanf(line, "kernel %255s", sp->kernel) == 1 || sscanf(line, "threads %d", &sp->threads) == 1 ||
+            sscanf(line, "runs %d", &sp->runs) == 1 || sscanf(line, "cuda %1023s", sp->libcuda) == 1)
+            continue;
+        if (sscanf(line, "fake_cuda %d %d %d %1023s", &sp->fake_major, &sp->fake_minor, &sp->fake_init,
+                   sp->fake_log) >= 3)
+            continue;
+        if (strncmp(line, "positional", 10) == 0) {
+            sp->positional = 1;
+        } else if (sscanf(line, "seed %llu", &sp->seed) == 1) {
+            sp->has_seed = 1;
+        } else if (sp->nin < 8 && sscanf(line, "field_in %127s %1023s", sp->in[sp->nin].name, sp->in[sp->nin].path) == 2) {
+            sp->nin++;
+        } else if (sp->nout < 8 &&
+                   sscanf(line, "field_out %127s %1023s", sp->out[sp->nout].name, sp->out[sp->nout].path) == 2) {
+            sp->nout++;
+        } else if (sscanf(line, "scalar %127s %15s %127s", name, kind, value) == 3) {
+            char *n = arrays[*nargs].name;        /* the slot's storage holds the name */
+            snprintf(n, sizeof arrays[*nargs].name, "%s", name);
+            if (strcmp(kind, "bool") == 0) args[(*nargs)++] = kiln_arg_bool(n, atoi(value));
+            else if (strcmp(kind, "int") == 0) args[(*nargs)++] = kiln_arg_i64(n, strtoll(value, NULL, 10));
+            else if (strcmp(kind, "uint") == 0) args[(*nargs)++] = kiln_arg_u64(n, strtoull(value, NULL, 10));
+            else args[(*nargs)++] = kiln_arg_f64(n, strtod(value, NULL));
+        } else if (strncmp(line, "array ", 6) == 0) {
+            array_arg *a = &arrays[*nargs];
+            if (!parse_array(line, a) || !setup_array(a, &args[*nargs])) {
+                fprintf(stderr, "bad array line: %s", line);
+                return 0;
+            }
+            (*nargs)++;
         }
     }
     return 1;
@@ -313,43 +350,9 @@ static int run(const char *spec_path) {
     static spec sp;
     kiln_arg args[MAX_ARGS];
     size_t nargs = 0;
-    char line[4096];
-    snprintf(sp.graph, sizeof sp.graph, "main");
-    sp.runs = 1;
-    while (fgets(line, sizeof line, f) && nargs < MAX_ARGS) {
-        char name[128], kind[16], value[128];
-        if (sscanf(line, "file %1023s", sp.file) == 1 || sscanf(line, "graph %255s", sp.graph) == 1 ||
-            sscanf(line, "kernel %255s", sp.kernel) == 1 || sscanf(line, "threads %d", &sp.threads) == 1 ||
-            sscanf(line, "runs %d", &sp.runs) == 1 || sscanf(line, "cuda %1023s", sp.libcuda) == 1)
-            continue;
-        if (sscanf(line, "fake_cuda %d %d %d %1023s", &sp.fake_major, &sp.fake_minor, &sp.fake_init, sp.fake_log) >= 3)
-            continue;
-        if (strncmp(line, "positional", 10) == 0) {
-            sp.positional = 1;
-        } else if (sscanf(line, "seed %llu", &sp.seed) == 1) {
-            sp.has_seed = 1;
-        } else if (sp.nin < 8 && sscanf(line, "field_in %127s %1023s", sp.in[sp.nin].name, sp.in[sp.nin].path) == 2) {
-            sp.nin++;
-        } else if (sp.nout < 8 &&
-                   sscanf(line, "field_out %127s %1023s", sp.out[sp.nout].name, sp.out[sp.nout].path) == 2) {
-            sp.nout++;
-        } else if (sscanf(line, "scalar %127s %15s %127s", name, kind, value) == 3) {
-            char *n = arrays[nargs].name;        /* the slot's storage holds the name */
-            snprintf(n, sizeof arrays[nargs].name, "%s", name);
-            if (strcmp(kind, "bool") == 0) args[nargs++] = kiln_arg_bool(n, atoi(value));
-            else if (strcmp(kind, "int") == 0) args[nargs++] = kiln_arg_i64(n, strtoll(value, NULL, 10));
-            else if (strcmp(kind, "uint") == 0) args[nargs++] = kiln_arg_u64(n, strtoull(value, NULL, 10));
-            else args[nargs++] = kiln_arg_f64(n, strtod(value, NULL));
-        } else if (strncmp(line, "array ", 6) == 0) {
-            array_arg *a = &arrays[nargs];
-            if (!parse_array(line, a) || !setup_array(a, &args[nargs])) {
-                fprintf(stderr, "bad array line: %s", line);
-                return 1;
-            }
-            nargs++;
-        }
-    }
+    int parsed = parse_spec(f, &sp, arrays, args, &nargs);
     fclose(f);
+    if (!parsed) return 1;
     kiln_module *m = NULL;
     kiln_error err;
     kiln_load_options options = {sp.libcuda[0] ? KILN_DEVICE_CUDA : KILN_DEVICE_CPU, 0, sp.libcuda};
@@ -360,7 +363,7 @@ static int run(const char *spec_path) {
     }
     if (sp.libcuda[0]) {
         printf("image %s\n", kiln_module_cpu(m));
-        if (!device_arrays(&sp, arrays, args, nargs, 1)) return 1;
+        if (!device_arrays(m, arrays, args, nargs, 1)) return 1;
     }
     if (sp.threads > 0 && kiln_module_set_num_threads(m, sp.threads, &err) != KILN_OK) {
         print_error(&err);
@@ -371,7 +374,7 @@ static int run(const char *spec_path) {
     kiln_status st = KILN_OK;
     for (int r = 0; r < sp.runs && st == KILN_OK; r++) st = run_once(m, &sp, args, nargs, &err);
     if (sp.libcuda[0] && (kiln_module_synchronize(m, NULL, NULL) != KILN_OK ||
-                          !device_arrays(&sp, arrays, args, nargs, 0)))
+                          !device_arrays(m, arrays, args, nargs, 0)))
         return 1;
     /* arrays are written back after a failed run too: the test checks that they are untouched */
     for (size_t i = 0; i < nargs; i++) {

@@ -3,6 +3,10 @@
  *
  *   kiln demo -o heat.kiln                      # compile and save the graph (needs Python once)
  *   cc examples/c/heat.c $(pkg-config --cflags --libs kiln) -o heat && ./heat heat.kiln
+ *   ./heat heat.kiln 3 cuda                     # on the GPU, for a file compiled with a cuda target
+ *
+ * The arrays live on the module's device (kiln_device_alloc: host memory for the CPU, device
+ * memory for CUDA), so the same code runs on both.
  *
  * The grid, the diffusion constant, the heat source and the steps per run mirror
  * kiln/cli/demo_reference.py (the source strength and step count are baked into the file). */
@@ -54,14 +58,30 @@ static double total(const float *u) {
     return e;
 }
 
+/* u and v (both starting as `u`) and the energy on the module's device; 0 on failure */
+static int device_arrays(const kiln_module *module, const float *u, size_t bytes, void **du, void **dv,
+                         void **denergy) {
+    kiln_error err;
+    if (kiln_device_alloc(module, bytes, du, &err) != KILN_OK || kiln_device_alloc(module, bytes, dv, &err) != KILN_OK ||
+        kiln_device_alloc(module, sizeof(double), denergy, &err) != KILN_OK ||
+        kiln_device_upload(module, *du, u, bytes, &err) != KILN_OK ||
+        kiln_device_upload(module, *dv, u, bytes, &err) != KILN_OK) {
+        fprintf(stderr, "kiln demo (C): %s\n", err.message);
+        return 0;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv) {
     const char *path = argc > 1 ? argv[1] : "heat.kiln";
     int runs = argc > 2 ? atoi(argv[2]) : 3;
     if (runs < 1 || runs > 100) runs = 3;
+    kiln_load_options options = {argc > 3 && strcmp(argv[3], "cuda") == 0 ? KILN_DEVICE_CUDA : KILN_DEVICE_CPU, 0,
+                                 NULL};
     kiln_error err;
     kiln_module *module;
     double t0 = now();
-    if (kiln_module_load_file(path, &module, &err) != KILN_OK) {
+    if (kiln_module_load_file_ex(path, &options, &module, &err) != KILN_OK) {
         fprintf(stderr, "kiln demo (C): cannot load: %s\n", err.message);
         return 1;
     }
@@ -75,32 +95,40 @@ int main(int argc, char **argv) {
            H, W, kiln_module_arch(module), kiln_module_cpu(module), kiln_module_num_threads(module));
     printf("  load     %8.2f ms   %s\n", 1e3 * (t1 - t0), path);
 
-    float *u = malloc(sizeof(float) * H * W), *v = malloc(sizeof(float) * H * W);
+    float *u = malloc(sizeof(float) * H * W);
     float *ru = malloc(sizeof(float) * H * W), *rv = malloc(sizeof(float) * H * W);
     double energy[1], energies[100], ref_energies[100], best = 1e30;
-    if (!u || !v || !ru || !rv) return 1;
+    if (!u || !ru || !rv) return 1;
     initial_state(u);
-    memcpy(v, u, sizeof(float) * H * W);
     memcpy(ru, u, sizeof(float) * H * W);
     memcpy(rv, u, sizeof(float) * H * W);
+    const size_t bytes = sizeof(float) * H * W;
+    void *du = NULL, *dv = NULL, *denergy = NULL;     /* on the module's device */
+    if (!device_arrays(module, u, bytes, &du, &dv, &denergy)) return 1;
     const int64_t shape[2] = {H, W}, one = 1;
-    kiln_arg args[] = {kiln_arg_array("u", KILN_F32, u, 2, shape), kiln_arg_array("v", KILN_F32, v, 2, shape),
-                       kiln_arg_f64("alpha", ALPHA), kiln_arg_array("energy", KILN_F64, energy, 1, &one)};
+    kiln_arg args[] = {kiln_arg_array("u", KILN_F32, du, 2, shape), kiln_arg_array("v", KILN_F32, dv, 2, shape),
+                       kiln_arg_f64("alpha", ALPHA), kiln_arg_array("energy", KILN_F64, denergy, 1, &one)};
     for (int r = 0; r < runs; r++) {
         energy[0] = 0.0;
+        kiln_device_upload(module, denergy, energy, sizeof energy, NULL);
         double s = now();
-        if (kiln_graph_run(graph, args, 4, &err) != KILN_OK) {
+        if (kiln_graph_run(graph, args, 4, &err) != KILN_OK || kiln_module_synchronize(module, NULL, &err) != KILN_OK) {
             fprintf(stderr, "kiln demo (C): run failed: %s\n", err.message);
             return 1;
         }
         double t = now() - s;
         best = t < best ? t : best;
+        kiln_device_download(module, energy, denergy, sizeof energy, NULL);
         energies[r] = energy[0];
         for (int p = 0; p < PAIRS_PER_RUN; p++) {
             step(ru, rv);
             step(rv, ru);
         }
         ref_energies[r] = total(ru);
+    }
+    if (kiln_device_download(module, u, du, bytes, &err) != KILN_OK) {
+        fprintf(stderr, "kiln demo (C): %s\n", err.message);
+        return 1;
     }
     double err_u = 0, err_e = 0;
     for (int i = 0; i < H * W; i++) {
@@ -115,9 +143,11 @@ int main(int argc, char **argv) {
     printf("\n");
     int ok = err_u < 1e-3 && err_e < 1e-5;
     printf(ok ? "kiln demo: OK\n" : "kiln demo: MISMATCH\n");
+    kiln_device_free(module, du);
+    kiln_device_free(module, dv);
+    kiln_device_free(module, denergy);
     kiln_module_free(module);
     free(u);
-    free(v);
     free(ru);
     free(rv);
     return ok ? 0 : 1;
