@@ -367,7 +367,12 @@ def _kernel_params(path: Path, entry: str) -> list[dict[str, Any]]:
 
 
 def _block_slots(path: Path, entry: str) -> int:
-    return sum(1 + p["ndim"] for p in _kernel_params(path, entry))
+    """The entry's parameters: an array's pointer, extents and strides (kiln.abi), a scalar's slot,
+    then the block's device address when the launch takes it (CudaLaunch.block_ptr)."""
+    from kiln.artifact.container import read_file
+    launches = read_file(str(path)).manifest["cuda"]["launches"]
+    block_ptr = any(ln.get("block_ptr", False) for ls in launches.values() for ln in ls if ln["entry"] == entry)
+    return sum(1 + 2 * p["ndim"] for p in _kernel_params(path, entry)) + block_ptr
 
 
 def _pointer_slots(path: Path, entry: str) -> set[int]:

@@ -204,6 +204,11 @@ static kiln_status launch(const kiln_graph *g, const node *n, const uint8_t *blo
         nslots += ga->size / SLOT;
     }
     for (size_t i = 0; i < nslots; i++) params[i] = kb + i * SLOT;
+    if (n->launch->block_ptr) {     /* no device copy of the block: its address is 0 */
+        memset(kb + nslots * SLOT, 0, SLOT);
+        params[nslots] = kb + nslots * SLOT;
+        nslots++;
+    }
     int bs = g->module->manifest.cuda.block_size;
     int64_t grid = grid_of(n, kb, bs);
     CUresult r = cu->drv.LaunchKernel(n->fn->fn, (unsigned)grid, 1, 1, n->launch->single ? 1u : (unsigned)bs, 1, 1, 0,
@@ -222,9 +227,10 @@ kiln_status kiln_cuda_run(const kiln_graph *g, const uint8_t *block, void *strea
         if (g->cuda->nodes[i].kernel->block_size > most) most = g->cuda->nodes[i].kernel->block_size;
     _Alignas(16) uint8_t stack_kb[STACK_BLOCK];
     void *stack_params[STACK_SLOTS];
-    int small = most <= STACK_BLOCK && most / SLOT <= STACK_SLOTS;
+    /* room for the block, then the one slot of its (zero) device address */
+    int small = most + SLOT <= STACK_BLOCK && most / SLOT + 1 <= STACK_SLOTS;
     uint8_t *kb = small ? stack_kb : malloc(most + SLOT);
-    void **params = small ? stack_params : malloc((most / SLOT + 1) * sizeof *params);
+    void **params = small ? stack_params : malloc((most / SLOT + 2) * sizeof *params);
     if (st == KILN_OK && (!kb || !params)) st = kiln_fail(err, KILN_ERR_OUT_OF_MEMORY, "out of memory");
     for (size_t i = 0; st == KILN_OK && i < g->cuda->nnodes; i++)
         st = launch(g, &g->cuda->nodes[i], block, (CUstream)stream, kb, params, err);

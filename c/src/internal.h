@@ -117,6 +117,8 @@ typedef struct kiln_cuda_launch {
     int waves;
     int ndims;              /* count dimensions; -1 when there is no count */
     kiln_expr **count;      /* ndims * 3: start, stop, step */
+    int block_ptr;          /* the entry takes one more u64 after the slots: the block's device
+                               address, 0 when the slots hold the block (CudaLaunch.block_ptr) */
 } kiln_cuda_launch;
 
 typedef struct kiln_cuda_section {

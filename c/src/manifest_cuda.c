@@ -153,6 +153,9 @@ static kiln_status read_launch(kiln_error *err, const cJSON *ln, const char *pat
             return FAIL(err, "manifest: %s.waves: %.0f is out of range (1..1024)", path, w->valuedouble);
         out->waves = (int)w->valuedouble;
     }
+    const cJSON *bp = cJSON_GetObjectItemCaseSensitive(ln, "block_ptr");
+    if (bp && !cJSON_IsBool(bp)) return FAIL(err, "manifest: %s.block_ptr: expected a boolean", path);
+    out->block_ptr = bp && cJSON_IsTrue(bp);
     const cJSON *count = cJSON_GetObjectItemCaseSensitive(ln, "count");
     if (!count || cJSON_IsNull(count)) return KILN_OK;
     if (out->single) return FAIL(err, "manifest: %s.count: only loop launches have a count", path);
