@@ -697,7 +697,10 @@ class NvptxBodyEmitter(KernelBodyEmitter):
             b.cbranch(leader, do, done)
             b.position_at_end(do)
             p, _a = self.element_ptr(N.ArrayRef(name, self.arrays[name].type, N.NO_LOC), indices)
-            b.atomic_rmw(atomicrmw_name(op, t), p, total, "monotonic")
+            if t.is_float and t.bits in (32, 64) and op in (N.AtomicOp.MIN, N.AtomicOp.MAX):
+                float_minmax_atomic(b, op is N.AtomicOp.MAX, p, total)
+            else:
+                b.atomic_rmw(atomicrmw_name(op, t), p, total, "monotonic")
             b.branch(done)
             b.position_at_end(done)
         self.reductions = {}
@@ -724,6 +727,31 @@ class NvptxBodyEmitter(KernelBodyEmitter):
                     if w is not None:
                         w.row = c
                     self.stmt(st)
+
+
+def float_minmax_atomic(b: ir.IRBuilder, is_max: bool, ptr: ir.Value, val: ir.Value) -> None:
+    """Atomic max (or min) of the f32/f64 `val` into `*ptr` with ONE native integer atomic: LLVM
+    lowers a float `atomicrmw fmax` on NVPTX to a compare-and-swap loop, which retries under
+    contention (every block's leader flushes to one address at the end of a reduction). Floats
+    with the sign bit clear order as signed integers, and above every float with it set; those
+    order as unsigned integers, reversed. So max(old, v) is a signed max when v's sign bit is
+    clear, else an unsigned min (min: signed min, else unsigned max). A NaN `val` changes
+    nothing (the `maxnum` rule of the float atomics); a NaN already stored stays (unlike
+    `maxnum`), which only a NaN written into the result before the kernel can meet."""
+    ity = ir.IntType(64 if val.type == DOUBLE else 32)
+    fn = b.function
+    bits = b.bitcast(val, ity)
+    is_num = b.fcmp_ordered("ord", val, val)
+    positive_bb, negative_bb, done_bb = (fn.append_basic_block(f"fminmax.{n}") for n in ("pos", "neg", "done"))
+    check_bb = fn.append_basic_block("fminmax.sign")
+    b.cbranch(is_num, check_bb, done_bb)
+    b.position_at_end(check_bb)
+    b.cbranch(b.icmp_signed(">=", bits, ir.Constant(ity, 0)), positive_bb, negative_bb)
+    for bb, op in ((positive_bb, "max" if is_max else "min"), (negative_bb, "umin" if is_max else "umax")):
+        b.position_at_end(bb)
+        b.atomic_rmw(op, ptr, bits, "monotonic")
+        b.branch(done_bb)
+    b.position_at_end(done_bb)
 
 
 def _private_vars(s: N.ParallelFor) -> set[str]:
