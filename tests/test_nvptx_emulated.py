@@ -260,7 +260,7 @@ def test_float_min_max_flush_through_integer_atomics(dtype, is_max):
     from llvmlite import ir
 
     from kiln.codegen.llvm_util import DOUBLE, FLOAT, PTR, VOID
-    from kiln.codegen.nvptx import float_minmax_atomic
+    from kiln.codegen.nvptx_atomics import float_minmax_atomic
 
     fty = FLOAT if dtype == np.float32 else DOUBLE
     mod = ir.Module(name="fminmax")
