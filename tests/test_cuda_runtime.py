@@ -100,6 +100,9 @@ def test_device_names(tmp_path, monkeypatch):
             kl.set_device(bad)
     g = _graph().compile(targets=["cuda"], cuda_archs=[], device="cuda:1")
     assert g._module.device == 1
+    m = kl.Module(targets=["cuda"], cuda_archs=[])
+    m.add_graph("main", _graph())
+    assert m.compile().device == 0 and m.compile(device="cuda:1").device == 1 and m.compile().device == 0
     fake = _fake(monkeypatch, gpus=1)
     from kiln.errors import CudaError
     with pytest.raises(CudaError, match="CUDA device 1 does not exist"):
