@@ -100,6 +100,9 @@ def test_device_names(tmp_path, monkeypatch):
             kl.set_device(bad)
     g = _graph().compile(targets=["cuda"], cuda_archs=[], device="cuda:1")
     assert g._module.device == 1
+    m = kl.Module(targets=["cuda"], cuda_archs=[])
+    m.add_graph("main", _graph())
+    assert m.compile().device == 0 and m.compile(device="cuda:1").device == 1 and m.compile().device == 0
     fake = _fake(monkeypatch, gpus=1)
     from kiln.errors import CudaError
     with pytest.raises(CudaError, match="CUDA device 1 does not exist"):
@@ -194,7 +197,11 @@ def test_cuda_module_saves_signed(tmp_path):
 def test_vector_and_matrix_arguments_of_direct_calls(monkeypatch):
     """A direct call on the GPU binds a vector or matrix argument by its one name (the compiled
     kernel's binder, used from the second call on, took one name per element)."""
+    from kiln.codegen import nvptx
     fake = _fake(monkeypatch)
+    # PTX only: the recording driver reads ABI descriptors from PTX text, not from cubins (which
+    # direct calls link where nvJitLink is installed)
+    monkeypatch.setattr(nvptx, "DEFAULT_CUBIN_ARCHS", ())
     kl.set_device("cuda")
     try:
         x = np.ones((5, 2), np.float32)

@@ -248,3 +248,41 @@ def test_every_launch_phase_reads_the_block_the_same_way(block_in_memory):
 
 class _Raw(int):
     """A slot value passed as is (an f32's bits)."""
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("is_max", [True, False])
+def test_float_min_max_flush_through_integer_atomics(dtype, is_max):
+    """The reductions' float min/max flush (one native integer atomic instead of a compare-and-
+    swap loop), compiled for the host: the same result as numpy's fmax/fmin (NaN values ignored)
+    over every sign, zero, infinity and magnitude, from any stored start value."""
+    import llvmlite.binding as llvm
+    from llvmlite import ir
+
+    from kiln.codegen.llvm_util import DOUBLE, FLOAT, PTR, VOID
+    from kiln.codegen.nvptx_atomics import float_minmax_atomic
+
+    fty = FLOAT if dtype == np.float32 else DOUBLE
+    mod = ir.Module(name="fminmax")
+    fn = ir.Function(mod, ir.FunctionType(VOID, [PTR, fty]), name="update")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    float_minmax_atomic(b, is_max, fn.args[0], fn.args[1])
+    b.ret_void()
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(str(mod)),
+                                        llvm.Target.from_default_triple().create_target_machine())
+    engine.finalize_object()
+    ctype = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    update = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctype), ctype)(engine.get_function_address("update"))
+    rng = np.random.default_rng(7)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 3.5, -3.5], dtype)
+    combine = np.fmax if is_max else np.fmin
+    for trial in range(40):
+        values = np.concatenate([rng.choice(special, 5), (rng.standard_normal(20) * 10.0 ** rng.integers(-30, 30))
+                                 .astype(dtype)])
+        rng.shuffle(values)
+        start = dtype(-np.inf if is_max else np.inf) if trial % 2 else dtype(rng.standard_normal() * 100)
+        cell = ctype(start)
+        for v in values:
+            update(ctypes.byref(cell), ctype(v))
+        want = combine.reduce(np.concatenate([[start], values]))
+        assert dtype(cell.value) == want or (want == 0 and cell.value == 0), (trial, cell.value, want)

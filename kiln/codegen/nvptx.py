@@ -27,7 +27,6 @@ import functools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -59,6 +58,8 @@ from kiln.codegen.llvm_util import (
     reg_type,
 )
 from kiln.codegen.module_base import AbiParams, ModuleEmitterBase
+from kiln.codegen.nvptx_atomics import float_minmax_atomic
+from kiln.codegen.nvptx_counts import count_tuple, loop_count
 from kiln.codegen.nvptx_math import GPU_MATH, GpuMathLibrary
 from kiln.config import TUNING
 from kiln.errors import KernelError, KilnError, TargetError
@@ -91,55 +92,6 @@ class PtxCode:
     math: str = "builtin"
     #: the libdevice functions the kernels call (inlined into the PTX), sorted
     libdevice_calls: tuple[str, ...] = ()
-
-
-# ---------------------------------------------------------------------------------------------
-# Host-evaluable loop bounds (so the runtime can size the grid; correctness never depends on it)
-# ---------------------------------------------------------------------------------------------
-
-def _host_expr(e: N.Expr, params: dict[str, Any], assigned: set[str]) -> Any:
-    """A JSON expression tree for `e` over kernel params, or None if it needs device state
-    (evaluated by kiln.runtime.cuda.eval_host_expr)."""
-    if isinstance(e, N.Const):
-        return ["const", e.value]
-    if isinstance(e, N.Shape):
-        return ["shape", e.array.name, e.dim] if e.array.name in params else None
-    if isinstance(e, N.Var):
-        if e.name in params and e.name not in assigned and isinstance(params[e.name], ScalarType):
-            return ["arg", e.name]
-        return None
-    if isinstance(e, N.Cast):
-        inner = _host_expr(e.value, params, assigned)
-        if inner is None or not e.type.is_int:
-            return None
-        return ["int", inner]
-    if isinstance(e, N.Binary) and e.op.value in ("+", "-", "*", "//", "%") and e.type.is_int:
-        a = _host_expr(e.lhs, params, assigned)
-        b = _host_expr(e.rhs, params, assigned)
-        return None if a is None or b is None else [e.op.value, a, b]
-    if isinstance(e, N.BuiltinCall) and e.name in ("min", "max") and e.type.is_int:
-        args = [_host_expr(a, params, assigned) for a in e.args]
-        return None if any(a is None for a in args) else [e.name, *args]
-    return None
-
-
-def _loop_count(kir: N.KernelIR, loop: N.ParallelFor, prefix: tuple[N.Stmt, ...]) -> list[Any] | None:
-    """Per dim [start, stop, step] as host expressions, or None when one needs device state."""
-    params = {p.name: p.type for p in kir.kernel.params}
-    assigned = {n.name for n in walk(prefix) if isinstance(n, N.Assign)}
-    assigned |= {n.var for n in walk(prefix) if isinstance(n, N.For)}
-    dims = []
-    for d in loop.dims:
-        t = [_host_expr(e, params, assigned) for e in (d.start, d.stop, d.step)]
-        if any(x is None for x in t):
-            return None
-        dims.append(t)
-    return dims
-
-
-def _count_tuple(count: list[Any] | None) -> Any:
-    """The manifest's form of a launch count (kiln.artifact.manifest.CudaLaunch.count)."""
-    return None if count is None else tuple(tuple(dim) for dim in count)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,16 +182,16 @@ class NvptxModuleEmitter(ModuleEmitterBase):
         waves = 1
         if len(loop.dims) == 1:
             waves = 1 if loop.plan.reductions else LOOP_WAVES_1D
-        count = _loop_count(k, loop, prefix)
+        count = loop_count(k, loop, prefix)
         co = loop.plan.coarsen
         if co is None:
-            return CudaLaunch(sym, ph.mode, _count_tuple(count), waves, None, True)
+            return CudaLaunch(sym, ph.mode, count_tuple(count), waves, None, True)
         waves = LOOP_WAVES_COARSENED
         if count is not None:
             # one grid-stride step per `factor` iterations of the coarsened dim (step 1): the
             # runtime's range count over [start, stop, factor] is the number of groups
             count[co.dim] = [count[co.dim][0], count[co.dim][1], ["const", co.factor]]
-        return CudaLaunch(sym, ph.mode, _count_tuple(count), waves, (co.dim, co.factor), True)
+        return CudaLaunch(sym, ph.mode, count_tuple(count), waves, (co.dim, co.factor), True)
 
     def _emit_gpu_entry(self, kf: N.FunctionIR, impl: ir.Function, entry: ir.Function) -> None:
         b = ir.IRBuilder(entry.append_basic_block("entry"))
@@ -697,7 +649,10 @@ class NvptxBodyEmitter(KernelBodyEmitter):
             b.cbranch(leader, do, done)
             b.position_at_end(do)
             p, _a = self.element_ptr(N.ArrayRef(name, self.arrays[name].type, N.NO_LOC), indices)
-            b.atomic_rmw(atomicrmw_name(op, t), p, total, "monotonic")
+            if t.is_float and t.bits in (32, 64) and op in (N.AtomicOp.MIN, N.AtomicOp.MAX):
+                float_minmax_atomic(b, op is N.AtomicOp.MAX, p, total)
+            else:
+                b.atomic_rmw(atomicrmw_name(op, t), p, total, "monotonic")
             b.branch(done)
             b.position_at_end(done)
         self.reductions = {}

@@ -12,6 +12,7 @@ from kiln.graph.builder import GraphBuilder
 from kiln.graph.linking import compile_and_link
 from kiln.lang.fields import Template, TemplateArg
 from kiln.lang.kernel import BoundKernel, Kernel
+from kiln.runtime.cuda_driver import device_ordinal
 from kiln.types import NdArrayType, ScalarType
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class Module:
         self.graphs: dict[str, GraphBuilder] = {}
         self.kernels: dict[str, tuple[Any, tuple[ScalarType | NdArrayType, ...]]] = {}
         self._compiled: CompiledModule | None = None
+        self._gpu = 0           # the GPU a CUDA-only `_compiled` runs on
 
     def add_graph(self, name: str, graph: GraphBuilder) -> None:
         if not isinstance(graph, GraphBuilder):
@@ -100,13 +102,17 @@ class Module:
         self.kernels[name] = (kernel, types)
         self._compiled = None
 
-    def compile(self, dump: str | Sequence[str] | None = None, debug: bool = False) -> CompiledModule:
+    def compile(self, dump: str | Sequence[str] | None = None, debug: bool = False,
+                device: str | None = None) -> CompiledModule:
         """Compile everything to native code and link it into this process. `dump` ("ir,llvm",
         or a list of "ir", "llvm", "asm", "ptx") writes those stages to KILN_DUMP_DIR
         (docs/architecture.md); it replaces KILN_DUMP and always compiles afresh. `debug=True`
-        compiles afresh with run-time checks (docs/debug.md)."""
-        if self._compiled is None or dump is not None or debug:
-            self._compiled = compile_and_link(self.compile_request(debug), dump)
+        compiles afresh with run-time checks (docs/debug.md). `device` ("cuda:N"): the GPU a
+        CUDA-only module (targets=["cuda"]) runs on."""
+        gpu = 0 if device is None else device_ordinal(device)
+        if self._compiled is None or dump is not None or debug or gpu != self._gpu:
+            self._compiled = compile_and_link(self.compile_request(debug), dump, gpu)
+            self._gpu = gpu
         assert self._compiled is not None
         return self._compiled
 

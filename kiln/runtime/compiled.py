@@ -31,7 +31,7 @@ from kiln.runtime.binding import (
 from kiln.runtime.cuda_driver import cuda_available, device_ordinal
 from kiln.runtime.debug_record import STATUS_CHECK_FAILED, DebugRecord
 from kiln.runtime.rng import draws, new_rng_state, with_rng
-from kiln.runtime.runnable import ArgSpec, Runnable, arg_specs
+from kiln.runtime.runnable import ArgSpec, Runnable, arg_specs, unpickled_member
 
 if TYPE_CHECKING:
     from kiln.runtime.cuda import CudaModule
@@ -366,9 +366,4 @@ def _unpickle(data: bytes, kind: str, name: str, device: str) -> Any:
         module: Any = cuda.load_bytes(data, source="<unpickled>")
     else:
         module = load_bytes(data, source="<unpickled>")
-    if kind == "module":
-        return module
-    table = module.graphs if kind == "graph" else module.kernels
-    if name not in table:
-        raise ArtifactError(f"<unpickled>: the file has no {kind} {name!r}")
-    return table[name]
+    return unpickled_member(module, kind, name)

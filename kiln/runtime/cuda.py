@@ -20,14 +20,19 @@ Streams: `run(args, stream=s)` launches on `s`: an int handle, a `CUstream`, or 
 `cuda_stream` (torch.cuda.Stream), `ptr` (cupy Stream) or `__cuda_stream__`. Default: the legacy
 default stream (0), which orders with PyTorch's and CuPy's default streams.
 
-Graphs run as CUDA graphs: built once per distinct set of array pointers and shapes (kernel nodes
-in dispatch order), instantiated and replayed with one cuGraphLaunch; when only scalars change,
-the affected nodes are updated in place with cuGraphExecKernelNodeSetParams. `use_graph=False`
-launches each kernel with cuLaunchKernel instead.
+Graphs run as CUDA graphs (kernel nodes in dispatch order) replayed with one cuGraphLaunch; the
+nodes read their arguments from a device buffer that one copy refreshes when they change
+(`cuda_graph`), so only a change of grid sizes builds another graph. Files written before that
+(no `block_ptr` in their launches) update changed nodes with cuGraphExecKernelNodeSetParams.
+`use_graph=False` launches each kernel with cuLaunchKernel instead.
 
-The driver (`cuda_driver`), array interop (`cuda_arrays`) and launch machinery (`cuda_launch`)
-live in their own modules; argument checks are the CPU runtime's `ArgBinder` plus the
-device-array checks here.
+Devices: a module runs on its GPU (`load_module(path, device="cuda:1")`) unless a run names
+another (`run(args, device=1)`); it is loaded into each GPU's primary context at its first run
+there, and device arrays on another GPU than the run's are refused.
+
+The driver (`cuda_driver`), array interop (`cuda_arrays`), launch machinery (`cuda_launch`) and
+graphs with device-resident arguments (`cuda_graph`) live in their own modules; argument checks
+are the CPU runtime's `ArgBinder` plus the device-array checks here.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from kiln.runtime.cuda_fields import DeviceField, DeviceFields
 from kiln.runtime.cuda_graph import BlockGraphExec, BlockImage, grid_dependencies
 from kiln.runtime.cuda_launch import GraphExec, LoadedImage, Node, decode_block, eval_host_expr, node_params
 from kiln.runtime.rng import draws, new_rng_state, with_rng
-from kiln.runtime.runnable import ArgSpec, arg_specs
+from kiln.runtime.runnable import ArgSpec, arg_specs, unpickled_member
 from kiln.types import SCALARS_BY_NAME
 
 #: override of the grid cap of every grid-stride launch, in full waves of resident blocks
@@ -551,13 +556,7 @@ def only_graph(m: CudaModule) -> CudaGraph:
 
 def _unpickle(data: bytes, kind: str, name: str, device: int) -> Any:
     """Rebuild a pickled CudaModule ("module"), CudaGraph ("graph") or CudaKernel ("kernel")."""
-    module = load_bytes(data, source="<unpickled>", device=device)
-    if kind == "module":
-        return module
-    table: Mapping[str, Any] = module.graphs if kind == "graph" else module.kernels
-    if name not in table:
-        raise ArtifactError(f"<unpickled>: the file has no {kind} {name!r}")
-    return table[name]
+    return unpickled_member(load_bytes(data, source="<unpickled>", device=device), kind, name)
 
 
 def _array_gpu(ptr: int) -> int | None:

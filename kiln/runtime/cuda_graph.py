@@ -31,6 +31,8 @@ from kiln.runtime.cuda_launch import LaunchPlan, LoadedImage, Node, node_params
 #: page-locked staging slots per graph: how many runs with new arguments may be in flight
 STAGING_SLOTS = 4
 _ALIGN = 16
+#: CU_EVENT_DISABLE_TIMING (cuEventCreate takes the flags as a plain unsigned int)
+_EVENT_DISABLE_TIMING = 2
 
 
 class BlockImage:
@@ -153,7 +155,7 @@ class BlockGraphExec:
             host = int(check(drv.cuMemHostAlloc(n, 0), f"{self.r.owner}: cuMemHostAlloc({n})"))
             view = np.ctypeslib.as_array((ctypes.c_uint64 * (n // SLOT)).from_address(host))
             view[:] = self.image.template
-            event = check(drv.cuEventCreate(drv.CUevent_flags.CU_EVENT_DISABLE_TIMING), "cuEventCreate")
+            event = check(drv.cuEventCreate(_EVENT_DISABLE_TIMING), "cuEventCreate")
             self._slots.append((host, view, event))
 
     def launch(self, block: bytes, stream: int) -> None:

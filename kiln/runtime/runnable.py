@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from kiln._record import Record
 from kiln.artifact.manifest import ParamInfo, ShapeDim
+from kiln.errors import ArtifactError
 
 
 class ArgSpec(Record):
@@ -58,3 +59,14 @@ class Runnable(Protocol):
     def run(self, args: Mapping[str, Any]) -> None: ...
 
     def save(self, path: str | os.PathLike[str]) -> None: ...
+
+
+def unpickled_member(module: Any, kind: str, name: str) -> Any:
+    """What a pickle of a loaded module ("module"), graph ("graph") or kernel ("kernel") stands
+    for, once its file is loaded again as `module` (CPU or CUDA: each runtime's `_unpickle`)."""
+    if kind == "module":
+        return module
+    table = module.graphs if kind == "graph" else module.kernels
+    if name not in table:
+        raise ArtifactError(f"<unpickled>: the file has no {kind} {name!r}")
+    return table[name]
