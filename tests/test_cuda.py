@@ -785,13 +785,13 @@ def test_runtime_plumbing_against_a_recording_driver(monkeypatch):
     graph.run({"a": 2.0, "x": xs, "y": ys, "out": out})
     log = fake.LOG
     # the staged arrays, then the launches' argument blocks in one copy (kiln.runtime.cuda_graph)
-    assert log[0][0] == "load" and [e[1] for e in log if e[0] == "htod"] == [4000, 4000, 24, 80]
+    assert log[0][0] == "load" and [e[1] for e in log if e[0] == "htod"] == [4000, 4000, 24, 112]
     nodes = [e for e in log if e[0] == "node"]
     # saxpy then total, each over 1000 elements (4 blocks of 256), chained in dispatch order
     assert [(n[1].split("__")[0], n[2], n[3], n[4]) for n in nodes] == [
         ("kiln_kernel_saxpy", 4, 256, 0), ("kiln_kernel_total", 4, 256, 1)]
-    *zeros, where = fake.slots(nodes[0][6], 6)      # saxpy: 5 slots, then its block's address
-    assert zeros == [bytes(8)] * 5
+    *zeros, where = fake.slots(nodes[0][6], 8)      # saxpy: 7 slots (kiln.abi), then its block's address
+    assert zeros == [bytes(8)] * 7
     kb = fake.device_bytes(int.from_bytes(where, "little"), 40)
     assert struct.unpack("<f", kb[:4])[0] == 2.0 and kb[16:24] == struct.pack("<q", 1000)   # a, x's extent
     assert [e[1] for e in log if e[0] == "dtoh"] == [4000, 24] and log[-1] == ("sync", 0)   # y and out, not x

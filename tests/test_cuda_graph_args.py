@@ -76,7 +76,8 @@ def _node_blocks(fake):
     """Each logged node's argument block, read where its last parameter points."""
     out = []
     for e in (e for e in fake.LOG if e[0] == "node"):
-        nslots = 5 if e[1].startswith("kiln_kernel_scale") else 4
+        # scale: a, x (pointer, extent, stride), y (same); shift: b, c, y (kiln.abi)
+        nslots = 7 if e[1].startswith("kiln_kernel_scale") else 5
         *zeros, where = fake.slots(e[6], nslots + 1)
         assert zeros == [bytes(8)] * nslots
         out.append(int.from_bytes(where, "little"))

@@ -212,10 +212,10 @@ def test_vector_and_matrix_arguments_of_direct_calls(monkeypatch):
             fake.LOG.clear()
             affine(x, g, m, s)
             (launch,) = [e for e in fake.LOG if e[0] == "launch"]
-            slots = fake.slots(launch[6], 11)
-            floats = [struct.unpack("<f", b[:4])[0] for b in slots[3:10]]
+            slots = fake.slots(launch[6], 13)     # x: pointer, 2 extents, 2 strides (kiln.abi)
+            floats = [struct.unpack("<f", b[:4])[0] for b in slots[5:12]]
             assert floats == [*np.float32(g), *np.float32(m).ravel(), s]
-            assert slots[10] == bytes(8)          # no block address: the slots are the block
+            assert slots[12] == bytes(8)          # no block address: the slots are the block
         with pytest.raises(ArgumentError, match=r"argument 'g': expected a f32 vector/matrix of shape \(2,\)"):
             affine(x, (1.0, 2.0, 3.0), np.eye(2), 1.0)
         with pytest.raises(ArgumentError, match=r"argument 'm'"):

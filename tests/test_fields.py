@@ -391,7 +391,7 @@ def test_cuda_module_owns_device_fields(monkeypatch: pytest.MonkeyPatch) -> None
     assert [e[1] for e in allocs][:1] == [start.nbytes] and len(allocs) == 2
     field = cm.fields["grid"]
     node = next(e for e in fake.LOG if e[0] == "node")
-    block = int.from_bytes(fake.slots(node[6], 5)[4], "little")        # a, @grid (3 slots), address
+    block = int.from_bytes(fake.slots(node[6], 7)[6], "little")        # a, @grid (5 slots), address
     assert fake.device_bytes(block + 8, 8) == struct.pack("<Q", field.ptr)   # the device array, in place
     np.testing.assert_array_equal(field.to_numpy(), start)   # the fake GPU runs nothing
     field.from_numpy(np.zeros((4, 3)))
