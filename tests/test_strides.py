@@ -201,9 +201,18 @@ def test_dlpack_on_a_device_is_refused_with_the_way_to_run_it(device: tuple[int,
     assert not y.any()
 
 
+class _CudaOnly:
+    def __init__(self) -> None:
+        self.__cuda_array_interface__ = {"shape": (3, 5), "typestr": "<f8", "data": (4096, False), "version": 3}
+
+
 def test_non_array_objects_still_refused() -> None:
     with pytest.raises(kl.ArgumentError, match="expected a numpy.ndarray"):
         axpy2(1.0, [[1.0]], np.zeros((1, 1)))
+    g = kl.GraphBuilder()
+    g.dispatch(axpy2, 1.0, kl.Arg("x", F64_2), kl.Arg("y", F64_2))
+    with pytest.raises(kl.ArgumentError, match="argument 'x': a CUDA device array .*device='cuda'"):
+        g.compile().run({"x": _CudaOnly(), "y": np.zeros((3, 5))})
 
 
 def test_torch_cpu_tensors_when_installed() -> None:

@@ -362,7 +362,7 @@ class _Reader:
                 for k, e in enumerate(dim):
                     self.host_expr(e, f"{path}.count[{j}][{k}]", kparams)
             count = tuple(tuple(dim) for dim in dims)
-        return CudaLaunch(entry, mode, count, waves)  # type: ignore[arg-type]
+        return CudaLaunch(entry, mode, count, waves)
 
     def host_expr(self, e: Any, path: str, kparams: dict[str, ParamLayout]) -> None:
         """A launch-count expression: an op name and its operands; leaves name the kernel's
@@ -395,7 +395,7 @@ class _Reader:
         for i, b in enumerate(blobs):
             if not isinstance(b, str) or b not in self.blob_names:
                 self.fail(f"{path}.blobs[{i}]", f"names a blob that is not in the file: {b!r}")
-        return TargetInfo(*vals, blobs=tuple(blobs))  # type: ignore[arg-type]
+        return TargetInfo(*vals, blobs=tuple(blobs))
 
     def entries(self, obj: Any, path: str, target_names: set[str]) -> dict[str, str]:
         entries = self.field(obj, "entries", path, dict)
