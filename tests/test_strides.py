@@ -40,6 +40,12 @@ def hist(keys: I32_1, bins: I32_1):
         bins[keys[i]] += 1
 
 
+@kl.kernel
+def hist2(keys: I32_1, bins: kl.ndarray(kl.i32, ndim=2)):
+    for i in range(keys.shape[0]):
+        bins[keys[i] % 4, keys[i] // 4] += 1
+
+
 @kl.func
 def first_plus_last(v: F64_2, i: kl.i64) -> kl.f64:
     return v[i, 0] + v[i, v.shape[1] - 1]
@@ -114,6 +120,11 @@ def test_funcs_and_parallel_privatised_loops_see_strides() -> None:
     hist(keys[::-1], bins)
     np.testing.assert_array_equal(bins, np.bincount(keys, minlength=16))
     assert base.sum() == 5000 and base[::-4].sum() == 5000
+    base2 = np.zeros((8, 6), np.int32)
+    bins2 = base2[1:5, ::-1][:, :4].T                      # (4, 4): privatised, merged through strides
+    hist2(keys, bins2.T)
+    np.testing.assert_array_equal(bins2.T, np.bincount(keys, minlength=16).reshape(4, 4).T)
+    assert base2.sum() == 5000
 
 
 def test_graph_run_and_loaded_file_with_views(tmp_path: Path) -> None:
