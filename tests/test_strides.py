@@ -197,7 +197,7 @@ def test_cpu_dlpack_producers_zero_copy() -> None:
     np.testing.assert_array_equal(base[::2, ::-1], np.arange(15.0).reshape(3, 5))
     # an old producer cannot say its memory is writable: numpy views it read-only
     axpy2(1.0, _DLPackOnly(np.ones((3, 5)), versioned=False), base[:3])
-    with pytest.raises(kl.ArgumentValueError, match="argument 'y': array is read-only"):
+    with pytest.raises(kl.ArgumentValueError, match="argument 'y': .*DLPack export is read-only.*tensor.numpy"):
         axpy2(1.0, np.ones((3, 5)), _DLPackOnly(base[:3], versioned=False))
 
 

@@ -212,6 +212,11 @@ class ArgBinder:
             raise ArgumentError(f"{self.where(plan)}: {e}") from None
         if view is None:
             raise self._array_type_error(plan, a)
+        if plan.needs_write and not view.flags.writeable and hasattr(a, "__dlpack__"):
+            raise ArgumentValueError(
+                f"{self.where(plan)}: the compiled code writes to this array, but its DLPack export is read-only "
+                "(a producer of the unversioned protocol cannot say its memory is writable, so numpy views it "
+                "read-only): pass a writable numpy view of it, e.g. tensor.numpy() for a PyTorch CPU tensor")
         return view
 
     # ------------------------------------------------------------------------------ checks
