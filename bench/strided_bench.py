@@ -12,7 +12,12 @@ Numba (prange, which compiles a layout-'A' specialisation for views).
 `--ab OLD_TREE` measures whether the contiguous speed held: it runs `bench/run.py --quick --only
 bandwidth` and `--only reduction` of OLD_TREE (a checkout of the tree before the change, e.g.
 `git archive main | tar -x -C /tmp/base`) and of this tree alternately, N rounds, and prints
-every kiln row of every round, so both trees meet the same machine load.
+every kiln row of every round, so both trees meet the same machine load. On a busy machine the
+medians of those rows swing by 2x; each round therefore also times the same kiln kernels
+(bench/kernels_kiln.py: saxpy, stencil, sum, contiguous inputs as in run.py) in a child process
+per tree and prints the MINIMUM of 40 calls on 1 and on all threads, the least disturbed number,
+and the minimum time per call of saxpy on 2**14 elements (in cache: what the call and the loop's
+checks cost).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(BENCH.parent))
+if "--child-min" not in sys.argv:     # a child of --ab imports the kiln of its PYTHONPATH
+    sys.path.insert(0, str(BENCH.parent))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(BENCH / ".cache" / "numba"))
 
 
@@ -117,11 +123,49 @@ def bench_strided(quick: bool) -> str:
             "counted bytes of x.\n\n" + "\n".join(lines))
 
 
+def child_min() -> str:
+    """Minimum ms of 40 calls of saxpy, stencil and sum (contiguous), 1 thread and all threads,
+    with the kiln this process imports."""
+    import kernels_kiln as kk
+
+    import kiln as kl
+    n, side = 1 << 24, 4096
+    rng = np.random.default_rng(0)
+    x, y = rng.random(n, dtype=np.float32), rng.random(n, dtype=np.float32)
+    grid, out, acc = rng.random((side, side), dtype=np.float32), np.zeros((side, side), np.float32), np.zeros(1)
+    calls = {"saxpy": lambda: kk.saxpy(np.float32(2.0), x, y), "stencil": lambda: kk.stencil(grid, out),
+             "sum": lambda: kk.sum_f64(x, acc)}
+    xs, ys = x[:1 << 14].copy(), y[:1 << 14].copy()      # in cache: the per-call cost, not DRAM
+    kl.set_num_threads(1)
+    kk.saxpy(np.float32(2.0), xs, ys)
+    best = min(_timed(lambda: [kk.saxpy(np.float32(2.0), xs, ys) for _ in range(100)]) for _ in range(40))
+    cells = [f"saxpy 2**14 in cache@1t {best * 10:.2f} us/call"]
+    for threads in (1, len(os.sched_getaffinity(0))):
+        kl.set_num_threads(threads)
+        for name, fn in calls.items():
+            fn()
+            best = min(_timed(fn) for _ in range(40))
+            cells.append(f"{name}@{threads}t {best:.2f} ms")
+    return ", ".join(cells)
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
 def ab(old: Path, rounds: int) -> str:
-    """Kiln rows of bench/run.py --quick for OLD_TREE and this tree, alternating."""
+    """Kiln rows of bench/run.py --quick for OLD_TREE and this tree, alternating, and the
+    minimum kernel times of `child_min` per tree."""
     out = []
     for r in range(rounds):
         for tree in (old, BENCH.parent):
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            res = subprocess.run([sys.executable, __file__, "--child-min"], cwd=tree, env=env,
+                                 capture_output=True, text=True, check=False)
+            out.append(f"round {r + 1} {'old' if tree == old else 'new'} min: "
+                       f"{res.stdout.strip() or res.stderr[-300:]}")
             for only in ("bandwidth", "reduction"):
                 env = {**os.environ, "PYTHONPATH": str(tree)}
                 res = subprocess.run([sys.executable, str(tree / "bench" / "run.py"), "--quick", "--only", only],
@@ -139,8 +183,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--ab", type=Path, help="a checkout of the tree before the change")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--child-min", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    print(ab(args.ab.resolve(), args.rounds) if args.ab else bench_strided(args.quick))
+    if args.child_min:
+        print(child_min())
+    else:
+        print(ab(args.ab.resolve(), args.rounds) if args.ab else bench_strided(args.quick))
 
 
 if __name__ == "__main__":

@@ -411,7 +411,7 @@ class _Reader:
         for i, b in enumerate(blobs):
             if not isinstance(b, str) or b not in self.blob_names:
                 self.fail(f"{path}.blobs[{i}]", f"names a blob that is not in the file: {b!r}")
-        return TargetInfo(*vals, blobs=tuple(blobs))  # type: ignore[arg-type]
+        return TargetInfo(*vals, blobs=tuple(blobs))
 
     def entries(self, obj: Any, path: str, target_names: set[str]) -> dict[str, str]:
         entries = self.field(obj, "entries", path, dict)

@@ -5,6 +5,8 @@ kiln.codegen.body_emitter."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from llvmlite import ir
 
 from kiln.codegen.llvm_util import (
@@ -329,7 +331,8 @@ class ExprEmitter:
             return b.icmp_signed(op, a, c)
         return b.icmp_unsigned(op, a, c)
 
-    def _lazy_phi(self, cond: ir.Value, then_fn, else_fn, ty: ir.Type) -> ir.Value:
+    def _lazy_phi(self, cond: ir.Value, then_fn: Callable[[], ir.Value], else_fn: Callable[[], ir.Value],
+                  ty: ir.Type) -> ir.Value:
         b = self.b
         tb = self.fn.append_basic_block("sel.t")
         fb = self.fn.append_basic_block("sel.f")

@@ -203,7 +203,7 @@ class NvptxModuleEmitter(ModuleEmitterBase):
             if isinstance(p.type, NdArrayType):
                 g = b.inttoptr(slots[s0], ir.PointerType(addrspace=1))
                 args.append(b.addrspacecast(g, PTR))
-                args += [slots[s0 + 1 + d] for d in range(2 * p.type.ndim)]    # extents, strides
+                args += [slots[s0 + 1 + d] for d in range(2 * p.type.rank)]    # extents, strides
             else:
                 t = p.type
                 raw = slots[s0]

@@ -180,22 +180,22 @@ class ArgBinder:
                         args[name] = a            # held by the caller's mapping during the call
                     elif objects:
                         raise TypeError("pack_objects needs a dict that the caller owns")
-                dt = a.dtype  # type: ignore[union-attr]
-                if (dt is not dtype and dt != dtype) or a.ndim != ndim:  # type: ignore[union-attr]
-                    self.check_ndarray(plan, a)  # type: ignore[arg-type]
+                dt = a.dtype
+                if (dt is not dtype and dt != dtype) or a.ndim != ndim:
+                    self.check_ndarray(plan, a)
                 # carray = C-contiguous, aligned and writeable: the common case in one test
-                if not a.flags.carray:  # type: ignore[union-attr]
-                    self._check_flags(plan, a, False)  # type: ignore[arg-type]
-                shape = a.shape  # type: ignore[union-attr]
+                if not a.flags.carray:
+                    self._check_flags(plan, a, False)
+                shape = a.shape
                 if shape_spec is not None:
                     self.check_shape(plan, shape, symbols)
                 if objects:       # the `_pyobj` entry reads the data pointer and strides itself
                     values.append(id(a))
                     values += shape
                 else:
-                    values.append(data_pointer(a))  # type: ignore[arg-type]
+                    values.append(data_pointer(a))
                     values += shape
-                    values += element_strides(a)  # type: ignore[arg-type]
+                    values += element_strides(a)
             else:
                 if plan.kind != _VECTOR:
                     values.append(self.scalar(plan, a))
@@ -212,6 +212,11 @@ class ArgBinder:
             raise ArgumentError(f"{self.where(plan)}: {e}") from None
         if view is None:
             raise self._array_type_error(plan, a)
+        if plan.needs_write and not view.flags.writeable and hasattr(a, "__dlpack__"):
+            raise ArgumentValueError(
+                f"{self.where(plan)}: the compiled code writes to this array, but its DLPack export is read-only "
+                "(a producer of the unversioned protocol cannot say its memory is writable, so numpy views it "
+                "read-only): pass a writable numpy view of it, e.g. tensor.numpy() for a PyTorch CPU tensor")
         return view
 
     # ------------------------------------------------------------------------------ checks

@@ -27,6 +27,7 @@ _DL_DEVICES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8:
                10: "rocm", 11: "rocm_host", 13: "cuda_managed", 14: "oneapi", 15: "webgpu", 16: "hexagon"}
 _DL_CPU = 1
 _DL_CUDA_KINDS = (2, 3, 13)
+_CUDA_HINT = "; to run on the GPU, load a file compiled for the cuda target with kl.load(path, device='cuda')"
 
 
 class HostArrayError(Exception):
@@ -38,6 +39,9 @@ def host_view(a: Any) -> np.ndarray | None:
     Raises HostArrayError for a device array or a malformed description."""
     if hasattr(a, "__dlpack__") and hasattr(a, "__dlpack_device__"):
         return _from_dlpack(a)
+    if hasattr(a, "__cuda_array_interface__"):
+        raise HostArrayError(f"a CUDA device array (__cuda_array_interface__), but this code runs on the CPU and "
+                             f"reads host memory: pass a CPU array (kiln never copies arrays){_CUDA_HINT}")
     try:
         if hasattr(a, "__array_interface__"):
             return np.asarray(a)
@@ -59,8 +63,7 @@ def _from_dlpack(a: Any) -> np.ndarray:
         raise HostArrayError(f"its __dlpack_device__() failed: {type(e).__name__}: {e}") from None
     if int(dev_type) != _DL_CPU:
         where = f"{_DL_DEVICES.get(int(dev_type), f'DLPack device type {int(dev_type)}')}:{dev_id}"
-        hint = ("; to run on the GPU, load a file compiled for the cuda target with "
-                "kl.load(path, device='cuda') (docs/cuda.md)" if int(dev_type) in _DL_CUDA_KINDS else "")
+        hint = _CUDA_HINT if int(dev_type) in _DL_CUDA_KINDS else ""
         raise HostArrayError(f"a DLPack array on device {where}, but this code runs on the CPU and reads "
                              f"host memory: pass a CPU array (kiln never copies arrays){hint}")
     try:
