@@ -378,7 +378,7 @@ class _Reader:
                 self.fail(f"{path}.coarsen", f"expected [dim, factor], got {co!r}")
             coarsen = (co[0], co[1])
         block_ptr = self.field(ln, "block_ptr", path, bool) if "block_ptr" in ln else False
-        return CudaLaunch(entry, mode, count, waves, coarsen, block_ptr)  # type: ignore[arg-type]
+        return CudaLaunch(entry, mode, count, waves, coarsen, block_ptr)
 
     def host_expr(self, e: Any, path: str, kparams: dict[str, ParamLayout]) -> None:
         """A launch-count expression: an op name and its operands; leaves name the kernel's
