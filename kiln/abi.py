@@ -44,6 +44,19 @@ def is_field_param(name: str) -> bool:
     state, the one hidden parameter that is not a field."""
     return name.startswith(HIDDEN_PREFIX) and name != RNG_PARAM
 
+
+def element_params(name: str, size: int) -> tuple[str, ...]:
+    """The scalar parameters a vector/matrix argument `name` with `size` elements is laid out as,
+    row-major: `name.0`, `name.1`, ... (the front end declares them, the driver binds graph
+    arguments to them, the runtime's binder and the manifest reader group them back)."""
+    return tuple(f"{name}.{k}" for k in range(size))
+
+
+def vector_of(element_param: str) -> str:
+    """The vector/matrix argument an element parameter belongs to: "g.1" -> "g"."""
+    return element_param.rsplit(".", 1)[0]
+
+
 #: struct format characters for scalar values inside their slot
 SCALAR_FORMAT: dict[str, str] = {
     "bool": "?7x", "i8": "b7x", "i16": "h6x", "i32": "i4x", "i64": "q",
@@ -128,3 +141,46 @@ def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 def param_type(p: ParamLayout) -> ScalarType | NdArrayType:
     dt = parse_type_name(p.dtype)
     return NdArrayType(dt, p.ndim) if p.kind == "ndarray" else dt
+
+
+# ---------------------------------------------------------------------------------------------
+# External symbols: what objects may leave undefined (one home for the code generator's contract
+# and the loader's allow-list; docs/object-code.md)
+# ---------------------------------------------------------------------------------------------
+
+#: libm functions kiln's code generator calls, each also with the "f" suffix (f32)
+_EMITTED_LIBM = (
+    "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "exp", "exp2",
+    "exp10", "expm1", "log", "log2", "log10", "log1p", "pow", "sqrt", "cbrt", "fmod", "floor",
+    "ceil", "trunc", "round", "roundeven", "rint", "nearbyint", "fabs", "fmin", "fmax", "ldexp",
+    "frexp", "hypot", "sincos", "copysign",
+)
+
+#: every external symbol an object kiln compiles may reference (the object-code contract that
+#: kiln.codegen.target documents and the test suite checks every compiled object against): libm,
+#: mem*, and the f16 conversion helpers LLVM calls on targets without F16C
+EMITTED_EXTERNAL_SYMBOLS: frozenset[str] = frozenset(
+    [n for b in _EMITTED_LIBM for n in (b, b + "f")]
+    + ["memset", "memcpy", "memmove", "__extendhfsf2", "__truncsfhf2", "__gnu_h2f_ieee", "__gnu_f2h_ieee"]
+)
+
+#: the rest of libm that the loader also resolves, each also with the "f" suffix
+_LOADER_LIBM = (
+    "asinh", "acosh", "atanh", "logb", "ilogb", "remainder", "remquo", "lround", "llround", "lrint",
+    "llrint", "fdim", "fma", "nextafter", "nexttoward", "erf", "erfc", "tgamma", "lgamma", "scalbn",
+    "scalbln", "modf", "nan", "significand",
+)
+
+#: every external symbol kiln's loaders accept (kiln.runtime.elf_host resolves them from
+#: libm/libc/libgcc_s; anything else is refused). A superset of EMITTED_EXTERNAL_SYMBOLS by
+#: construction: files from other kiln or LLVM versions may call a few more runtime helpers.
+LOADER_EXTERNAL_SYMBOLS: frozenset[str] = EMITTED_EXTERNAL_SYMBOLS | frozenset(
+    [n for b in _LOADER_LIBM for n in (b, b + "f")]
+    + ["__sincos", "__sincosf", "__exp_finite", "__expf_finite", "__log_finite", "__logf_finite",
+       "__pow_finite", "__powf_finite", "__sin_finite", "__cos_finite"]
+    + ["memcmp", "bzero"]
+    + ["__truncdfhf2", "__extendhfdf2", "__truncsfbf2", "__truncdfbf2", "__extendbfsf2"]
+    + ["__divti3", "__udivti3", "__modti3", "__umodti3", "__muloti4", "__popcountdi2", "__powisf2",
+       "__powidf2", "__fixsfti", "__fixdfti", "__fixunssfti", "__fixunsdfti", "__floattisf", "__floattidf",
+       "__floatuntisf", "__floatuntidf"]
+)

@@ -231,8 +231,10 @@ def call_kernel(kernel: DirectKernel, args: tuple[Any, ...], kwargs: dict[str, A
         plan = CallPlan(kernel, _compile_direct(kernel, types, device, mode != device), types, device)
         kernel._call_cache[key] = plan
     if _is_fixed(kernel):
-        plan.config = config.current()  # same mode under this configuration: no re-check
-        kernel._fixed = plan            # the next calls in this mode go straight to the plan
+        # the same mode under the objects in force now (the key compares them by value, the
+        # fast path by identity): refreshed, so the next calls in this mode go straight to it
+        plan.config, plan.fp = config.current(), key[2]
+        kernel._fixed = plan
     return plan.run(bound)
 
 

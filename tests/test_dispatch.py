@@ -148,6 +148,8 @@ def test_fixed_kernel_follows_the_default_float_and_debug_switches() -> None:
     third(big[:3], 5)                                              # release again: unchecked
     assert big[5] == np.float64(np.float32(2) / np.float32(3))
     assert len(third._call_cache) == 3
+    plan = third._fixed                                            # back on the fast path
+    assert plan is not None and plan.config is config.current() and plan.fp is kl.default_fp
 
 
 def test_fields_and_random_numbers_take_the_call_plan() -> None:

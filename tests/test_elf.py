@@ -799,3 +799,13 @@ def test_fuzz_never_crashes(kernels_obj, tmp_path):
     print(f"\nfuzz: {stats} in {time.perf_counter() - t0:.1f} s")
     assert stats["truncated_ok"] == 0          # every truncation is caught
     assert stats["refused"] > stats["flips"] // 4
+
+
+def test_distinct_relocation_values_match_numpy_unique() -> None:
+    """The loader's `np.unique` replacement (np.unique imports numpy.ma on first use)."""
+    from kiln.runtime.elf import _distinct
+
+    rng = np.random.default_rng(3)
+    for values in (np.zeros(0, np.uint64), np.array([7], np.uint64), rng.integers(0, 9, 500).astype(np.uint64),
+                   rng.integers(-5, 5, 100)):
+        assert _distinct(values) == np.unique(values).tolist()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, NoReturn
 
 from kiln._record import Record
-from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, ParamLayout
+from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, ParamLayout, element_params, vector_of
 from kiln.errors import ArtifactError
 from kiln.types import MAX_NDIM, SCALARS_BY_NAME
 
@@ -487,10 +487,10 @@ class _Reader:
             n = 1
             for d in p.element_shape:
                 n *= d
-            base = p.layout.name.rsplit(".", 1)[0]
+            base = vector_of(p.layout.name)
             group = params[i:i + n]
-            if len(group) != n or any(q.layout.kind != "scalar" or q.element_shape != p.element_shape or
-                                      q.layout.name != f"{base}.{k}" for k, q in enumerate(group)):
+            if len(group) != n or any(q.layout.kind != "scalar" or q.element_shape != p.element_shape
+                                      for q in group) or tuple(q.layout.name for q in group) != element_params(base, n):
                 self.fail(f"{path}.params[{i}]", f"vector argument {base!r} needs {n} scalar params "
                                                   f"{base}.0..{base}.{n - 1} of element_shape {list(p.element_shape)}")
             i += n

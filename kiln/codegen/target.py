@@ -50,24 +50,14 @@ from dataclasses import asdict, dataclass
 
 import llvmlite.binding as llvm
 
+from kiln.abi import EMITTED_EXTERNAL_SYMBOLS
 from kiln.errors import TargetError
 from kiln.runtime.elf import ObjectInfo, inspect_elf_object
 from kiln.runtime.hostcpu import level_feature_string
 
-_LIBM_BASE = (
-    "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "exp", "exp2",
-    "exp10", "expm1", "log", "log2", "log10", "log1p", "pow", "sqrt", "cbrt", "fmod", "floor",
-    "ceil", "trunc", "round", "roundeven", "rint", "nearbyint", "fabs", "fmin", "fmax", "ldexp",
-    "frexp", "hypot", "sincos", "copysign",
-)
-
 #: every external symbol an object may reference (the loader resolves them from libm/libc or
-#: provides them itself)
-ALLOWED_EXTERNAL_SYMBOLS: frozenset[str] = frozenset(
-    [n for b in _LIBM_BASE for n in (b, b + "f")]
-    + ["memset", "memcpy", "memmove", "__extendhfsf2", "__truncsfhf2", "__gnu_h2f_ieee",
-       "__gnu_f2h_ieee"]
-)
+#: provides them itself; kiln.abi keeps it beside the loader's wider allow-list)
+ALLOWED_EXTERNAL_SYMBOLS: frozenset[str] = EMITTED_EXTERNAL_SYMBOLS
 
 OBJECT_CONTRACT = __doc__
 

@@ -35,7 +35,6 @@ import hashlib
 import os
 import platform
 import sys
-import tempfile
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -99,6 +98,8 @@ def load(key: str) -> bytes | None:
 def store(key: str, data: bytes) -> None:
     """Write an entry atomically (unique temp + fsync + rename); a cache that cannot be written
     (read-only or full disk) is skipped silently, as a cache must never fail a compile."""
+    import tempfile  # only a store needs it (it imports shutil and random: ~4 ms of every start)
+
     path = entry_path(key)
     folder = os.path.dirname(path)
     tmp = None

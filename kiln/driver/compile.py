@@ -17,7 +17,7 @@ from typing import Any
 from kiln import config, passes
 from kiln._extras import install_command, require
 from kiln._version import KILN_VERSION
-from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, is_field_param, layout_params
+from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, element_params, is_field_param, layout_params
 from kiln.artifact import container
 from kiln.artifact.manifest import (
     Binding,
@@ -376,11 +376,12 @@ def _element_shape(t: object) -> tuple[int, ...]:
 
 
 def _flat_args(args: Sequence[GraphArgSpec]) -> list[tuple[str, ScalarType | NdArrayType, tuple[int, ...]]]:
-    """Graph arguments as the native block sees them: a vector argument `g` is `g.0`, `g.1`..."""
+    """Graph arguments as the native block sees them: a vector argument is one scalar parameter
+    per element (kiln.abi.element_params)."""
     out: list[tuple[str, ScalarType | NdArrayType, tuple[int, ...]]] = []
     for a in args:
         if isinstance(a.type, MatrixType):
-            out += [(f"{a.name}.{k}", a.type.dtype, a.type.shape) for k in range(a.type.size)]
+            out += [(n, a.type.dtype, a.type.shape) for n in element_params(a.name, a.type.size)]
         else:
             out.append((a.name, a.type, _element_shape(a.type)))
     return out

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.abi import HIDDEN_PREFIX
+from kiln.abi import HIDDEN_PREFIX, element_params
 from kiln.artifact.manifest import FieldInfo
 from kiln.driver.request import CompileRequest, DispatchSpec, GraphArgSpec, GraphSpec, KernelSpec
 from kiln.errors import ArgumentError
@@ -63,8 +63,8 @@ def dispatch_bindings(d: DispatchSpec, const: Any) -> tuple[ArgBinding | ConstBi
     for a, t in zip(d.args, d.param_types):
         if isinstance(t, TemplateArg):
             continue
-        if isinstance(t, MatrixType):  # one binding per element (kiln.driver.compile._flat_args)
-            out += ([ArgBinding(f"{a.name}.{k}") for k in range(t.size)] if isinstance(a, GraphArgSpec)
+        if isinstance(t, MatrixType):  # one binding per element parameter
+            out += ([ArgBinding(n) for n in element_params(a.name, t.size)] if isinstance(a, GraphArgSpec)
                     else [ConstBinding(const(x, t.dtype), t.dtype) for x in np.ravel(a).tolist()])
             continue
         out.append(ArgBinding(a.name) if isinstance(a, GraphArgSpec) else ConstBinding(const(a, t), t))

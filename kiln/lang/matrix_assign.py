@@ -11,6 +11,7 @@ import ast
 import dataclasses
 from typing import Any
 
+from kiln.abi import element_params
 from kiln.ir import nodes as ir
 from kiln.lang import matrices as mx
 from kiln.lang.matrix_syntax import (
@@ -330,7 +331,7 @@ def no_pending(cx: Any, where: str) -> None:
 def vector_params(cx: Any, name: str, t: MatrixType, loc: ir.Loc) -> list[ir.Param]:
     """A kernel parameter of vector/matrix type: IR params `name.0`, `name.1`, ... (the binder
     spreads the caller's tuple or array over them) and a read-only vector value in scope."""
-    params = [ir.Param(f"{name}.{k}", t.dtype, loc) for k in range(t.size)]
+    params = [ir.Param(n, t.dtype, loc) for n in element_params(name, t.size)]
     cx.scope.params[name] = MatrixVal(t.shape, t.dtype, tuple(ir.Var(t.dtype, loc, p.name) for p in params))
     return params
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kiln._record import Record
-from kiln.abi import HIDDEN_PREFIX, ParamLayout, block_struct, block_struct_objects, is_field_param
+from kiln.abi import HIDDEN_PREFIX, ParamLayout, block_struct, block_struct_objects, is_field_param, vector_of
 from kiln.artifact.manifest import FieldInfo, ParamInfo, ShapeDim
 from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError
 from kiln.runtime.host_arrays import HostArrayError, host_view
@@ -122,7 +122,7 @@ class ArgBinder:
                 continue
             n = math.prod(p.element_shape)
             parts = tuple(cls._plan(q) for q in params[i:i + n])
-            out.append(ArgPlan(p.layout.name.rsplit(".", 1)[0], _VECTOR, None, p.layout.dtype, 0, False,
+            out.append(ArgPlan(vector_of(p.layout.name), _VECTOR, None, p.layout.dtype, 0, False,
                                tuple(p.element_shape), parts=parts))
             i += n
         return tuple(out)

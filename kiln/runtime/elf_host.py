@@ -11,33 +11,16 @@ import ctypes
 import sys
 import threading
 
+from kiln.abi import LOADER_EXTERNAL_SYMBOLS
 from kiln.errors import ArtifactError
 
 # --------------------------------------------------------------------------------------------
 # External symbols
 # --------------------------------------------------------------------------------------------
 
-_LIBM_F64 = [
-    "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "asinh", "acosh",
-    "atanh", "exp", "exp2", "expm1", "exp10", "log", "log2", "log10", "log1p", "logb", "ilogb", "pow",
-    "sqrt", "cbrt", "hypot", "fmod", "remainder", "remquo", "fabs", "floor", "ceil", "trunc", "round",
-    "roundeven", "rint", "nearbyint", "lround", "llround", "lrint", "llrint", "fmin", "fmax", "fdim",
-    "fma", "copysign", "nextafter", "nexttoward", "erf", "erfc", "tgamma", "lgamma", "frexp", "ldexp",
-    "scalbn", "scalbln", "modf", "nan", "significand", "sincos",
-]
-_LIBM_EXTRA = ["__sincos", "__sincosf", "__exp_finite", "__expf_finite", "__log_finite",
-               "__logf_finite", "__pow_finite", "__powf_finite", "__sin_finite", "__cos_finite"]
-_MEM = ["memset", "memcpy", "memmove", "memcmp", "bzero"]
-_HALF = ["__extendhfsf2", "__truncsfhf2", "__truncdfhf2", "__extendhfdf2", "__gnu_h2f_ieee",
-         "__gnu_f2h_ieee", "__truncsfbf2", "__truncdfbf2", "__extendbfsf2"]
-_COMPILER_RT = ["__divti3", "__udivti3", "__modti3", "__umodti3", "__muloti4", "__popcountdi2",
-                "__powisf2", "__powidf2", "__fixsfti", "__fixdfti", "__fixunssfti", "__fixunsdfti",
-                "__floattisf", "__floattidf", "__floatuntisf", "__floatuntidf"]
-
-#: every external (undefined) symbol an object may reference; anything else is refused
-ALLOWED_EXTERNAL_SYMBOLS: frozenset[str] = frozenset(
-    [n for n in _LIBM_F64] + [n + "f" for n in _LIBM_F64] + _LIBM_EXTRA + _MEM + _HALF + _COMPILER_RT
-)
+#: every external (undefined) symbol an object may reference; anything else is refused (the list
+#: lives in kiln.abi, beside the narrower set kiln's own code generator emits)
+ALLOWED_EXTERNAL_SYMBOLS: frozenset[str] = LOADER_EXTERNAL_SYMBOLS
 
 _LIB_NAMES = {
     "linux": ("libm.so.6", "libc.so.6", "libgcc_s.so.1"),
