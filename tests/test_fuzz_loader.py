@@ -109,6 +109,20 @@ def test_exported_kernels_of_wrong_type() -> None:
         load_bytes(_edited(data, lambda d: d.__setitem__("exported_kernels", {"k": {}})))
 
 
+@pytest.mark.parametrize("value", [10**400, -(10**39), 1e39, True])
+def test_constant_outside_its_dtype_refused(value) -> None:
+    """A constant binding is checked against its dtype when the manifest is read (a huge int
+    for a float constant used to raise OverflowError; the loader fuzz, seed 20001, case 114)."""
+    from kiln.runtime.compiled import load_bytes
+
+    def edit(doc: dict) -> None:
+        const = next(b for b in doc["graphs"]["main"]["dispatches"][0]["bindings"] if "const" in b)
+        assert const["dtype"] == "f32"
+        const["const"] = value
+    with pytest.raises(ArtifactError, match="out of range for f32|expected a f32 value"):
+        load_bytes(_edited(_corpus()["two_graphs"], edit))
+
+
 @pytest.fixture(scope="module")
 def binder_graph():
     return fuzz_binder.build()[0]

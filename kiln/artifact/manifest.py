@@ -537,8 +537,9 @@ class _Reader:
         if t.is_bool != isinstance(value, bool) or (t.is_int and not isinstance(value, int)):
             self.fail(path, f"expected a {dtype} value, got {value!r}")
         lo, hi = value_range(t)
-        if not t.is_bool and not lo <= value <= hi and not (t.is_float and not math.isfinite(value)):
-            self.fail(path, f"{value!r} is out of range for {dtype}")
+        infinite = isinstance(value, float) and not math.isfinite(value)
+        if not t.is_bool and not lo <= value <= hi and not (t.is_float and infinite):
+            self.fail(path, f"{str(value)[:40]} is out of range for {dtype}")
 
 
 def read_provenance(doc: Any) -> dict[str, Any] | None:
