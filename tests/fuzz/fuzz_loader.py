@@ -186,25 +186,27 @@ def edit_manifest(rng: random.Random, doc: Doc) -> str:
     return f"set {path} = {str(new)[:40]}"
 
 
-def _elf_regions(blob: bytes) -> list[tuple[int, int]]:
-    """[start, end) ranges of the object's structural bytes (as far as they can be read)."""
-    regions = [(0, 64)]
+def _elf_regions(blob: bytes, strings_only: bool = False) -> list[tuple[int, int]]:
+    """[start, end) ranges of the object's structural bytes (as far as they can be read); with
+    `strings_only`, its string tables alone."""
+    regions = [] if strings_only else [(0, 64)]
     try:
         e_shoff = struct.unpack_from("<Q", blob, 0x28)[0]
         e_shnum = struct.unpack_from("<H", blob, 0x3C)[0]
-        regions.append((e_shoff, e_shoff + 64 * e_shnum))
+        if not strings_only:
+            regions.append((e_shoff, e_shoff + 64 * e_shnum))
         for i in range(e_shnum):
             _n, typ, _f, _a, off, size = struct.unpack_from("<IIQQQQ", blob, e_shoff + 64 * i)
-            if typ in (2, 3, 4):
+            if typ in ((3,) if strings_only else (2, 3, 4)):
                 regions.append((off, off + size))
     except struct.error:
         pass
     return [(a, min(b, len(blob))) for a, b in regions if a < min(b, len(blob))]
 
 
-def mutate_object(rng: random.Random, blob: bytes) -> tuple[bytes, str]:
+def mutate_object(rng: random.Random, blob: bytes, strings_only: bool = False) -> tuple[bytes, str]:
     b = bytearray(blob)
-    regions = _elf_regions(blob)
+    regions = _elf_regions(blob, strings_only)
     for _ in range(rng.choice([1, 1, 1, 2, 4])):
         a, e = rng.choice(regions)
         pos = rng.randrange(a, e)
@@ -339,7 +341,8 @@ class Stats:
 
 
 def run(seed: int, count: int, out_dir: str | None = None, loader: str = "elf",
-        log: Callable[[str], None] = print, save_current: bool = False, fork: bool = False) -> Stats:
+        log: Callable[[str], None] = print, save_current: bool = False, fork: bool = False,
+        strings_only: bool = False) -> Stats:
     rng = random.Random(seed)
     corpus = build_corpus()
     signed, trusted = sign_corpus(corpus)
@@ -348,7 +351,7 @@ def run(seed: int, count: int, out_dir: str | None = None, loader: str = "elf",
     for i in range(count):
         name = rng.choice(names)
         data = corpus[name]
-        kind = rng.choices(["bytes", "manifest", "object", "signature"], [2, 5, 4, 1])[0]
+        kind = "object" if strings_only else rng.choices(["bytes", "manifest", "object", "signature"], [2, 5, 4, 1])[0]
         runnable, keys = False, None
         if kind == "bytes":
             case, what = mutate_bytes(rng, data)
@@ -360,7 +363,7 @@ def run(seed: int, count: int, out_dir: str | None = None, loader: str = "elf",
         elif kind == "object":
             doc, blobs = split(data)
             obj_name = next(n for n in blobs if n.endswith(".o"))
-            blobs[obj_name], what = mutate_object(rng, blobs[obj_name])
+            blobs[obj_name], what = mutate_object(rng, blobs[obj_name], strings_only)
             case = rebuild(doc, blobs)
         else:
             if not signed:
@@ -443,9 +446,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="write each case to OUT/current.kiln before loading it (to reproduce a crash)")
     ap.add_argument("--fork", action="store_true",
                     help="load each case in a forked child: count crashes instead of stopping")
+    ap.add_argument("--strings", action="store_true",
+                    help="mutate only the objects' string tables (symbol and section names)")
     args = ap.parse_args(argv)
     stats = run(args.seed, args.count, args.out, args.loader, log=lambda s: print(s, file=sys.stderr),
-                save_current=args.save_current, fork=args.fork)
+                save_current=args.save_current, fork=args.fork, strings_only=args.strings)
     print(json.dumps(stats.as_json()))
     return 1 if stats.escapes or any(k.startswith("crashed") for k in stats.outcomes) else 0
 
