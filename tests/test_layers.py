@@ -43,6 +43,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("kiln.runtime.mcjit", "kiln._extras"): "the missing-extra message only when llvmlite is missing",
     ("kiln.runtime.compiled", "kiln.signing"): "signatures need the optional cryptography package",
     ("kiln.runtime.cuda", "kiln.signing"): "signatures need the optional cryptography package",
+    ("kiln.cli.main", "kiln.signing"): "each subcommand imports only what it needs",
 }
 
 #: lazy imports in files that other helpers of issue 12 own (runtime binding/compiled/cuda,

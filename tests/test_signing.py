@@ -162,7 +162,8 @@ def test_provenance_round_trip(graph) -> None:
     assert module.manifest.provenance == prov
     assert module.manifest.to_json()["provenance"] == prov
     c = container.unpack(graph._module.to_bytes())
-    assert Manifest.from_json(c.manifest, set(c.blobs)).provenance is None       # old files
+    old = {k: v for k, v in c.manifest.items() if k != "provenance"}        # files from older writers
+    assert Manifest.from_json(old, set(c.blobs)).provenance is None
 
 
 @pytest.mark.parametrize("bad", [[], "x", {"target": 3}, {"flags": {"a": [1]}}, {"flags": []},

@@ -7,12 +7,13 @@ resolved, and the first problem raises ArtifactError with the JSON path of the b
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, NoReturn
 
 from kiln._record import Record
 from kiln.abi import HIDDEN_PREFIX, RNG_PARAM, ParamLayout, element_params, vector_of
 from kiln.errors import ArtifactError
-from kiln.types import MAX_NDIM, SCALARS_BY_NAME
+from kiln.types import MAX_NDIM, SCALARS_BY_NAME, value_range
 
 ShapeDim = int | str | None
 ACCESS_MODES = ("none", "read", "write", "readwrite")
@@ -269,6 +270,8 @@ class _Reader:
                   for name, g in self.field(doc, "graphs", "", dict).items()}
         exported = self.field(doc, "exported_kernels", "", dict)
         for name, kname in exported.items():
+            if not isinstance(kname, str):
+                self.fail(f"exported_kernels.{name}", f"expected a kernel name, got {type(kname).__name__}")
             if kname not in kernels:
                 self.fail(f"exported_kernels.{name}", f"names unknown kernel {kname!r}")
         # optional here (a CPU runtime does not need it); kiln.runtime.cuda requires it
@@ -539,9 +542,20 @@ class _Reader:
                     dtype = self.field(b, "dtype", bw, str)
                     if kp.layout.kind != "scalar" or dtype != kp.layout.dtype:
                         self.fail(f"{bw}.dtype", f"constant does not match kernel parameter {kp.layout.name!r}")
+                    self.const_value(value, dtype, f"{bw}.const")
                     bindings.append(Binding("const", value=value, dtype=dtype))
             dispatches.append(DispatchInfo(kname, tuple(bindings)))
         return GraphInfo(name, params, tuple(dispatches), self.entries(g, path, target_names))
+
+    def const_value(self, value: bool | float, dtype: str, path: str) -> None:
+        """A constant binding must be a value of its dtype (the runtimes pack it as one)."""
+        t = SCALARS_BY_NAME[dtype]
+        if t.is_bool != isinstance(value, bool) or (t.is_int and not isinstance(value, int)):
+            self.fail(path, f"expected a {dtype} value, got {value!r}")
+        lo, hi = value_range(t)
+        infinite = isinstance(value, float) and not math.isfinite(value)
+        if not t.is_bool and not lo <= value <= hi and not (t.is_float and infinite):
+            self.fail(path, f"{str(value)[:40]} is out of range for {dtype}")
 
 
 def read_provenance(doc: Any) -> dict[str, Any] | None:

@@ -63,7 +63,26 @@ def _summary(path: str) -> dict[str, Any]:
         "kernels": {k.name: {"display_name": k.display_name, "params": [_param(p) for p in k.params],
                              "entries": k.entries} for k in m.kernels.values()},
         "exported_kernels": m.exported_kernels,
+        "provenance": m.provenance,
+        "trust": _trust_lines(path),
     }
+
+
+def _trust_lines(path: str) -> list[str]:
+    """Signature status and the trust model (kiln.signing.describe_trust)."""
+    from kiln.signing import describe_trust
+    return describe_trust(path)
+
+
+def _provenance_lines(prov: dict[str, Any] | None) -> list[str]:
+    """The manifest's build information (docs/format.md "Provenance"), for the text report."""
+    if prov is None:
+        return ["provenance: not recorded (written by an older kiln or another tool)"]
+    flags = ", ".join(f"{k}={v}" for k, v in prov.get("flags", {}).items()) or "none"
+    head = f"provenance: built by kiln {prov.get('kiln_version', '?')} for {prov.get('target', '?')}; flags: {flags}"
+    lines = [head]
+    lines += [f"  source of {name}: sha256 {digest[:16]}..." for name, digest in prov.get("sources", {}).items()]
+    return lines
 
 
 def _param(p: Any) -> dict[str, Any]:
@@ -145,6 +164,8 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
               f"entries {k['entries']}")
     if s["exported_kernels"]:
         print(f"  callable kernels: {', '.join(s['exported_kernels'])}")
+    for line in _provenance_lines(s["provenance"]) + s["trust"]:
+        print(f"  {line}")
     return 0
 
 

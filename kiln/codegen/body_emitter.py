@@ -42,6 +42,7 @@ from llvmlite import ir
 
 from kiln.codegen.expr_emitter import ExprEmitter
 from kiln.codegen.llvm_util import I1, I64, ArrayVal, alloca, codegen_error, const_value, mem_type, reg_type
+from kiln.codegen.print_sites import slot_value
 from kiln.ir import nodes as N
 from kiln.ir.ops import reduction_identity
 from kiln.passes.plan_parallel import reduction_key
@@ -126,6 +127,10 @@ class KernelBodyEmitter(ExprEmitter):
                 self.accumulate(s.value, *acc)
                 return
         self.expr(s.value)
+
+    def s_Print(self, s: N.Print) -> None:
+        values = [slot_value(self.b, self.expr(v), v.type) for v in s.values]
+        self.me.prints.emit(self.b, s, values)
 
     def _branch_if_open(self, target: ir.Block) -> None:
         if not self.b.block.is_terminated:

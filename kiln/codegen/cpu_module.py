@@ -95,6 +95,7 @@ class CpuModuleEmitter(ModuleEmitterBase):
         for f, fn in todo:
             self.emit_body(f, fn)
         self.debug.emit_table()
+        self.prints.emit_table()
 
     def _emit_entry(self, kf: N.FunctionIR, impl: ir.Function, entry: ir.Function) -> None:
         b = ir.IRBuilder(entry.append_basic_block("entry"))

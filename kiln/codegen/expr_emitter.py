@@ -417,7 +417,14 @@ class ExprEmitter:
     def minmax(self, name: str, a: ir.Value, c: ir.Value, t: ScalarType) -> ir.Value:
         b = self.b
         if t.is_float:
-            return b.call(self.me.intrinsic(f"llvm.{name}num", t, 2), [a, c])
+            # minnum/maxnum may return either zero of +0.0 and -0.0; the language orders -0.0
+            # below +0.0 (docs/language.md): equal operands combine their bits, OR for min (a
+            # -0.0 wins) and AND for max (+0.0 wins); equal non-zero values have equal bits
+            r = b.call(self.me.intrinsic(f"llvm.{name}num", t, 2), [a, c])
+            bits = ir.IntType(t.bits)
+            ai, ci = b.bitcast(a, bits), b.bitcast(c, bits)
+            both = b.or_(ai, ci) if name == "min" else b.and_(ai, ci)
+            return b.select(b.fcmp_ordered("==", a, c), b.bitcast(both, a.type), r)
         if t.is_bool:
             return b.and_(a, c) if name == "min" else b.or_(a, c)
         pre = ("s" if t.kind == "i" else "u") + name

@@ -14,6 +14,7 @@ from llvmlite import ir
 from kiln.artifact.manifest import ParamInfo
 from kiln.codegen.debug_checks import DebugChecks
 from kiln.codegen.llvm_util import FLOAT_SUFFIX, I1, I8, I64, PTR, VOID, c_ident, fn_attrs, reg_type
+from kiln.codegen.print_sites import PrintSites
 from kiln.errors import KilnError
 from kiln.ir import nodes as N
 from kiln.runtime.abi_digest import DIGEST_SIZE, SUFFIX, abi_digest
@@ -47,6 +48,8 @@ class ModuleEmitterBase(ABC):
         self._ipow: dict[str, ir.Function] = {}
         #: debug mode's record, site table and fail helper (unused by release kernels)
         self.debug = DebugChecks(self.module, self.unique)
+        #: `print` in kernels: the print buffer and its site table (nothing without print)
+        self.prints = PrintSites(self.module)
 
     @abstractmethod
     def new_body_emitter(self, fir: N.FunctionIR, fn: ir.Function) -> BodyEmitter:

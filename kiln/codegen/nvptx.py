@@ -153,6 +153,7 @@ class NvptxModuleEmitter(ModuleEmitterBase):
             self.launches[kf.name] = launches
             self.kernel_symbols[kf.name] = launches[0].entry
         self.debug.emit_table()     # debug mode: the CUDA runtime decodes failed checks with it
+        self.prints.emit_table()    # print: the CUDA runtime formats the buffer with it
 
     def _emit_phase(self, k: N.KernelIR, ph: N.LaunchPhase, sym: str) -> CudaLaunch:
         """The PTX entry `sym` of one launch phase: the stripped prefix, then the phase's own

@@ -33,7 +33,9 @@ OBJECT_CONTRACT (what every object blob produced by `kiln.codegen.build_object` 
     * `<entry symbol>_abi`: 32 bytes of writable data per entry, the SHA-256 that binds the
       manifest's description of that entry to the code (kiln.runtime.abi_digest);
     * debug builds only: `kiln_debug_record`, `kiln_debug_kernel`, `kiln_debug_table` and
-      `kiln_debug_table_len` (writable data, kiln.runtime.debug_record).
+      `kiln_debug_table_len` (writable data, kiln.runtime.debug_record);
+    * modules whose kernels print only: `kiln_print_state`, `kiln_print_buffer`,
+      `kiln_print_table` and `kiln_print_table_len` (writable data, kiln.runtime.print_buffer).
 - Undefined (external) symbols: only those in ALLOWED_EXTERNAL_SYMBOLS: libm math functions,
   memset/memcpy/memmove, and the half-precision conversion helpers `__extendhfsf2` /
   `__truncsfhf2` (compiler-rt / libgcc), which LLVM calls only for f16 on targets without F16C

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import hashlib
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,13 +33,13 @@ from kiln.artifact.manifest import (
 from kiln.driver import cache, fields
 from kiln.driver.pipeline import CompileOptions, Pipeline, Progress
 from kiln.driver.request import CompileRequest, GraphArgSpec, GraphSpec, ParamTypes
-from kiln.errors import TargetError
+from kiln.errors import ArgumentValueError, TargetError
 from kiln.ir.analysis import array_access
 from kiln.ir.graph import ArgBinding, Dispatch, GraphIR
 from kiln.ir.nodes import KernelIR
 from kiln.ir.printer import format_graph
 from kiln.lang.fields import TemplateArg
-from kiln.types import MatrixType, NdArrayType, ScalarType, u32
+from kiln.types import MatrixType, NdArrayType, ScalarType, u32, value_range
 
 
 def compile_program(request: CompileRequest, options: CompileOptions | None = None) -> bytes:
@@ -88,6 +89,7 @@ def _compile(pipe: Pipeline, request: CompileRequest) -> bytes:
     # 4. Manifest + container.
     with pipe.stage("pack"):
         doc = _manifest(request, graphs, kernels, lowering, exported, out, abi).to_json()
+        doc["provenance"] = _provenance(request, pipe.options.debug, out, lowering)
         if cuda_doc is not None:
             doc["cuda"] = cuda_doc      # optional launch data (docs/format.md, "CUDA targets")
         return container.pack(doc, out.blobs)
@@ -117,6 +119,8 @@ class _Lowering:
         self.pipe = pipe
         self.lowered: dict[tuple[int, ParamTypes], KernelIR] = {}
         self._access: dict[str, dict[str, str]] = {}
+        #: kernel IR name -> SHA-256 hex of the kernel's Python source (the manifest's provenance)
+        self.sources: dict[str, str] = {}
 
     def access(self, kir: KernelIR) -> dict[str, str]:
         """`array_access` of a lowered kernel, computed once per kernel (a graph used to pay a
@@ -131,6 +135,7 @@ class _Lowering:
         if key not in self.lowered:
             kir = self.pipe.lower(kernel.qualname, lambda: kernel.specialize(types), _kernel_debug(kernel))
             self.lowered[key] = passes.make_names_unique([*self.lowered.values(), kir])[-1]
+            self.sources[self.lowered[key].kernel.name] = hashlib.sha256(kernel.source.encode()).hexdigest()
         return self.lowered[key]
 
     def by_name(self) -> dict[str, KernelIR]:
@@ -298,6 +303,16 @@ def _manifest(request: CompileRequest, graphs: Sequence[GraphIR], kernels: Seque
     )
 
 
+def _provenance(request: CompileRequest, debug: bool, out: _NativeOutputs, lowering: _Lowering) -> dict[str, Any]:
+    """What built the file (docs/format.md "Provenance"; `kiln inspect` shows it): kiln's
+    version, the targets, the flags that change the code, and a hash of each kernel's source."""
+    flags: dict[str, Any] = {"debug": debug, "fast_math": request.fast_math}
+    if request.cuda:
+        flags["cuda_archs"] = ",".join(request.cuda_archs or ())
+    return {"kiln_version": KILN_VERSION, "target": ",".join(t.name for t in out.targets), "flags": flags,
+            "sources": {k.kernel.name: lowering.sources[k.kernel.name] for k in lowering.unique_kernels()}}
+
+
 def _dispatch_infos(dispatches: Sequence[Dispatch]) -> tuple[DispatchInfo, ...]:
     """The manifest entry of each dispatch, built once per distinct dispatch."""
     made: dict[Dispatch, DispatchInfo] = {}
@@ -329,7 +344,12 @@ def _const(value: Any, t: ScalarType) -> bool | int | float:
         return bool(value)
     if t.is_int:
         return int(value)
-    return float(value)
+    f = float(value)
+    lo, hi = value_range(t)
+    if not lo <= f <= hi:     # the binder's rule for the same value given at run time; also inf/nan
+        raise ArgumentValueError(f"constant {value!r} is out of range for {t.name} (a .kiln manifest holds "
+                                 "finite constants: pass it as a graph argument instead)")
+    return f
 
 
 def _kernel_info(kir: KernelIR, access: dict[str, str], entries: dict[str, str], user_types: ParamTypes) -> KernelInfo:

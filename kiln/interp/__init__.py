@@ -1,7 +1,7 @@
 """A reference interpreter for kiln's kernel IR (pure Python + numpy), the oracle of the
 differential fuzzer (tests/test_differential.py, tests/fuzz/fuzz_diff.py).
 
-    from kiln.compiler import lower_kernel
+    from kiln.driver import lower_kernel
     from kiln.interp import run_kernel
     run_kernel(lower_kernel(my_kernel, param_types), {"x": x, "a": 2.0})
 

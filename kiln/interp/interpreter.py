@@ -6,20 +6,26 @@ Dispatch is by node class name (`visit_<NodeClass>` / `exec_<NodeClass>`): a new
 method. Parallel loops run serially in row-major order (the language allows any order, so a
 kernel whose result depends on the order is not a valid differential test). Array accesses are
 bounds-checked and raise IndexError (compiled code does not check: the generator of test kernels
-keeps every index in range).
+keeps every index in range). Debug builds' checks (the `check` marks of
+kiln.passes.insert_bounds_checks) raise what compiled debug code raises, with the same message:
+kl.KernelIndexError and kl.KernelZeroDivisionError (kiln.runtime.debug_record words them).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 from kiln.interp import scalars
 from kiln.interp.scalars import Value
 from kiln.ir import nodes as ir
-from kiln.types import ScalarType
+from kiln.runtime.debug_record import describe
+from kiln.runtime.print_buffer import format_value
+from kiln.types import MAX_NDIM, ScalarType
 
 __all__ = ["Interpreter", "run_kernel"]
 
@@ -56,8 +62,10 @@ class _Frame:
 class Interpreter:
     """Runs one KernelIR; `run(args)` updates the numpy arrays in `args` in place."""
 
-    def __init__(self, kir: ir.KernelIR) -> None:
+    def __init__(self, kir: ir.KernelIR, out: TextIO | None = None) -> None:
         self.kir = kir
+        #: where `print` writes (sys.stdout, looked up when the interpreter is made)
+        self.out = out or sys.stdout
         self.funcs = {f.name: f for f in kir.funcs}
         self.frame: _Frame | None = None
 
@@ -95,7 +103,7 @@ class Interpreter:
 
     def exec_Store(self, s: ir.Store) -> None:
         arr = self._array(s.array)
-        idx = self._index(arr, s.indices)
+        idx = self._index(arr, s.indices, s.check)
         value = self.eval(s.value)
         arr[idx] = value
 
@@ -104,6 +112,12 @@ class Interpreter:
 
     def exec_ExprStmt(self, s: ir.ExprStmt) -> None:
         self.eval(s.value)
+
+    def exec_Print(self, s: ir.Print) -> None:
+        """The text compiled code's print record becomes (one rule: kiln.runtime.print_buffer),
+        written at once (compiled code's text appears after the run)."""
+        values = [format_value(self.eval(v), v.type.name) for v in s.values]
+        self.out.write(s.texts[0] + "".join(v + t for v, t in zip(values, s.texts[1:])))
 
     def exec_If(self, s: ir.If) -> None:
         self.block(s.then_body if self.eval(s.cond) else s.else_body)
@@ -170,13 +184,16 @@ class Interpreter:
 
     def visit_Load(self, e: ir.Load) -> Value:
         arr = self._array(e.array)
-        return scalars.make(arr[self._index(arr, e.indices)], e.type)
+        return scalars.make(arr[self._index(arr, e.indices, e.check)], e.type)
 
     def visit_Unary(self, e: ir.Unary) -> Value:
         return scalars.unary(e.op, self.eval(e.operand), e.type)
 
     def visit_Binary(self, e: ir.Binary) -> Value:
-        return scalars.binary(e.op, self.eval(e.lhs), self.eval(e.rhs), e.type)
+        lhs, rhs = self.eval(e.lhs), self.eval(e.rhs)
+        if e.check >= 0 and rhs == 0:
+            raise self._failure(e.check, (), ())
+        return scalars.binary(e.op, lhs, rhs, e.type)
 
     def visit_Compare(self, e: ir.Compare) -> Value:
         return scalars.compare(e.op, self.eval(e.lhs), self.eval(e.rhs))
@@ -197,7 +214,7 @@ class Interpreter:
         return scalars.builtin(e.name, [self.eval(a) for a in e.args], e.type)
 
     def visit_AtomicRMW(self, e: ir.AtomicRMW) -> Value:
-        return self._atomic(e.op, e.array, e.indices, e.value)
+        return self._atomic(e.op, e.array, e.indices, e.value, e.check)
 
     def visit_Call(self, e: ir.Call) -> Value:
         assert self.frame is not None
@@ -218,17 +235,27 @@ class Interpreter:
         assert self.frame is not None
         return self.frame.arrays[ref.name]
 
-    def _index(self, arr: np.ndarray, indices: tuple[ir.Expr, ...]) -> tuple[int, ...]:
+    def _index(self, arr: np.ndarray, indices: tuple[ir.Expr, ...], check: int = -1) -> tuple[int, ...]:
         idx = tuple(int(self.eval(i)) for i in indices)
         for k, (i, n) in enumerate(zip(idx, arr.shape)):
             if not 0 <= i < n:     # no negative wraparound in kiln
+                if check >= 0:
+                    raise self._failure(check, idx, arr.shape)
                 raise IndexError(f"index {i} out of range for dimension {k} of size {n}")
         return idx
 
+    def _failure(self, check: int, index: tuple[int, ...], shape: tuple[int, ...]) -> Exception:
+        """The exception compiled debug code raises for a failed check `check`: the record it
+        would fill (kiln.runtime.debug_record), described the same way."""
+        pad = [0] * (MAX_NDIM - len(index))
+        rec = [1, 0, check, len(index), *index, *pad, *shape, *pad]
+        sites = [[c.kind, c.array, os.path.basename(c.loc.filename), c.loc.line] for c in self.kir.checks]
+        return describe(rec, self.kir.display_name or self.kir.kernel.name, sites)
+
     def _atomic(self, op: ir.AtomicOp, ref: ir.ArrayRef, indices: tuple[ir.Expr, ...],
-                value_expr: ir.Expr) -> Value:
+                value_expr: ir.Expr, check: int = -1) -> Value:
         arr = self._array(ref)
-        idx = self._index(arr, indices)
+        idx = self._index(arr, indices, check)
         dtype = ref.type.dtype
         assert dtype is not None
         value = self.eval(value_expr)
@@ -237,7 +264,7 @@ class Interpreter:
         a = scalars.cast(old, dtype, compute)
         b = scalars.cast(value, dtype, compute)
         if op in (ir.AtomicOp.MIN, ir.AtomicOp.MAX):
-            new = scalars.builtin(op.value, [a, b], compute)
+            new = scalars.atomic_minmax(op.value, a, b, compute)
         else:
             new = scalars.binary(_ATOMIC_BINARY[op], a, b, compute)
         arr[idx] = scalars.cast(new, compute, dtype)

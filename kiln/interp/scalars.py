@@ -157,16 +157,19 @@ class UnspecifiedBehavior(Exception):
     """The language documentation does not define the result (the interpreter will not guess)."""
 
 
-def _minmax(a: Value, b: Value, t: ScalarType, smaller: bool) -> Value:
+def _minmax(a: Value, b: Value, t: ScalarType, smaller: bool, atomic: bool = False) -> Value:
     if t.is_float:
         if np.isnan(a):
             return b
         if np.isnan(b):
             return a
         if a == 0 and b == 0 and np.signbit(a) != np.signbit(b):
-            # docs/language.md does not say which zero kl.min/kl.max return (compiled code
-            # returns either, depending on optimisation: LLVM's minnum/maxnum semantics)
-            raise UnspecifiedBehavior(f"kl.{'min' if smaller else 'max'} of +0.0 and -0.0")
+            if atomic:
+                # docs/language.md leaves open which zero an atomic min/max keeps (LLVM's
+                # atomicrmw fmin/fmax, hardware instructions on GPUs)
+                raise UnspecifiedBehavior(f"kl.atomic_{'min' if smaller else 'max'} of +0.0 and -0.0")
+            # -0.0 is below +0.0 (docs/language.md)
+            return a if np.signbit(a) == smaller else b
     if smaller:
         return min(a, b)
     return max(a, b)
@@ -181,6 +184,11 @@ _FLOAT_UFUNCS = {"sqrt": np.sqrt, "exp": np.exp, "log": np.log, "sin": np.sin, "
 #: own expansions); the others are exact
 INEXACT_BUILTINS = frozenset({"exp", "log", "sin", "cos", "tan", "asin", "acos", "atan", "tanh",
                               "atan2", "pow", "rsqrt"})
+
+
+def atomic_minmax(name: str, a: Value, b: Value, t: ScalarType) -> Value:
+    """What an atomic min/max stores (as kl.min/kl.max, except for signed zeros)."""
+    return _minmax(a, b, t, name == "min", atomic=True)
 
 
 def builtin(name: str, args: list[Value], t: ScalarType) -> Value:

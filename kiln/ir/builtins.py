@@ -109,10 +109,12 @@ _X, _XY = ("x",), ("x", "y")
 declare(Builtin("abs", _X, _same, "result", ("custom", "abs"), "absolute value (ints and floats)", "abs", "fabs",
                 python_builtin=True))
 declare(Builtin("min", _XY, _promoted, "result", ("custom", "min"),
-                "smaller of two values; with floats, NaN in either gives the other operand", "fmin",
+                "smaller of two values; with floats, NaN in either gives the other operand "
+                "and -0.0 < +0.0", "fmin",
                 python_builtin=True))
 declare(Builtin("max", _XY, _promoted, "result", ("custom", "max"),
-                "larger of two values; with floats, NaN in either gives the other operand", "fmax",
+                "larger of two values; with floats, NaN in either gives the other operand "
+                "and -0.0 < +0.0", "fmax",
                 python_builtin=True))
 declare(Builtin("sqrt", _X, _float_unary, "result", ("intrinsic", "llvm.sqrt"), "square root", "sqrt", "sqrt"))
 declare(Builtin("rsqrt", _X, _float_unary, "result", ("custom", "rsqrt"), "1 / sqrt(x)", None))

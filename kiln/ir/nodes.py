@@ -260,6 +260,17 @@ class ExprStmt(Stmt):
 
 
 @dataclass(frozen=True)
+class Print(Stmt):
+    """`print(...)` in a kernel or func: the text `texts[0] + v0 + texts[1] + ... + texts[n]`
+    (`len(texts) == len(values) + 1`; separators and the line end are in the texts). Compiled
+    code appends a record to the module's print buffer; the runtime writes the text after the
+    run (kiln.runtime.print_buffer)."""
+
+    texts: tuple[str, ...]
+    values: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
 class If(Stmt):
     cond: Expr                  # bool
     then_body: tuple[Stmt, ...]

@@ -105,6 +105,10 @@ class _Printer:
                       s.loc)
         elif isinstance(s, ir.ExprStmt):
             self.line(d, f"eval {expr_text(s.value)}", s.loc)
+        elif isinstance(s, ir.Print):
+            pieces = [repr(s.texts[0])] + [x for v, t in zip(s.values, s.texts[1:])
+                                          for x in (expr_text(v), repr(t))]
+            self.line(d, f"print {', '.join(pieces)}", s.loc)
         elif isinstance(s, ir.If):
             self.line(d, f"if {expr_text(s.cond)}:", s.loc)
             self.body(d + 1, s.then_body)

@@ -121,6 +121,10 @@ class _Verifier:
                 self.check(not dtype.is_float, "bitwise AugStore on a float array", s)
         elif isinstance(s, ir.ExprStmt):
             self.expr(s.value)
+        elif isinstance(s, ir.Print):
+            self.check(len(s.texts) == len(s.values) + 1, "print texts and values do not interleave", s)
+            for v in s.values:
+                self.expr(v)
         elif isinstance(s, ir.If):
             self.cond(s.cond)
             self.block(s.then_body, loops)

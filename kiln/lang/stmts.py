@@ -11,6 +11,7 @@ from kiln.lang import matrix_assign as vec_assign
 from kiln.lang.builtins_py import BuiltinStub
 from kiln.lang.exprs import _BINOPS, ExprMixin, as_scalar_type
 from kiln.lang.inline import InlineFrame, dynamic_block, inline_return
+from kiln.lang.print_stmt import is_print_call, lower_print
 from kiln.lang.random import RngUse, start_parallel_loop
 from kiln.lang.transformer import LocalVar, LoopCtx
 from kiln.lang.values import (
@@ -244,6 +245,9 @@ class StmtMixin(ExprMixin):
     def visit_Expr(self, node: ast.Expr) -> Stmts:
         if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
             return []  # docstring / string used as a comment
+        if is_print_call(node.value):
+            assert isinstance(node.value, ast.Call)
+            return [lower_print(node.value, self.visit, self.loc(node))]
         v = self.visit(node.value)
         if isinstance(v, VoidCall):
             return [] if v.call is None else [ir.ExprStmt(self.loc(node), v.call)]

@@ -123,6 +123,9 @@ def _py_value(v: bool | float, t: ScalarType) -> bool | int | float:
         return bool(v)
     if t.is_int:
         return int(v)
+    if t.bits < 64:      # a Const holds its type's value: kl.f32(0.001) is f32(0.001), not 0.001
+        with np.errstate(over="ignore"):
+            return float(np.float32(v) if t.bits == 32 else np.float16(v))
     return float(v)
 
 

@@ -48,6 +48,8 @@ def convert(value: bool | float, src: ScalarType, dst: ScalarType) -> object:
                 return _NOFOLD
             return iv
         return wrap_int(int(value), dst)
+    if src.is_float:        # a Const made elsewhere may hold more precision than its type has
+        value = round_float(float(value), src)
     return round_float(float(value), dst)
 
 
@@ -99,8 +101,7 @@ def fold_binary(op: ir.BinaryOp, a: ir.Const, b: ir.Const, t: ScalarType) -> obj
         return _NOFOLD
     if t.is_int:
         return _int_binary(op, int(a.value), int(b.value), t)
-    r = _float_binary(op, float(a.value), float(b.value))
-    return r
+    return _float_binary(op, round_float(float(a.value), t), round_float(float(b.value), t))
 
 
 def fold_expr(e: ir.Expr) -> ir.Expr:
@@ -118,7 +119,8 @@ def fold_expr(e: ir.Expr) -> ir.Expr:
         elif e.op == ir.UnaryOp.INVERT and t.is_int:
             r = ~int(v)
     elif isinstance(e, ir.Compare) and isinstance(e.lhs, ir.Const) and isinstance(e.rhs, ir.Const):
-        r = COMPARE[e.op](e.lhs.value, e.rhs.value)
+        lt = e.lhs.type
+        r = COMPARE[e.op](*(round_float(float(c.value), lt) if lt.is_float else c.value for c in (e.lhs, e.rhs)))
     elif isinstance(e, ir.Cast) and isinstance(e.value, ir.Const):
         r = convert(e.value.value, e.value.type, t)
     elif isinstance(e, ir.Logical) and isinstance(e.lhs, ir.Const):

@@ -293,9 +293,10 @@ def plan_loop(loop: ir.ParallelFor) -> ir.ParallelPlan:
 # ---------------------------------------------------------------------------------------------
 
 def has_effects(s: ir.Stmt) -> bool:
-    """Whether `s` writes memory: stores, atomics, calls that take arrays."""
+    """Whether `s` writes memory: stores, atomics, calls that take arrays, prints (the print
+    buffer: once, not once per GPU thread)."""
     for n in walk(s):
-        if isinstance(n, (ir.Store, ir.AugStore, ir.AtomicRMW)):
+        if isinstance(n, (ir.Store, ir.AugStore, ir.AtomicRMW, ir.Print)):
             return True
         if isinstance(n, ir.Call) and any(isinstance(a, ir.ArrayRef) for a in n.args):
             return True
@@ -321,7 +322,7 @@ def strip_side_effects(body: Sequence[ir.Stmt], kname: str) -> tuple[ir.Stmt, ..
     for s in body:
         if isinstance(s, (ir.Store, ir.AugStore)):
             continue
-        if isinstance(s, ir.ExprStmt) and has_effects(s):
+        if isinstance(s, ir.ExprStmt | ir.Print) and has_effects(s):
             continue
         if isinstance(s, ir.If):
             out.append(ir.If(s.loc, s.cond, strip_side_effects(s.then_body, kname),

@@ -345,9 +345,16 @@ class ArgBinder:
             return iv
         if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, (bool, np.bool_)):
             raise ArgumentError(f"{where}: expected a number for {plan.type_name}, got {type(v).__name__}")
-        fv = float(v)
-        if not plan.lo <= fv <= plan.hi and math.isfinite(fv):
-            raise ArgumentValueError(f"{where}: {fv!r} is out of range for {plan.type_name}")
+        try:
+            fv = float(v)
+        except OverflowError:          # an int beyond f64's range
+            fv = math.inf
+        # inf and nan pass as themselves; a finite value that is not finite as f64 (a huge int,
+        # a np.longdouble beyond f64's range) is out of range like any other
+        if (not plan.lo <= fv <= plan.hi and math.isfinite(fv)) or (
+                math.isinf(fv) and (isinstance(v, (int, np.integer)) or bool(np.isfinite(v)))):
+            shown = repr(fv) if math.isfinite(fv) else f"{str(v)[:20]}... ({type(v).__name__})"
+            raise ArgumentValueError(f"{where}: {shown} is out of range for {plan.type_name}")
         return fv
 
 

@@ -30,6 +30,7 @@ from kiln.runtime.binding import (
 )
 from kiln.runtime.cuda_driver import cuda_available, device_ordinal
 from kiln.runtime.debug_record import STATUS_CHECK_FAILED, DebugRecord
+from kiln.runtime.print_buffer import PrintBuffer
 from kiln.runtime.rng import draws, new_rng_state, with_rng
 from kiln.runtime.runnable import ArgSpec, Runnable, arg_specs, unpickled_member
 
@@ -97,6 +98,8 @@ class _Runnable:
             status = self._entry(self._pack(held, True), DATA_OFFSET, STRIDES_OFFSET)
         else:
             status = self._entry(self._pack(held, False))
+        if self._module._prints is not None:
+            self._module._prints.flush()
         if status:
             self._raise_status(status)
 
@@ -170,6 +173,8 @@ class CompiledModule:
         self._native = native
         #: debug mode's error record (None for a release module; kiln.runtime.debug_record)
         self._debug = DebugRecord.attach(native)
+        #: what kernels print (None for a module without print; kiln.runtime.print_buffer)
+        self._prints = PrintBuffer.attach(native)
         self.manifest = manifest
         self.target = target
         self._field_storage = allocate_fields(manifest.fields, blobs or {})

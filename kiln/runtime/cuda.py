@@ -47,7 +47,14 @@ import numpy as np
 from kiln.abi import HIDDEN_PREFIX, SCALAR_FORMAT, contiguous_strides, is_field_param
 from kiln.artifact.container import Container, read_bytes, unpack, write_bytes
 from kiln.artifact.manifest import Binding, CudaSection, Manifest, ParamInfo, TargetInfo
-from kiln.errors import ArgumentError, ArgumentValueError, ArtifactError, CudaError
+from kiln.errors import (
+    ArgumentError,
+    ArgumentValueError,
+    ArtifactError,
+    CudaError,
+    KernelIndexError,
+    KernelZeroDivisionError,
+)
 from kiln.runtime.abi_digest import DIGEST_SIZE, SUFFIX, check_descriptor, ptx_descriptor
 from kiln.runtime.binding import ArgBinder, ArgPlan, bind_call_arguments, may_overlap_itself, visible
 from kiln.runtime.cuda_arrays import device_array, stream_handle
@@ -409,13 +416,20 @@ class CudaRunnable:
         lm.dev.make_current()
         s = stream_handle(stream)
         block, copy_back = self._upload(values, keep, uploads, s, device)
-        if lm.debug is not None:        # debug mode: launch by launch, the record read after each
-            self._binder.check_overlaps(args)
-            self._run_plain(lm, block, s, checked=True)
-        elif use_graph and len(self.nodes) > 0:
-            self._run_graph(lm, block, s)
-        else:
-            self._run_plain(lm, block, s)
+        try:
+            if lm.debug is not None:        # debug mode: launch by launch, the record read after each
+                self._binder.check_overlaps(args)
+                self._run_plain(lm, block, s, checked=True)
+            elif use_graph and len(self.nodes) > 0:
+                self._run_graph(lm, block, s)
+            else:
+                self._run_plain(lm, block, s)
+        except (KernelIndexError, KernelZeroDivisionError):
+            if lm.prints is not None:       # what ran before the failed check printed
+                lm.prints.flush(s)
+            raise
+        if lm.prints is not None:
+            lm.prints.flush(s)
         if copy_back:
             drv = driver()
             for a, dptr, nbytes in copy_back:

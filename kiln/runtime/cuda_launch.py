@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from kiln.abi import SCALAR_FORMAT, SLOT, block_size
 from kiln.artifact.manifest import CudaLaunch, ParamInfo
 from kiln.errors import CudaError, KilnError
+from kiln.runtime import print_buffer
 from kiln.runtime.cuda_driver import Device, check, driver
 from kiln.runtime.debug_record import MAX_TABLE, RECORD, RECORD_SLOTS, TABLE, describe, parse_table
 
@@ -41,6 +42,8 @@ class LoadedImage:
         #: debug mode's error record in device memory (None for a release image)
         self.image = image
         self.debug = DeviceDebugRecord(self.mod, source) if RECORD.encode() in image else None
+        #: what kernels print, in device memory (None for an image without print)
+        self.prints = DevicePrintBuffer(self.mod, source) if print_buffer.STATE.encode() in image else None
 
 
     def global_bytes(self, name: str, size: int) -> bytes | None:
@@ -88,6 +91,44 @@ class DeviceDebugRecord:
         check(drv.cuMemcpyHtoDAsync(self.dptr, ctypes.addressof(zero), RECORD_SLOTS * 8, stream), "cuMemcpyHtoDAsync")
         check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize")
         return describe(list(rec), kernel, self.sites)
+
+
+class DevicePrintBuffer:
+    """`print` on the GPU: the image's print buffer and site table (kiln.runtime.print_buffer) in
+    device memory, read after each run (a synchronisation, only for images that print)."""
+
+    def __init__(self, mod: Any, source: str) -> None:
+        drv = driver()
+        self.state, _ = check(drv.cuModuleGetGlobal(mod, print_buffer.STATE.encode()), f"{source}: print state")
+        self.buffer, size = check(drv.cuModuleGetGlobal(mod, print_buffer.BUFFER.encode()), f"{source}: print buffer")
+        if int(size) != print_buffer.CAPACITY * 8:
+            raise CudaError(f"{source}: {print_buffer.BUFFER} has {size} bytes, expected {print_buffer.CAPACITY * 8}")
+        tptr, tsize = check(drv.cuModuleGetGlobal(mod, print_buffer.TABLE.encode()), f"{source}: print table")
+        if not 0 < int(tsize) <= print_buffer.MAX_TABLE:
+            raise CudaError(f"{source}: print table of {tsize} bytes")
+        self.sites = print_buffer.parse_table(self._read(tptr, int(tsize), 0))
+
+    @staticmethod
+    def _read(dptr: Any, size: int, stream: int) -> bytes:
+        drv = driver()
+        buf = ctypes.create_string_buffer(size)
+        check(drv.cuMemcpyDtoHAsync(ctypes.addressof(buf), dptr, size, stream), "cuMemcpyDtoHAsync")
+        check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize")
+        return buf.raw
+
+    def flush(self, stream: int) -> None:
+        """Write what the launches so far printed, and clear the buffer."""
+        used, dropped = struct.unpack("<2q", self._read(self.state, 16, stream))
+        if used == 0 and dropped == 0:
+            return
+        n = min(max(used, 0), print_buffer.CAPACITY)
+        slots = list(struct.unpack(f"<{n}q", self._read(self.buffer, n * 8, stream))) if n else []
+        drv = driver()
+        zeros = ctypes.create_string_buffer(max(n * 8, 16))
+        check(drv.cuMemcpyHtoDAsync(self.buffer, ctypes.addressof(zeros), n * 8, stream), "cuMemcpyHtoDAsync")
+        check(drv.cuMemcpyHtoDAsync(self.state, ctypes.addressof(zeros), 16, stream), "cuMemcpyHtoDAsync")
+        check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize")
+        print_buffer.emit(*print_buffer.render(slots, n, dropped, self.sites))
 
 
 class Node:

@@ -181,6 +181,19 @@ def _placeholders(blob: bytes, target: Section, offsets: np.ndarray) -> np.ndarr
 _PC_SLACK = 1 << 16
 
 
+def _empty_names(blob: bytes, symbols: Any) -> np.ndarray:
+    """Per symbol, whether its name is empty: no name (st_name 0), or a name offset that points
+    at a NUL byte of the string table (a one-byte edit of the string table does that to a name;
+    RuntimeDyld then looks the symbol up by "" and aborts on the out-of-reach address 0)."""
+    offsets = symbols.entries["name"].astype(np.int64)
+    strtab = symbols.strtab
+    if strtab is None or strtab.size == 0:
+        return np.ones(len(offsets), bool)
+    table = np.frombuffer(blob, np.uint8, count=strtab.size, offset=strtab.offset)
+    first = table[np.clip(offsets, 0, strtab.size - 1)]
+    return (offsets == 0) | (offsets >= strtab.size) | (first == 0)
+
+
 def _check_for_runtime_dyld(blob: bytes, info: ObjectInfo) -> None:
     """Constructs LLVM's RuntimeDyld is known to abort the process on (it asserts, or calls
     report_fatal_error): oversized or over-aligned sections, symbols past their section,
@@ -219,7 +232,7 @@ def _check_for_runtime_dyld(blob: bytes, info: ObjectInfo) -> None:
             # RuntimeDyld would load that section anywhere, out of a 32-bit displacement's reach
             raise _err(f"{r.label()}: a relocation refers to a symbol in a section that is not "
                        "allocatable")
-        unnamed = ((symbols.entries["name"][syms] == 0)
+        unnamed = (_empty_names(blob, symbols)[syms]
                    & ((symbols.entries["info"][syms] & 0xF) != STT_SECTION) & (types != 0))
         if unnamed.any():     # RuntimeDyld resolves it by its (empty) name, to address 0
             raise _err(f"{r.label()}: a relocation refers to an unnamed symbol that is not a section")
