@@ -20,7 +20,7 @@ T=${TESTS_S:-170}
 PYTEST="python3 -m pytest -q -p no:cacheprovider"
 # 1. the CUDA runtime and code generator on the real driver
 timeout "$T" $PYTEST tests/test_cuda.py tests/test_cuda_runtime.py tests/test_cuda_graph_args.py \
-    tests/test_cuda_multi_gpu.py tests/test_nvptx_math.py >"$OUTDIR/cuda.txt" 2>&1 &
+    tests/test_cuda_multi_gpu.py tests/test_nvptx_math.py tests/test_print.py >"$OUTDIR/cuda.txt" 2>&1 &
 # 2. the language suite with direct calls on the GPU (what the language issue added)
 KILN_DEVICE=cuda timeout "$T" $PYTEST tests/test_language.py tests/test_vectors.py tests/test_random.py \
     >"$OUTDIR/lang1.txt" 2>&1 &
