@@ -71,11 +71,13 @@ def _fake(monkeypatch, gpus: int = 1):
 
 def test_load_picks_the_gpu_for_a_file_without_cpu_code(tmp_path, monkeypatch):
     from kiln.runtime.cuda import CudaGraph, CudaModule
+    from kiln.runtime.cuda_driver import cuda_available
     path = _cuda_only_file(tmp_path)
-    with pytest.raises(ArtifactError, match='holds no CPU code.*load it with device="cuda"'):
-        kl.load(path)              # this machine has no usable GPU (no cuda-bindings or no driver)
-    with pytest.raises(ArtifactError, match='device="cuda"'):
-        kl.load_module(path)
+    if cuda_available() is not None:   # no usable GPU here (no cuda-bindings or no driver)
+        with pytest.raises(ArtifactError, match='holds no CPU code.*load it with device="cuda"'):
+            kl.load(path)
+        with pytest.raises(ArtifactError, match='device="cuda"'):
+            kl.load_module(path)
     with pytest.raises(ArtifactError, match="has no CPU code"):
         kl.load(path, device="cpu")                   # asked for the CPU: the CPU loader's error
     _fake(monkeypatch)

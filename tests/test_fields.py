@@ -373,6 +373,10 @@ def test_cuda_module_owns_device_fields(monkeypatch: pytest.MonkeyPatch) -> None
     # PTX only: under KILN_DEVICE=cuda the direct call below compiles for the fake GPU, which
     # reads ABI descriptors from PTX text, not from the cubins linked where nvJitLink is installed
     monkeypatch.setattr(nvptx, "DEFAULT_CUBIN_ARCHS", ())
+    # a call plan made earlier on a real GPU holds that driver's device: calls under the fake
+    # driver start from no plan, and the real one comes back after the test
+    monkeypatch.setattr(add_to_grid, "_call_cache", {})
+    monkeypatch.setattr(add_to_grid, "_fixed", None)
     _reset()
     add_to_grid(1.0)
     start = grid.to_numpy()
