@@ -77,9 +77,31 @@ def _check_every_compiled_object():
         mod.build_object = original
 
 
+#: outcomes of the C runtime tests per architecture they ran on ("native", "aarch64" under
+#: qemu-user): CI's output says what each one did (issue 18 asks to see both)
+_c_runtime: dict[str, dict[str, int]] = {}
+
+
+def pytest_runtest_logreport(report):
+    if not report.nodeid.startswith("tests/test_c_runtime") or "[" not in report.nodeid:
+        return
+    params = report.nodeid.rsplit("[", 1)[1].rstrip("]").split("-")
+    arch = "aarch64" if "aarch64" in params else "native" if "native" in params else None
+    if arch is None:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        outcome = "error" if report.when == "setup" and report.failed else report.outcome
+        counts = _c_runtime.setdefault(arch, {})
+        counts[outcome] = counts.get(outcome, 0) + 1
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_line(
         f"object-code contract: checked {len(_checked)} compiled object(s), {len(_violations)} violation(s)")
+    for arch, counts in sorted(_c_runtime.items()):
+        where = "aarch64 under qemu-user" if arch == "aarch64" else "this machine (native)"
+        terminalreporter.write_line(f"C runtime tests built for and run on {where}: " + ", ".join(
+            f"{n} {what}" for what, n in sorted(counts.items())))
     for v in _violations:
         terminalreporter.write_line(f"  CONTRACT VIOLATION: {v}", red=True)
 
