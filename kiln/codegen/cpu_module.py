@@ -24,6 +24,7 @@ from kiln.codegen.llvm_util import (
     fn_attrs,
     gep,
     mem_type,
+    runtime_global,
 )
 from kiln.codegen.module_base import ModuleEmitterBase
 from kiln.config import TUNING
@@ -56,13 +57,8 @@ class CpuModuleEmitter(ModuleEmitterBase):
         m = self.module
 
         def gv(name: str, ty: ir.Type, init: ir.Constant) -> ir.GlobalVariable:
-            g = ir.GlobalVariable(m, ty, name)
-            g.initializer = init
-            g.storage_class = "dso_local"
-            g.align = 8 if ty != I32 else 4
-            g.type = PTR
             self.used.add(name)
-            return g
+            return runtime_global(m, name, ty, init, 8 if ty != I32 else 4)
 
         self.g_gomp = gv("kiln_rt_gomp_parallel", PTR, ir.Constant(PTR, None))
         self.g_tnum = gv("kiln_rt_omp_get_thread_num", PTR, ir.Constant(PTR, None))

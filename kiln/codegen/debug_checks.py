@@ -14,7 +14,7 @@ import os
 
 from llvmlite import ir
 
-from kiln.codegen.llvm_util import I8, I32, I64, PTR, VOID, fn_attrs, gep
+from kiln.codegen.llvm_util import I8, I32, I64, VOID, fn_attrs, gep, runtime_global
 from kiln.ir import nodes as N
 from kiln.runtime.debug_record import KERNEL, RECORD, RECORD_SLOTS, TABLE, TABLE_LEN
 from kiln.types import MAX_NDIM
@@ -55,12 +55,7 @@ class DebugChecks:
 
     # -- globals ----------------------------------------------------------------------------
     def _global(self, name: str, ty: ir.Type, init: ir.Constant) -> ir.GlobalVariable:
-        g = ir.GlobalVariable(self.module, ty, name)
-        g.initializer = init
-        g.storage_class = "dso_local"
-        g.align = 8
-        g.type = PTR
-        return g
+        return runtime_global(self.module, name, ty, init)
 
     def record(self) -> ir.GlobalVariable:
         if self._record is None:

@@ -26,6 +26,18 @@ FLOAT_TYPES = {16: HALF, 32: FLOAT, 64: DOUBLE}
 FLOAT_SUFFIX = {16: "f16", 32: "f32", 64: "f64"}
 
 
+def runtime_global(module: ir.Module, name: str, ty: ir.Type, init: ir.Constant, align: int = 8) -> ir.GlobalVariable:
+    """A writable global the runtime finds by name (thread pointers, the debug record, the print
+    buffer and their tables): dso_local, so kiln's objects never go through a GOT
+    (docs/object-code.md)."""
+    g = ir.GlobalVariable(module, ty, name)
+    g.initializer = init
+    g.storage_class = "dso_local"
+    g.align = align
+    g.type = PTR
+    return g
+
+
 def reg_type(t: ScalarType) -> ir.Type:
     if t.is_bool:
         return I1

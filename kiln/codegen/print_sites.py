@@ -13,7 +13,7 @@ import os
 
 from llvmlite import ir
 
-from kiln.codegen.llvm_util import I8, I32, I64, PTR, gep
+from kiln.codegen.llvm_util import I8, I32, I64, gep, runtime_global
 from kiln.ir import nodes as N
 from kiln.runtime.print_buffer import BUFFER, CAPACITY, STATE, TABLE, TABLE_LEN
 from kiln.types import ScalarType
@@ -32,12 +32,7 @@ class PrintSites:
         self._buffer: ir.GlobalVariable | None = None
 
     def _global(self, name: str, ty: ir.Type, init: ir.Constant) -> ir.GlobalVariable:
-        g = ir.GlobalVariable(self.module, ty, name)
-        g.initializer = init
-        g.storage_class = "dso_local"
-        g.align = 8
-        g.type = PTR
-        return g
+        return runtime_global(self.module, name, ty, init)
 
     def _globals(self) -> tuple[ir.GlobalVariable, ir.GlobalVariable]:
         if self._state is None or self._buffer is None:
