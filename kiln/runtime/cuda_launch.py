@@ -45,7 +45,6 @@ class LoadedImage:
         #: what kernels print, in device memory (None for an image without print)
         self.prints = DevicePrintBuffer(self.mod, source) if print_buffer.STATE.encode() in image else None
 
-
     def global_bytes(self, name: str, size: int) -> bytes | None:
         """The `size` bytes of the module global `name` (None when the image has no such global
         of that size)."""
@@ -55,10 +54,25 @@ class LoadedImage:
         res = drv.cuModuleGetGlobal(self.mod, name.encode())
         if res[0] != drv.CUresult.CUDA_SUCCESS or int(res[2]) != size:
             return None
-        buf = ctypes.create_string_buffer(size)
-        check(drv.cuMemcpyDtoHAsync(ctypes.addressof(buf), res[1], size, 0), "cuMemcpyDtoHAsync")
-        check(drv.cuStreamSynchronize(0), "cuStreamSynchronize")
-        return buf.raw
+        return _device_bytes(res[1], size, 0)
+
+
+def _device_bytes(dptr: Any, size: int, stream: int) -> bytes:
+    """`size` bytes of device memory at `dptr`, copied on `stream` and waited for."""
+    drv = driver()
+    buf = ctypes.create_string_buffer(size)
+    check(drv.cuMemcpyDtoHAsync(ctypes.addressof(buf), dptr, size, stream), "cuMemcpyDtoHAsync")
+    check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize")
+    return buf.raw
+
+
+def _device_table(mod: Any, name: str, lookup: str, what: str) -> bytes:
+    """A site table (debug checks, prints) the image holds as the global `name`, bounded by
+    MAX_TABLE as on the CPU (CudaError beyond)."""
+    dptr, size = check(driver().cuModuleGetGlobal(mod, name.encode()), lookup)
+    if not 0 < int(size) <= MAX_TABLE:
+        raise CudaError(f"{what} of {size} bytes")
+    return _device_bytes(dptr, int(size), 0)
 
 
 class DeviceDebugRecord:
@@ -71,20 +85,13 @@ class DeviceDebugRecord:
         self.dptr, size = check(drv.cuModuleGetGlobal(mod, RECORD.encode()), f"{source}: cuModuleGetGlobal({RECORD})")
         if int(size) != RECORD_SLOTS * 8:
             raise CudaError(f"{source}: {RECORD} has {size} bytes, expected {RECORD_SLOTS * 8}")
-        tptr, tsize = check(drv.cuModuleGetGlobal(mod, TABLE.encode()), f"{source}: cuModuleGetGlobal({TABLE})")
-        if not 0 < int(tsize) <= MAX_TABLE:
-            raise CudaError(f"{source}: debug table of {tsize} bytes")
-        raw = ctypes.create_string_buffer(int(tsize))
-        check(drv.cuMemcpyDtoHAsync(ctypes.addressof(raw), tptr, int(tsize), 0), "cuMemcpyDtoHAsync")
-        check(drv.cuStreamSynchronize(0), "cuStreamSynchronize")
-        self.sites: list[list[Any]] = list(parse_table(raw.raw).get("sites", []))
+        raw = _device_table(mod, TABLE, f"{source}: cuModuleGetGlobal({TABLE})", f"{source}: debug table")
+        self.sites: list[list[Any]] = list(parse_table(raw).get("sites", []))
 
     def take_error(self, kernel: str, stream: int) -> KilnError | None:
         """The failure recorded by the launches so far on `stream` (then cleared), or None."""
         drv = driver()
-        rec = (ctypes.c_int64 * RECORD_SLOTS)()
-        check(drv.cuMemcpyDtoHAsync(ctypes.addressof(rec), self.dptr, RECORD_SLOTS * 8, stream), "cuMemcpyDtoHAsync")
-        check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize")
+        rec = struct.unpack(f"<{RECORD_SLOTS}q", _device_bytes(self.dptr, RECORD_SLOTS * 8, stream))
         if rec[0] == 0:
             return None
         zero = (ctypes.c_int64 * RECORD_SLOTS)()
@@ -103,26 +110,16 @@ class DevicePrintBuffer:
         self.buffer, size = check(drv.cuModuleGetGlobal(mod, print_buffer.BUFFER.encode()), f"{source}: print buffer")
         if int(size) != print_buffer.CAPACITY * 8:
             raise CudaError(f"{source}: {print_buffer.BUFFER} has {size} bytes, expected {print_buffer.CAPACITY * 8}")
-        tptr, tsize = check(drv.cuModuleGetGlobal(mod, print_buffer.TABLE.encode()), f"{source}: print table")
-        if not 0 < int(tsize) <= print_buffer.MAX_TABLE:
-            raise CudaError(f"{source}: print table of {tsize} bytes")
-        self.sites = print_buffer.parse_table(self._read(tptr, int(tsize), 0))
-
-    @staticmethod
-    def _read(dptr: Any, size: int, stream: int) -> bytes:
-        drv = driver()
-        buf = ctypes.create_string_buffer(size)
-        check(drv.cuMemcpyDtoHAsync(ctypes.addressof(buf), dptr, size, stream), "cuMemcpyDtoHAsync")
-        check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize")
-        return buf.raw
+        raw = _device_table(mod, print_buffer.TABLE, f"{source}: print table", f"{source}: print table")
+        self.sites = print_buffer.parse_table(raw)
 
     def flush(self, stream: int) -> None:
         """Write what the launches so far printed, and clear the buffer."""
-        used, dropped = struct.unpack("<2q", self._read(self.state, 16, stream))
+        used, dropped = struct.unpack("<2q", _device_bytes(self.state, 16, stream))
         if used == 0 and dropped == 0:
             return
         n = min(max(used, 0), print_buffer.CAPACITY)
-        slots = list(struct.unpack(f"<{n}q", self._read(self.buffer, n * 8, stream))) if n else []
+        slots = list(struct.unpack(f"<{n}q", _device_bytes(self.buffer, n * 8, stream))) if n else []
         drv = driver()
         zeros = ctypes.create_string_buffer(max(n * 8, 16))
         check(drv.cuMemcpyHtoDAsync(self.buffer, ctypes.addressof(zeros), n * 8, stream), "cuMemcpyHtoDAsync")

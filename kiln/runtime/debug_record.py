@@ -50,10 +50,7 @@ class DebugRecord:
     def attach(cls, native: Any) -> DebugRecord | None:
         if RECORD not in native.symbols:
             return None
-        n = ctypes.c_int64.from_address(native.data_address(TABLE_LEN, 8)).value
-        if not 0 < n <= MAX_TABLE:
-            raise ArtifactError(f"debug table of {n} bytes")
-        return cls(native, parse_table(ctypes.string_at(native.data_address(TABLE, n), n)))
+        return cls(native, parse_table(native_table(native, TABLE, TABLE_LEN, "debug table")))
 
     def take_error(self) -> KilnError | None:
         """The failure recorded by the last run as an exception (and the record cleared), or
@@ -66,8 +63,17 @@ class DebugRecord:
         return describe(rec, kernel, self.sites)
 
 
-#: the largest site table a loader accepts (bytes)
+#: the largest site table (debug checks, prints) a loader accepts (bytes)
 MAX_TABLE = 1 << 26
+
+
+def native_table(native: Any, table: str, table_len: str, what: str) -> bytes:
+    """The bytes of a site table a loaded CPU object carries (`table`, its length in
+    `table_len`), bounded by MAX_TABLE (ArtifactError beyond)."""
+    n = ctypes.c_int64.from_address(native.data_address(table_len, 8)).value
+    if not 0 < n <= MAX_TABLE:
+        raise ArtifactError(f"{what} of {n} bytes")
+    return ctypes.string_at(native.data_address(table, n), n)
 
 
 def parse_table(raw: bytes) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from kiln.errors import ArtifactError
+from kiln.runtime.debug_record import native_table
 
 STATE = "kiln_print_state"
 BUFFER = "kiln_print_buffer"
@@ -39,8 +40,6 @@ TABLE = "kiln_print_table"
 TABLE_LEN = "kiln_print_table_len"
 #: int64 slots of the buffer (512 KiB): a print of k values takes 1 + k of them
 CAPACITY = 1 << 16
-#: the largest print table a loader accepts (bytes)
-MAX_TABLE = 1 << 26
 
 _FLOATS = {"f16": np.float16, "f32": np.float32, "f64": np.float64}
 _DTYPES = frozenset({"bool", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", *_FLOATS})
@@ -112,10 +111,7 @@ class PrintBuffer:
     def attach(cls, native: Any) -> PrintBuffer | None:
         if STATE not in native.symbols:
             return None
-        n = ctypes.c_int64.from_address(native.data_address(TABLE_LEN, 8)).value
-        if not 0 < n <= MAX_TABLE:
-            raise ArtifactError(f"print table of {n} bytes")
-        return cls(native, parse_table(ctypes.string_at(native.data_address(TABLE, n), n)))
+        return cls(native, parse_table(native_table(native, TABLE, TABLE_LEN, "print table")))
 
     def flush(self) -> None:
         """Write what the last run printed and clear the buffer."""
