@@ -89,12 +89,36 @@ def tiny(a: kl.f32, x: kl.ndarray(kl.f32, ndim=1), y: kl.ndarray(kl.f32, ndim=1)
         y[i] = y[i] + a * x[i]
 
 
+_SLEEP_CYCLES_PER_S: list[float] = []
+
+
+def _hold_stream(torch, seconds: float) -> None:
+    """Keep the current stream busy for about `seconds` (torch.cuda._sleep spins on the GPU clock)."""
+    if not _SLEEP_CYCLES_PER_S:
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        torch.cuda._sleep(10_000_000)
+        e1.record()
+        torch.cuda.synchronize()
+        _SLEEP_CYCLES_PER_S.append(10_000_000 / (e0.elapsed_time(e1) / 1e3))
+    torch.cuda._sleep(int(_SLEEP_CYCLES_PER_S[0] * seconds))
+
+
 def gpu_time(torch, fn, reps: int, warm: int = 3) -> float:
-    """Mean seconds per call on the current stream, by CUDA events."""
+    """Mean GPU seconds per call on the current stream, by CUDA events, with the calls queued
+    back to back: a sleep kernel holds the stream while the host enqueues all `reps` calls, so
+    the time between the events is the kernels' own (what "% of copy" compares) and not the
+    host's call overhead (small arrays: a 17 us kernel behind a 40 us Python call would read as
+    host speed). Host cost per call has its own rows (the graph and dispatch rows)."""
     for _ in range(warm):
         fn()
     torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    one = time.perf_counter() - t0      # GPU + host: an upper bound on the host's enqueue time
     e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    _hold_stream(torch, 1.5 * one * reps + 2e-3)
     e0.record()
     for _ in range(reps):
         fn()
@@ -155,6 +179,9 @@ def reduction_rows(torch, cm, x, n: int, reps: int, bw_copy: float, res: dict) -
                         f"sum_kiln_{w}waves_GBs"))
     kcuda.GRID_WAVES = None
     ks._plain.clear()
+    ks_nv = compiled_with(ksum, VECTOR_WIDTH=1)
+    rows.append(row("  sum kiln, no vector access", gpu_time(torch, lambda: ks_nv(x, acc, stream=stream), reps),
+                    "sum_kiln_novec_GBs"))
     k2, km = cm.kernels["sum_sq"], cm.kernels["max"]
     acc.zero_()
     k2(x, acc, stream=stream)
@@ -192,25 +219,35 @@ def reduction_rows(torch, cm, x, n: int, reps: int, bw_copy: float, res: dict) -
     return rows
 
 
-def stencil_coarsen_rows(torch, u, v, side: int, reps: int, bw_copy: float, res: dict) -> list[tuple[str, str, str]]:
-    """The stencil compiled with other coarsening factors (kiln.passes.plan_parallel.COARSEN_FACTOR;
-    1 = not coarsened, one thread per element as before)."""
+def compiled_with(kernel, **knobs):
+    """`kernel` compiled for CUDA with kiln.passes.plan_parallel's knobs set (COARSEN_FACTOR=1:
+    not coarsened; VECTOR_WIDTH=1: no vector access), for the tuning-probe rows."""
     import importlib
     plan_parallel = importlib.import_module("kiln.passes.plan_parallel")   # the module, not the pass
+    saved = {k: getattr(plan_parallel, k) for k in knobs}
+    try:
+        for k, v in knobs.items():
+            setattr(plan_parallel, k, v)
+        m = kl.Module(targets=["cuda"])
+        m.add_kernel(kernel, name="k")
+        return m.compile().kernels["k"]
+    finally:
+        for k, v in saved.items():
+            setattr(plan_parallel, k, v)
+
+
+def stencil_coarsen_rows(torch, u, v, side: int, reps: int, bw_copy: float, res: dict) -> list[tuple[str, str, str]]:
+    """The stencil compiled with other coarsening factors (1 = not coarsened, one thread per
+    element) and without vector access."""
     stream = torch.cuda.current_stream()
-    saved = plan_parallel.COARSEN_FACTOR
     rows = []
-    for factor in (1, 4, 16, 32):
-        plan_parallel.COARSEN_FACTOR = factor
-        try:
-            m = kl.Module(targets=["cuda"])
-            m.add_kernel(stencil, name="stencil")
-            k = m.compile().kernels["stencil"]
-        finally:
-            plan_parallel.COARSEN_FACTOR = saved
+    variants = [(f"cf{f}", "not coarsened" if f == 1 else f"{f} rows per thread", {"COARSEN_FACTOR": f})
+                for f in (1, 4, 16)]
+    variants.append(("novec", "8 rows, no vector access", {"VECTOR_WIDTH": 1}))
+    for key, label, knobs in variants:
+        k = compiled_with(stencil, **knobs)
         bw = 2 * side * side * 4 / gpu_time(torch, lambda k=k: k(u, v, stream=stream), reps) / 1e9
-        res[f"stencil_kiln_coarsen{factor}_GBs"] = bw
-        label = "not coarsened" if factor == 1 else f"{factor} rows per thread"
+        res[f"stencil_kiln_{key}_GBs"] = bw
         rows.append((f"  stencil kiln, {label}", f"{bw:,.0f} GB/s", f"{100 * bw / bw_copy:.0f}% of copy"))
     return rows
 
@@ -323,11 +360,13 @@ def measure_all(torch, opts, rows: list[tuple[str, str, str]], res: dict) -> Non
     kcuda.GRID_WAVES = None
     ks._plain.clear()
     res.update({f"saxpy_kiln_{w}waves_GBs": v for w, v in waves.items()})
+    ks_nv = compiled_with(saxpy, VECTOR_WIDTH=1)
+    waves["no vector access"] = 3 * n * 4 / gpu_time(torch, lambda: ks_nv(1.0001, x, y, stream=stream), reps) / 1e9
     rows += [("D2D copy (torch copy_, anchor)", f"{bw_copy:,.0f} GB/s", "100%"),
              ("saxpy kiln", f"{bw_k:,.0f} GB/s", f"{100 * bw_k / bw_copy:.0f}% of copy"),
              ("saxpy torch (y.add_(x, alpha))", f"{bw_t:,.0f} GB/s", f"{100 * bw_t / bw_copy:.0f}% of copy")]
-    rows += [(f"  saxpy kiln, grid of {w} waves (GRID_WAVES)", f"{v:,.0f} GB/s", f"{100 * v / bw_copy:.0f}% of copy")
-             for w, v in waves.items()]
+    rows += [(f"  saxpy kiln, {w if isinstance(w, str) else f'grid of {w} waves (GRID_WAVES)'}", f"{v:,.0f} GB/s",
+              f"{100 * v / bw_copy:.0f}% of copy") for w, v in waves.items()]
     acc = torch.zeros(1, device="cuda")
     t_k = gpu_time(torch, lambda: cm.kernels["sum"](x, acc, stream=stream), reps)
     t_t = gpu_time(torch, lambda: torch.sum(x), reps)

@@ -125,6 +125,8 @@ TUNING_KNOBS: tuple[Knob, ...] = (
          "with 1 wave, 67% with 4, 78% with 16)."),
     Knob("cuda_coarsen_factor", 8, "kiln.passes.plan_parallel",
          "CUDA: rows of the slowest dimension one thread runs in a coarsened stencil loop (< 2: off)."),
+    Knob("cuda_vector_width", 4, "kiln.passes.plan_parallel",
+         "CUDA: consecutive innermost iterations one thread runs with vector loads/stores (< 2: off)."),
 )
 
 
@@ -141,6 +143,7 @@ class Tuning:
     cuda_loop_waves_1d: int
     cuda_loop_waves_coarsened: int
     cuda_coarsen_factor: int
+    cuda_vector_width: int
 
     def __init__(self) -> None:
         for k in TUNING_KNOBS:

@@ -102,7 +102,7 @@ def test_one_line_per_statement_and_source_lines() -> None:
     assert lines[0].startswith("kernel saxpy__f32_f32a1_f32a1(a: f32, x: f32[:], y: f32[:])")
     assert all("# test_ir_printer.py:" in ln for ln in lines
                if not ln.lstrip().startswith(("locals", "# plan:", "# cuda launches:")))
-    assert "    # plan: lockstep" in lines           # plan_parallel's decision, under its loop
+    assert "    # plan: lockstep; gpu vector x4 (y, x)" in lines     # plan_parallel's decisions, under its loop
     assert "y[i]:f32 = ((a * x[i]) + y[i])" in text
     assert len(text) < 500          # the dataclass repr of this kernel is ~2,400 characters
 

@@ -30,7 +30,7 @@ class EmulatedKernel:
     """One planned kernel's PTX entries, compiled for the host; `run(*arrays_and_scalars,
     block=..., grid=...)` runs every launch phase over a grid of `grid` blocks of `block` threads."""
 
-    def __init__(self, kernel, types) -> None:
+    def __init__(self, kernel, types, force_vector: bool | None = None) -> None:
         import llvmlite.binding as llvm
 
         from kiln.codegen.nvptx import NvptxModuleEmitter
@@ -45,6 +45,15 @@ class EmulatedKernel:
             text = re.sub(rf'declare i32 @"kiln_emu_sreg\.{r}\.x"\(\)[^\n]*\n', "", text)
             defs.append(f'@"kiln_emu_{r}" = global i32 0\n'
                         f'define i32 @"kiln_emu_sreg.{r}.x"() {{\n  %v = load i32, ptr @"kiln_emu_{r}"\n  ret i32 %v\n}}\n')
+        # count the launches that took the vector path (kiln.ir.Vectorization); `force_vector`
+        # takes it (True) or the plain one (False) whatever the arrays' alignment, so both paths
+        # are checked on any input (x86 does not fault on the alignment the vector path claims)
+        text = text.replace("\nvec.aligned:\n", "\nvec.aligned:\n  %emu.v = load i32, ptr @kiln_emu_vector\n"
+                            "  %emu.v1 = add i32 %emu.v, 1\n  store i32 %emu.v1, ptr @kiln_emu_vector\n")
+        if force_vector is not None:
+            text = re.sub(r'br i1 %"[^"]+", label %"vec\.aligned", label %"vec\.plain"',
+                          f'br i1 {"true" if force_vector else "false"}, label %"vec.aligned", label %"vec.plain"', text)
+        defs.append('@"kiln_emu_vector" = global i32 0\n')
         mod = llvm.parse_assembly(text + "\n".join(defs))
         mod.verify()
         tm = llvm.Target.from_default_triple().create_target_machine(opt=2)
@@ -52,6 +61,7 @@ class EmulatedKernel:
         self.engine.finalize_object()
         self.regs = {r: ctypes.c_int32.from_address(self.engine.get_global_value_address(f"kiln_emu_{r}"))
                      for r in SREGS}
+        self.vector_runs = ctypes.c_int32.from_address(self.engine.get_global_value_address("kiln_emu_vector"))
         self.entries = []
         for ln in self.launches:
             nslots = len(me.module.get_global(ln.entry).args)
@@ -286,3 +296,144 @@ def test_float_min_max_flush_through_integer_atomics(dtype, is_max):
             update(ctypes.byref(cell), ctype(v))
         want = combine.reduce(np.concatenate([[start], values]))
         assert dtype(cell.value) == want or (want == 0 and cell.value == 0), (trial, cell.value, want)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vector access along the innermost dimension (kiln.ir.Vectorization)
+# ---------------------------------------------------------------------------------------------
+
+def at_offset(shape, dtype, elems: int) -> np.ndarray:
+    """A C-ordered array whose data pointer is `elems` elements past a 64-byte boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    n = int(np.prod(shape))
+    raw = np.zeros(n * itemsize + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + elems * itemsize
+    return raw[start:start + n * itemsize].view(dtype).reshape(shape)
+
+
+@kl.kernel
+def vsaxpy(a: kl.f32, x: kl.ndarray(kl.f32, ndim=1), y: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0]):
+        y[i] = a * x[i] + y[i]
+
+
+@kl.kernel
+def vshifted(x: kl.ndarray(kl.f32, ndim=1), y: kl.ndarray(kl.f32, ndim=1)):
+    # lanes read x two elements back, from a start that is not a multiple of the width
+    for i in range(3, y.shape[0]):
+        y[i] = x[i - 2] * 2.0 + x[i - 3]
+
+
+@kl.kernel
+def vnegative(x: kl.ndarray(kl.f64, ndim=1), y: kl.ndarray(kl.f64, ndim=1)):
+    for i in range(-5, y.shape[0] - 5):
+        y[i + 5] = x[i + 5] + 1.0
+
+
+F1 = kl.ndarray(kl.f32, ndim=1)
+
+
+def _f32(v: float) -> _Raw:
+    return _Raw(struct.unpack("<I", struct.pack("<f", v))[0])
+
+
+def test_vector_plan_is_chosen_from_the_access_pattern_and_shown_in_the_ir():
+    from kiln.ir.printer import format_ir
+    e = EmulatedKernel(vsaxpy, (kl.f32, F1, F1))
+    loop = e.kir.kernel.body[0]
+    assert loop.plan.vector is not None and loop.plan.vector.width >= 2
+    assert set(loop.plan.vector.arrays) == {"x", "y"}
+    assert "gpu vector x" in format_ir(e.kir)
+    s5 = EmulatedKernel(stencil5, (A2, A2)).kir
+    assert "gpu coarsen dim 0 x" in format_ir(s5) and "gpu vector x" in format_ir(s5)
+    # neither a strided last dimension nor a transposed access gives adjacent lanes
+    for kernel in (strided_cols, transposed):
+        assert EmulatedKernel(kernel, (A2, A2)).kir.kernel.body[0].plan.vector is None
+
+
+@kl.kernel
+def strided_cols(u: kl.ndarray(kl.f64, ndim=2), v: kl.ndarray(kl.f64, ndim=2)):
+    for i, j in kl.ndrange(u.shape[0], (0, u.shape[1], 2)):
+        v[i, j] = u[i, j]
+
+
+@kl.kernel
+def transposed(u: kl.ndarray(kl.f64, ndim=2), v: kl.ndarray(kl.f64, ndim=2)):
+    for i, j in kl.ndrange(u.shape[0], u.shape[1]):
+        v[j, i] = u[j, i]
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 8, 13, 64, 67])
+@pytest.mark.parametrize("force", [True, False])
+def test_vector_lanes_and_partial_groups_1d(n, force):
+    rng = np.random.default_rng(n)
+    for kernel, types, ref in (
+            (vsaxpy, (kl.f32, F1, F1), lambda x, y: np.float32(1.5) * x + y),
+            (vshifted, (F1, F1), None)):
+        e = EmulatedKernel(kernel, types, force_vector=force)
+        x = at_offset(n, np.float32, 0)
+        x[:] = rng.random(n)
+        y = at_offset(n, np.float32, 0)
+        y[:] = rng.random(n)
+        want = y.copy()
+        if kernel is vsaxpy:
+            want = ref(x, y)
+            e.run(_f32(1.5), x, y, block=3, grid=2)
+        else:
+            want[3:] = x[1:-2] * np.float32(2.0) + x[:-3] if n > 3 else want[3:]
+            e.run(x, y, block=3, grid=2)
+        np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("n", [0, 2, 5, 9, 16])
+def test_vector_loop_with_a_negative_start(n):
+    e = EmulatedKernel(vnegative, (kl.ndarray(kl.f64, ndim=1),) * 2, force_vector=True)
+    x = at_offset(n, np.float64, 0)
+    x[:] = np.arange(n)
+    y = at_offset(n, np.float64, 0)
+    e.run(x, y, block=2, grid=2)
+    np.testing.assert_array_equal(y, np.arange(n) + 1.0)
+
+
+def test_vector_path_runs_only_for_aligned_arrays():
+    e = EmulatedKernel(vsaxpy, (kl.f32, F1, F1))
+    cases = [(at_offset(40, np.float32, 0), at_offset(40, np.float32, 0), 1),   # aligned: vector
+             (at_offset(41, np.float32, 1)[:40], at_offset(40, np.float32, 0), 0),   # x 4 bytes off
+             (at_offset(80, np.float32, 0)[::2], at_offset(40, np.float32, 0), 0)]   # x strided
+    for x, y, vector in cases:
+        x[:] = np.arange(40)
+        y[:] = 1.0
+        before = e.vector_runs.value
+        e.run(_f32(2.0), x, y, block=4, grid=1)
+        np.testing.assert_array_equal(y, 2.0 * np.arange(40, dtype=np.float32) + 1.0)
+        assert e.vector_runs.value - before == (4 if vector else 0)      # every thread of the grid
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (10, 8), (11, 40), (26, 12), (37, 29), (9, 5)])
+@pytest.mark.parametrize("force", [True, False])
+def test_vectorised_coarsened_stencil_matches_numpy(shape, force):
+    e = EmulatedKernel(stencil5, (A2, A2), force_vector=force)
+    u = at_offset(shape, np.float64, 0)
+    u[:] = np.random.default_rng(7).random(shape)
+    v = at_offset(shape, np.float64, 0)
+    e.run(u, v, block=5, grid=3)
+    np.testing.assert_array_equal(v, _ref5(u))
+
+
+def test_vectorised_locals_and_lazy_reads_match_numpy():
+    e = EmulatedKernel(stencil_locals, (A2, kl.ndarray(kl.f64, ndim=1), A2), force_vector=True)
+    assert e.kir.kernel.body[0].plan.vector is not None
+    shape = (21, 16)
+    rng = np.random.default_rng(8)
+    u = at_offset(shape, np.float64, 0)
+    u[:] = rng.random(shape)
+    w = at_offset(shape[1], np.float64, 0)
+    w[:] = rng.random(shape[1])
+    v = at_offset(shape, np.float64, 0)
+    e.run(u, w, v, block=4, grid=3)
+    ref = np.zeros(shape)
+    for i in range(2, shape[0] - 1):
+        for j in range(shape[1]):
+            down = u[i + 1, j] if j > 0 else u[i, j]
+            ref[i, j] = w[j] * (u[i - 2, j] + u[i - 1, j] - 2.0 * u[i, j] + down)
+    np.testing.assert_allclose(v, ref, rtol=0, atol=1e-15)

@@ -52,6 +52,7 @@ from kiln.codegen.llvm_util import (
     I64,
     PTR,
     VOID,
+    ArrayVal,
     alloca,
     fn_attrs,
     mem_type,
@@ -66,7 +67,7 @@ from kiln.errors import KernelError, KilnError, TargetError
 from kiln.ir import nodes as N
 from kiln.ir.analysis import walk
 from kiln.ir.ops import atomicrmw_name
-from kiln.passes.plan_parallel import ReuseKey, assigned_locals, reuse_key, strip_side_effects
+from kiln.passes.plan_parallel import ReuseKey, assigned_locals, dim_offset, reuse_key, strip_side_effects
 from kiln.types import INDEX, NdArrayType, ScalarType
 
 TRIPLE = "nvptx64-nvidia-cuda"
@@ -257,19 +258,59 @@ class NvptxModuleEmitter(ModuleEmitterBase):
 @dataclass
 class _ReuseWindow:
     """Loads shared by the rows of a coarsened loop: (array, row + offset, other indices) -> the
-    loaded value, valid while the rows are emitted as straight-line code (kiln.ir.Coarsening)."""
+    loaded value, valid while the rows are emitted as straight-line code (kiln.ir.Coarsening).
+    With vector lanes (`col_var`), the last index `col_var + c` of lane `col` is keyed as the
+    column `col + c`, so neighbouring lanes share their loads too."""
 
     arrays: frozenset[str]
     var: str
     assigned: set[str]
+    col_var: str | None = None
     row: int = 0
-    values: dict[tuple[str, int, tuple[N.Expr, ...]], ir.Value] = field(default_factory=dict)
+    col: int = 0
+    values: dict[tuple[object, ...], ir.Value] = field(default_factory=dict)
 
-    def key(self, e: N.Load) -> tuple[str, int, tuple[N.Expr, ...]] | None:
+    def key(self, e: N.Load) -> tuple[object, ...] | None:
         if e.array.name not in self.arrays:
             return None
         k: ReuseKey | None = reuse_key(e, 0, self.var, self.assigned)
-        return None if k is None else (e.array.name, self.row + k[0], k[1])
+        if k is None:
+            return None
+        if self.col_var is None:
+            return (e.array.name, self.row + k[0], k[1])
+        c = dim_offset(e.indices[-1], self.col_var)
+        uses_col = any(isinstance(n, N.Var) and n.name == self.col_var for n in walk(k[1][:-1]))
+        if c is not None and not uses_col:
+            return (e.array.name, self.row + k[0], k[1][:-1], self.col + c)
+        return (e.array.name, self.row + k[0], k[1], "lane", self.col)
+
+
+@dataclass
+class _VectorLanes:
+    """The lanes of a vectorised loop's full group being emitted (kiln.ir.Vectorization): lane
+    `lane` runs `var = v0 + lane` with v0 a multiple of `width`, and `align` holds the alignment
+    in bytes the runtime checked for each planned array's data pointer and strides, so an
+    access `a[..., var + c]` is aligned to the largest power of two dividing its byte offset."""
+
+    var: str
+    width: int
+    align: dict[str, int]
+    lane: int = 0
+
+    def access_align(self, ref: N.ArrayRef, indices: tuple[N.Expr, ...], itemsize: int) -> int:
+        checked = self.align.get(ref.name)
+        c = dim_offset(indices[-1], self.var) if checked is not None and indices else None
+        if checked is None or c is None:
+            return itemsize
+        pos = (self.lane + c) % self.width
+        elems = self.width if pos == 0 else pos & -pos        # lowest set bit: a power of two
+        return min(checked, itemsize * elems)
+
+
+def vector_alignment(width: int, itemsize: int) -> int:
+    """Bytes a vectorised array's data pointer and outer strides must be aligned to: a full
+    group of `width` elements, at most 16 bytes (the widest PTX load of 32-bit lanes)."""
+    return min(width * itemsize, 16)
 
 
 class NvptxBodyEmitter(KernelBodyEmitter):
@@ -278,6 +319,8 @@ class NvptxBodyEmitter(KernelBodyEmitter):
     me: NvptxModuleEmitter
     #: the sliding window of a coarsened loop's full group (None elsewhere)
     window: _ReuseWindow | None = None
+    #: the lanes of a vectorised loop's full group (None elsewhere)
+    lanes: _VectorLanes | None = None
     #: inside a lazily evaluated operand (`and`, `or`, `a if c else b`): its loads do not
     #: dominate the code after it, so they are not shared
     lazy_depth: int = 0
@@ -285,17 +328,20 @@ class NvptxBodyEmitter(KernelBodyEmitter):
     def e_Load(self, e: N.Load) -> ir.Value:
         w = self.window
         key = w.key(e) if w is not None and self.lazy_depth == 0 else None
-        if key is None:
-            return super().e_Load(e)
-        assert w is not None
-        v = w.values.get(key)
-        t = e.array.type.dtype
-        assert t is not None
-        if v is None:
-            p, _a = self.element_ptr(e.array, e.indices)
-            v = self.from_mem(self.b.load(p, typ=mem_type(t), align=t.itemsize), t, self.b)
-            w.values[key] = v
-        return self.convert(v, t, e.type)
+        if key is not None and key in w.values:     # type: ignore[union-attr]
+            v = w.values[key]                       # type: ignore[union-attr]
+        else:
+            p, a = self.element_ptr(e.array, e.indices, e.check)
+            t = a.dtype
+            v = self.from_mem(self.b.load(p, typ=mem_type(t), align=self.access_align(e.array, e.indices, t)), t,
+                              self.b)
+            if key is not None:
+                w.values[key] = v                   # type: ignore[union-attr]
+        return self.convert(v, e.array.type.dtype, e.type)   # type: ignore[arg-type]
+
+    def access_align(self, ref: N.ArrayRef, indices: tuple[N.Expr, ...], t: ScalarType) -> int:
+        """The alignment an access may claim: the element size, or more in a vector group."""
+        return t.itemsize if self.lanes is None else self.lanes.access_align(ref, indices, t.itemsize)
 
     def _lazy_phi(self, cond: ir.Value, then_fn, else_fn, ty: ir.Type) -> ir.Value:  # type: ignore[no-untyped-def]
         self.lazy_depth += 1
@@ -348,26 +394,156 @@ class NvptxBodyEmitter(KernelBodyEmitter):
 
     # -- the parallel loop: grid-stride over the flattened iteration space ---------------------
     def emit_parallel_loop(self, s: N.ParallelFor, plan: N.ParallelPlan) -> None:
-        b = self.b
         dims = self.parallel_dims(s)
-        counts = [c for _, _, c in dims]
-        total = counts[0]
-        for c in counts[1:]:
-            total = b.mul(total, c)
-        if plan.coarsen is not None:
-            assert not plan.reductions and plan.lockstep, "plan_parallel coarsens only plain straight-line loops"
-            self._coarsened_loop(s, plan.coarsen, dims)
-            return
-        gtid, stride, digits, sdig = self._grid_position(counts)
         # reductions (as planned on the loop): each thread accumulates privately over its whole
         # grid-stride loop, then shuffle trees and shared memory combine the block's partials and
         # ONE atomic per block adds them (_flush_reductions_block)
         self.start_reductions(plan)
+        if plan.vector is None:
+            self._plain_loop(s, plan, dims)
+        else:
+            # the vector loop when every planned array is aligned (a uniform branch), else the
+            # plain one: views at odd offsets and strided views stay correct, only slower
+            b, fn = self.b, self.fn
+            vec_bb, plain_bb, done = (fn.append_basic_block(f"vec.{n}") for n in ("aligned", "plain", "done"))
+            b.cbranch(self._vector_aligned(plan.vector), vec_bb, plain_bb)
+            b.position_at_end(vec_bb)
+            self._vector_loop(s, plan, dims)
+            self.b.branch(done)
+            self.b.position_at_end(plain_bb)
+            self._plain_loop(s, plan, dims)
+            self.b.branch(done)
+            self.b.position_at_end(done)
+        self._flush_reductions_block()
+
+    def _plain_loop(self, s: N.ParallelFor, plan: N.ParallelPlan, dims: list) -> None:
+        """The loop without vector access: coarsened, or a grid-stride loop (lock step first)."""
+        b = self.b
+        counts = [c for _, _, c in dims]
+        if plan.coarsen is not None:
+            assert not plan.reductions and plan.lockstep, "plan_parallel coarsens only plain straight-line loops"
+            self._coarsened_loop(s, plan.coarsen, dims)
+            return
+        total = counts[0]
+        for c in counts[1:]:
+            total = b.mul(total, c)
+        gtid, stride, digits, sdig = self._grid_position(counts)
         flat, ds = gtid, digits
         if plan.lockstep and UNROLL > 1:
             flat, ds = self._lockstep_loop(s, dims, counts, total, stride, sdig, gtid, digits)
         self._one_at_a_time_loop(s, dims, counts, total, stride, sdig, flat, ds)
-        self._flush_reductions_block()
+
+    def _vector_aligned(self, vec: N.Vectorization) -> ir.Value:
+        """Whether every array of `vec` has a unit last stride and its data pointer and other
+        strides aligned to a vector group (kiln.codegen.nvptx.vector_alignment)."""
+        b = self.b
+        ok = ir.Constant(I1, 1)
+        for name in vec.arrays:
+            a = self.arrays[name]
+            need = vector_alignment(vec.width, a.dtype.itemsize)
+            addr = b.ptrtoint(a.ptr, I64)
+            ok = b.and_(ok, b.icmp_unsigned("==", b.and_(addr, ir.Constant(I64, need - 1)), ir.Constant(I64, 0)))
+            ok = b.and_(ok, b.icmp_unsigned("==", a.strides[-1], ir.Constant(I64, 1)))
+            per = ir.Constant(I64, max(need // a.dtype.itemsize, 1) - 1)
+            for st in a.strides[:-1]:
+                ok = b.and_(ok, b.icmp_unsigned("==", b.and_(st, per), ir.Constant(I64, 0)))
+        return ok
+
+    def _vector_loop(self, s: N.ParallelFor, plan: N.ParallelPlan, dims: list) -> None:
+        """The grid-stride loop over groups of `vec.width` consecutive iterations of the last
+        dimension whose variable starts at a multiple of the width (times `coarsen.factor` rows
+        of dim 0 when the loop is also coarsened), one group per step. A full group runs as
+        straight-line code in lock step, with the planned arrays' last stride known to be 1 and
+        their accesses' alignment stated, so LLVM's load/store vectorizer merges neighbouring
+        lanes into vector accesses; a group at either end of a row runs element by element."""
+        vec = plan.vector
+        assert vec is not None
+        co = plan.coarsen
+        b, fn = self.b, self.fn
+        W, R = vec.width, (co.factor if co is not None else 1)
+        last = len(dims) - 1
+        counts = [c for _, _, c in dims]
+        # trip t of the last dim has var = start + t; lanes start where var % W == 0
+        start = self.dim_value(s, last, dims[last], ir.Constant(I64, 0))
+        lead = b.and_(start, ir.Constant(I64, W - 1))       # two's complement: negative starts too
+        gcounts = list(counts)
+        if co is not None:
+            gcounts[co.dim] = b.udiv(b.add(counts[co.dim], ir.Constant(I64, R - 1)), ir.Constant(I64, R))
+        groups = b.udiv(b.add(b.add(counts[last], lead), ir.Constant(I64, W - 1)), ir.Constant(I64, W))
+        gcounts[last] = b.select(b.icmp_signed("<=", counts[last], ir.Constant(I64, 0)), ir.Constant(I64, 0), groups)
+        total = gcounts[0]
+        for c in gcounts[1:]:
+            total = b.mul(total, c)
+        gtid, stride, digits, sdig = self._grid_position(gcounts)
+        head, body_bb, full_bb, part_bb, latch, end = (
+            fn.append_basic_block(f"vl.{n}") for n in ("head", "body", "full", "part", "latch", "end"))
+        f, dphis = self._loop_head(head, b.block, gtid, digits, total, body_bb, end)
+        b.position_at_end(body_bb)
+        t0 = b.sub(b.mul(dphis[last], ir.Constant(I64, W)), lead)       # trip of lane 0 (< 0: before start)
+        full = b.and_(b.icmp_signed(">=", t0, ir.Constant(I64, 0)),
+                      b.icmp_signed("<=", b.add(t0, ir.Constant(I64, W)), counts[last]))
+        r0 = dphis[0]
+        if co is not None:
+            r0 = b.mul(dphis[co.dim], ir.Constant(I64, R))
+            full = b.and_(full, b.icmp_unsigned("<=", b.add(r0, ir.Constant(I64, R)), counts[co.dim]))
+        b.cbranch(full, full_bb, part_bb)
+
+        def position(r: int | ir.Value, k: int | ir.Value) -> list[ir.Value]:
+            idx = list(dphis)
+            if co is not None:
+                idx[co.dim] = b.add(r0, r if isinstance(r, ir.Value) else ir.Constant(I64, r))
+            idx[last] = b.add(t0, k if isinstance(k, ir.Value) else ir.Constant(I64, k))
+            return idx
+
+        # a full group: lanes (and rows) in lock step, vector accesses
+        b.position_at_end(full_bb)
+        base_vars, base_arrays = self.vars, self.arrays
+        lanes = [(r, k) for r in range(R) for k in range(W)]
+        copies = self._var_copies(s, dims, [position(r, k) for r, k in lanes])
+        self.arrays = dict(base_arrays)
+        for name in vec.arrays:         # checked: a unit last stride, so neighbours are adjacent
+            a = base_arrays[name]
+            self.arrays[name] = ArrayVal(a.ptr, a.extents, a.type, [*a.strides[:-1], ir.Constant(I64, 1)])
+        self.lanes = _VectorLanes(s.dims[last].var, W, {n: vector_alignment(W, base_arrays[n].dtype.itemsize)
+                                                        for n in vec.arrays})
+        if co is not None:
+            self.window = _ReuseWindow(frozenset(co.reuse), s.dims[co.dim].var, assigned_locals(s.body),
+                                       col_var=s.dims[last].var)
+        self.in_parallel = True
+        self._emit_lockstep(s.body, copies, lanes)
+        self.window, self.lanes = None, None
+        self.vars, self.arrays = base_vars, base_arrays
+        self.b.branch(latch)
+        # a group at the start or end of a row (or the last rows): element by element
+        b.position_at_end(part_bb)
+        ehead, ebody, erun, enext = (fn.append_basic_block(f"vl.{n}") for n in ("elem", "elembody", "run", "next"))
+        b.branch(ehead)
+        b.position_at_end(ehead)
+        e = b.phi(I64, "elem")
+        e.add_incoming(ir.Constant(I64, 0), part_bb)
+        b.cbranch(b.icmp_unsigned("<", e, ir.Constant(I64, R * W)), ebody, latch)
+        b.position_at_end(ebody)
+        idx = position(b.udiv(e, ir.Constant(I64, W)), b.urem(e, ir.Constant(I64, W)))
+        inside = b.and_(b.icmp_signed(">=", idx[last], ir.Constant(I64, 0)),
+                        b.icmp_signed("<", idx[last], counts[last]))
+        if co is not None:
+            inside = b.and_(inside, b.icmp_unsigned("<", idx[co.dim], counts[co.dim]))
+        b.cbranch(inside, erun, enext)
+        b.position_at_end(erun)
+        self._set_dim_vars(s, dims, self.vars, idx)
+        self.stmts(s.body)
+        self.in_parallel = False
+        if not self.b.block.is_terminated:
+            self.b.branch(enext)
+        b.position_at_end(enext)
+        e.add_incoming(b.add(e, ir.Constant(I64, 1)), enext)
+        b.branch(ehead)
+        b.position_at_end(latch)
+        f.add_incoming(b.add(f, stride), latch)
+        for k, v in enumerate(self._advance(list(dphis), sdig, gcounts)):
+            dphis[k].add_incoming(v, latch)
+        b.branch(head)
+        b.position_at_end(end)
 
     def _sreg(self, name: str) -> ir.Value:
         f = self.me.declare(f"llvm.nvvm.read.ptx.sreg.{name}", I32, [])
@@ -658,28 +834,33 @@ class NvptxBodyEmitter(KernelBodyEmitter):
             b.position_at_end(done)
         self.reductions = {}
 
-    def _emit_lockstep(self, body: Sequence[N.Stmt], copies: list[dict]) -> None:
+    def _emit_lockstep(self, body: Sequence[N.Stmt], copies: list[dict],
+                       lanes: Sequence[tuple[int, int]] | None = None) -> None:
         """`body` once per copy of the variables, statement by statement; a store's value and
-        address are computed for every copy before any copy stores."""
-        w = self.window
+        address are computed for every copy before any copy stores. `lanes`: each copy's (row,
+        lane) in a coarsened or vectorised group (default: copy c is row c, lane 0)."""
+        where = list(lanes) if lanes is not None else [(c, 0) for c in range(len(copies))]
         for st in body:
             if isinstance(st, N.Store):
                 pending = []
                 for c, cv in enumerate(copies):
-                    self.vars = cv
-                    if w is not None:
-                        w.row = c
+                    self._enter_copy(cv, *where[c])
                     p, a = self.element_ptr(st.array, st.indices)
                     v = self.convert(self.expr(st.value), st.value.type, a.dtype)
-                    pending.append((p, a, v))
-                for p, a, v in pending:
-                    self.b.store(self.to_mem(v, a.dtype, self.b), p, align=a.dtype.itemsize)
+                    pending.append((p, a, v, self.access_align(st.array, st.indices, a.dtype)))
+                for p, a, v, align in pending:
+                    self.b.store(self.to_mem(v, a.dtype, self.b), p, align=align)
             else:
                 for c, cv in enumerate(copies):
-                    self.vars = cv
-                    if w is not None:
-                        w.row = c
+                    self._enter_copy(cv, *where[c])
                     self.stmt(st)
+
+    def _enter_copy(self, variables: dict, row: int, lane: int) -> None:
+        self.vars = variables
+        if self.window is not None:
+            self.window.row, self.window.col = row, lane
+        if self.lanes is not None:
+            self.lanes.lane = lane
 
 
 def _private_vars(s: N.ParallelFor) -> set[str]:

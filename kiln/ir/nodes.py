@@ -364,6 +364,19 @@ class Coarsening:
 
 
 @dataclass(frozen=True)
+class Vectorization:
+    """GPU vector access along the innermost dimension: each thread runs `width` consecutive
+    iterations of the loop's last dimension (step 1), starting at a multiple of `width` of its
+    variable, so that the loads and stores of the arrays in `arrays` (indexed `[..., var + c]`)
+    of those iterations sit side by side in memory and LLVM merges them into vector accesses
+    (`ld.global.v4.f32`). The runtime alignment check (data pointer and strides) picks this path
+    per launch; arrays that fail it run the plain loop."""
+
+    width: int
+    arrays: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ParallelPlan:
     """How a parallel loop is run (kiln.passes.plan_parallel decides, codegen obeys)."""
 
@@ -378,6 +391,8 @@ class ParallelPlan:
     lockstep: bool = False
     #: the GPU runs this loop coarsened (None: one iteration per grid-stride step)
     coarsen: Coarsening | None = None
+    #: the GPU runs consecutive innermost iterations with vector loads and stores (None: not)
+    vector: Vectorization | None = None
 
 
 @dataclass(frozen=True)

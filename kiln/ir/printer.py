@@ -150,6 +150,11 @@ def plan_text(plan: ir.ParallelPlan) -> str:
     parts += [f"private {a.array} (merge {a.merge_op.name.lower()})" for a in plan.private_arrays]
     parts += [f"shared atomics {a.array} ({a.reason})" for a in plan.shared_atomics]
     parts += [flag for flag, on in (("heavy", plan.heavy_iterations), ("lockstep", plan.lockstep)) if on]
+    if plan.coarsen is not None:
+        co = plan.coarsen
+        parts.append(f"gpu coarsen dim {co.dim} x{co.factor} (reuse {', '.join(co.reuse)})")
+    if plan.vector is not None:
+        parts.append(f"gpu vector x{plan.vector.width} ({', '.join(plan.vector.arrays)})")
     return "; ".join(parts) or "plain"
 
 

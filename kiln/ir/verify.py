@@ -170,15 +170,21 @@ class _Verifier:
             raise self.fail("unknown statement", s)
 
     def plan(self, plan: ir.ParallelPlan, s: ir.ParallelFor) -> None:
-        """A loop's plan names only array parameters, each privatised one way at most."""
+        """A loop's plan names only array parameters, each privatised one way at most; a vector
+        plan's loop ends in a dimension of step 1, which it needs."""
         named = [r.array for r in plan.reductions] + [p.array for p in plan.private_arrays]
-        for name in named + [a.array for a in plan.shared_atomics]:
+        gpu = list(plan.coarsen.reuse if plan.coarsen else ()) + list(plan.vector.arrays if plan.vector else ())
+        for name in named + [a.array for a in plan.shared_atomics] + gpu:
             p = self.params.get(name)
             self.check(p is not None and isinstance(p.type, NdArrayType),
                        f"plan names {name!r}, which is not an array parameter", s)
         private = {p.array for p in plan.private_arrays}
         self.check(not private & {r.array for r in plan.reductions},
                    "an array planned both as a scalar reduction and as a private copy", s)
+        if plan.vector is not None:
+            step = s.dims[-1].step
+            self.check(plan.vector.width >= 2 and isinstance(step, ir.Const) and step.value == 1,
+                       "a vector plan needs a width >= 2 and a last dimension of step 1", s)
 
     # -- expressions -----------------------------------------------------------------------
     def cond(self, e: ir.Expr) -> None:

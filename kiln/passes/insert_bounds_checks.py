@@ -43,7 +43,8 @@ class _Sites:
         if isinstance(s, N.Store) and s.check < 0:
             return dataclasses.replace(s, check=self.add("index", s.array.name, s.loc))
         if isinstance(s, N.ParallelFor) and s.plan is not None:
-            plan = dataclasses.replace(s.plan, reductions=(), private_arrays=(), lockstep=False, coarsen=None)
+            plan = dataclasses.replace(s.plan, reductions=(), private_arrays=(), lockstep=False, coarsen=None,
+                                       vector=None)
             return dataclasses.replace(s, plan=plan)
         return s
 
