@@ -17,7 +17,7 @@ if [ -z "${KILN_LIBDEVICE:-}" ] && [ -f build/libdevice.10.bc ]; then export KIL
 if [ -d build/pylib ]; then export PYTHONPATH=$PYTHONPATH:$PWD/build/pylib; fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -2
 T=${TESTS_S:-170}
-PYTEST="python3 -m pytest -q -p no:cacheprovider"
+PYTEST="python3 -m pytest -q -rs -p no:cacheprovider"
 # 1. the CUDA runtime and code generator on the real driver
 timeout "$T" $PYTEST tests/test_cuda.py tests/test_cuda_runtime.py tests/test_cuda_graph_args.py \
     tests/test_cuda_multi_gpu.py tests/test_nvptx_math.py tests/test_print.py >"$OUTDIR/cuda.txt" 2>&1 &
@@ -31,7 +31,7 @@ timeout "$T" $PYTEST tests/test_taichi_examples.py -k cuda >"$OUTDIR/ports.txt" 
 timeout "$T" $PYTEST tests/test_c_runtime_state.py -k "real_gpu" >"$OUTDIR/c_cuda.txt" 2>&1 &
 wait
 for f in cuda lang1 lang2 ports c_cuda; do
-    echo "== $f"; grep -E "^(FAILED|ERROR)" "$OUTDIR/$f.txt" | head -12; tail -n 1 "$OUTDIR/$f.txt"
+    echo "== $f"; grep -E "^(FAILED|ERROR|SKIPPED)" "$OUTDIR/$f.txt" | head -12; tail -n 1 "$OUTDIR/$f.txt"
 done
 # 4. benchmarks, alone
 timeout "${BENCH_S:-150}" python3 bench/gpu_bench.py --json "$OUTDIR/bench.json" >"$OUTDIR/bench.txt" 2>&1

@@ -213,6 +213,12 @@ def reduction_rows(torch, cm, x, n: int, reps: int, bw_copy: float, res: dict) -
     assert abs(acc4[0].item() - n) <= 1e-6 * n, "moments count mismatch"   # f32 partial counts
     rows.append(row("4 moments kiln (4 elements, one pass)", gpu_time(torch, lambda: k4(x, acc4, stream=stream), reps),
                     "moments_kiln_GBs"))
+    kcuda.GRID_WAVES = 4
+    k4._plain.clear()
+    rows.append(row("  4 moments kiln, grid of 4 waves", gpu_time(torch, lambda: k4(x, acc4, stream=stream), reps),
+                    "moments_kiln_4waves_GBs"))
+    kcuda.GRID_WAVES = None
+    k4._plain.clear()
     rows.append(row("  torch (numel, sum, x*x sum, x**3 sum)",
                     gpu_time(torch, lambda: (torch.sum(x), torch.sum(x * x), torch.sum(x * x * x)), reps),
                     "moments_torch_GBs", "; three sums, five passes"))
@@ -242,8 +248,9 @@ def stencil_coarsen_rows(torch, u, v, side: int, reps: int, bw_copy: float, res:
     stream = torch.cuda.current_stream()
     rows = []
     variants = [(f"cf{f}", "not coarsened" if f == 1 else f"{f} rows per thread", {"COARSEN_FACTOR": f})
-                for f in (1, 4, 16)]
-    variants.append(("novec", "8 rows, no vector access", {"VECTOR_WIDTH": 1}))
+                for f in (1, 8, 16)]
+    from kiln.passes.plan_parallel import COARSEN_FACTOR
+    variants.append(("novec", f"{COARSEN_FACTOR} rows, no vector access", {"VECTOR_WIDTH": 1}))
     for key, label, knobs in variants:
         k = compiled_with(stencil, **knobs)
         bw = 2 * side * side * 4 / gpu_time(torch, lambda k=k: k(u, v, stream=stream), reps) / 1e9

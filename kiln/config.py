@@ -121,9 +121,9 @@ TUNING_KNOBS: tuple[Knob, ...] = (
     Knob("cuda_loop_waves_1d", 16, "kiln.codegen.nvptx",
          "CUDA: grid cap of 1-D loops without reductions, in waves of resident blocks."),
     Knob("cuda_loop_waves_coarsened", 16, "kiln.codegen.nvptx",
-         "CUDA: grid cap of coarsened (stencil) loops, in waves (H200 5-point stencil: 60% of copy "
+         "CUDA: grid cap of coarsened (stencil) loops, in waves (H200 5-point stencil before vector access: 60% of copy "
          "with 1 wave, 67% with 4, 78% with 16)."),
-    Knob("cuda_coarsen_factor", 8, "kiln.passes.plan_parallel",
+    Knob("cuda_coarsen_factor", 4, "kiln.passes.plan_parallel",
          "CUDA: rows of the slowest dimension one thread runs in a coarsened stencil loop (< 2: off)."),
     Knob("cuda_vector_width", 4, "kiln.passes.plan_parallel",
          "CUDA: consecutive innermost iterations one thread runs with vector loads/stores (< 2: off)."),
