@@ -116,7 +116,7 @@ TUNING_KNOBS: tuple[Knob, ...] = (
          "CPU: largest array (elements) a chunk privatises for histogram-style atomics (a stack copy "
          "cleared and merged per chunk)."),
     Knob("cuda_block_size", 256, "kiln.codegen.nvptx", "CUDA: threads per block of every launch."),
-    Knob("cuda_unroll", 4, "kiln.codegen.nvptx",
+    Knob("cuda_unroll", 4, "kiln.codegen.nvptx_body",
          "CUDA: iterations a thread runs in lock step in the grid-stride loop."),
     Knob("cuda_loop_waves_1d", 16, "kiln.codegen.nvptx",
          "CUDA: grid cap of 1-D loops without reductions, in waves of resident blocks."),

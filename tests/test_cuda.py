@@ -383,7 +383,7 @@ def test_ptx_text():
     launches = {k: [ln.to_json() for ln in v] for k, v in pc.launches.items()}
     assert [ln["mode"] for ln in launches["reset_then_sum__f32a1_f64a1"]] == ["single", "loop", "single"]
     assert launches["saxpy__f32_f32a1_f32a1"] == [{"entry": "kiln_kernel_saxpy__f32_f32a1_f32a1", "mode": "loop",
-                                                  "count": [[["const", 0], ["shape", "x", 0], ["const", 1]]],
+                                                  "count": [[["const", 0], ["shape", "x", 0], ["const", 4]]],
                                                   "waves": 16, "block_ptr": True}]
 
 
@@ -835,9 +835,10 @@ def test_runtime_plumbing_against_a_recording_driver(monkeypatch):
     # the staged arrays, then the launches' argument blocks in one copy (kiln.runtime.cuda_graph)
     assert log[0][0] == "load" and [e[1] for e in log if e[0] == "htod"] == [4000, 4000, 24, 112]
     nodes = [e for e in log if e[0] == "node"]
-    # saxpy then total, each over 1000 elements (4 blocks of 256), chained in dispatch order
+    # saxpy then total, each over 1000 elements in groups of 4 (vector access: 250 groups, one
+    # block of 256), chained in dispatch order
     assert [(n[1].split("__")[0], n[2], n[3], n[4]) for n in nodes] == [
-        ("kiln_kernel_saxpy", 4, 256, 0), ("kiln_kernel_total", 4, 256, 1)]
+        ("kiln_kernel_saxpy", 1, 256, 0), ("kiln_kernel_total", 1, 256, 1)]
     *zeros, where = fake.slots(nodes[0][6], 8)      # saxpy: 7 slots (kiln.abi), then its block's address
     assert zeros == [bytes(8)] * 7
     kb = fake.device_bytes(int.from_bytes(where, "little"), 40)
@@ -854,9 +855,10 @@ def test_runtime_plumbing_against_a_recording_driver(monkeypatch):
             self.__cuda_array_interface__ = {"shape": (n,), "typestr": "<f4", "data": (0xABC000, False),
                                              "strides": None, "version": 3}
 
-    cm.kernels["saxpy"](2.0, DeviceArray(5000), y=DeviceArray(5000), stream=7)
+    cm.kernels["saxpy"](2.0, DeviceArray(20000), y=DeviceArray(20000), stream=7)
     (launch,) = log
-    assert launch[0] == "launch" and launch[2] == 20 and launch[4] == 7    # ceil(5000 / 256), under the wave cap
+    # ceil(20000 / 4 / 256) (groups of 4 elements: vector access), under the wave cap
+    assert launch[0] == "launch" and launch[2] == 20 and launch[4] == 7
     assert bytes.fromhex(launch[5])[8:16] == struct.pack("<Q", 0xABC000)   # the device pointer, in place
     with pytest.raises(kl.ArgumentError, match="missing argument 'y'"):
         cm.kernels["saxpy"](2.0, DeviceArray(5))

@@ -116,10 +116,11 @@ def test_grid_sizes_and_streams_select_cached_graphs(monkeypatch):
         graph.run({"a": 1.0, "b": 2.0, "x": DeviceArray(n), "y": DeviceArray(n, 0xB000)}, stream=stream)
         return [e[2] for e in fake.LOG if e[0] == "node"]
 
-    assert run(1000) == [4, 4, 4]            # ceil(1000 / 256) blocks
-    assert run(3000) == [12, 12, 12]         # the shape sizes the grids: another graph
-    assert run(1000) == []                   # the first one, from the cache
-    assert run(1000, stream=9) == [4, 4, 4]  # another stream replays its own graph
+    # ceil(4000 / 4 / 256) blocks: each thread runs groups of 4 elements (vector access)
+    assert run(4000) == [4, 4, 4]
+    assert run(12000) == [12, 12, 12]        # the shape sizes the grids: another graph
+    assert run(4000) == []                   # the first one, from the cache
+    assert run(4000, stream=9) == [4, 4, 4]  # another stream replays its own graph
     assert len(graph._graphs) == 3
 
 

@@ -132,6 +132,7 @@ def test_stencils_are_planned_coarsened():
     assert co is not None and co.dim == 0 and co.factor >= 2 and co.reuse == ("u",)
     assert e.launches[0].coarsen == (0, co.factor)
     assert e.launches[0].to_json()["count"][0][2] == ["const", co.factor]    # groups of rows
+    assert e.launches[0].to_json()["count"][1][2] == ["const", e.kir.kernel.body[0].plan.vector.width]  # lanes
 
 
 @pytest.mark.parametrize("shape", [(3, 3), (10, 7), (11, 40), (2 + 8 * 3, 5), (37, 29)])
@@ -153,12 +154,16 @@ def test_coarsened_stencil_with_locals_and_lazy_reads(shape):
     w = rng.random(shape[1])
     v = np.zeros_like(u)
     e.run(u, w, v, block=16, grid=2)
+    np.testing.assert_allclose(v, _ref_locals(u, w), rtol=0, atol=1e-15)
+
+
+def _ref_locals(u, w):
     ref = np.zeros_like(u)
-    for i in range(2, shape[0] - 1):
-        for j in range(shape[1]):
+    for i in range(2, u.shape[0] - 1):
+        for j in range(u.shape[1]):
             down = u[i + 1, j] if j > 0 else u[i, j]
             ref[i, j] = w[j] * (u[i - 2, j] + u[i - 1, j] - 2.0 * u[i, j] + down)
-    np.testing.assert_allclose(v, ref, rtol=0, atol=1e-15)
+    return ref
 
 
 def test_coarsened_3d_stencil():
@@ -431,9 +436,4 @@ def test_vectorised_locals_and_lazy_reads_match_numpy():
     w[:] = rng.random(shape[1])
     v = at_offset(shape, np.float64, 0)
     e.run(u, w, v, block=4, grid=3)
-    ref = np.zeros(shape)
-    for i in range(2, shape[0] - 1):
-        for j in range(shape[1]):
-            down = u[i + 1, j] if j > 0 else u[i, j]
-            ref[i, j] = w[j] * (u[i - 2, j] + u[i - 1, j] - 2.0 * u[i, j] + down)
-    np.testing.assert_allclose(v, ref, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(v, _ref_locals(u, w), rtol=0, atol=1e-15)

@@ -31,7 +31,7 @@ Semantics chosen where C/LLVM and Python differ (all operations are poison- and 
 This module holds `KernelBodyEmitter`: function setup, locals, statements (including serial
 loops) and what both targets' parallel loops share (dimensions, planned scalar reductions); it
 extends kiln.codegen.expr_emitter.ExprEmitter. Each target subclasses it once with its parallel
-loop: kiln.codegen.cpu_body.CpuBodyEmitter, kiln.codegen.nvptx.NvptxBodyEmitter.
+loop: kiln.codegen.cpu_body.CpuBodyEmitter, kiln.codegen.nvptx_body.NvptxBodyEmitter.
 """
 
 from __future__ import annotations
