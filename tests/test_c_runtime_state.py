@@ -392,7 +392,7 @@ def test_cuda_launches_match_the_python_runtime(c_native: CRuntime, ptx_file: Pa
     cc 9.0, 4 SMs, occupancy 2), libkiln makes the launches kiln.runtime.cuda makes: same entries
     in the same order, grids, blocks and argument slots (array pointers aside)."""
     import fake_cuda_driver as fake
-    n = 100_000
+    n = 400_000                     # 100,000 groups of 4 (vector access): over the wave cap
     args: dict[str, Any] = {
         "graph main": {"a": 0.5, "out": np.zeros(1)},
         "graph random": {"out": np.zeros((37, 5), np.float32)},
