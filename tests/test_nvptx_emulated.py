@@ -351,9 +351,18 @@ def test_vector_plan_is_chosen_from_the_access_pattern_and_shown_in_the_ir():
     assert "gpu vector x" in format_ir(e.kir)
     s5 = EmulatedKernel(stencil5, (A2, A2)).kir
     assert "gpu coarsen dim 0 x" in format_ir(s5) and "gpu vector x" in format_ir(s5)
-    # neither a strided last dimension nor a transposed access gives adjacent lanes
+    # neither a strided last dimension nor a transposed access gives adjacent lanes, and a body
+    # that reassigns the variable would move its lanes away from the alignment they claim
     for kernel in (strided_cols, transposed):
         assert EmulatedKernel(kernel, (A2, A2)).kir.kernel.body[0].plan.vector is None
+    assert EmulatedKernel(reassigned, (F1,)).kir.kernel.body[0].plan.vector is None
+
+
+@kl.kernel
+def reassigned(x: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0] - 1):
+        i = i + 1
+        x[i] = 1.0
 
 
 @kl.kernel

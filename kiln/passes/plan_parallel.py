@@ -299,8 +299,8 @@ def plan_vector(loop: ir.ParallelFor, lockstep: bool) -> ir.Vectorization | None
     if not lockstep or VECTOR_WIDTH < 2:
         return None
     last = loop.dims[-1]
-    if not (isinstance(last.step, ir.Const) and last.step.value == 1):
-        return None
+    if not (isinstance(last.step, ir.Const) and last.step.value == 1) or last.var in assigned_locals(loop.body):
+        return None             # (a body that reassigns the variable would move its lanes)
     names: dict[str, None] = {}
     for n in walk(loop.body):
         if isinstance(n, (ir.Load, ir.Store)) and not n.array.type.element_shape \
