@@ -198,10 +198,18 @@ def one_offset(u: kl.ndarray(kl.f64, ndim=2), v: kl.ndarray(kl.f64, ndim=2)):
         v[i, j] = u[i, j - 1] + u[i, j + 1]
 
 
-@pytest.mark.parametrize("kernel", [in_place_rows, strided_rows, one_offset])
+@kl.kernel
+def shifted_rows(u: kl.ndarray(kl.f64, ndim=2), v: kl.ndarray(kl.f64, ndim=2)):
+    for i, j in kl.ndrange((1, u.shape[0] - 2), u.shape[1]):
+        i = i + kl.i64(u[0, j] > 0.5)          # a row that depends on the data
+        v[i, j] = u[i - 1, j] + u[i + 1, j]
+
+
+@pytest.mark.parametrize("kernel", [in_place_rows, strided_rows, one_offset, shifted_rows])
 def test_loops_without_row_reuse_are_not_coarsened(kernel):
-    # written arrays are never shared (in_place_rows), step != 1 (strided_rows), and neighbours
-    # only along the fast dim need no register window (one_offset)
+    # written arrays are never shared (in_place_rows), step != 1 (strided_rows), neighbours
+    # only along the fast dim need no register window (one_offset), and a reassigned row
+    # variable would make rows of one window read different offsets (shifted_rows)
     e = EmulatedKernel(kernel, (A2,) * len(kernel.annotations))
     assert e.kir.kernel.body[0].plan.coarsen is None
     assert e.launches[0].coarsen is None

@@ -264,9 +264,9 @@ def plan_coarsening(loop: ir.ParallelFor, lockstep: bool, reductions: bool) -> i
     if len(loop.dims) < 2 or not lockstep or reductions or COARSEN_FACTOR < 2:
         return None
     d0 = loop.dims[0]
-    if not (isinstance(d0.step, ir.Const) and d0.step.value == 1):
-        return None
     assigned = assigned_locals(loop.body)
+    if not (isinstance(d0.step, ir.Const) and d0.step.value == 1) or d0.var in assigned:
+        return None             # (a body that reassigns the row variable would move its window)
     written = _written_in(loop)
     offsets: dict[tuple[str, tuple[ir.Expr, ...]], set[int]] = {}
     for n in walk(loop.body):
