@@ -179,7 +179,7 @@ def reduction_rows(torch, cm, x, n: int, reps: int, bw_copy: float, res: dict) -
                         f"sum_kiln_{w}waves_GBs"))
     kcuda.GRID_WAVES = None
     ks._plain.clear()
-    ks_nv = compiled_with(ksum, VECTOR_WIDTH=1)
+    ks_nv = compiled_with(ksum, VECTOR_WIDTH_REDUCTIONS=1)
     rows.append(row("  sum kiln, no vector access", gpu_time(torch, lambda: ks_nv(x, acc, stream=stream), reps),
                     "sum_kiln_novec_GBs"))
     k2, km = cm.kernels["sum_sq"], cm.kernels["max"]
@@ -227,7 +227,8 @@ def reduction_rows(torch, cm, x, n: int, reps: int, bw_copy: float, res: dict) -
 
 def compiled_with(kernel, **knobs):
     """`kernel` compiled for CUDA with kiln.passes.plan_parallel's knobs set (COARSEN_FACTOR=1:
-    not coarsened; VECTOR_WIDTH=1: no vector access), for the tuning-probe rows."""
+    not coarsened; VECTOR_WIDTH=1 or VECTOR_WIDTH_REDUCTIONS=1: no vector access), for the
+    tuning-probe rows."""
     import importlib
     plan_parallel = importlib.import_module("kiln.passes.plan_parallel")   # the module, not the pass
     saved = {k: getattr(plan_parallel, k) for k in knobs}

@@ -126,7 +126,10 @@ TUNING_KNOBS: tuple[Knob, ...] = (
     Knob("cuda_coarsen_factor", 4, "kiln.passes.plan_parallel",
          "CUDA: rows of the slowest dimension one thread runs in a coarsened stencil loop (< 2: off)."),
     Knob("cuda_vector_width", 4, "kiln.passes.plan_parallel",
-         "CUDA: consecutive innermost iterations one thread runs with vector loads/stores (< 2: off)."),
+         "CUDA: consecutive innermost iterations one thread runs with vector loads/stores (a power of "
+         "two; < 2: off)."),
+    Knob("cuda_vector_width_reductions", 8, "kiln.passes.plan_parallel",
+         "CUDA: the same for loops with planned reductions (one wave of blocks: more loads in flight)."),
 )
 
 
@@ -144,6 +147,7 @@ class Tuning:
     cuda_loop_waves_coarsened: int
     cuda_coarsen_factor: int
     cuda_vector_width: int
+    cuda_vector_width_reductions: int
 
     def __init__(self) -> None:
         for k in TUNING_KNOBS:

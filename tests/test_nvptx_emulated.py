@@ -357,6 +357,10 @@ def test_vector_plan_is_chosen_from_the_access_pattern_and_shown_in_the_ir():
     assert loop.plan.vector is not None and loop.plan.vector.width >= 2
     assert set(loop.plan.vector.arrays) == {"x", "y"}
     assert "gpu vector x" in format_ir(e.kir)
+    # loops with reductions keep more loads in flight (they run one wave of blocks)
+    from kiln.driver import lower_kernel      # (the emulator cannot run block reductions)
+    red = lower_kernel(total_of, (F1, F1)).kernel.body[0].plan
+    assert red.reductions and red.vector.width > loop.plan.vector.width
     s5 = EmulatedKernel(stencil5, (A2, A2)).kir
     assert "gpu coarsen dim 0 x" in format_ir(s5) and "gpu vector x" in format_ir(s5)
     # neither a strided last dimension nor a transposed access gives adjacent lanes, and a body
@@ -371,6 +375,12 @@ def reassigned(x: kl.ndarray(kl.f32, ndim=1)):
     for i in range(x.shape[0] - 1):
         i = i + 1
         x[i] = 1.0
+
+
+@kl.kernel
+def total_of(x: kl.ndarray(kl.f32, ndim=1), out: kl.ndarray(kl.f32, ndim=1)):
+    for i in range(x.shape[0]):
+        out[0] += x[i]
 
 
 @kl.kernel

@@ -29,9 +29,9 @@ its neighbours again (kiln.codegen.nvptx). The CPU target ignores it.
 
 Vector access (`Vectorization`, GPU only). A straight-line loop whose last dimension has step 1
 and whose body indexes arrays with that dimension's variable last (`x[i]`, `u[i, j + 1]`) is
-planned so that each GPU thread runs VECTOR_WIDTH consecutive iterations of that dimension, from
-a multiple of VECTOR_WIDTH: their accesses are adjacent, and LLVM merges them into 16-byte loads
-and stores when the runtime finds the arrays aligned. The CPU target ignores it (LLVM's loop
+planned so that each GPU thread runs VECTOR_WIDTH (8 with reductions) consecutive iterations of
+that dimension, from a multiple of the width: their accesses are adjacent, and LLVM merges them
+into 16-byte loads and stores when the runtime finds the arrays aligned. The CPU target ignores it (LLVM's loop
 vectorizer does the same there).
 
 GPU launches (`LaunchPlan`). A kernel body is split at its top-level parallel loops:
@@ -286,18 +286,23 @@ def plan_coarsening(loop: ir.ParallelFor, lockstep: bool, reductions: bool) -> i
 
 #: consecutive innermost iterations one GPU thread runs so that their accesses merge into vector
 #: loads and stores (kiln.config; < 2 turns it off). 4 x f32 = one 16-byte access: on an H200 a
-#: scalar copy kernel reaches 71% of torch's copy, a float4 one 96% (bench/stencil_probe.py)
+#: scalar copy kernel reaches 71% of torch's copy, a float4 one 96% (bench/stencil_probe.py).
+#: Loops with planned reductions run one wave of blocks and store nothing, so their threads
+#: keep two 16-byte loads in flight (H200, 2^26 f32: sum 97% -> 101% of copy, 4 sums 93% ->
+#: 95%; saxpy and the stencil lose 10 points at 8)
 VECTOR_WIDTH = TUNING.cuda_vector_width
+VECTOR_WIDTH_REDUCTIONS = TUNING.cuda_vector_width_reductions
 
 
-def plan_vector(loop: ir.ParallelFor, lockstep: bool) -> ir.Vectorization | None:
+def plan_vector(loop: ir.ParallelFor, lockstep: bool, reductions: bool) -> ir.Vectorization | None:
     """Vector access for a straight-line loop (`lockstep`) whose last dimension has step 1 and
     whose body loads or stores some array of scalars with the last index `var + c` (`x[i]`,
     `u[i, j - 1]`): consecutive iterations of that dimension touch consecutive elements. Every
     access of such an array may then be merged with its neighbours' when the runtime finds the
     array aligned (kiln.codegen.nvptx checks the data pointer and strides)."""
-    if not lockstep or VECTOR_WIDTH < 2:
-        return None
+    width = VECTOR_WIDTH_REDUCTIONS if reductions else VECTOR_WIDTH
+    if not lockstep or width < 2 or width & (width - 1):
+        return None             # (off, or not a power of two: lanes start at multiples of it)
     last = loop.dims[-1]
     if not (isinstance(last.step, ir.Const) and last.step.value == 1) or last.var in assigned_locals(loop.body):
         return None             # (a body that reassigns the variable would move its lanes)
@@ -307,7 +312,7 @@ def plan_vector(loop: ir.ParallelFor, lockstep: bool) -> ir.Vectorization | None
                 and isinstance(n.array.type.dtype, ScalarType) and n.indices \
                 and dim_offset(n.indices[-1], last.var) is not None:
             names[n.array.name] = None
-    return ir.Vectorization(VECTOR_WIDTH, tuple(names)) if names else None
+    return ir.Vectorization(width, tuple(names)) if names else None
 
 
 def plan_loop(loop: ir.ParallelFor) -> ir.ParallelPlan:
@@ -322,7 +327,7 @@ def plan_loop(loop: ir.ParallelFor) -> ir.ParallelPlan:
         heavy_iterations=any(isinstance(n, (ir.For, ir.While, ir.Call)) for n in walk(loop.body)),
         lockstep=lockstep,
         coarsen=plan_coarsening(loop, lockstep, bool(keys)),
-        vector=plan_vector(loop, lockstep),
+        vector=plan_vector(loop, lockstep, bool(keys)),
     )
 
 
