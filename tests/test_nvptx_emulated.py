@@ -351,14 +351,15 @@ def _f32(v: float) -> _Raw:
 
 
 def test_vector_plan_is_chosen_from_the_access_pattern_and_shown_in_the_ir():
+    from kiln.driver import lower_kernel
     from kiln.ir.printer import format_ir
     e = EmulatedKernel(vsaxpy, (kl.f32, F1, F1))
     loop = e.kir.kernel.body[0]
     assert loop.plan.vector is not None and loop.plan.vector.width >= 2
     assert set(loop.plan.vector.arrays) == {"x", "y"}
     assert "gpu vector x" in format_ir(e.kir)
-    # loops with reductions keep more loads in flight (they run one wave of blocks)
-    from kiln.driver import lower_kernel      # (the emulator cannot run block reductions)
+    # loops with reductions keep more loads in flight (they run one wave of blocks); lowered
+    # only: the emulator cannot run block reductions
     red = lower_kernel(total_of, (F1, F1)).kernel.body[0].plan
     assert red.reductions and red.vector.width > loop.plan.vector.width
     s5 = EmulatedKernel(stencil5, (A2, A2)).kir
