@@ -14,7 +14,7 @@ and the math functions LLVM cannot lower on NVPTX: libdevice calls, or kiln's ow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -122,18 +122,16 @@ class NvptxBodyEmitter(KernelBodyEmitter):
     lazy_depth: int = 0
 
     def e_Load(self, e: N.Load) -> ir.Value:
-        w = self.window
-        key = w.key(e) if w is not None and self.lazy_depth == 0 else None
-        if key is not None and key in w.values:     # type: ignore[union-attr]
-            v = w.values[key]                       # type: ignore[union-attr]
-        else:
-            p, a = self.element_ptr(e.array, e.indices, e.check)
-            t = a.dtype
-            v = self.from_mem(self.b.load(p, typ=mem_type(t), align=self.access_align(e.array, e.indices, t)), t,
-                              self.b)
-            if key is not None:
-                w.values[key] = v                   # type: ignore[union-attr]
-        return self.convert(v, e.array.type.dtype, e.type)   # type: ignore[arg-type]
+        w = self.window if self.lazy_depth == 0 else None
+        key = w.key(e) if w is not None else None
+        t = self.array(e.array).dtype
+        if w is not None and key is not None and key in w.values:
+            return self.convert(w.values[key], t, e.type)
+        p, _a = self.element_ptr(e.array, e.indices, e.check)
+        v = self.from_mem(self.b.load(p, typ=mem_type(t), align=self.access_align(e.array, e.indices, t)), t, self.b)
+        if w is not None and key is not None:
+            w.values[key] = v
+        return self.convert(v, t, e.type)
 
     def access_align(self, ref: N.ArrayRef, indices: tuple[N.Expr, ...], t: ScalarType) -> int:
         """The alignment an access may claim: the element size, or more in a vector group."""
@@ -217,15 +215,12 @@ class NvptxBodyEmitter(KernelBodyEmitter):
     def _plain_loop(self, s: N.ParallelFor, plan: N.ParallelPlan, dims: list, unroll: bool = True) -> None:
         """The loop without vector access: coarsened, or a grid-stride loop (with `unroll`, UNROLL
         iterations in lock step first)."""
-        b = self.b
         counts = [c for _, _, c in dims]
         if plan.coarsen is not None:
             assert not plan.reductions and plan.lockstep, "plan_parallel coarsens only plain straight-line loops"
             self._group_loop(s, dims, plan.coarsen, None)
             return
-        total = counts[0]
-        for c in counts[1:]:
-            total = b.mul(total, c)
+        total = self._product(counts)
         gtid, stride, digits, sdig = self._grid_position(counts)
         flat, ds = gtid, digits
         if unroll and plan.lockstep and UNROLL > 1:
@@ -234,7 +229,7 @@ class NvptxBodyEmitter(KernelBodyEmitter):
 
     def _vector_aligned(self, vec: N.Vectorization) -> ir.Value:
         """Whether every array of `vec` has a unit last stride and its data pointer and other
-        strides aligned to a vector group (kiln.codegen.nvptx.vector_alignment)."""
+        strides aligned to a vector group (`vector_alignment`)."""
         b = self.b
         ok = ir.Constant(I1, 1)
         for name in vec.arrays:
@@ -253,12 +248,9 @@ class NvptxBodyEmitter(KernelBodyEmitter):
         """The grid-stride loop over groups, one group per step: `co.factor` consecutive rows of
         dim 0 (a coarsened stencil) times `vec.width` consecutive iterations of the last
         dimension whose variable starts at a multiple of the width (vector access), either
-        factor 1 when not planned. A full group runs as straight-line code in lock step: the
-        rows share the loads of `co.reuse` arrays (the register window, each element loaded
-        once), and the lanes' accesses of `vec.arrays`, whose last stride is known to be 1 on
-        this path, state their alignment so that LLVM's load/store vectorizer merges them into
-        vector accesses. A group at the end of dim 0 or either end of a row runs element by
-        element."""
+        factor 1 when not planned. A full group runs as straight-line code in lock step
+        (`_full_group`); a group at the end of dim 0 or either end of a row runs element by
+        element (`_partial_group`)."""
         assert co is None or co.dim == 0
         b, fn = self.b, self.fn
         W, R = (vec.width if vec is not None else 1), (co.factor if co is not None else 1)
@@ -272,9 +264,7 @@ class NvptxBodyEmitter(KernelBodyEmitter):
             gcounts[co.dim] = b.udiv(b.add(counts[co.dim], ir.Constant(I64, R - 1)), ir.Constant(I64, R))
         groups = b.udiv(b.add(b.add(counts[last], lead), ir.Constant(I64, W - 1)), ir.Constant(I64, W))
         gcounts[last] = b.select(b.icmp_signed("<=", counts[last], ir.Constant(I64, 0)), ir.Constant(I64, 0), groups)
-        total = gcounts[0]
-        for c in gcounts[1:]:
-            total = b.mul(total, c)
+        total = self._product(gcounts)
         gtid, stride, digits, sdig = self._grid_position(gcounts)
         head, body_bb, full_bb, part_bb, latch, end = (
             fn.append_basic_block(f"vl.{n}") for n in ("head", "body", "full", "part", "latch", "end"))
@@ -285,24 +275,39 @@ class NvptxBodyEmitter(KernelBodyEmitter):
         if W > 1:
             full = b.and_(b.icmp_signed(">=", t0, ir.Constant(I64, 0)),
                           b.icmp_signed("<=", b.add(t0, ir.Constant(I64, W)), counts[last]))
-        r0 = dphis[0]
+        r0 = None
         if co is not None:
             r0 = b.mul(dphis[co.dim], ir.Constant(I64, R))
             full = b.and_(full, b.icmp_unsigned("<=", b.add(r0, ir.Constant(I64, R)), counts[co.dim]))
         b.cbranch(full, full_bb, part_bb)
 
-        def position(r: int | ir.Value, k: int | ir.Value) -> list[ir.Value]:
+        def position(r: ir.Value, k: ir.Value) -> list[ir.Value]:
+            """The trip of every dim for row `r` and lane `k` of this step's group."""
             idx = list(dphis)
             if co is not None:
-                idx[co.dim] = b.add(r0, r if isinstance(r, ir.Value) else ir.Constant(I64, r))
-            idx[last] = b.add(t0, k if isinstance(k, ir.Value) else ir.Constant(I64, k))
+                idx[co.dim] = b.add(r0, r)
+            idx[last] = b.add(t0, k)
             return idx
 
-        # a full group: lanes (and rows) in lock step, vector accesses
         b.position_at_end(full_bb)
+        self._full_group(s, dims, co, vec, position)
+        self.b.branch(latch)
+        b.position_at_end(part_bb)
+        self._partial_group(s, dims, R, W, position, counts, co)
+        self.b.branch(latch)
+        self._close_grid_loop(latch, head, end, f, dphis, stride, sdig, gcounts)
+
+    def _full_group(self, s: N.ParallelFor, dims: list, co: N.Coarsening | None, vec: N.Vectorization | None,
+                    position: Callable[[ir.Value, ir.Value], list[ir.Value]]) -> None:
+        """Every row and lane of a group as straight-line code in lock step: the rows share the
+        loads of `co.reuse` arrays (the register window, each element loaded once), and the
+        lanes' accesses of `vec.arrays`, whose last stride is known to be 1 on this path, state
+        their alignment so that LLVM's load/store vectorizer merges them into vector accesses."""
+        last = len(dims) - 1
+        W, R = (vec.width if vec is not None else 1), (co.factor if co is not None else 1)
         base_vars, base_arrays = self.vars, self.arrays
         lanes = [(r, k) for r in range(R) for k in range(W)]
-        copies = self._var_copies(s, dims, [position(r, k) for r, k in lanes])
+        copies = self._var_copies(s, dims, [position(ir.Constant(I64, r), ir.Constant(I64, k)) for r, k in lanes])
         if vec is not None:
             self.arrays = dict(base_arrays)
             for name in vec.arrays:     # checked: a unit last stride, so neighbours are adjacent
@@ -315,17 +320,24 @@ class NvptxBodyEmitter(KernelBodyEmitter):
                                        col_var=s.dims[last].var if vec is not None else None)
         self.in_parallel = True
         self._emit_lockstep(s.body, copies, lanes)
+        self.in_parallel = False
         self.window, self.lanes = None, None
         self.vars, self.arrays = base_vars, base_arrays
-        self.b.branch(latch)
-        # a group at the end of dim 0 or at either end of a row: element by element
-        b.position_at_end(part_bb)
-        ehead, ebody, erun, enext = (fn.append_basic_block(f"vl.{n}") for n in ("elem", "elembody", "run", "next"))
+
+    def _partial_group(self, s: N.ParallelFor, dims: list, R: int, W: int,
+                       position: Callable[[ir.Value, ir.Value], list[ir.Value]], counts: list[ir.Value],
+                       co: N.Coarsening | None) -> None:
+        """The R x W elements of a group one by one, each run only when inside the loop."""
+        b, fn = self.b, self.fn
+        last = len(dims) - 1
+        pre = b.block
+        ehead, ebody, erun, enext, edone = (
+            fn.append_basic_block(f"vl.{n}") for n in ("elem", "elembody", "run", "next", "elemdone"))
         b.branch(ehead)
         b.position_at_end(ehead)
         e = b.phi(I64, "elem")
-        e.add_incoming(ir.Constant(I64, 0), part_bb)
-        b.cbranch(b.icmp_unsigned("<", e, ir.Constant(I64, R * W)), ebody, latch)
+        e.add_incoming(ir.Constant(I64, 0), pre)
+        b.cbranch(b.icmp_unsigned("<", e, ir.Constant(I64, R * W)), ebody, edone)
         b.position_at_end(ebody)
         idx = position(b.udiv(e, ir.Constant(I64, W)), b.urem(e, ir.Constant(I64, W)))
         inside = b.and_(b.icmp_signed(">=", idx[last], ir.Constant(I64, 0)),
@@ -335,6 +347,7 @@ class NvptxBodyEmitter(KernelBodyEmitter):
         b.cbranch(inside, erun, enext)
         b.position_at_end(erun)
         self._set_dim_vars(s, dims, self.vars, idx)
+        self.in_parallel = True
         self.stmts(s.body)
         self.in_parallel = False
         if not self.b.block.is_terminated:
@@ -342,7 +355,13 @@ class NvptxBodyEmitter(KernelBodyEmitter):
         b.position_at_end(enext)
         e.add_incoming(b.add(e, ir.Constant(I64, 1)), enext)
         b.branch(ehead)
-        self._close_grid_loop(latch, head, end, f, dphis, stride, sdig, gcounts)
+        b.position_at_end(edone)
+
+    def _product(self, values: list[ir.Value]) -> ir.Value:
+        out = values[0]
+        for v in values[1:]:
+            out = self.b.mul(out, v)
+        return out
 
     def _close_grid_loop(self, latch: ir.Block, head: ir.Block, end: ir.Block, f: ir.PhiInstr,
                          dphis: list[ir.PhiInstr], stride: ir.Value, sdig: list[ir.Value],
