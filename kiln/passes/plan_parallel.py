@@ -31,8 +31,8 @@ Vector access (`Vectorization`, GPU only). A straight-line loop whose last dimen
 and whose body indexes arrays with that dimension's variable last (`x[i]`, `u[i, j + 1]`) is
 planned so that each GPU thread runs VECTOR_WIDTH (8 with reductions) consecutive iterations of
 that dimension, from a multiple of the width: their accesses are adjacent, and LLVM merges them
-into 16-byte loads and stores when the runtime finds the arrays aligned. The CPU target ignores it (LLVM's loop
-vectorizer does the same there).
+into 16-byte loads and stores when the runtime finds the arrays aligned. The CPU target ignores
+it (LLVM's loop vectorizer does the same there).
 
 GPU launches (`LaunchPlan`). A kernel body is split at its top-level parallel loops:
 - no parallel loop: ONE launch of one thread running the whole body ("single");
@@ -211,6 +211,14 @@ COARSEN_FACTOR = TUNING.cuda_coarsen_factor
 ReuseKey = tuple[int, tuple[ir.Expr, ...]]
 
 
+def steps_by_one(d: ir.ParallelRange, assigned: set[str]) -> bool:
+    """Whether consecutive iterations of dimension `d` see consecutive values of its variable:
+    a constant step of 1 and a body (which assigns `assigned`) that never reassigns it. The
+    GPU's groups of rows and lanes rely on it (a reassigned variable would move a row of the
+    register window, or a lane away from the alignment it claims)."""
+    return isinstance(d.step, ir.Const) and d.step.value == 1 and d.var not in assigned
+
+
 def dim_offset(e: ir.Expr, var: str) -> int | None:
     """c when `e` is `var`, `var + c` or `var - c` (c an int constant), else None."""
     if isinstance(e, ir.Var) and e.name == var:
@@ -265,8 +273,8 @@ def plan_coarsening(loop: ir.ParallelFor, lockstep: bool, reductions: bool) -> i
         return None
     d0 = loop.dims[0]
     assigned = assigned_locals(loop.body)
-    if not (isinstance(d0.step, ir.Const) and d0.step.value == 1) or d0.var in assigned:
-        return None             # (a body that reassigns the row variable would move its window)
+    if not steps_by_one(d0, assigned):
+        return None
     written = _written_in(loop)
     offsets: dict[tuple[str, tuple[ir.Expr, ...]], set[int]] = {}
     for n in walk(loop.body):
@@ -299,13 +307,13 @@ def plan_vector(loop: ir.ParallelFor, lockstep: bool, reductions: bool) -> ir.Ve
     whose body loads or stores some array of scalars with the last index `var + c` (`x[i]`,
     `u[i, j - 1]`): consecutive iterations of that dimension touch consecutive elements. Every
     access of such an array may then be merged with its neighbours' when the runtime finds the
-    array aligned (kiln.codegen.nvptx checks the data pointer and strides)."""
+    array aligned (kiln.codegen.nvptx_body checks the data pointer and strides)."""
     width = VECTOR_WIDTH_REDUCTIONS if reductions else VECTOR_WIDTH
     if not lockstep or width < 2 or width & (width - 1):
         return None             # (off, or not a power of two: lanes start at multiples of it)
     last = loop.dims[-1]
-    if not (isinstance(last.step, ir.Const) and last.step.value == 1) or last.var in assigned_locals(loop.body):
-        return None             # (a body that reassigns the variable would move its lanes)
+    if not steps_by_one(last, assigned_locals(loop.body)):
+        return None
     names: dict[str, None] = {}
     for n in walk(loop.body):
         if isinstance(n, (ir.Load, ir.Store)) and not n.array.type.element_shape \
