@@ -182,7 +182,7 @@ def reduction_rows(torch, cm, x, n: int, reps: int, bw_copy: float, res: dict) -
     ks_nv = compiled_with(ksum, VECTOR_WIDTH_REDUCTIONS=1)
     rows.append(row("  sum kiln, no vector access", gpu_time(torch, lambda: ks_nv(x, acc, stream=stream), reps),
                     "sum_kiln_novec_GBs"))
-    k2, km = cm.kernels["sum_sq"], cm.kernels["max"]
+    k2 = cm.kernels["sum_sq"]
     acc.zero_()
     k2(x, acc, stream=stream)
     torch.cuda.synchronize()
@@ -192,21 +192,16 @@ def reduction_rows(torch, cm, x, n: int, reps: int, bw_copy: float, res: dict) -
     rows.append(row("  torch (x.sum(), linalg.vector_norm(x))",
                     gpu_time(torch, lambda: (torch.sum(x), torch.linalg.vector_norm(x)), reps), "sum_sq_torch_GBs",
                     "; sum + norm, two passes"))
-    acc.fill_(-1.0)
-    km(x, acc, stream=stream)
-    torch.cuda.synchronize()
-    assert acc[0].item() == x.max().item(), "max mismatch"
-    rows.append(row("max reduction kiln (kl.atomic_max)", gpu_time(torch, lambda: km(x, acc, stream=stream), reps),
-                    "max_kiln_GBs"))
-    rows.append(row("  torch.max", gpu_time(torch, lambda: torch.max(x), reps), "max_torch_GBs"))
-    kn, k4 = cm.kernels["min"], cm.kernels["moments"]
-    acc.fill_(2.0)
-    kn(x, acc, stream=stream)
-    torch.cuda.synchronize()
-    assert acc[0].item() == x.min().item(), "min mismatch"
-    rows.append(row("min reduction kiln (kl.atomic_min)", gpu_time(torch, lambda: kn(x, acc, stream=stream), reps),
-                    "min_kiln_GBs"))
-    rows.append(row("  torch.min", gpu_time(torch, lambda: torch.min(x), reps), "min_torch_GBs"))
+    # x is in [0, 1): the accumulator starts below (max) or above (min) every element
+    for op, kext, start, tfn in (("max", cm.kernels["max"], -1.0, torch.max), ("min", cm.kernels["min"], 2.0, torch.min)):
+        acc.fill_(start)
+        kext(x, acc, stream=stream)
+        torch.cuda.synchronize()
+        assert acc[0].item() == tfn(x).item(), f"{op} mismatch"
+        rows.append(row(f"{op} reduction kiln (kl.atomic_{op})",
+                        gpu_time(torch, lambda k=kext: k(x, acc, stream=stream), reps), f"{op}_kiln_GBs"))
+        rows.append(row(f"  torch.{op}", gpu_time(torch, lambda tfn=tfn: tfn(x), reps), f"{op}_torch_GBs"))
+    k4 = cm.kernels["moments"]
     acc4 = torch.zeros(4, device="cuda")
     k4(x, acc4, stream=stream)
     torch.cuda.synchronize()
