@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Everything this project checks on a GPU, in ONE short device call (a session's device time is
 # scarce): the CUDA test groups run side by side (they are compile-bound, the machine has 16
-# cores), then the benchmarks run alone so that nothing else competes with their timings.
+# cores), then the benchmarks (and the math ulp table of docs/cuda.md) run alone so that nothing
+# else competes with their timings. The two-GPU tests skip with one GPU: run this on a machine
+# with two once.
 #
 #   bench/device_session.sh [OUTDIR]        # on the GPU machine, from the repository root
 #
 # libdevice: KILN_LIBDEVICE, else build/libdevice.10.bc (git-ignored; copy it there from the
 # nvidia-nvvm wheel). build/pylib, when present, is added to PYTHONPATH (pytest, for machines
-# without it). Time limits per group: TESTS_S (default 170 s), BENCH_S (150 s), MPM_S (60 s).
+# without it). Time limits per group: TESTS_S (default 170 s), BENCH_S (150 s), ULP_S (90 s),
+# MPM_S (60 s).
 set -u
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-/tmp/kiln_device_session}}
@@ -36,5 +39,7 @@ done
 # 4. benchmarks, alone
 timeout "${BENCH_S:-150}" python3 bench/gpu_bench.py --json "$OUTDIR/bench.json" >"$OUTDIR/bench.txt" 2>&1
 echo "== gpu_bench rc=$?"; tail -n 60 "$OUTDIR/bench.txt"
+timeout "${ULP_S:-90}" python3 bench/gpu_math_ulp.py >"$OUTDIR/ulp.txt" 2>&1
+echo "== gpu_math_ulp rc=$?"; tail -n 16 "$OUTDIR/ulp.txt"
 timeout "${MPM_S:-60}" python3 bench/mpm88_bench.py --substeps 50 --repeats 3 >"$OUTDIR/mpm88.txt" 2>&1
 echo "== mpm88_bench rc=$?"; tail -n 20 "$OUTDIR/mpm88.txt"
